@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up amp-tf on a fresh machine: the offline Fashion-MNIST files (Debian's
+# dataset-fashion-mnist, installed with apt when run as root) and a virtual
+# environment in .venv with the pinned requirements and amp-tf itself.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FMNIST_DIR=/usr/share/datasets/fashion-mnist
+if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing Debian's dataset-fashion-mnist (about 30 MB) ..."
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "[setup] Fashion-MNIST files not found in $FMNIST_DIR." >&2
+    echo "[setup] Run: sudo apt-get install dataset-fashion-mnist" >&2
+    echo "[setup] (or pass --data-dir DIR holding the four *-ubyte.gz files)." >&2
+  fi
+fi
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version) ..."
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+echo "[setup] done: .venv is ready."
