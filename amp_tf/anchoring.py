@@ -1,0 +1,263 @@
+"""Anchored training as a plain Keras model (paper Sec. 3.1, Fig. 2, Appendix A/C).
+
+`AnchoredModel` wraps a backbone over 2C channels. Its `call` takes the raw
+C-channel images (what `fit` feeds it) and anchors inside:
+
+    c    = x[perm]                  # anchors: a random permutation of the same batch
+    x_in = concat([T(c), x - c])    # T on every `consistency_every`-th training step
+
+`T` touches the anchor channels only; the residual always uses the clean anchor.
+Under a `tf.distribute` strategy each replica permutes its own share of the
+global batch, and the replica id enters the seed, so replicas draw different
+permutations (a mirrored `SeedGenerator` alone would give them all the same one).
+
+Randomness during `fit` is a pure function of `(seed, optimizer step, replica)`:
+a run restarted from a checkpoint at step s draws the same anchors as one that
+never stopped.
+
+Example:
+
+>>> import keras, numpy as np
+>>> from amp_tf.models import build_backbone
+>>> backbone = build_backbone("resnet_small", (28, 28, 1), 10, anchored=True)
+>>> model = AnchoredModel(backbone, consistency="all", consistency_every=5,
+...                       value_range=(-1.0, 1.0), seed=0)
+>>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+...               metrics=["accuracy"])
+>>> x = np.random.uniform(-1, 1, (64, 28, 28, 1)).astype("float32")
+>>> y = np.random.randint(0, 10, 64)
+>>> history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from amp_tf.augment import ConsistencyAugment
+
+
+def anchor_inputs(images, anchors, anchor_view=None):
+    """The anchored input `[T(c), x - c]`, channel-concatenated.
+
+    Args:
+        images: (B, H, W, C) images `x`.
+        anchors: (B, H, W, C) anchors `c`, one per image.
+        anchor_view: `T(c)`; defaults to the clean anchors.
+    """
+    if anchor_view is None:
+        anchor_view = anchors
+    return tf.concat([anchor_view, images - anchors], axis=-1)
+
+
+def replica_seed(base_seed, step):
+    """A stateless seed (2,) from a base seed, a step counter and the replica id."""
+    rid = tf.cast(_replica_id(), tf.int64)
+    seed = tf.stack([tf.constant(base_seed, tf.int64), tf.cast(step, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(seed, rid)
+
+
+def permute_batch(images, seed):
+    """A random permutation of the batch (per-replica when `seed` is)."""
+    n = tf.shape(images)[0]
+    perm = tf.argsort(tf.random.stateless_uniform([n], seed=seed))
+    return tf.gather(images, perm)
+
+
+@keras.saving.register_keras_serializable(package="amp_tf")
+class AnchoredModel(keras.Model):
+    """Trains any 2C-channel backbone with neural network anchoring via `fit`.
+
+    Args:
+        backbone: a Keras model mapping (H, W, 2C) inputs to logits, e.g.
+            `build_backbone(name, (H, W, C), N)` or `anchor_backbone(model)`.
+        consistency: the anchor transform `T`: a preset name (`"all"`, the
+            paper's composition; `"none"` to disable), names joined with `+`, a
+            list of names, or a `ConsistencyAugment` layer. See `amp_tf.augment`.
+        consistency_every: apply `T` on every n-th training step (5 = the paper's
+            CIFAR setting, 10 for ImageNet, 0 = never).
+        value_range: `(low, high)` of the inputs fed to `fit` (for normalised
+            images: `((0 - mean) / std, (255 - mean) / std)`); `T` clips to it.
+        seed: base seed for anchors and `T`.
+        num_classes: optional; when set, integer labels outside
+            `[0, num_classes)` raise a clear error during training. Defaults to
+            the backbone's output width.
+    """
+
+    def __init__(
+        self,
+        backbone,
+        consistency="all",
+        consistency_every=5,
+        value_range=(0.0, 255.0),
+        seed=0,
+        num_classes=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, keras.Model):
+            raise TypeError(
+                f"backbone: expected a keras.Model over 2C channels, got {type(backbone).__name__}."
+            )
+        shape = backbone.input_shape
+        if isinstance(shape, list) or len(shape) != 4:
+            raise ValueError(
+                "backbone: expected one image input of rank 4 (B, H, W, 2C), "
+                f"got input_shape={shape}."
+            )
+        if shape[-1] is None or shape[-1] % 2:
+            raise ValueError(
+                f"backbone: its input must have an even channel count 2C (anchor + residual), "
+                f"got {shape[-1]}. Build it with build_backbone(..., anchored=True) or anchor_backbone(model)."
+            )
+        if consistency_every is None or int(consistency_every) < 0:
+            raise ValueError(
+                f"consistency_every: expected an int >= 0 (0 = off), got {consistency_every!r}."
+            )
+        self.backbone = backbone
+        self.image_channels = shape[-1] // 2
+        self.consistency_every = int(consistency_every)
+        if isinstance(consistency, ConsistencyAugment):
+            self.augment = consistency
+        else:
+            self.augment = ConsistencyAugment(consistency, value_range=value_range)
+        self.seed = int(seed)
+        out = backbone.output_shape
+        self.num_classes = int(num_classes) if num_classes else (out[-1] if out else None)
+        self._eval_seed = keras.random.SeedGenerator(self.seed + 7919)
+
+    def build(self, input_shape=None):
+        # The backbone arrives built (it has an Input); T has no weights.
+        self.built = True
+
+    # -- forward -----------------------------------------------------------
+    def _check_images(self, x):
+        if len(x.shape) != 4:
+            raise ValueError(
+                f"images: expected rank 4 (batch, height, width, channels), got shape {tuple(x.shape)}."
+            )
+        if x.shape[-1] is not None and x.shape[-1] != self.image_channels:
+            raise ValueError(
+                f"images: the backbone takes {2 * self.image_channels} channels, i.e. "
+                f"{self.image_channels}-channel images (anchor + residual); got "
+                f"{x.shape[-1]} channels. Pass raw images; AnchoredModel anchors them."
+            )
+
+    def call(self, x, training=False, seed=None, apply_consistency=False):
+        """Anchors `x` with a permutation of its own batch and runs the backbone.
+
+        Args:
+            x: (B, H, W, C) images.
+            training: Keras' training flag (BatchNorm, Dropout).
+            seed: stateless seed (2,); drawn from an internal generator if None.
+            apply_consistency: bool or bool tensor: apply `T` to the anchors.
+        """
+        x = tf.convert_to_tensor(x)
+        self._check_images(x)
+        x = tf.cast(x, self.compute_dtype)
+        if seed is None:
+            seed = tf.random.experimental.stateless_fold_in(
+                tf.cast(self._eval_seed.next(), tf.int64), tf.cast(_replica_id(), tf.int64)
+            )
+        perm_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        anchors = permute_batch(x, perm_seed)
+        if self.augment.names and not (apply_consistency is False):
+            view = tf.cond(
+                tf.convert_to_tensor(apply_consistency),
+                lambda: self.augment(anchors, seed=aug_seed),
+                lambda: anchors,
+            )
+        else:
+            view = anchors
+        return self.backbone(anchor_inputs(x, anchors, view), training=training)
+
+    # -- training ----------------------------------------------------------
+    def _check_labels(self, y):
+        if self.num_classes is None or y is None or isinstance(y, (dict, list, tuple)):
+            return []
+        if not (y.dtype.is_integer) or len(y.shape) > 2:
+            return []
+        return [
+            tf.debugging.assert_non_negative(
+                y, message="labels: expected integer class ids in [0, num_classes); got a negative label."
+            ),
+            tf.debugging.assert_less(
+                y,
+                tf.cast(self.num_classes, y.dtype),
+                message=(
+                    f"labels: expected integer class ids in [0, {self.num_classes}); got a label "
+                    f">= {self.num_classes}. Check the dataset's labels or the backbone's num_classes."
+                ),
+            ),
+        ]
+
+    def consistency_active(self, step):
+        """Whether `T` is applied at optimizer step `step` (0-based): every n-th step."""
+        if self.consistency_every == 0 or not self.augment.names:
+            return False
+        return tf.equal(tf.math.floormod(tf.cast(step, tf.int64), self.consistency_every), 0)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        step = self.optimizer.iterations
+        seed = replica_seed(self.seed, step)
+        apply_t = self.consistency_active(step)
+        with tf.control_dependencies(self._check_labels(y)):
+            x = tf.identity(x)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True, seed=seed, apply_consistency=apply_t)
+            # compute_loss returns the per-replica share of the global loss
+            # (scaled by 1/num_replicas under a strategy): no extra mean here.
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+            self._loss_tracker.update_state(
+                _unscale(loss),
+                sample_weight=tf.shape(x)[0],
+            )
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with an up-front check of in-memory integer labels."""
+        if y is not None and self.num_classes is not None:
+            arr = np.asarray(y)
+            if arr.dtype.kind in "iu" and arr.size and (arr.min() < 0 or arr.max() >= self.num_classes):
+                raise ValueError(
+                    f"y: labels must be class ids in [0, {self.num_classes}); got values in "
+                    f"[{arr.min()}, {arr.max()}]. Check the labels or the backbone's num_classes."
+                )
+        return super().fit(x, y, *args, **kwargs)
+
+    # -- saving ------------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            consistency=self.augment.consistency,
+            consistency_every=self.consistency_every,
+            value_range=self.augment.value_range,
+            seed=self.seed,
+            num_classes=self.num_classes,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def _replica_id():
+    ctx = tf.distribute.get_replica_context()
+    return 0 if ctx is None else ctx.replica_id_in_sync_group
+
+
+def _unscale(loss):
+    """The loss as reported: undo the 1/num_replicas scaling of compute_loss."""
+    n = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * tf.cast(n, loss.dtype) if n > 1 else loss

@@ -1,0 +1,301 @@
+"""Anchor Marginalized Prediction (paper Sec. 3.1 "Inference", Eq. 1-2, Fig. 3).
+
+For a test batch `x` and K fixed anchors `c_1..c_K`:
+
+    P_k   = f([c_k, x - c_k])                   # logits, (K, B, N): one tiled batch of K*B
+    H     = mean_k P_k                          # marginalized logits
+    tau   = reduce_classes( std_k sigmoid(P_k) )  # std with ddof=1 (as the official code)
+    H^c   = H / (1 + exp(tau))   or   H / tau   # heteroscedastic temperature scaling
+    AMP   = -(1/N) sum_classes log softmax(H^c) = logsumexp(H^c) - mean(H^c)   # Eq. 2
+
+Choices and where they come from:
+
+* `tau_reduction="mean"` (default) averages the per-class std over classes, as
+  the authors' released code does; `"sum"` sums it, as the paper's Eq. 1 writes.
+  They differ by the factor N, which matters only through the calibration.
+* `calibration="exp"` (default) divides by `1 + exp(tau)`: the variant the paper
+  uses for CIFAR-sized data "to avoid scaling issues" (end of Sec. 3.1);
+  `"divide"` divides by `tau` itself (the main-text formula), with `tau`
+  clipped below at `eps` so that a zero spread cannot divide by zero.
+* AMP is higher for in-distribution inputs (a peaked calibrated softmax has a
+  large mean negative log-likelihood over classes).
+
+Example:
+
+>>> import numpy as np
+>>> from amp_tf.models import build_backbone
+>>> backbone = build_backbone("resnet_small", (28, 28, 1), 10, anchored=True)
+>>> train = np.random.uniform(-1, 1, (100, 28, 28, 1)).astype("float32")
+>>> predictor = AnchoredPredictor(backbone, select_anchors(train, k=5))
+>>> out = predictor.predict(train[:8])
+>>> sorted(out)[:4]
+['amp_score', 'calibrated_logits', 'energy', 'logits']
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from amp_tf import scores
+
+TAU_REDUCTIONS = ("mean", "sum")
+CALIBRATIONS = ("exp", "divide")
+
+
+def select_anchors(images, k, seed=0):
+    """Picks `k` distinct training images as anchors, deterministically.
+
+    Args:
+        images: (N, H, W, C) array of (preprocessed) training images.
+        k: number of anchors, >= 2 (tau is a standard deviation over anchors).
+        seed: the same seed picks the same images.
+
+    Returns:
+        (k, H, W, C) float32 array.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(
+            f"images: expected (N, H, W, C) training images, got shape {images.shape}."
+        )
+    k = int(k)
+    if k < 2:
+        raise ValueError(
+            f"k: AMP needs at least 2 anchors (tau is a standard deviation over anchors), got k={k}."
+        )
+    if k > len(images):
+        raise ValueError(f"k: asked for {k} anchors from only {len(images)} images.")
+    idx = np.random.default_rng(seed).choice(len(images), size=k, replace=False)
+    return images[np.sort(idx)].astype("float32")
+
+
+def _tau(logits_kbn, reduction):
+    """tau from (K, B, N) logits: std over anchors (ddof=1) of sigmoid, reduced over classes."""
+    k = tf.cast(tf.shape(logits_kbn)[0], logits_kbn.dtype)
+    p = tf.sigmoid(logits_kbn)
+    var = tf.reduce_sum(tf.square(p - tf.reduce_mean(p, axis=0)), axis=0) / (k - 1.0)
+    std = tf.sqrt(var)
+    return tf.reduce_mean(std, axis=-1) if reduction == "mean" else tf.reduce_sum(std, axis=-1)
+
+
+def calibrate(logits, tau, calibration="exp", eps=1e-6):
+    """Heteroscedastic temperature scaling of mean logits H (B, N) by tau (B,)."""
+    if calibration == "exp":
+        return logits / (1.0 + tf.exp(tau))[:, None]
+    return logits / tf.maximum(tau, eps)[:, None]
+
+
+def amp_outputs(logits_kbn, tau_reduction="mean", calibration="exp", eps=1e-6):
+    """Every AMP output from per-anchor logits (K, B, N). Pure function, graph-safe."""
+    logits_kbn = tf.cast(logits_kbn, tf.float32)
+    h = tf.reduce_mean(logits_kbn, axis=0)
+    tau = _tau(logits_kbn, tau_reduction)
+    hc = calibrate(h, tau, calibration, eps)
+    return {
+        "logits": h,
+        "tau": tau,
+        "calibrated_logits": hc,
+        "probabilities": tf.nn.softmax(hc, axis=-1),
+        "predicted_class": tf.argmax(h, axis=-1, output_type=tf.int32),
+        "amp_score": scores.get("amp")(hc),
+        "msp": scores.get("msp")(hc),
+        "energy": scores.get("energy")(hc),
+    }
+
+
+@keras.saving.register_keras_serializable(package="amp_tf")
+class AnchoredPredictor(keras.layers.Layer):
+    """K-anchor inference for a trained anchored backbone.
+
+    Args:
+        backbone: the trained backbone over 2C channels (e.g. `model.backbone` of an
+            `AnchoredModel`).
+        anchors: (K, H, W, C) anchors from the training data, K >= 2 (see
+            `select_anchors`), preprocessed like the inputs. Stored as a
+            non-trainable weight, so they travel with saved models.
+        tau_reduction: `"mean"` (official code) or `"sum"` (paper Eq. 1).
+        calibration: `"exp"`: H / (1 + exp(tau)) (paper, CIFAR; default) or
+            `"divide"`: H / max(tau, eps) (paper, main text).
+        max_batch: if set, the backbone sees at most this many of the K*B tiled
+            rows at a time (sequentially), which bounds activation memory.
+        eps: floor for tau with `calibration="divide"`.
+
+    `call(images)` returns a dict of tensors: `logits` (mean over anchors), `tau`,
+    `calibrated_logits`, `probabilities`, `predicted_class`, `amp_score`, `msp`
+    and `energy` (both on the calibrated logits).
+    """
+
+    def __init__(
+        self,
+        backbone,
+        anchors=None,
+        tau_reduction="mean",
+        calibration="exp",
+        max_batch=None,
+        eps=1e-6,
+        anchor_shape=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if tau_reduction not in TAU_REDUCTIONS:
+            raise ValueError(f"tau_reduction: expected one of {TAU_REDUCTIONS}, got {tau_reduction!r}.")
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {calibration!r}.")
+        if max_batch is not None and int(max_batch) < 1:
+            raise ValueError(f"max_batch: expected a positive int or None, got {max_batch!r}.")
+        if anchors is None and anchor_shape is None:
+            raise ValueError("anchors: pass the (K, H, W, C) anchor images (see select_anchors).")
+        if anchors is not None:
+            anchors = np.asarray(anchors, dtype="float32")
+            anchor_shape = anchors.shape
+        anchor_shape = tuple(int(d) for d in anchor_shape)
+        if len(anchor_shape) != 4:
+            raise ValueError(f"anchors: expected shape (K, H, W, C), got {anchor_shape}.")
+        if anchor_shape[0] < 2:
+            raise ValueError(
+                f"anchors: AMP needs K >= 2 anchors (tau is a standard deviation over anchors), "
+                f"got K={anchor_shape[0]}."
+            )
+        if anchors is not None and not np.all(np.isfinite(anchors)):
+            raise ValueError("anchors: contain NaN or Inf values.")
+        in_shape = backbone.input_shape
+        if len(in_shape) != 4 or in_shape[-1] != 2 * anchor_shape[-1]:
+            raise ValueError(
+                f"anchors: {anchor_shape[-1]}-channel anchors need a backbone over "
+                f"{2 * anchor_shape[-1]} channels, but the backbone takes input_shape={in_shape}."
+            )
+        if tuple(in_shape[1:3]) != anchor_shape[1:3] and None not in in_shape[1:3]:
+            raise ValueError(
+                f"anchors: spatial size {anchor_shape[1:3]} differs from the backbone's {tuple(in_shape[1:3])}."
+            )
+        self.backbone = backbone
+        self.tau_reduction = tau_reduction
+        self.calibration = calibration
+        self.max_batch = None if max_batch is None else int(max_batch)
+        self.eps = float(eps)
+        self.anchor_shape = anchor_shape
+        self.anchors = self.add_weight(
+            shape=anchor_shape,
+            initializer="zeros" if anchors is None else keras.initializers.Constant(anchors),
+            trainable=False,
+            name="anchors",
+        )
+
+    @property
+    def num_anchors(self):
+        return self.anchor_shape[0]
+
+    def _check(self, images):
+        if len(images.shape) != 4:
+            raise ValueError(
+                f"images: expected rank 4 (batch, height, width, channels), got shape {tuple(images.shape)}."
+            )
+        exp = self.anchor_shape[1:]
+        got = tuple(images.shape[1:])
+        if any(g is not None and g != e for g, e in zip(got, exp)):
+            raise ValueError(
+                f"images: expected (batch, {exp[0]}, {exp[1]}, {exp[2]}) like the anchors, got "
+                f"{tuple(images.shape)}. Resize or convert channels in preprocessing."
+            )
+
+    def per_anchor_logits(self, images):
+        """Backbone logits for every (anchor, image) pair: (K, B, N), one tiled batch."""
+        x = tf.cast(images, self.compute_dtype)
+        a = tf.cast(self.anchors, self.compute_dtype)
+        k, b = self.num_anchors, tf.shape(x)[0]
+        xs = tf.broadcast_to(x[None], tf.concat([[k], tf.shape(x)], 0))
+        cs = tf.broadcast_to(a[:, None], tf.concat([[k], tf.shape(x)], 0))
+        rows = tf.concat([cs, xs - cs], axis=-1)
+        rows = tf.reshape(rows, tf.concat([[k * b], tf.shape(rows)[2:]], 0))
+        logits = self._run_backbone(rows)
+        return tf.reshape(logits, [k, b, -1])
+
+    def _run_backbone(self, rows):
+        if self.max_batch is None:
+            return self.backbone(rows, training=False)
+        m = self.max_batch
+        n = tf.shape(rows)[0]
+        chunks = (n + m - 1) // m
+        pad = chunks * m - n
+        padded = tf.pad(rows, [[0, pad], [0, 0], [0, 0], [0, 0]])
+        padded = tf.reshape(padded, tf.concat([[chunks, m], tf.shape(rows)[1:]], 0))
+        out = tf.map_fn(
+            lambda r: tf.cast(self.backbone(r, training=False), tf.float32),
+            padded,
+            fn_output_signature=tf.float32,
+        )
+        return tf.reshape(out, [chunks * m, -1])[:n]
+
+    def call(self, images):
+        images = tf.convert_to_tensor(images)
+        self._check(images)
+        if not images.dtype.is_floating:
+            raise TypeError(
+                f"images: expected float images preprocessed like the anchors, got dtype {images.dtype.name}. "
+                "Normalise uint8 pixels first (amp_tf.data.preprocess), or use the exported SavedModel, "
+                "which takes uint8."
+            )
+        images = tf.debugging.assert_all_finite(
+            images, "images: contain NaN or Inf values; clean or drop these inputs."
+        )
+        return amp_outputs(
+            self.per_anchor_logits(images), self.tau_reduction, self.calibration, self.eps
+        )
+
+    def predict(self, images, batch_size=256, verbose=0):
+        """Runs `call` over an in-memory array in batches; returns a dict of numpy arrays.
+
+        Checks the input first (rank, size, channels, dtype, NaN/Inf) with a clear error.
+        """
+        images = np.asarray(images)
+        if images.ndim != 4:
+            raise ValueError(
+                f"images: expected (N, H, W, C), got shape {images.shape}."
+            )
+        if len(images) == 0:
+            raise ValueError("images: got an empty array; pass at least one image.")
+        self._check(images)
+        if images.dtype.kind != "f":
+            raise TypeError(
+                f"images: expected float images preprocessed like the anchors, got dtype {images.dtype}. "
+                "Normalise uint8 pixels first (amp_tf.data.preprocess)."
+            )
+        bad = ~np.isfinite(images).reshape(len(images), -1).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"images: {int(bad.sum())} image(s) contain NaN or Inf (first at index "
+                f"{int(np.argmax(bad))}); clean or drop them."
+            )
+        fn = self._predict_fn()
+        parts = []
+        bar = keras.utils.Progbar(len(images), verbose=verbose) if verbose else None
+        for i in range(0, len(images), batch_size):
+            parts.append({k: v.numpy() for k, v in fn(images[i : i + batch_size].astype("float32")).items()})
+            if bar:
+                bar.add(len(parts[-1]["tau"]))
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _predict_fn(self):
+        if getattr(self, "_compiled_predict", None) is None:
+            self._compiled_predict = tf.function(self.call, reduce_retracing=True)
+        return self._compiled_predict
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            anchor_shape=list(self.anchor_shape),
+            tau_reduction=self.tau_reduction,
+            calibration=self.calibration,
+            max_batch=self.max_batch,
+            eps=self.eps,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

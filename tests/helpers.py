@@ -1,0 +1,33 @@
+"""Small real Keras models for fast unit tests."""
+import keras
+import numpy as np
+
+
+def tiny_backbone(h=8, w=8, c=1, n=4, seed=0):
+    """Conv -> ReLU -> GAP -> Dense over 2c channels (first layer named stem_conv)."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((h, w, 2 * c))
+    z = keras.layers.Conv2D(6, 3, padding="same", name="stem_conv")(inp)
+    z = keras.layers.ReLU()(z)
+    z = keras.layers.GlobalAveragePooling2D(name="features")(z)
+    out = keras.layers.Dense(n)(z)
+    return keras.Model(inp, out)
+
+
+def linear_backbone(h=4, w=4, c=1, n=3, seed=0):
+    """Flatten -> Dense: per-anchor logits are computable in numpy."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((h, w, 2 * c))
+    out = keras.layers.Dense(n)(keras.layers.Flatten()(inp))
+    return keras.Model(inp, out)
+
+
+def linear_logits_numpy(model, x, anchors):
+    """(K, B, N) logits of linear_backbone for every (anchor, image), in numpy float64."""
+    kernel, bias = (np.asarray(v, "float64") for v in model.layers[-1].get_weights())
+    out = []
+    for c in anchors:
+        cs = np.broadcast_to(c, x.shape)
+        rows = np.concatenate([cs, x - cs], axis=-1).reshape(len(x), -1)
+        out.append(rows @ kernel + bias)
+    return np.stack(out)

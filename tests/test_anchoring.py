@@ -1,0 +1,174 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from amp_tf.anchoring import AnchoredModel, anchor_inputs, permute_batch, replica_seed
+from amp_tf.augment import PRESETS, ConsistencyAugment, resolve
+from tests.helpers import tiny_backbone
+
+
+def _mean_channels_backbone(c=1):
+    """'Logits' = spatial mean of each input channel: exposes what the backbone sees."""
+    inp = keras.Input((6, 6, 2 * c))
+    return keras.Model(inp, keras.layers.GlobalAveragePooling2D()(inp))
+
+
+def _constant_images(n=8, c=1):
+    vals = np.arange(n, dtype="float32") / n
+    return np.ones((n, 6, 6, c), "float32") * vals[:, None, None, None], vals
+
+
+def test_call_anchors_raw_images_with_clean_residual():
+    x, vals = _constant_images()
+    model = AnchoredModel(_mean_channels_backbone(), consistency="color_jitter", value_range=(0.0, 1.0))
+    for apply_t in (False, True):
+        out = model(x, seed=tf.constant([3, 4], tf.int64), apply_consistency=apply_t).numpy()
+        residual = out[:, 1]
+        anchors = vals - residual  # clean anchor c = x - (x - c)
+        # every anchor is an image of the same batch, the set of anchors is a permutation
+        np.testing.assert_allclose(np.sort(anchors), np.sort(vals), atol=1e-6)
+        if not apply_t:
+            np.testing.assert_allclose(out[:, 0], anchors, atol=1e-6)  # anchor channel = clean c
+    # with T: anchor channel differs from the clean anchor for some samples, residual unchanged
+    off = model(x, seed=tf.constant([3, 4], tf.int64), apply_consistency=False).numpy()
+    on = model(x, seed=tf.constant([3, 4], tf.int64), apply_consistency=True).numpy()
+    np.testing.assert_allclose(on[:, 1], off[:, 1], atol=1e-6)
+    assert np.abs(on[:, 0] - off[:, 0]).max() > 1e-3
+
+
+def test_consistency_schedule():
+    model = AnchoredModel(tiny_backbone(h=6, w=6), consistency_every=5)
+    active = [bool(model.consistency_active(s)) for s in range(11)]
+    assert active == [s % 5 == 0 for s in range(11)]
+    off = AnchoredModel(tiny_backbone(h=6, w=6), consistency_every=0)
+    assert off.consistency_active(0) is False
+    none = AnchoredModel(tiny_backbone(h=6, w=6), consistency="none")
+    assert none.consistency_active(5) is False
+
+
+def test_permutation_depends_on_seed_and_replica():
+    x = tf.range(32)
+    a = permute_batch(x, replica_seed(0, 1)).numpy()
+    b = permute_batch(x, replica_seed(0, 1)).numpy()
+    c = permute_batch(x, replica_seed(0, 2)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert sorted(a) == list(range(32))
+
+
+def test_replicas_draw_different_anchors():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    perms = strategy.run(lambda: permute_batch(tf.range(64), replica_seed(0, 7)))
+    p0, p1 = (t.numpy() for t in strategy.experimental_local_results(perms))
+    assert sorted(p0) == sorted(p1) == list(range(64))
+    assert not np.array_equal(p0, p1)
+
+
+def _toy_data(rng, n=96, c=1):
+    y = rng.integers(0, 4, n)
+    x = rng.normal(scale=0.3, size=(n, 8, 8, c)).astype("float32")
+    x[..., 0] += y[:, None, None] * 0.5  # learnable signal
+    return x, y
+
+
+def _compile(model, lr=0.01):
+    model.compile(
+        keras.optimizers.SGD(lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_fit_numpy_and_dataset(rng):
+    x, y = _toy_data(rng)
+    model = _compile(AnchoredModel(tiny_backbone(), consistency="all", consistency_every=2,
+                                   value_range=(-3.0, 3.0)), lr=0.05)
+    hist = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    assert set(hist.history) >= {"loss", "accuracy"}
+    assert all(np.isfinite(hist.history["loss"]))
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    hist = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+    assert model.optimizer.iterations.numpy() == 3 * 6 + 6
+    res = model.evaluate(ds, verbose=0, return_dict=True)
+    assert "accuracy" in res
+
+
+def test_fit_mirrored_two_replicas(rng):
+    x, y = _toy_data(rng, n=64)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = _compile(AnchoredModel(tiny_backbone(), consistency_every=2, value_range=(-3.0, 3.0)))
+    hist = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert np.all(np.isfinite(hist.history["loss"]))
+    assert "accuracy" in hist.history
+
+
+def test_bad_inputs(rng):
+    x, y = _toy_data(rng, n=32)
+    model = _compile(AnchoredModel(tiny_backbone()))
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 4\)"):
+        model.fit(x, y + 3, verbose=0)
+    ds = tf.data.Dataset.from_tensor_slices((x, y - 1)).batch(8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="negative label"):
+        model.fit(ds, verbose=0)
+    with pytest.raises(ValueError, match="2 channels"):
+        model(np.zeros((2, 8, 8, 3), "float32"))
+    with pytest.raises(ValueError, match="rank 4"):
+        model(np.zeros((2, 8, 8), "float32"))
+    odd_in = keras.Input((8, 8, 3))
+    odd = keras.Model(odd_in, keras.layers.Dense(2)(keras.layers.Flatten()(odd_in)))
+    with pytest.raises(ValueError, match="even channel count"):
+        AnchoredModel(odd)
+    with pytest.raises(TypeError, match="keras.Model"):
+        AnchoredModel("resnet")
+    with pytest.raises(ValueError, match="consistency_every"):
+        AnchoredModel(tiny_backbone(), consistency_every=-1)
+    with pytest.raises(ValueError, match="unknown transform"):
+        AnchoredModel(tiny_backbone(), consistency="sharpen")
+
+
+def test_keras_round_trip(tmp_path, rng):
+    x, y = _toy_data(rng, n=32)
+    model = _compile(AnchoredModel(tiny_backbone(), consistency="flip+blur", consistency_every=3,
+                                   value_range=(-2.0, 2.0), seed=11))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded, AnchoredModel)
+    assert loaded.consistency_every == 3 and loaded.seed == 11
+    assert loaded.augment.names == ("flip", "blur")
+    rows = anchor_inputs(x[:8], x[8:16])
+    np.testing.assert_allclose(model.backbone(rows), loaded.backbone(rows), atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_augment_presets_shape_range_determinism(preset, rng):
+    for c in (1, 3):
+        x = rng.uniform(-1, 1, (6, 12, 12, c)).astype("float32")
+        t = ConsistencyAugment(preset, value_range=(-1.0, 1.0))
+        a = t(x, seed=[1, 2]).numpy()
+        b = t(x, seed=[1, 2]).numpy()
+        assert a.shape == x.shape
+        np.testing.assert_array_equal(a, b)
+        assert a.min() >= -1.0 - 1e-5 and a.max() <= 1.0 + 1e-5
+        if preset == "none":
+            np.testing.assert_array_equal(a, x)
+        else:
+            assert np.abs(a - x).max() > 1e-3
+            assert not np.array_equal(a, t(x, seed=[5, 6]).numpy())
+
+
+def test_augment_per_sample_and_names():
+    x = np.tile(np.linspace(-1, 1, 16, dtype="float32")[None, None, :, None], (32, 16, 1, 1))
+    out = ConsistencyAugment("flip", value_range=(-1.0, 1.0))(x, seed=[0, 1]).numpy()
+    flipped = np.array([np.allclose(o, x[0][:, ::-1]) for o in out])
+    assert 0 < flipped.sum() < 32  # per-sample decisions
+    assert resolve("all") == ("resized_crop", "flip", "color_jitter", "blur", "grayscale")
+    assert resolve(["blur"]) == ("blur",)
+    with pytest.raises(ValueError, match="value_range"):
+        ConsistencyAugment("all", value_range=(1.0, -1.0))
