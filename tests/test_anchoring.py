@@ -172,3 +172,24 @@ def test_augment_per_sample_and_names():
     assert resolve(["blur"]) == ("blur",)
     with pytest.raises(ValueError, match="value_range"):
         ConsistencyAugment("all", value_range=(1.0, -1.0))
+
+
+def test_one_vs_two_replicas_same_sgd_step(rng):
+    """compute_loss scales per replica: the same global batch gives the same update.
+
+    All images are identical, so every anchor is the same image whatever the
+    permutation (the anchored input is [x, 0] on 1 or 2 replicas alike).
+    """
+    x = np.repeat(rng.normal(size=(1, 8, 8, 1)).astype("float32"), 16, axis=0)
+    y = rng.integers(0, 4, 16)
+    weights = []
+    for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
+        strategy = tf.distribute.MirroredStrategy(devices)
+        with strategy.scope():
+            model = _compile(AnchoredModel(tiny_backbone(seed=3), consistency_every=0), lr=0.5)
+        before = [w.copy() for w in model.backbone.get_weights()]
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        weights.append(model.backbone.get_weights())
+    for a, b, w0 in zip(*weights, before):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert any(np.abs(a - w0).max() > 1e-4 for a, w0 in zip(weights[0], before))

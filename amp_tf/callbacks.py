@@ -1,0 +1,126 @@
+"""`OODMetricsCallback`: exact OOD metrics in `logs`, for checkpointing and tuning.
+
+Every `every` epochs it scores ID and OOD validation images and writes, for the
+mean over OOD sets, `val_ood_fpr95`, `val_ood_auroc`, `val_ood_aupr_in`,
+`val_ood_aupr_out`, `val_ood_detection_accuracy`, and per set
+`val_ood_<set>_<metric>`. `ModelCheckpoint(monitor="val_ood_auroc", mode="max")`,
+`EarlyStopping`, TensorBoard and KerasTuner objectives can use them. On epochs in
+between, the last values are repeated so monitors always find the keys.
+
+Example:
+
+>>> cb = OODMetricsCallback(x_val, {"blur": x_blur}, every=2)   # doctest: +SKIP
+>>> model.fit(x, y, epochs=10, callbacks=[cb])                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from amp_tf import metrics, scores
+from amp_tf.anchoring import AnchoredModel
+from amp_tf.predictor import AnchoredPredictor, select_anchors
+
+
+def score_images(model, images, score="amp", anchors=None, batch_size=256, **predictor_kwargs):
+    """One OOD score per image for an `AnchoredModel` (via AMP) or any logits model.
+
+    For an `AnchoredModel`, `score` is an output key of `AnchoredPredictor`
+    (`amp_score`/`amp`, `msp`, `energy`, `tau`) computed with `anchors`; for a
+    plain model it is a logit score name from `amp_tf.scores`.
+    """
+    if isinstance(model, AnchoredModel):
+        pred = AnchoredPredictor(model.backbone, anchors, **predictor_kwargs)
+        key = "amp_score" if score == "amp" else score
+        return pred.predict(images, batch_size)[key]
+    logits = model.predict(images, batch_size=batch_size, verbose=0)
+    return np.asarray(scores.get(score)(logits))
+
+
+class OODMetricsCallback(keras.callbacks.Callback):
+    """Writes exact OOD metrics of the model being trained into `logs`.
+
+    Args:
+        id_images: preprocessed ID validation images (N, H, W, C).
+        ood_sets: `{name: images}` of preprocessed OOD validation images. Without
+            outlier exposure, use ID-derived proxies (e.g. heavily blurred ID images).
+        anchors: (K, H, W, C) anchors for anchored models; by default
+            `num_anchors` images picked from `id_images` with `seed`.
+        score: `"amp"` for anchored models (or `msp`, `energy`); any logit score
+            name for plain models (default for those: `"msp"`).
+        every: compute every n-th epoch (and always on the last).
+        positive: metric convention, `"id"` (paper) or `"ood"` (OpenOOD).
+        prefix: key prefix in `logs`.
+    """
+
+    def __init__(
+        self,
+        id_images,
+        ood_sets,
+        anchors=None,
+        num_anchors=5,
+        score=None,
+        every=1,
+        positive="id",
+        prefix="val_ood_",
+        batch_size=256,
+        seed=0,
+        verbose=1,
+    ):
+        super().__init__()
+        if not ood_sets:
+            raise ValueError("ood_sets: pass at least one {name: images} OOD validation set.")
+        if int(every) < 1:
+            raise ValueError(f"every: expected an int >= 1, got {every!r}.")
+        self.id_images = np.asarray(id_images)
+        self.ood_sets = {k: np.asarray(v) for k, v in ood_sets.items()}
+        self.anchors = anchors
+        self.num_anchors = num_anchors
+        self.score = score
+        self.every = int(every)
+        self.positive = positive
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.seed = seed
+        self.verbose = verbose
+        self.last = {}
+
+    def _scores(self, images):
+        model = self.model
+        if isinstance(model, AnchoredModel):
+            if getattr(self, "_predictor", None) is None:  # built once: one trace per run
+                if self.anchors is None:
+                    self.anchors = select_anchors(self.id_images, self.num_anchors, self.seed)
+                self._predictor = AnchoredPredictor(model.backbone, self.anchors)
+            key = {"amp": "amp_score", None: "amp_score"}.get(self.score, self.score)
+            return self._predictor.predict(images, self.batch_size)[key]
+        return score_images(model, images, self.score or "msp", batch_size=self.batch_size)
+
+    def compute(self):
+        """The metrics now: `{key: value}` with mean and per-set keys."""
+        id_s = self._scores(self.id_images)
+        per_set = {
+            name: metrics.ood_metrics(id_s, self._scores(x), positive=self.positive)
+            for name, x in self.ood_sets.items()
+        }
+        out = {}
+        keys = [k for k in next(iter(per_set.values())) if k != "positive"]
+        for k in keys:
+            out[self.prefix + k] = float(np.mean([m[k] for m in per_set.values()]))
+            for name, m in per_set.items():
+                out[f"{self.prefix}{name}_{k}"] = float(m[k])
+        return out
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        last_epoch = self.params.get("epochs", 0) - 1 if self.params else -1
+        if (epoch + 1) % self.every == 0 or epoch == last_epoch or not self.last:
+            self.last = self.compute()
+            if self.verbose:
+                p = self.prefix
+                print(
+                    f"\n[OOD] epoch {epoch + 1}: {p}auroc={self.last[p + 'auroc']:.4f} "
+                    f"{p}fpr95={self.last[p + 'fpr95']:.4f}"
+                )
+        logs.update(self.last)
