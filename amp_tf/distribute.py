@@ -1,0 +1,70 @@
+"""TensorFlow distribution strategies by name, for trainers and user code.
+
+Batch-size rule: `--batch-size` is the GLOBAL batch; each of R replicas gets
+batch/R images and draws its anchors from that share only (anchors are a
+permutation of the replica's own images). Keras' `compute_loss` scales each
+replica's loss by 1/R, so one step on R replicas equals one step on 1 replica
+over the same global batch. The learning rate is not rescaled automatically:
+keep the global batch fixed when adding replicas and the paper's learning rate
+still applies; if you grow the global batch k times, the usual linear rule
+(lr x k, with warm-up) is a reasonable start but it is your choice.
+
+Example:
+
+>>> strategy = get_strategy("default")
+>>> strategy.num_replicas_in_sync
+1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+
+
+def get_strategy(name="default", devices=None):
+    """A `tf.distribute.Strategy` by name.
+
+    Args:
+        name: `default` (no distribution), `mirrored` (all local GPUs, or the
+            given `devices`; on a CPU-only machine the logical CPUs if the
+            process split the CPU, else the CPU), `multiworker`
+            (`MultiWorkerMirroredStrategy` from the `TF_CONFIG` environment
+            variable), `tpu` (`TPUStrategy`; wiring only, untested here).
+        devices: explicit device list for `mirrored`.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {name!r}.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        if devices is None:
+            gpus = tf.config.list_logical_devices("GPU")
+            devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "strategy 'multiworker' needs the TF_CONFIG environment variable, e.g. "
+                + json.dumps({"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                              "task": {"type": "worker", "index": 0}})
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def worker_info():
+    """(task_type, task_index, is_chief) from TF_CONFIG; ('worker', 0, True) without it."""
+    cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = cfg.get("task", {})
+    ttype, index = task.get("type", "worker"), int(task.get("index", 0))
+    has_chief = "chief" in cfg.get("cluster", {})
+    is_chief = ttype == "chief" or (not has_chief and ttype == "worker" and index == 0)
+    return ttype, index, is_chief
