@@ -155,7 +155,7 @@ class AnchoredModel(keras.Model):
         """
         x = tf.convert_to_tensor(x)
         self._check_images(x)
-        x = tf.cast(x, self.compute_dtype)
+        x = tf.cast(x, tf.float32)  # anchoring in float32; the backbone casts for mixed precision
         if seed is None:
             seed = tf.random.experimental.stateless_fold_in(
                 tf.cast(self._eval_seed.next(), tf.int64), tf.cast(_replica_id(), tf.int64)

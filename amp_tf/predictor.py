@@ -202,8 +202,8 @@ class AnchoredPredictor(keras.layers.Layer):
 
     def per_anchor_logits(self, images):
         """Backbone logits for every (anchor, image) pair: (K, B, N), one tiled batch."""
-        x = tf.cast(images, self.compute_dtype)
-        a = tf.cast(self.anchors, self.compute_dtype)
+        x = tf.cast(images, tf.float32)
+        a = tf.cast(self.anchors, tf.float32)
         k, b = self.num_anchors, tf.shape(x)[0]
         xs = tf.broadcast_to(x[None], tf.concat([[k], tf.shape(x)], 0))
         cs = tf.broadcast_to(a[:, None], tf.concat([[k], tf.shape(x)], 0))

@@ -385,9 +385,8 @@ def odin(logits_fn, images, temperature=1000.0, epsilon=0.0014, batch_size=256):
             z = tf.cast(z, tf.float32)
         return z
 
-    out = []
-    for start in range(0, images.shape[0], int(batch_size)):
-        x = tf.convert_to_tensor(images[start : start + int(batch_size)])
+    @tf.function(reduce_retracing=True)
+    def step(x):  # one compiled graph per input shape, not eager ops per batch
         if eps != 0.0:
             with tf.GradientTape() as tape:
                 tape.watch(x)
@@ -397,6 +396,9 @@ def odin(logits_fn, images, temperature=1000.0, epsilon=0.0014, batch_size=256):
             grad = tape.gradient(loss, x)
             x = x - tf.cast(eps, x.dtype) * tf.sign(grad)
         z = _float_logits(call(x)) / T
-        s = tf.exp(tf.reduce_max(z, axis=-1) - tf.reduce_logsumexp(z, axis=-1))
-        out.append(s.numpy())
+        return tf.exp(tf.reduce_max(z, axis=-1) - tf.reduce_logsumexp(z, axis=-1))
+
+    out = []
+    for start in range(0, images.shape[0], int(batch_size)):
+        out.append(step(tf.convert_to_tensor(images[start : start + int(batch_size)])).numpy())
     return np.concatenate(out, axis=0)

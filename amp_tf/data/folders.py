@@ -1,0 +1,220 @@
+"""Image folders: ``folder:<path>`` (iSUN, LSUN/TinyImageNet resize/crop, SCOOD, your own).
+
+Layouts:
+
+* class subfolders (``path/<class>/**/image``): labels are the index of the class
+  folder in sorted order; image files lying directly in ``path`` are then skipped
+  (they have no class);
+* flat (``path/image``): label -1.
+
+Every file is decoded once with Pillow when the set is loaded, so unreadable
+files are found up front and reported by name: by default they are skipped with
+a warning giving their count and names, with ``strict=True`` loading raises.
+Hidden files (names starting with ``.``) are ignored. Images that are all
+grayscale give C=1, otherwise every image is converted to RGB (C=3; alpha is
+dropped, palettes are expanded). Sets of one image size that fit in memory
+(`MAX_IN_MEMORY_BYTES`) are held in memory; others are decoded again on the fly. The ``split`` argument is only
+recorded: a folder is one split.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from amp_tf.data.registry import (
+    AUTOTUNE,
+    DataNotFoundError,
+    ImageSet,
+    LoadRequest,
+    finish_dataset,
+    from_arrays,
+    register,
+)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+#: Uniform-size folders up to this many decoded bytes are held in memory.
+MAX_IN_MEMORY_BYTES = 1024**3
+#: Names listed in a warning/error before "... and N more".
+MAX_LISTED = 20
+
+
+class UnreadableImageError(ValueError):
+    """A folder holds files that are not readable images (raised with ``strict=True``)."""
+
+
+def _decode(path: str, gray: bool | None) -> np.ndarray:
+    """Decodes one image with Pillow to uint8 HxWxC (C=1 if ``gray`` else 3).
+
+    ``gray=None`` keeps grayscale images single-channel and converts others to RGB.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if gray is None:
+            gray = im.mode in _GRAY_MODES
+        im = im.convert("L" if gray else "RGB")
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _scan(root: Path) -> tuple[list[tuple[Path, int]], list[str], list[tuple[str, str]]]:
+    """Lists candidate image files with labels; returns (files, class_names, skipped)."""
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    class_dirs = [d for d in entries if d.is_dir() and any(_walk(d))]
+    skipped: list[tuple[str, str]] = []
+    files: list[tuple[Path, int]] = []
+    if class_dirs:
+        class_names = [d.name for d in class_dirs]
+        for label, d in enumerate(class_dirs):
+            files += [(p, label) for p in _walk(d)]
+        for p in entries:
+            if p.is_file():
+                skipped.append((p.name, "lies beside the class subfolders, so it has no class"))
+    else:
+        class_names = []
+        files = [(p, -1) for p in entries if p.is_file()]
+    candidates = []
+    for p, label in files:
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            candidates.append((p, label))
+        else:
+            skipped.append((str(p.relative_to(root)), f"not an image file (extension {p.suffix or 'none'!r})"))
+    return candidates, class_names, skipped
+
+
+def _walk(folder: Path):
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _report(root: Path, skipped: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{name} ({why})" for name, why in skipped[:MAX_LISTED])
+    more = f"; ... and {len(skipped) - MAX_LISTED} more" if len(skipped) > MAX_LISTED else ""
+    return f"{len(skipped)} file(s) in {root} are not readable images: {shown}{more}"
+
+
+def load_folder(request: LoadRequest) -> ImageSet:
+    """Loads ``folder:<path>``, flat or with class subfolders.
+
+    Returns:
+        An `ImageSet`; ``num_classes`` is the number of class folders (None when flat);
+        ``skipped`` names the files that were skipped.
+
+    Raises:
+        DataNotFoundError: The folder does not exist or holds no readable images.
+        UnreadableImageError: ``strict=True`` and some files are unreadable.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from amp_tf import data
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(f"{d}/a.png")
+        ...     s = data.load(f"folder:{d}")
+        >>> s.image_shape, s.num_examples
+        ((8, 8, 3), 1)
+    """
+    root = Path(request.name.split(":", 1)[1]).expanduser()
+    if not root.exists():
+        raise DataNotFoundError(
+            f"folder {root} does not exist; pass folder:<path> with an existing folder of images "
+            "(e.g. the extracted iSUN / LSUN_resize / Imagenet_resize tarballs)."
+        )
+    if not root.is_dir():
+        raise DataNotFoundError(f"{root} is a file, not a folder; pass folder:<the folder that holds the images>.")
+    candidates, class_names, skipped = _scan(root)
+
+    def try_decode(item):
+        path, _ = item
+        try:
+            return _decode(str(path), gray=None), None
+        except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
+            return None, f"unreadable: {type(err).__name__}: {err}"
+
+    decoded, shapes, labels, paths = [], [], [], []
+    nbytes, keep = 0, True
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for (path, label), (arr, why) in zip(candidates, pool.map(try_decode, candidates)):
+            if arr is None:
+                skipped.append((str(path.relative_to(root)), why))
+                continue
+            shapes.append(arr.shape)
+            labels.append(label)
+            paths.append(str(path))
+            nbytes += arr.size * 3
+            if keep and nbytes > MAX_IN_MEMORY_BYTES:
+                keep, decoded = False, []  # too big: decode on the fly later
+            if keep:
+                decoded.append(arr)
+
+    if skipped and request.strict:
+        raise UnreadableImageError(
+            _report(root, skipped) + ". Remove or fix them, or load with strict=False to skip them."
+        )
+    if not paths:
+        raise DataNotFoundError(
+            f"folder {root} holds no readable images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} "
+            "files, flat or in class subfolders)"
+            + (f"; {_report(root, skipped)}" if skipped else "")
+            + ". Point folder:<path> at the folder that holds the images."
+        )
+    if skipped:
+        warnings.warn(f"folder:{root}: skipped {_report(root, skipped)}", UserWarning, stacklevel=3)
+
+    channels = 3 if any(shape[-1] == 3 for shape in shapes) else 1
+    sizes = {shape[:2] for shape in shapes}
+    num_classes = len(class_names) or None
+    names = tuple(class_names) or None
+    labels_np = np.asarray(labels, dtype=np.int64)
+
+    if keep and len(sizes) == 1:
+        if channels == 3:
+            decoded = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in decoded]
+        image_set = from_arrays(request, np.stack(decoded), labels_np, num_classes, names)
+        image_set.skipped = tuple(name for name, _ in skipped)
+        return image_set
+
+    # Mixed sizes or too big for memory: decode on the fly.
+    height, width = next(iter(sizes)) if len(sizes) == 1 else (None, None)
+    del decoded
+    gray = channels == 1
+
+    def decode_path(p):
+        return _decode(p.decode(), gray=gray)
+
+    def load_one(path, label):
+        image = tf.numpy_function(decode_path, [path], tf.uint8, stateful=False)
+        image.set_shape((height, width, channels))
+        return image, label
+
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), labels_np))
+    if request.shuffle:  # shuffle the cheap paths, not decoded images
+        ds = ds.shuffle(len(paths), seed=request.seed, reshuffle_each_iteration=True)
+    ds = ds.map(load_one, num_parallel_calls=AUTOTUNE)
+    plain = dataclasses.replace(request, shuffle=False)
+    return ImageSet(
+        name=request.name,
+        dataset=finish_dataset(ds, plain, shuffle_buffer=1),
+        image_shape=(height, width, channels),
+        num_classes=num_classes,
+        num_examples=len(paths),
+        split=request.split,
+        class_names=names,
+        skipped=tuple(name for name, _ in skipped),
+    )
+
+
+register("folder:<path>")(load_folder)

@@ -1,0 +1,213 @@
+"""tensorflow-datasets entries, all served by one generic loader.
+
+Offline first: before any tfds call that could touch the network, the loader
+checks that the prepared dataset is on disk (``builder.is_prepared()`` only looks
+at ``data_dir``). If it is not there and ``download`` was not asked for it fails
+at once with a message that says how to get the data; ``tfds.load`` itself would
+retry for minutes without a network.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from amp_tf.data.registry import (
+    AUTOTUNE,
+    DataNotFoundError,
+    ImageSet,
+    LoadRequest,
+    finish_dataset,
+    register,
+)
+
+logger = logging.getLogger("amp_tf.data")
+
+#: Plain tfds names in the registry.
+TFDS_NAMES = (
+    "cifar10",
+    "cifar100",
+    "svhn_cropped",
+    "dtd",
+    "places365_small",
+    "imagenet2012",
+    "mnist",
+)
+
+#: ``split="test"`` maps to these tfds splits where a set has no labelled test split.
+SPLIT_ALIASES = {
+    "lsun": {"test": "validation"},
+    "imagenet2012": {"test": "validation"},
+    "imagenet2012_corrupted": {"test": "validation"},
+    "places365_small": {"test": "validation"},  # its test split is unlabelled
+}
+
+#: Approximate download sizes (tfds catalog), shown before/instead of a download.
+DOWNLOAD_SIZES = {
+    "cifar10": "about 160 MiB",
+    "cifar100": "about 160 MiB",
+    "svhn_cropped": "about 1.5 GiB",
+    "dtd": "about 600 MiB",
+    "places365_small": "about 29 GiB",
+    "lsun": "several GiB per category",
+    "fashion_mnist": "about 30 MiB",
+    "mnist": "about 11 MiB",
+}
+
+#: Decoded sets up to this size are cached in memory after the first epoch.
+CACHE_MAX_BYTES = 2 * 1024**3
+#: Shuffle buffer for sets that are not cached.
+SHUFFLE_BUFFER = 10_000
+
+
+def _family(tfds_name: str) -> str:
+    return tfds_name.split("/", 1)[0]
+
+
+def _check_config(tfds_name: str) -> None:
+    """Validates the config part of ``family/config`` names against tfds' list."""
+    import tensorflow_datasets as tfds
+
+    family, _, config = tfds_name.partition("/")
+    if not config:
+        return
+    configs = [c.name for c in (tfds.builder_cls(family).BUILDER_CONFIGS or [])]
+    if config not in configs:
+        shown = ", ".join(configs[:40]) + (" ..." if len(configs) > 40 else "")
+        raise ValueError(f"unknown {family} variant {config!r} in {tfds_name!r}; use {family}/<one of: {shown}>.")
+
+
+def _not_prepared_message(builder, tfds_name: str, request: LoadRequest) -> str:
+    where = request.data_dir or "the default tfds data dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+    head = (
+        f"{tfds_name!r} is not prepared in {where} (looked for {builder.data_dir}); "
+        "download was not requested, so nothing was fetched."
+    )
+    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+        manual = request.manual_dir or f"{request.data_dir or '~/tensorflow_datasets'}/downloads/manual"
+        return (
+            f"{head} It needs manually downloaded ImageNet files: put ILSVRC2012_img_train.tar and "
+            f"ILSVRC2012_img_val.tar (from https://image-net.org/, registration required) in {manual} "
+            "(or pass manual_dir=...), then call again with download=True (CLI: --download) to "
+            "prepare it from those files; or pass data_dir (CLI: --data-dir) pointing at a tfds data "
+            "dir that already holds a prepared copy."
+        )
+    size = DOWNLOAD_SIZES.get(_family(tfds_name), "size unknown")
+    return (
+        f"{head} Fix: pass download=True (CLI: --download) to let tensorflow-datasets download "
+        f"({size}, from {builder.info.homepage}) and prepare it in that dir, or pass data_dir "
+        "(CLI: --data-dir) pointing at a tfds data dir that already holds a prepared copy."
+    )
+
+
+def _is_prepared(builder) -> bool:
+    """``builder.is_prepared()``, without its log noise for a missing local folder."""
+    path = str(builder.data_dir)
+    if "://" not in path and not os.path.exists(os.path.join(path, "dataset_info.json")):
+        return False
+    return builder.is_prepared()
+
+
+def tfds_builder(tfds_name: str, request: LoadRequest):
+    """Returns the tfds builder, prepared; never touches the network unless asked.
+
+    Raises:
+        DataNotFoundError: Not prepared and ``request.download`` is False.
+    """
+    import tensorflow_datasets as tfds
+
+    _check_config(tfds_name)
+    builder = tfds.builder(tfds_name, data_dir=request.data_dir)
+    if not _is_prepared(builder):
+        if not request.download:
+            raise DataNotFoundError(_not_prepared_message(builder, tfds_name, request))
+        size = DOWNLOAD_SIZES.get(_family(tfds_name), "size unknown")
+        logger.warning(
+            "downloading and preparing %s (%s, from %s) into %s; this needs network access",
+            tfds_name, size, builder.info.homepage, builder.data_dir,
+        )
+        config = tfds.download.DownloadConfig(manual_dir=request.manual_dir)
+        builder.download_and_prepare(download_config=config)
+    return builder
+
+
+def tfds_split(tfds_name: str, split: str) -> str:
+    """Maps our ``train``/``test`` onto the set's tfds split names."""
+    return SPLIT_ALIASES.get(_family(tfds_name), {}).get(split, split)
+
+
+def load_tfds(request: LoadRequest, tfds_name: str | None = None) -> ImageSet:
+    """Generic loader for every tensorflow-datasets entry.
+
+    Args:
+        request: The `LoadRequest` (``request.name`` is the tfds name unless
+            ``tfds_name`` is given).
+        tfds_name: tfds name when it differs from the registry name.
+
+    Returns:
+        An `ImageSet` of ``(uint8 image, int64 label)``; sets without labels
+        (LSUN) get label -1.
+
+    Example:
+        >>> from amp_tf import data
+        >>> try:
+        ...     data.load("cifar10", data_dir="/nonexistent-tfds-dir")
+        ... except data.DataNotFoundError as err:
+        ...     print("download=True" in str(err))
+        True
+    """
+    import tensorflow_datasets as tfds
+
+    tfds_name = tfds_name or request.name
+    builder = tfds_builder(tfds_name, request)
+    split = tfds_split(tfds_name, request.split)
+    features = builder.info.features
+    image_feature = features["image"]
+    image_shape = tuple(image_feature.shape)
+    label_feature = features["label"] if "label" in features else None
+
+    read_config = tfds.ReadConfig(shuffle_seed=request.seed, try_autocache=False)
+    ds = builder.as_dataset(split=split, shuffle_files=request.shuffle, read_config=read_config)
+
+    def to_pair(example):
+        image = tf.ensure_shape(tf.cast(example["image"], tf.uint8), image_shape)
+        if label_feature is not None:
+            label = tf.cast(example["label"], tf.int64)
+        else:
+            label = tf.constant(-1, tf.int64)
+        return image, label
+
+    ds = ds.map(to_pair, num_parallel_calls=AUTOTUNE)
+
+    num_examples = None
+    try:
+        num_examples = int(builder.info.splits[split].num_examples)
+    except Exception:  # splits unknown (not generated metadata, mocked builders)
+        card = int(ds.cardinality())
+        num_examples = card if card >= 0 else None
+
+    buffer = SHUFFLE_BUFFER
+    if num_examples and all(d is not None for d in image_shape):
+        if num_examples * int(np.prod(image_shape)) <= CACHE_MAX_BYTES:
+            ds = ds.cache()
+            buffer = num_examples
+
+    num_classes = getattr(label_feature, "num_classes", None)
+    names = getattr(label_feature, "names", None)
+    return ImageSet(
+        name=request.name,
+        dataset=finish_dataset(ds, request, shuffle_buffer=buffer),
+        image_shape=image_shape,
+        num_classes=num_classes,
+        num_examples=num_examples,
+        split=request.split,
+        class_names=tuple(names) if names else None,
+    )
+
+
+for _name in TFDS_NAMES:
+    register(_name)(load_tfds)
+register("lsun/<category>")(load_tfds)
+register("imagenet2012_corrupted/<corruption>_<1..5>")(load_tfds)

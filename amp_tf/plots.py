@@ -1,0 +1,247 @@
+"""PNG plots for OOD reports: score densities, ROC curves, metric vs corruption level.
+
+Scores are **higher = in-distribution (ID)**, as everywhere in :mod:`amp_tf`.
+``score_values`` maps ``"<model>/<score>"`` to ``{"id": array, "<ood set>": array, ...}``.
+
+Figures are drawn with :class:`matplotlib.figure.Figure` directly (rendered by
+the Agg canvas on ``savefig``), never through ``pyplot``: no global backend is
+switched, no figure is left open, and plotting is safe in threads and notebooks.
+
+Example::
+
+    from amp_tf import plots
+    fpr, tpr = plots.roc_curve(id_scores, ood_scores)
+    plots.plot_roc(score_values, "runs/x/roc_digits.png", "digits")
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import numpy as np
+
+from amp_tf.metrics import METRIC_KEYS, METRIC_LABELS, _check_scores, ood_metrics
+
+__all__ = ["roc_curve", "plot_densities", "plot_roc", "plot_metric_vs_level", "DPI"]
+
+DPI = 110
+_BINS = 40
+_LOWER_IS_BETTER = ("fpr95",)
+
+
+# --------------------------------------------------------------------------- #
+# Numbers
+# --------------------------------------------------------------------------- #
+def roc_curve(id_scores, ood_scores):
+    """Exact ROC curve with ID as positive (accepted iff ``score >= t``).
+
+    One point per unique score value (ties share one threshold, so a tied
+    block is a straight segment), preceded by ``(0, 0)``; the last point is
+    ``(1, 1)``.  The trapezoid area under the curve equals the exact AUROC of
+    :func:`amp_tf.metrics.ood_metrics`, ties included.
+
+    Args:
+        id_scores: 1-D ID scores (higher = ID).
+        ood_scores: 1-D OOD scores.
+
+    Returns:
+        ``(fpr, tpr)`` float64 arrays: fraction of OOD resp. ID samples with
+        ``score >= t`` for descending thresholds ``t``.
+
+    Example::
+
+        fpr, tpr = roc_curve([0.9, 0.8, 0.4], [0.5, 0.1])
+        np.trapezoid(tpr, fpr)   # 0.8333... == ood_metrics(...)["auroc"]
+    """
+    i = np.sort(_check_scores(id_scores, "id_scores"))
+    o = np.sort(_check_scores(ood_scores, "ood_scores"))
+    thresholds = np.unique(np.concatenate([i, o]))[::-1]
+    tpr = (i.size - np.searchsorted(i, thresholds, side="left")) / i.size
+    fpr = (o.size - np.searchsorted(o, thresholds, side="left")) / o.size
+    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
+
+
+def _ood_sets(values):
+    """OOD set names of one ``score_values`` entry (every key but ``"id"``)."""
+    return [k for k in values if k != "id"]
+
+
+def _shared_bins(arrays, bins=_BINS):
+    """Common bin edges over all arrays, robust to a few extreme outliers."""
+    allv = np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
+    lo, hi = np.percentile(allv, [0.1, 99.9])
+    if not hi > lo:
+        lo, hi = float(allv.min()), float(allv.max())
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def _axis_label(metric):
+    arrow = "↓" if metric in _LOWER_IS_BETTER else "↑"
+    return f"{METRIC_LABELS.get(metric, metric)} (%) {arrow}"
+
+
+# --------------------------------------------------------------------------- #
+# Figure helpers
+# --------------------------------------------------------------------------- #
+def _figure(figsize):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, dpi=DPI, layout="tight")
+
+
+def _save(fig, out_path):
+    out_path = os.fspath(out_path)
+    parent = os.path.dirname(out_path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    fig.savefig(out_path, dpi=DPI, format="png")
+    return out_path
+
+
+# --------------------------------------------------------------------------- #
+# Plots
+# --------------------------------------------------------------------------- #
+def plot_densities(score_values, out_path, score_key, id_label="ID"):
+    """Density histograms of ID vs each OOD set for one score (one panel per set).
+
+    All panels share the same bins; each panel is titled with the AUROC of its
+    (ID, OOD set) pair from :func:`amp_tf.metrics.ood_metrics`.
+
+    Args:
+        score_values: ``{score_key: {"id": array, ood_set: array, ...}}``.
+        out_path: PNG file to write (parent folders are created).
+        score_key: which entry of ``score_values`` to plot, e.g. ``"anchored/amp"``.
+        id_label: legend label of the ID distribution.
+
+    Returns:
+        ``out_path`` as a string.
+
+    Example::
+
+        plot_densities(score_values, "run/densities_anchored_amp.png", "anchored/amp")
+    """
+    if score_key not in score_values:
+        raise KeyError(f"score_key {score_key!r} not in score_values {list(score_values)}")
+    values = score_values[score_key]
+    if "id" not in values:
+        raise ValueError(f"score_values[{score_key!r}] has no 'id' scores")
+    sets = _ood_sets(values)
+    if not sets:
+        raise ValueError(f"score_values[{score_key!r}] has no OOD set besides 'id'")
+    id_s = _check_scores(values["id"], f"score_values[{score_key!r}]['id']")
+    ood = {s: _check_scores(values[s], f"score_values[{score_key!r}][{s!r}]") for s in sets}
+    edges = _shared_bins([id_s, *ood.values()])
+    lo, hi = edges[0], edges[-1]
+
+    ncols = min(len(sets), 4)
+    nrows = math.ceil(len(sets) / ncols)
+    fig = _figure((3.3 * ncols, 2.7 * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, name in zip(axes.flat, sets):
+        auroc = ood_metrics(id_s, ood[name])["auroc"]
+        ax.hist(np.clip(id_s, lo, hi), bins=edges, density=True, alpha=0.5,
+                color="tab:blue", label=id_label)
+        ax.hist(np.clip(ood[name], lo, hi), bins=edges, density=True, alpha=0.5,
+                color="tab:red", label=name)
+        ax.set_title(f"{name}: AUROC {100 * auroc:.1f}%", fontsize=9)
+        ax.set_xlabel("score (higher = ID)", fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in list(axes.flat)[len(sets):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Score densities: {score_key}", fontsize=11)
+    return _save(fig, out_path)
+
+
+def plot_roc(score_values, out_path, ood_set):
+    """ROC curves (ID positive) of every score key on one OOD set, with AUROC in the legend.
+
+    Score keys without scores for ``ood_set`` are skipped.
+
+    Args:
+        score_values: ``{score_key: {"id": array, ood_set: array, ...}}``.
+        out_path: PNG file to write.
+        ood_set: name of the OOD set, e.g. ``"digits"``.
+
+    Returns:
+        ``out_path`` as a string.
+
+    Raises:
+        ValueError: no score key has both ``"id"`` and ``ood_set`` scores.
+
+    Example::
+
+        plot_roc(score_values, "run/roc_digits.png", "digits")
+    """
+    keys = [k for k, v in score_values.items() if "id" in v and ood_set in v]
+    if not keys:
+        raise ValueError(f"no score key in score_values has 'id' and {ood_set!r} scores")
+    fig = _figure((5.0, 4.6))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (50.0%)")
+    for key in keys:
+        fpr, tpr = roc_curve(score_values[key]["id"], score_values[key][ood_set])
+        auroc = ood_metrics(score_values[key]["id"], score_values[key][ood_set])["auroc"]
+        ax.plot(fpr, tpr, lw=1.6, label=f"{key} (AUROC {100 * auroc:.1f}%)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel(f"FPR: {ood_set} accepted as ID")
+    ax.set_ylabel("TPR: ID accepted")
+    ax.set_title(f"ROC, ID vs {ood_set}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, out_path)
+
+
+def _levels(names, prefix):
+    """``{level: set_name}`` for names ``prefix + <integer>``, sorted by level."""
+    pat = re.compile(re.escape(prefix) + r"(\d+)$")
+    found = {int(m.group(1)): n for n in names if (m := pat.match(n))}
+    return dict(sorted(found.items()))
+
+
+def plot_metric_vs_level(results, out_path, prefix="fmnist_blur_", metric="auroc"):
+    """Metric vs corruption level for OOD sets named ``prefix + N`` (one line per score key).
+
+    Mirrors the AMP paper's Fig. 5 (AUROC vs corruption severity).
+
+    Args:
+        results: results dict with ``"scores": {score_key: {ood_set: metrics}}``.
+        out_path: PNG file to write.
+        prefix: set-name prefix; the rest of the name must be an integer level.
+        metric: one of :data:`amp_tf.metrics.METRIC_KEYS`.
+
+    Returns:
+        ``out_path`` as a string, or ``None`` (nothing written) when no set
+        matches ``prefix``.
+
+    Example::
+
+        plot_metric_vs_level(results, "run/auroc_vs_blur.png")
+    """
+    if metric not in METRIC_KEYS:
+        raise ValueError(f"metric must be one of {METRIC_KEYS}, got {metric!r}")
+    lines = {}
+    for key, per_set in results.get("scores", {}).items():
+        levels = _levels(per_set, prefix)
+        if levels:
+            lines[key] = (list(levels), [100 * float(per_set[n][metric]) for n in levels.values()])
+    if not lines:
+        return None
+    fig = _figure((5.2, 4.0))
+    ax = fig.add_subplot()
+    all_levels = set()
+    for key, (xs, ys) in lines.items():
+        ax.plot(xs, ys, marker="o", lw=1.6, label=key)
+        all_levels.update(xs)
+    ax.set_xticks(sorted(all_levels))
+    ax.set_xlabel(f"corruption level N ({prefix}N)")
+    ax.set_ylabel(_axis_label(metric))
+    ax.set_title(f"{METRIC_LABELS[metric]} vs corruption level")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_path)

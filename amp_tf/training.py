@@ -1,0 +1,259 @@
+"""The one training function behind every trainer (`trainers/*` are argparse shells).
+
+`train(config, x, y, ...)` builds the backbone (anchored or vanilla) under a
+distribution strategy, compiles SGD with the step schedule of the paper, and
+runs `model.fit` with TensorBoard, a `.keras` checkpoint per epoch, and
+`BackupAndRestore` (exact resume: see below).
+
+Exact resume after a kill: the order of the training data and the random
+crop/flip of epoch `e` are pure functions of `(seed, e)`, the anchors and `T`
+of step `s` are pure functions of `(seed, s, replica)`, and BackupAndRestore
+restores weights, optimizer state (including the step counter) and the epoch
+at the last completed epoch. A run killed in epoch `e` restarts epoch `e` from
+its first batch with the state saved at the end of epoch `e - 1`, so with
+`tf.config.experimental.enable_op_determinism()` its final weights equal
+those of an uninterrupted run. `double_checkpoint=True` keeps the previous
+backup, so a checkpoint half-written at the kill never replaces a good one.
+
+Example:
+
+>>> import numpy as np
+>>> cfg = TrainConfig(arch="resnet_small", epochs=1, batch_size=32,
+...                   backbone_kwargs={"width": 8})
+>>> x = np.random.normal(size=(64, 28, 28, 1)).astype("float32")
+>>> y = np.random.randint(0, 10, 64)
+>>> model, history = train(cfg, x, y, num_classes=10, verbose=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from amp_tf.anchoring import AnchoredModel
+from amp_tf.distribute import get_strategy, worker_info
+from amp_tf.models import build_backbone
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a training run (the trainers' flags map onto these)."""
+
+    arch: str = "resnet_small"
+    anchored: bool = True
+    backbone_kwargs: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple = ()  # epochs at which lr *= lr_gamma
+    lr_gamma: float = 0.2
+    warmup_epochs: float = 0.0
+    consistency: str = "all"
+    consistency_every: int = 5
+    augment: str = "crop_flip"  # training-data augmentation: "crop_flip" or "none"
+    crop_padding: int = 4
+    seed: int = 0
+    strategy: str = "default"
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    value_range: tuple = (0.0, 255.0)  # range of the (normalised) training images
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def lr_schedule(cfg, steps_per_epoch):
+    """Piecewise-constant schedule: lr x gamma at each milestone epoch (+ linear warm-up)."""
+    boundaries = [int(m * steps_per_epoch) for m in cfg.lr_milestones]
+    values = [cfg.lr * cfg.lr_gamma**i for i in range(len(boundaries) + 1)]
+    base = (
+        keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        if boundaries else cfg.lr
+    )
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if warm and boundaries:
+        raise ValueError("warmup_epochs with lr_milestones: pick one (not combined here).")
+    if warm:
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, max(1, cfg.epochs * steps_per_epoch - warm), warmup_target=cfg.lr, warmup_steps=warm
+        )
+    return base
+
+
+def _crop_flip(images, seed, padding):
+    """Random crop with zero padding + horizontal flip, per sample, stateless."""
+    b = tf.shape(images)[0]
+    h, w = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    s = tf.random.experimental.stateless_split(seed, 3)
+    oy = tf.random.stateless_uniform([b], s[0], 0, 2 * padding + 1, dtype=tf.int32)
+    ox = tf.random.stateless_uniform([b], s[1], 0, 2 * padding + 1, dtype=tf.int32)
+    hp, wp = float(h + 2 * padding - 1), float(w + 2 * padding - 1)
+    oyf, oxf = tf.cast(oy, tf.float32), tf.cast(ox, tf.float32)
+    boxes = tf.stack([oyf / hp, oxf / wp, (oyf + h - 1) / hp, (oxf + w - 1) / wp], axis=1)
+    out = tf.image.crop_and_resize(padded, boxes, tf.range(b), (h, w))  # exact: integer boxes
+    flip = tf.random.stateless_uniform([b], s[2]) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(out, [2]), out)
+
+
+def epoch_dataset(x, y, batch_size, seed=0, epochs=1, start_epoch=0, augment="crop_flip",
+                  padding=4):
+    """Batches of (image, label) for epochs `start_epoch..epochs-1`, deterministic per epoch.
+
+    Epoch `e`'s order is `argsort(stateless_uniform(seed=(seed, e)))` and each
+    batch's augmentation is seeded by `(seed, e, batch)`: a restart at epoch
+    `e` sees exactly the batches an uninterrupted run would. Incomplete last
+    batches are dropped (every step has the same global batch).
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    n = len(x)
+    if n == 0:
+        raise ValueError("x: the training set is empty.")
+    if len(y) != n:
+        raise ValueError(f"y: {len(y)} labels for {n} images.")
+    steps = n // batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size: {batch_size} is larger than the training set ({n}).")
+    if augment not in ("crop_flip", "none"):
+        raise ValueError(f"augment: expected 'crop_flip' or 'none', got {augment!r}.")
+    xt = tf.constant(x, tf.float32)
+    yt = tf.constant(y)
+
+    def one_epoch(e):
+        perm = tf.argsort(tf.random.stateless_uniform([n], tf.stack([tf.cast(seed, tf.int64), e])))
+        idx = tf.reshape(perm[: steps * batch_size], [steps, batch_size])
+        batches = tf.data.Dataset.from_tensor_slices((idx, tf.range(steps, dtype=tf.int64)))
+
+        def fetch(i, step):
+            xb, yb = tf.gather(xt, i), tf.gather(yt, i)
+            if augment == "crop_flip":
+                s = tf.stack([tf.cast(seed, tf.int64) + 1, e * 100003 + step])
+                xb = _crop_flip(xb, s, padding)
+            return xb, yb
+
+        return batches.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    ds = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
+    return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
+def backup_epoch(backup_dir):
+    """The epoch BackupAndRestore will resume at (0 when there is no backup)."""
+    meta = Path(backup_dir) / "training_metadata.json"
+    try:
+        return int(json.loads(meta.read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def build_model(cfg, image_shape, num_classes):
+    """The anchored model (or the vanilla backbone), uncompiled."""
+    backbone = build_backbone(
+        cfg.arch, tuple(image_shape), num_classes, anchored=cfg.anchored, **cfg.backbone_kwargs
+    )
+    if not cfg.anchored:
+        return backbone
+    return AnchoredModel(
+        backbone,
+        consistency=cfg.consistency,
+        consistency_every=cfg.consistency_every,
+        value_range=cfg.value_range,
+        seed=cfg.seed,
+        num_classes=num_classes,
+    )
+
+
+def compile_model(model, cfg, steps_per_epoch):
+    opt = keras.optimizers.SGD(
+        learning_rate=lr_schedule(cfg, steps_per_epoch),
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay or None,
+    )
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=cfg.jit_compile,
+    )
+    return model
+
+
+def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose="auto",
+          backup=True, strategy=None):
+    """Trains per `cfg` on in-memory (preprocessed) images; returns (model, history).
+
+    Args:
+        cfg: a `TrainConfig`.
+        x, y: float32 training images (N, H, W, C), already normalised, and int labels.
+        num_classes: number of classes.
+        val: optional `(x_val, y_val)` for validation loss/accuracy each epoch.
+        out_dir: run folder: `tensorboard/`, `checkpoints/last.keras`, `backup/`.
+        callbacks: more Keras callbacks (e.g. `OODMetricsCallback`).
+        backup: use BackupAndRestore under `out_dir/backup` (resume after a kill).
+        strategy: a `tf.distribute.Strategy`; default from `cfg.strategy`.
+    """
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = strategy or get_strategy(cfg.strategy)
+    _, task_index, is_chief = worker_info()
+    backup_dir = None
+    cbs = list(callbacks)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        sub = "" if is_chief else f"worker{task_index}/"  # non-chief workers write to scratch
+        backup_dir = out_dir / sub / "backup"
+        if backup:
+            cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+        (out_dir / sub / "checkpoints").mkdir(parents=True, exist_ok=True)
+        cbs.append(keras.callbacks.ModelCheckpoint(str(out_dir / sub / "checkpoints" / "last.keras")))
+        cbs.append(keras.callbacks.TensorBoard(str(out_dir / sub / "tensorboard"), update_freq="epoch"))
+    start = backup_epoch(backup_dir) if (backup and backup_dir) else 0
+    ds, steps = epoch_dataset(
+        x, y, cfg.batch_size, cfg.seed, cfg.epochs, start, cfg.augment, cfg.crop_padding
+    )
+    val_data = None
+    if val is not None:
+        val_data = tf.data.Dataset.from_tensor_slices((np.asarray(val[0], "float32"), val[1]))
+        val_data = val_data.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+    with strategy.scope():
+        model = build_model(cfg, x.shape[1:], num_classes)
+        compile_model(model, cfg, steps)
+        model(np.asarray(x[: min(2, len(x))], "float32"))  # build (BackupAndRestore needs it)
+    history = model.fit(
+        ds,
+        epochs=cfg.epochs,
+        initial_epoch=0,
+        steps_per_epoch=steps,
+        validation_data=val_data,
+        callbacks=cbs,
+        verbose=verbose,
+    )
+    return model, history
+
+
+def write_json(path, obj):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
