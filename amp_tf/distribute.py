@@ -6,7 +6,8 @@ permutation of the replica's own images). Keras' `compute_loss` scales each
 replica's loss by 1/R, so one step on R replicas equals one step on 1 replica
 over the same global batch. The learning rate is not rescaled automatically:
 keep the global batch fixed when adding replicas and the paper's learning rate
-still applies; if you grow the global batch k times, the usual linear rule
+still applies; BatchNorm statistics are synchronised over the global batch
+(`sync_batchnorm`), so every replica and worker holds the same weights. If you grow the global batch k times, the usual linear rule
 (lr x k, with warm-up) is a reasonable start but it is your choice.
 
 Example:
@@ -68,3 +69,26 @@ def worker_info():
     has_chief = "chief" in cfg.get("cluster", {})
     is_chief = ttype == "chief" or (not has_chief and ttype == "worker" and index == 0)
     return ttype, index, is_chief
+
+
+def sync_batchnorm(model):
+    """Makes every BatchNormalization in `model` synchronise its batch statistics.
+
+    With more than one replica, Keras 3 keeps each replica's BatchNorm moving
+    statistics local, so workers end with different moving means/variances.
+    Synchronised BatchNorm computes the statistics over the whole global batch:
+    every replica then holds the same values, as one device would on that batch.
+    """
+    import keras
+
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+    return model
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)

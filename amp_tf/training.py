@@ -37,7 +37,8 @@ import numpy as np
 import tensorflow as tf
 
 from amp_tf.anchoring import AnchoredModel
-from amp_tf.distribute import get_strategy, worker_info
+from amp_tf.compat import patch_multiworker_fit
+from amp_tf.distribute import get_strategy, sync_batchnorm, worker_info
 from amp_tf.models import build_backbone
 
 
@@ -193,7 +194,9 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
 
     Args:
         cfg: a `TrainConfig`.
-        x, y: float32 training images (N, H, W, C), already normalised, and int labels.
+        x, y: float32 training images (N, H, W, C), already normalised, and int labels;
+            or `x` a repeated, batched `tf.data.Dataset` of such pairs and `y` the
+            number of steps per epoch.
         num_classes: number of classes.
         val: optional `(x_val, y_val)` for validation loss/accuracy each epoch.
         out_dir: run folder: `tensorboard/`, `checkpoints/last.keras`, `backup/`.
@@ -218,17 +221,30 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         cbs.append(keras.callbacks.ModelCheckpoint(str(out_dir / sub / "checkpoints" / "last.keras")))
         cbs.append(keras.callbacks.TensorBoard(str(out_dir / sub / "tensorboard"), update_freq="epoch"))
     start = backup_epoch(backup_dir) if (backup and backup_dir) else 0
-    ds, steps = epoch_dataset(
-        x, y, cfg.batch_size, cfg.seed, cfg.epochs, start, cfg.augment, cfg.crop_padding
-    )
+    if isinstance(x, tf.data.Dataset):
+        # Streaming data (e.g. ImageNet): batched, preprocessed (image, label) pairs,
+        # repeated by the caller; `y` is then the number of steps per epoch.
+        # Resume restarts the epoch with the restored weights, but the data
+        # order is the stream's, so it is not bit-exact as with arrays.
+        ds, steps = x, int(y)
+        sample = next(iter(ds.take(1)))[0].numpy()
+    else:
+        ds, steps = epoch_dataset(
+            x, y, cfg.batch_size, cfg.seed, cfg.epochs, start, cfg.augment, cfg.crop_padding
+        )
+        sample = np.asarray(x[: min(2, len(x))], "float32")
     val_data = None
     if val is not None:
         val_data = tf.data.Dataset.from_tensor_slices((np.asarray(val[0], "float32"), val[1]))
         val_data = val_data.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
     with strategy.scope():
-        model = build_model(cfg, x.shape[1:], num_classes)
+        model = build_model(cfg, sample.shape[1:], num_classes)
+        if strategy.num_replicas_in_sync > 1:
+            sync_batchnorm(model)
         compile_model(model, cfg, steps)
-        model(np.asarray(x[: min(2, len(x))], "float32"))  # build (BackupAndRestore needs it)
+        model(sample[:2])  # build the sublayers (BackupAndRestore needs a built model)
+        if os.environ.get("AMP_TF_NO_COMPAT_PATCH") != "1":  # the test of the bug turns it off
+            patch_multiworker_fit(model, strategy)
     history = model.fit(
         ds,
         epochs=cfg.epochs,

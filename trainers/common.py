@@ -38,6 +38,8 @@ def base_parser(description, defaults):
     s.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     s.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 logits and tau")
     s.add_argument("--no-backup", action="store_true", help="disable BackupAndRestore (resume after a kill)")
+    s.add_argument("--deterministic", action="store_true",
+                   help="TF op determinism: a resumed run then ends with the same weights as an uninterrupted one")
     o = p.add_argument_group("data and output")
     o.add_argument("--data-dir", default=None, help="data folder (tfds data_dir, or the Fashion-MNIST IDX folder)")
     o.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
@@ -50,7 +52,12 @@ def base_parser(description, defaults):
 
 
 def train_config(args, **overrides):
+    import tensorflow as tf
+
     from amp_tf.training import TrainConfig
+
+    if getattr(args, "deterministic", False):
+        tf.config.experimental.enable_op_determinism()
 
     milestones = tuple(int(m) for m in str(args.lr_milestones).split(",") if m.strip())
     cfg = TrainConfig(
@@ -82,3 +89,131 @@ def versions():
     return {"amp_tf": amp_tf.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+
+
+# --------------------------------------------------------------------------- #
+# Shared CLI helpers (trainers.cifar, trainers.imagenet, eval.ood)
+# --------------------------------------------------------------------------- #
+def restrict_choices(parser, dest, choices):
+    """Limits an existing flag (e.g. the common --arch) to `choices`."""
+    for action in parser._actions:  # argparse has no public lookup by dest
+        if action.dest == dest:
+            action.choices = list(choices)
+            return parser
+    raise KeyError(dest)
+
+
+def split_names(text):
+    """Comma-separated names; commas inside [...] do not split (``amp[sum,exp]``)."""
+    out, cur, depth = [], "", 0
+    for ch in str(text):
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        depth += ch == "["
+        depth -= ch == "]"
+        cur += ch
+    out.append(cur)
+    return [s.strip() for s in out if s.strip()]
+
+
+def cli_errors(main):
+    """Wraps a CLI `main`: user errors (ValueError, OSError incl. DataNotFoundError)
+    print ``error: <message>`` to stderr and exit with code 2, without a traceback.
+    Set AMP_TF_DEBUG=1 to get the traceback instead."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        try:
+            return main(argv)
+        except (ValueError, OSError) as err:
+            if os.environ.get("AMP_TF_DEBUG"):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapped
+
+
+def check_names(names):
+    """Resolves every data set name up front (unknown names fail before any work)."""
+    from amp_tf.data import registry
+
+    for name in names:
+        registry.resolve(name)
+
+
+def first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def load_images(name, split, image_size, channels, resize=None, convert_channels=False, limit=None,
+                data_dir=None, download=False, seed=None, shuffle=False):
+    """Loads a set as uint8 numpy images in the model's geometry, and int64 labels.
+
+    Args:
+        image_size: the model's (height, width).
+        channels: the model's channel count.
+        resize: None (a size mismatch is an error naming --resize) or one of
+            `amp_tf.data.RESIZE_METHODS`.
+        convert_channels: convert grayscale <-> RGB on a channel mismatch
+            (else an error naming --channels).
+        limit: at most this many images (first ones, or a seeded shuffle).
+
+    Returns:
+        ``(images uint8 (N, H, W, C), labels int64 (N,), image_set)``.
+
+    Raises:
+        DataNotFoundError: the data is not on this machine.
+        ValueError: unknown name, size/channel mismatch without the fixing flag, no images.
+    """
+    import numpy as np
+
+    from amp_tf import data
+
+    size = tuple(int(s) for s in image_size)
+    s = data.load(name, split, data_dir=data_dir, download=download, seed=seed, shuffle=shuffle)
+    h, w, c = s.image_shape
+    if c != channels and not convert_channels:
+        raise ValueError(
+            f"{name}: the images have {c} channel(s) but the model takes {channels}; pass --channels "
+            f"to convert {'grayscale to RGB' if c == 1 else 'RGB to grayscale' if c == 3 else 'them'}."
+        )
+    if c != channels and {c, channels} != {1, 3}:
+        raise ValueError(f"{name}: cannot convert {c}-channel images to {channels} channels (only 1 <-> 3).")
+    if (h, w) != size and resize is None:
+        have = f"{h}x{w}" if h is not None else "of varying sizes"
+        raise ValueError(
+            f"{name}: the images are {have} but the model takes {size[0]}x{size[1]}; pass --resize tf "
+            f"(antialiased bilinear) or one of {', '.join(data.RESIZE_METHODS[1:])} to resize them."
+        )
+
+    def fix(x):
+        if x.shape[1:3] != size:
+            x = data.resize_images(x, size, resize)
+        return data.convert_channels(x, channels)
+
+    if s.arrays is not None:  # in memory
+        x, y = data.to_numpy(s, limit)
+        xs, ys = [fix(x)], [y]
+    else:
+        ds = s.dataset if limit is None else s.dataset.take(limit)
+        xs, ys = [], []
+        if h is None or w is None:  # varying sizes: resize per image in the pipeline
+            zeros, ones = np.zeros(channels, np.float32), np.ones(channels, np.float32)
+            ds = data.preprocess(ds, zeros, ones, image_size=size, resize_method=resize,
+                                 channels=channels, batch_size=256)
+            for xb, yb in ds.as_numpy_iterator():
+                xs.append(np.clip(np.round(xb), 0, 255).astype(np.uint8))
+                ys.append(yb)
+        else:
+            for xb, yb in ds.batch(512).as_numpy_iterator():
+                xs.append(fix(xb))
+                ys.append(yb)
+    if not xs or sum(len(v) for v in xs) == 0:
+        raise ValueError(f"{name} (split {split!r}) has no images" + (f" (limit {limit})" if limit is not None else "") + ".")
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), s
