@@ -253,6 +253,7 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         validation_data=val_data,
         callbacks=cbs,
         verbose=verbose,
+        shuffle=False,  # the dataset is already in its (seeded, per-epoch) order
     )
     return model, history
 

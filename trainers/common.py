@@ -215,5 +215,6 @@ def load_images(name, split, image_size, channels, resize=None, convert_channels
                 xs.append(fix(xb))
                 ys.append(yb)
     if not xs or sum(len(v) for v in xs) == 0:
-        raise ValueError(f"{name} (split {split!r}) has no images" + (f" (limit {limit})" if limit is not None else "") + ".")
+        why = f" (limit {limit})" if limit is not None else ""
+        raise ValueError(f"{name} (split {split!r}) has no images{why}.")
     return np.concatenate(xs), np.concatenate(ys).astype(np.int64), s

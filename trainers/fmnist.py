@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 
-from trainers.common import base_parser, run_dir, train_config, versions
+from trainers.common import base_parser, cli_errors, run_dir, train_config, versions
 
 DEFAULTS = dict(arch="resnet_small", epochs=3, batch_size=128, lr=0.1, weight_decay=5e-4,
                 consistency="all", consistency_every=5, num_anchors=5)
@@ -37,6 +37,7 @@ def parser():
     return p
 
 
+@cli_errors
 def main(argv=None):
     args = parser().parse_args(argv)
     t0 = time.time()
@@ -115,7 +116,7 @@ def main(argv=None):
     paths = write_report(out, results, values)
     write_json(out / "normalization.json", {"mean": mean.tolist(), "std": std.tolist()})
     print(render(results, "md").split("## Per OOD set")[0])
-    print(f"[fmnist] done in {time.time() - t0:.0f} s; report: {paths.get('md', out / 'report.md')}")
+    print(f"[fmnist] done in {time.time() - t0:.0f} s; report: {paths.get('report.md', out / 'report.md')}")
     return results
 
 
