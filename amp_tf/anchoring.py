@@ -95,6 +95,8 @@ class AnchoredModel(keras.Model):
         num_classes=None,
         **kwargs,
     ):
+        # Anchoring (x - c) runs in float32; under mixed precision the backbone casts.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.Model):
             raise TypeError(

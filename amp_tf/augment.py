@@ -118,6 +118,35 @@ def _gray(images):
     return tf.repeat(g, 3, axis=-1)
 
 
+def crop_resize(images, boxes):
+    """Bilinear crop-and-resize of per-sample boxes back to the input size.
+
+    Same sampling as `tf.image.crop_and_resize` (box corners map to the corner
+    pixels), written with gathers so that it also compiles under XLA, which has
+    no CropAndResize kernel.
+    """
+    h, w = images.shape[1], images.shape[2]
+    y0, x0, y1, x1 = tf.unstack(boxes, axis=1)
+
+    def grid(lo, hi, n, size):
+        t = tf.cast(tf.range(n), images.dtype) / float(max(n - 1, 1))
+        return (lo[:, None] + t[None, :] * (hi - lo)[:, None]) * float(size - 1)
+
+    def taps(coord, size):
+        c = tf.clip_by_value(coord, 0.0, float(size - 1))
+        lo = tf.floor(c)
+        return tf.cast(lo, tf.int32), tf.minimum(tf.cast(lo, tf.int32) + 1, size - 1), c - lo
+
+    ya, yb, wy = taps(grid(y0, y1, h, h), h)
+    xa, xb, wx = taps(grid(x0, x1, w, w), w)
+    rows_a = tf.gather(images, ya, axis=1, batch_dims=1)
+    rows_b = tf.gather(images, yb, axis=1, batch_dims=1)
+    rows = rows_a + (rows_b - rows_a) * wy[:, :, None, None]
+    cols_a = tf.gather(rows, xa, axis=2, batch_dims=1)
+    cols_b = tf.gather(rows, xb, axis=2, batch_dims=1)
+    return cols_a + (cols_b - cols_a) * wx[:, None, :, None]
+
+
 @register_transform("resized_crop")
 def resized_crop(images, seed, lo, hi, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)):
     batch = tf.shape(images)[0]
@@ -131,10 +160,7 @@ def resized_crop(images, seed, lo, hi, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)):
     y0 = _uniform(s[2], [batch]) * (1.0 - bh)
     x0 = _uniform(s[3], [batch]) * (1.0 - bw)
     boxes = tf.stack([y0, x0, y0 + bh, x0 + bw], axis=1)
-    out = tf.image.crop_and_resize(
-        images, boxes, tf.range(batch), (h, w), method="bilinear"
-    )
-    return tf.cast(out, images.dtype)
+    return crop_resize(images, boxes)
 
 
 @register_transform("flip")
@@ -214,6 +240,7 @@ class ConsistencyAugment(keras.layers.Layer):
     """
 
     def __init__(self, consistency="all", value_range=(0.0, 255.0), **kwargs):
+        kwargs.setdefault("dtype", "float32")  # augment in float32 under mixed precision too
         super().__init__(**kwargs)
         self.names = resolve(consistency)
         self.consistency = list(self.names)

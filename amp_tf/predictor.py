@@ -138,6 +138,7 @@ class AnchoredPredictor(keras.layers.Layer):
         anchor_shape=None,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # tau and calibration in float32 always
         super().__init__(**kwargs)
         if tau_reduction not in TAU_REDUCTIONS:
             raise ValueError(f"tau_reduction: expected one of {TAU_REDUCTIONS}, got {tau_reduction!r}.")

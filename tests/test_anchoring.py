@@ -193,3 +193,33 @@ def test_one_vs_two_replicas_same_sgd_step(rng):
     for a, b, w0 in zip(*weights, before):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert any(np.abs(a - w0).max() > 1e-4 for a, w0 in zip(weights[0], before))
+
+
+def test_crop_resize_matches_tf_crop_and_resize(rng):
+    from amp_tf.augment import crop_resize
+
+    x = rng.normal(size=(5, 12, 10, 3)).astype("float32")
+    y0 = rng.uniform(0, 0.5, 5)
+    x0 = rng.uniform(0, 0.5, 5)
+    boxes = np.stack([y0, x0, y0 + rng.uniform(0.3, 0.5, 5), x0 + rng.uniform(0.3, 0.5, 5)], 1).astype("float32")
+    ref = tf.image.crop_and_resize(x, boxes, tf.range(5), (12, 10)).numpy()
+    np.testing.assert_allclose(crop_resize(tf.constant(x), tf.constant(boxes)).numpy(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("jit,mixed", [(True, False), (False, True)])
+def test_fit_with_xla_and_mixed_precision(rng, jit, mixed):
+    from amp_tf.predictor import AnchoredPredictor
+    from amp_tf.training import TrainConfig, train
+
+    x, y = _toy_data(rng, n=64)
+    x = np.repeat(np.repeat(x, 3, axis=1), 3, axis=2)[:, :28, :28]  # 28x28 for resnet_small
+    cfg = TrainConfig(arch="resnet_small", epochs=1, batch_size=16, backbone_kwargs={"width": 4},
+                      jit_compile=jit, mixed_precision=mixed, consistency_every=1, value_range=(-3.0, 3.0))
+    try:
+        model, hist = train(cfg, x, y, 4, verbose=0)
+        assert np.isfinite(hist.history["loss"][0])
+        out = AnchoredPredictor(model.backbone, x[:3]).predict(x[:4])
+        assert out["logits"].dtype == np.float32 and out["tau"].dtype == np.float32
+        assert np.all(np.isfinite(out["amp_score"]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
