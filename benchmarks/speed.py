@@ -100,6 +100,12 @@ def parse_args(argv=None):
                    help="inference timings repeat a call until one sample lasts at least this "
                         "long (default: 0.3 s, 0.1 s with --quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and random data")
+    p.add_argument("--jit-compile", action="store_true",
+                   help="compile both training steps with XLA (default: Keras' 'auto')")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="bfloat16 compute (mixed_bfloat16 policy) for both models")
+    p.add_argument("--skip-scaling", action="store_true",
+                   help="only the headline ratios (no K / batch scaling tables)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (4 if args.quick else 9)
     args.k_list = _ints(args.k_list) if args.k_list else ([1, 2, 5, 10] if args.quick else [1, 2, 5, 10, 20])
@@ -112,6 +118,10 @@ def parse_args(argv=None):
         args.image_shape = DEFAULT_SHAPES.get(args.arch, (32, 32, 3))
     if len(args.image_shape) != 3:
         p.error("--image-shape: expected H,W,C")
+    if args.skip_scaling:  # the scaling tables then only repeat the headline point
+        args.k_list, args.batch_list = [args.k], [args.batch_size]
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     if args.k < 2 or min(args.k_list) < 1 or args.repeats < 1 or args.batch_size < 1:
         p.error("--k must be >= 2, K-list entries >= 1, --repeats and --batch-size >= 1")
     return args
@@ -271,6 +281,7 @@ def bench_training(args, log):
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=True if args.jit_compile else "auto",
         )
         model.train_on_batch(x[:8], y[:8])  # builds weights, optimizer slots, train_function
         iterators[name] = iter(dataset)
