@@ -208,17 +208,4 @@ class FoldedAnchoredPredictor(AnchoredPredictor):
         return tf.reshape(logits, [self.num_anchors, b, -1])
 
     def _run_rest(self, rows):
-        if self.max_batch is None:
-            return self.rest_model(rows, training=False)
-        m = self.max_batch
-        n = tf.shape(rows)[0]
-        chunks = (n + m - 1) // m
-        pad = chunks * m - n
-        padded = tf.pad(rows, [[0, pad], [0, 0], [0, 0], [0, 0]])
-        padded = tf.reshape(padded, tf.concat([[chunks, m], tf.shape(rows)[1:]], 0))
-        @tf.autograph.experimental.do_not_convert
-        def chunk(r):
-            return tf.cast(self.rest_model(r, training=False), tf.float32)
-
-        out = tf.map_fn(chunk, padded, fn_output_signature=tf.float32)
-        return tf.reshape(out, [chunks * m, -1])[:n]
+        return self._run_chunked(self.rest_model, rows)

@@ -214,19 +214,23 @@ class AnchoredPredictor(keras.layers.Layer):
         return tf.reshape(logits, [k, b, -1])
 
     def _run_backbone(self, rows):
+        return self._run_chunked(self.backbone, rows)
+
+    def _run_chunked(self, model, rows):
+        """`model(rows)`, at most `max_batch` rows at a time (sequentially) when set."""
         if self.max_batch is None:
-            return self.backbone(rows, training=False)
+            return model(rows, training=False)
         m = self.max_batch
         n = tf.shape(rows)[0]
         chunks = (n + m - 1) // m
-        pad = chunks * m - n
-        padded = tf.pad(rows, [[0, pad], [0, 0], [0, 0], [0, 0]])
+        padded = tf.pad(rows, [[0, chunks * m - n], [0, 0], [0, 0], [0, 0]])
         padded = tf.reshape(padded, tf.concat([[chunks, m], tf.shape(rows)[1:]], 0))
-        out = tf.map_fn(
-            lambda r: tf.cast(self.backbone(r, training=False), tf.float32),
-            padded,
-            fn_output_signature=tf.float32,
-        )
+
+        @tf.autograph.experimental.do_not_convert
+        def chunk(r):
+            return tf.cast(model(r, training=False), tf.float32)
+
+        out = tf.map_fn(chunk, padded, fn_output_signature=tf.float32)
         return tf.reshape(out, [chunks * m, -1])[:n]
 
     def call(self, images):
