@@ -32,7 +32,15 @@ import time
 import zipfile
 from pathlib import Path
 
-from trainers.common import check_names, cli_errors, load_images, split_names, versions
+from trainers.common import (
+    add_preset_flags,
+    check_names,
+    cli_errors,
+    load_images,
+    parse_cli,
+    split_names,
+    versions,
+)
 
 
 def parser():
@@ -75,7 +83,7 @@ def parser():
     p.add_argument("--odin-epsilon", type=float, default=0.0014, help="ODIN input perturbation (vanilla models)")
     p.add_argument("--no-plots", action="store_true", help="write the report files only, no PNG plots")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="progress messages on stderr")
-    return p
+    return add_preset_flags(p)
 
 
 ANCHORED_SCORES = ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "msp", "energy", "neg_tau")
@@ -167,7 +175,7 @@ def choose_scores(text, anchored):
 
 @cli_errors
 def main(argv=None):
-    args = parser().parse_args(argv)
+    args = parse_cli(parser(), argv, "eval", "eval.ood")
     t0 = time.time()
 
     def log(msg):

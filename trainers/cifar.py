@@ -28,11 +28,13 @@ import sys
 import time
 
 from trainers.common import (
+    add_preset_flags,
     base_parser,
     check_names,
     cli_errors,
     first_line,
     load_images,
+    parse_cli,
     restrict_choices,
     run_dir,
     split_names,
@@ -78,7 +80,7 @@ def parser():
                    help="ID validation images (and blurred copies) used by the OOD callback")
     g.add_argument("--ood-callback-sigma", type=float, default=3.0,
                    help="Gaussian blur sigma (pixels) of the callback's OOD proxy")
-    return p
+    return add_preset_flags(p)
 
 
 def expand_ood(text):
@@ -90,7 +92,7 @@ def expand_ood(text):
 
 @cli_errors
 def main(argv=None):
-    args = parser().parse_args(argv)
+    args = parse_cli(parser(), argv, "train", "trainers.cifar", default_ood=PAPER_OOD)
     t0 = time.time()
     import numpy as np
 

@@ -218,3 +218,108 @@ def load_images(name, split, image_size, channels, resize=None, convert_channels
         why = f" (limit {limit})" if limit is not None else ""
         raise ValueError(f"{name} (split {split!r}) has no images{why}.")
     return np.concatenate(xs), np.concatenate(ys).astype(np.int64), s
+
+
+# --------------------------------------------------------------------------- #
+# Presets (amp_tf.presets): --preset NAME and --dry-run, for every CLI
+# --------------------------------------------------------------------------- #
+def add_preset_flags(parser):
+    """Adds --preset and --dry-run (used with `parse_cli`)."""
+    from amp_tf import presets
+
+    g = parser.add_argument_group("presets (the paper's tables; amp_tf.presets, docs/reproduce.md)")
+    g.add_argument("--preset", default=None, metavar="NAME",
+                   help="set the defaults of this command to one experiment of the paper (explicit flags "
+                        f"override them): {', '.join(presets.names())}")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the resolved configuration (preset + flags) as JSON and exit; loads no data")
+    return parser
+
+
+def apply_preset(parser, argv, kind, cli):
+    """Sets `parser`'s defaults from ``--preset NAME`` in `argv`, before the real parse.
+
+    Flags the preset sets stop being required; with --dry-run no flag is required.
+    Returns the preset name, or None without --preset.
+
+    Raises:
+        ValueError: unknown preset (the message lists them), a preset of another
+            trainer, a preset value that is not one of the flag's choices.
+        KeyError: a preset key that is no flag of `parser` (a registry bug).
+    """
+    from amp_tf import presets
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None)
+    pre.add_argument("--dry-run", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    actions = {a.dest: a for a in parser._actions}  # argparse has no public lookup by dest
+    if known.dry_run:
+        for a in actions.values():
+            a.required = False
+    if known.preset is None:
+        return None
+    values = presets.values(known.preset, kind, cli)
+    missing = sorted(set(values) - set(actions))
+    if missing:
+        raise KeyError(f"preset {known.preset!r}: {cli} has no flag for {missing}.")
+    for dest, value in values.items():
+        a = actions[dest]
+        if a.choices is not None and value not in a.choices:
+            raise ValueError(f"preset {known.preset!r}: {dest}={value!r} is not one of {list(a.choices)} "
+                             f"in {cli}.")
+        a.required = False
+    parser.set_defaults(**values)
+    return known.preset
+
+
+def resolved_config(args, preset, kind, cli, default_ood=()):
+    """The --dry-run JSON object: preset facts, dataset / arch / ood, and every flag's value."""
+    from amp_tf import presets
+
+    p = presets.get(preset) if preset else None
+    a = vars(args)
+    dataset = a.get("dataset") or a.get("id")
+    if dataset is None and cli == "trainers.fmnist":
+        dataset = "fmnist_holdout_id" if a.get("holdout") else "fashion_mnist"
+    if dataset is None and cli == "trainers.imagenet":
+        dataset = f"folder:{a['val_folder']}" if a.get("val_folder") else "imagenet2012"
+    if dataset is None and p:
+        dataset = p.dataset
+    if "ood" in a and a["ood"] is not None:
+        ood = []
+        for n in split_names(a["ood"]):
+            ood += list(default_ood) if n == "default" else [n]
+        ood = list(dict.fromkeys(ood))
+    elif "ood_folder" in a:
+        ood = [f"resize_{m}" for m in split_names(a.get("methods") or "")]
+    else:  # trainers.fmnist: the fixed offline suite
+        ood = ["fmnist_holdout_ood"] if a.get("holdout") else list(default_ood)
+    return {
+        "preset": preset, "cli": cli, "kind": kind,
+        "table": p.table if p else None, "title": p.title if p else None,
+        "dataset": dataset, "arch": a.get("arch") or (p.arch if p else None), "ood": ood,
+        "scores": a.get("scores") or (p.scores if p else None),
+        "paper_metrics": list(p.metrics) if p else None,
+        "paper_methods": list(p.paper_methods) if p else None,
+        "trainer": p.trainer if p else None,
+        "env": {presets.DATA_ENV: os.environ.get(presets.DATA_ENV)},
+        "unset_env": presets.unset_env(preset) if p else [],
+        "notes": p.notes if p else None,
+        "args": a,
+    }
+
+
+def parse_cli(parser, argv, kind, cli, default_ood=()):
+    """`parser.parse_args(argv)` with `apply_preset` first; on --dry-run prints
+    `resolved_config` as JSON to stdout and exits 0 (no data is loaded)."""
+    import json
+    import sys
+
+    preset = apply_preset(parser, argv, kind, cli)
+    args = parser.parse_args(argv)
+    if getattr(args, "dry_run", False):
+        sys.stdout.write(json.dumps(resolved_config(args, preset, kind, cli, default_ood), indent=2,
+                                    default=str) + "\n")
+        raise SystemExit(0)
+    return args

@@ -17,7 +17,15 @@ from __future__ import annotations
 import sys
 import time
 
-from trainers.common import base_parser, cli_errors, run_dir, train_config, versions
+from trainers.common import (
+    add_preset_flags,
+    base_parser,
+    cli_errors,
+    parse_cli,
+    run_dir,
+    train_config,
+    versions,
+)
 
 DEFAULTS = dict(arch="resnet_small", epochs=3, batch_size=128, lr=0.1, weight_decay=5e-4,
                 consistency="all", consistency_every=5, num_anchors=5)
@@ -34,12 +42,13 @@ def parser():
                    help="ID validation images held out of training (serving threshold, OOD callback)")
     g.add_argument("--eval-limit", type=int, default=None, help="score at most N images per test/OOD set")
     g.add_argument("--skip-vanilla", action="store_true", help="train and score the anchored model only")
-    return p
+    return add_preset_flags(p)
 
 
 @cli_errors
 def main(argv=None):
-    args = parser().parse_args(argv)
+    args = parse_cli(parser(), argv, "train", "trainers.fmnist",
+                     default_ood=("digits",) + tuple(f"fmnist_blur_{i}" for i in range(1, 6)))
     t0 = time.time()
     import numpy as np
 

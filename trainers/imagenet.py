@@ -32,10 +32,12 @@ import sys
 import time
 
 from trainers.common import (
+    add_preset_flags,
     base_parser,
     check_names,
     cli_errors,
     first_line,
+    parse_cli,
     restrict_choices,
     run_dir,
     split_names,
@@ -79,7 +81,7 @@ def parser():
     g.add_argument("--eval-batch-size", type=int, default=64,
                    help="images per scoring batch (the anchored backbone sees K times as many)")
     g.add_argument("--shuffle-seed", type=int, default=None, help="seed of the data order (default --seed)")
-    return p
+    return add_preset_flags(p)
 
 
 # --------------------------------------------------------------------------- #
@@ -215,7 +217,7 @@ def load_id(args):
 
 @cli_errors
 def main(argv=None):
-    args = parser().parse_args(argv)
+    args = parse_cli(parser(), argv, "train", "trainers.imagenet", default_ood=DEFAULT_OOD)
     t0 = time.time()
     import numpy as np
 
