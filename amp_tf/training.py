@@ -201,7 +201,8 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         val: optional `(x_val, y_val)` for validation loss/accuracy each epoch.
         out_dir: run folder: `tensorboard/`, `checkpoints/last.keras`, `backup/`.
         callbacks: more Keras callbacks (e.g. `OODMetricsCallback`).
-        backup: use BackupAndRestore under `out_dir/backup` (resume after a kill).
+        backup: BackupAndRestore (resume after a kill): True = under `out_dir/backup`,
+            a path = that folder, False = off. Non-chief workers add `worker<i>/`.
         strategy: a `tf.distribute.Strategy`; default from `cfg.strategy`.
     """
     if cfg.mixed_precision:
@@ -215,6 +216,8 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         out_dir = Path(out_dir)
         sub = "" if is_chief else f"worker{task_index}/"  # non-chief workers write to scratch
         backup_dir = out_dir / sub / "backup"
+        if backup not in (True, False, None):
+            backup_dir = Path(backup) / sub
         if backup:
             cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
         (out_dir / sub / "checkpoints").mkdir(parents=True, exist_ok=True)

@@ -350,3 +350,14 @@ def test_eval_cli_exit_code_in_a_subprocess(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"error: --model {bad} is not a Keras model file" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_backup_arg():
+    import argparse
+
+    ns = argparse.Namespace(no_backup=False, backup_dir=None)
+    assert common.backup_arg(ns, "anchored") is True
+    ns.backup_dir = "/tmp/bk"
+    assert common.backup_arg(ns, "anchored") == "/tmp/bk/anchored"
+    ns.no_backup = True
+    assert common.backup_arg(ns, "anchored") is False

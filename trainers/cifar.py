@@ -28,6 +28,7 @@ import sys
 import time
 
 from trainers.common import (
+    backup_arg,
     add_preset_flags,
     base_parser,
     check_names,
@@ -161,7 +162,7 @@ def main(argv=None):
     print(f"[cifar] training the {name} {cfg.arch} for {cfg.epochs} epochs ...")
     t = time.time()
     model, _ = train(cfg, xtr, y_train, num_classes, val=(xva, y_val), out_dir=out / name,
-                     callbacks=callbacks, verbose=args.verbose, backup=not args.no_backup)
+                     callbacks=callbacks, verbose=args.verbose, backup=backup_arg(args, name))
     train_time = time.time() - t
     if not worker_info()[2]:
         print("[cifar] non-chief worker: training done; the chief writes model and report.")

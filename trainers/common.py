@@ -38,6 +38,8 @@ def base_parser(description, defaults):
     s.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     s.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 logits and tau")
     s.add_argument("--no-backup", action="store_true", help="disable BackupAndRestore (resume after a kill)")
+    s.add_argument("--backup-dir", default=None,
+                   help="BackupAndRestore folder (default: <out>/<model>/backup; each worker adds worker<i>/)")
     s.add_argument("--deterministic", action="store_true",
                    help="TF op determinism: a resumed run then ends with the same weights as an uninterrupted one")
     o = p.add_argument_group("data and output")
@@ -71,6 +73,15 @@ def train_config(args, **overrides):
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
+
+
+def backup_arg(args, model_name):
+    """`train(backup=...)` from --no-backup / --backup-dir: False, True, or this model's folder."""
+    if args.no_backup:
+        return False
+    if getattr(args, "backup_dir", None):
+        return str(Path(args.backup_dir) / model_name)
+    return True
 
 
 def run_dir(args, name):

@@ -18,6 +18,7 @@ import sys
 import time
 
 from trainers.common import (
+    backup_arg,
     add_preset_flags,
     base_parser,
     cli_errors,
@@ -97,7 +98,7 @@ def main(argv=None):
         print(f"[fmnist] training the {name} {cfg.arch} for {cfg.epochs} epochs ...")
         t = time.time()
         model, _ = train(cfg, xtr, y_train, num_classes, val=(xva, y_val), out_dir=out / name,
-                         verbose=args.verbose, backup=not args.no_backup)
+                         verbose=args.verbose, backup=backup_arg(args, name))
         models[name] = {"model": model, "train_time_s": time.time() - t,
                         "params": int(model.count_params())}
     anchors = select_anchors(xtr, args.num_anchors, seed=args.seed)

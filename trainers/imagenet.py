@@ -32,6 +32,7 @@ import sys
 import time
 
 from trainers.common import (
+    backup_arg,
     add_preset_flags,
     base_parser,
     check_names,
@@ -249,7 +250,7 @@ def main(argv=None):
           f"{steps} steps/epoch; training the {name} {cfg.arch} for {cfg.epochs} epochs ...")
     t = time.time()
     model, _ = train(cfg, ds, steps, num_classes, out_dir=out / name, verbose=args.verbose,
-                     backup=not args.no_backup)
+                     backup=backup_arg(args, name))
     train_time = time.time() - t
     if not worker_info()[2]:
         print("[imagenet] non-chief worker: training done; the chief writes model and report.")
