@@ -1,0 +1,617 @@
+#!/usr/bin/env python
+"""OOD-quality benchmark: AMP vs the standard and fitted baselines on the offline
+Fashion-MNIST suite (ID fashion_mnist; OOD digits, fmnist_blur_1..5), mean +- std over seeds.
+
+Run from the repository root:
+
+    python benchmarks/ood_quality.py --quick                 # a few minutes on 2 CPU cores
+    python benchmarks/ood_quality.py --table8 --mc-dropout 0.3   # the full run (BENCHMARKS.md)
+
+Per seed s (training seed; the train/val split is fixed by --seed), with the main
+job's settings (trainers/fmnist.py: resnet_small, SGD 0.1, cosine with warm-up,
+T = "all" every 5th step, K = 5 anchors):
+
+* the anchored model -> every AMP variant (tau_reduction x calibration), and msp,
+  energy, neg_tau on the calibrated logits (`amp_tf.evaluation.evaluate_model`);
+* its vanilla twin (same backbone, schedule, epochs, seed) -> MSP, Energy, ODIN,
+  MaxLogit, Entropy, and the fitted baselines of `amp_tf.baselines`: Mahalanobis
+  and Gram (fitted on the ID training images), temperature scaling (fitted on the
+  ID validation split held out of training);
+* with --mc-dropout RATE: one more vanilla twin with dropout before the classifier
+  -> MC dropout (msp / entropy / variance of --mc-passes stochastic passes) and the
+  deterministic MSP of that twin.
+
+The vanilla twins of all seeds form one deep ensemble (no extra training; one
+number, no std). With --table8: the paper's Table 8 analogue on the first seed,
+FPR95 (mean over the OOD sets) of AMP for each consistency transform T (one
+anchored model per T) x K anchors (inference only).
+
+Writes JSON (all numbers, per seed and per OOD set, settings, versions, machine,
+date, wall time) and a markdown summary (also printed). Metric convention:
+--positive (default id: FPR95 = share of OOD accepted at 95 % ID recall).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+_T_START = time.time()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import datetime  # noqa: E402
+import functools  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from trainers.common import base_parser, cli_errors, train_config, versions  # noqa: E402
+from trainers.fmnist import DEFAULTS as FMNIST_DEFAULTS  # noqa: E402  (the main job's settings)
+
+METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy")
+LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC", "aupr_in": "AUPR-in", "aupr_out": "AUPR-out",
+          "detection_accuracy": "DetAcc"}
+VANILLA_LOGIT_SCORES = ("msp", "energy", "odin", "max_logit", "entropy")
+FITTED = ("mahalanobis", "gram", "temperature_scaling")
+TABLE8_TRANSFORMS = ("none", "jitter_blur", "flip_grayscale", "resized_crop", "all")
+LIBRARY_CROP_SCALE = 0.25  # amp_tf.augment.resized_crop's default minimum area
+
+#: --quick: every part of the benchmark at a tiny scale (2 seeds so that the
+#: ensemble and the std are exercised too).
+QUICK = dict(num_seeds=2, epochs=1, train_limit=5000, eval_limit=500, width=8, fit_limit=2000,
+             mc_dropout=0.3, mc_passes=5, table8=True, table8_transforms="none,all", table8_k="2,5")
+
+
+# --------------------------------------------------------------------------- CLI
+def _set_help(parser, dest, text):
+    for action in parser._actions:  # argparse has no public lookup by dest
+        if action.dest == dest:
+            action.help = text
+            return
+    raise KeyError(dest)
+
+
+def parser():
+    p = base_parser(__doc__.split("\n\n")[0], FMNIST_DEFAULTS)
+    p.set_defaults(verbose=2)
+    _set_help(p, "seed", "base seed: the train/val split and the first training seed; "
+                         "the seeds are seed .. seed + num_seeds - 1")
+    _set_help(p, "out", "folder for per-model training output (checkpoints, TensorBoard, "
+                        "BackupAndRestore: a killed run resumes); default: nothing written but the results")
+    _set_help(p, "num_anchors", "K anchors at inference for the main table")
+    g = p.add_argument_group("OOD-quality benchmark")
+    g.add_argument("--quick", action="store_true",
+                   help="tiny end-to-end run (a few minutes on 2 CPU cores): " +
+                        ", ".join(f"{k.replace('_', '-')}={v}" for k, v in QUICK.items()) +
+                        "; explicit flags still override")
+    g.add_argument("--num-seeds", type=int, default=3, help="training seeds per model (mean +- std over them)")
+    g.add_argument("--width", type=int, default=16, help="resnet_small base width")
+    g.add_argument("--train-limit", type=int, default=None,
+                   help="use only the first N training images (after the validation split)")
+    g.add_argument("--val-size", type=int, default=5000,
+                   help="ID validation images held out of training (temperature scaling is fitted on them)")
+    g.add_argument("--eval-limit", type=int, default=2000,
+                   help="score at most the first N images of the ID test set and of each OOD set "
+                        "(the blur sets are then the blurred first N test images; 0 = all: "
+                        "10,000 per set, about 4x the scoring time)")
+    g.add_argument("--fit-limit", type=int, default=10000,
+                   help="fit Mahalanobis and Gram on the first N training images (0 = all 55,000: "
+                        "Gram's fit then takes about 3 min per seed)")
+    g.add_argument("--baselines", default=",".join(FITTED + ("ensemble",)),
+                   help="comma-separated baselines on the vanilla twin: mahalanobis, gram, "
+                        "temperature_scaling, ensemble (empty: none)")
+    g.add_argument("--mc-dropout", type=float, default=0.0, metavar="RATE",
+                   help="train one more vanilla twin per seed with this dropout rate before the "
+                        "classifier and score MC dropout on it (0 = off: saves one training per seed)")
+    g.add_argument("--mc-passes", type=int, default=20, help="stochastic passes of MC dropout")
+    g.add_argument("--skip-vanilla", action="store_true",
+                   help="train and score the anchored model only (no vanilla twin, no baselines); "
+                        "for explorations of the anchored settings")
+    g.add_argument("--crop-scale", type=float, default=LIBRARY_CROP_SCALE,
+                   help="minimum area of T's resized_crop (library default 0.25); other values "
+                        "register a transform resized_crop_minNNN used instead of resized_crop")
+    g.add_argument("--table8", action="store_true",
+                   help="Table 8 analogue on the first seed: FPR95 of AMP per consistency transform x K")
+    g.add_argument("--table8-transforms", default=",".join(TABLE8_TRANSFORMS),
+                   help="consistency presets for --table8 (one anchored model each; the main "
+                        "model is reused for --consistency)")
+    g.add_argument("--table8-k", default="2,5,10,20", help="anchor counts K for --table8")
+    g.add_argument("--table8-eval-limit", type=int, default=1000,
+                   help="score at most the first N images per set for --table8 (0 = as --eval-limit)")
+    g.add_argument("--json", default=None, metavar="PATH",
+                   help="results JSON (default benchmarks/results/ood_quality[_quick].json)")
+    g.add_argument("--md", default=None, metavar="PATH",
+                   help="markdown summary (default: the --json path with .md)")
+    return p
+
+
+def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser()
+    if "--quick" in argv:
+        p.set_defaults(**QUICK)
+    args = p.parse_args(argv)
+    if args.num_seeds < 1 or args.epochs < 1 or args.num_anchors < 2 or args.mc_passes < 2:
+        p.error("--num-seeds and --epochs must be >= 1, --num-anchors and --mc-passes >= 2")
+    if not 0.0 <= args.mc_dropout < 1.0:
+        p.error("--mc-dropout must be in [0, 1)")
+    if not 0.0 < args.crop_scale <= 1.0:
+        p.error("--crop-scale must be in (0, 1]")
+    args.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = set(args.baselines) - set(FITTED + ("ensemble",))
+    if unknown:
+        p.error(f"--baselines: unknown {sorted(unknown)}; choose from {FITTED + ('ensemble',)}")
+    args.table8_transforms = [t.strip() for t in args.table8_transforms.split(",") if t.strip()]
+    try:
+        args.table8_k = [int(k) for k in args.table8_k.split(",") if k.strip()]
+    except ValueError:
+        p.error("--table8-k: comma-separated integers")
+    if args.table8 and (not args.table8_k or min(args.table8_k) < 2):
+        p.error("--table8-k: anchor counts must be >= 2")
+    suffix = "_quick" if args.quick else ""
+    args.json = Path(args.json or ROOT / "benchmarks" / "results" / f"ood_quality{suffix}.json")
+    args.md = Path(args.md) if args.md else args.json.with_suffix(".md")
+    return args
+
+
+# --------------------------------------------------------------------------- data
+def load_fmnist_suite(args):
+    """The Fashion-MNIST split and the normalised offline OOD suite.
+
+    The same steps as trainers/fmnist.py does inline (a candidate for the library):
+    train/val split by a permutation seeded with ``args.seed``, optional
+    ``train_limit``, per-channel statistics of the training images, every set
+    normalised with them, ``eval_limit`` first images per test/OOD set, and the
+    normalised pixel range for the consistency transform.
+    """
+    import numpy as np
+
+    from amp_tf import data
+
+    suite = data.fmnist_suite()
+    x_all, y_all = data.to_numpy(data.load(suite["id"], "train", data_dir=args.data_dir,
+                                           download=args.download))
+    x_test, y_test = data.to_numpy(data.load(suite["id"], "test", data_dir=args.data_dir,
+                                             download=args.download), limit=args.eval_limit or None)
+    order = np.random.default_rng(args.seed).permutation(len(x_all))
+    val_idx, train_idx = order[: args.val_size], order[args.val_size:]
+    if args.train_limit:
+        train_idx = train_idx[: args.train_limit]
+    if len(val_idx) < 20:
+        raise ValueError("--val-size: need at least 20 validation images (temperature scaling).")
+    mean, std = data.channel_stats(x_all[train_idx])
+
+    def norm(a):
+        return np.asarray(data.preprocess(a, mean, std), "float32")
+
+    ood = {}
+    for name in suite["ood"]:
+        x, _ = data.to_numpy(data.load(name, "test", data_dir=args.data_dir), limit=args.eval_limit or None)
+        ood[name] = norm(x)
+    return {
+        "id_set": suite["id"], "num_classes": int(y_all.max()) + 1,
+        "x_train": norm(x_all[train_idx]), "y_train": y_all[train_idx],
+        "x_val": norm(x_all[val_idx]), "y_val": y_all[val_idx],
+        "x_test": norm(x_test), "y_test": y_test, "ood": ood,
+        "mean": mean, "std": std,
+        "value_range": (tuple(((0.0 - mean) / std).tolist()), tuple(((255.0 - mean) / std).tolist())),
+    }
+
+
+def consistency_with_crop_scale(consistency, min_area):
+    """`consistency` with resized_crop's minimum area set to `min_area` (a registered copy)."""
+    from amp_tf import augment
+
+    names = augment.resolve(consistency)
+    if min_area == LIBRARY_CROP_SCALE or "resized_crop" not in names:
+        return consistency
+    name = f"resized_crop_min{int(round(min_area * 100)):03d}"
+    if name not in augment.TRANSFORMS:
+        augment.register_transform(name)(functools.partial(augment.resized_crop, scale=(min_area, 1.0)))
+    return "+".join(name if n == "resized_crop" else n for n in names)
+
+
+# --------------------------------------------------------------------------- helpers
+class Log:
+    def __init__(self):
+        self.t0 = time.time()
+
+    def __call__(self, msg):
+        print(f"[ood_quality {time.time() - self.t0:7.0f} s] {msg}", flush=True)
+
+
+def _rows(model, values_by_set, sets, positive):
+    """`{f"{model}/{score}": {ood_set: metrics}}` from `{set: {score: array}}` (set "id" = ID test)."""
+    from amp_tf.evaluation import ood_results
+
+    return ood_results(values_by_set["id"], {k: values_by_set[k] for k in sets}, model, positive)
+
+
+def _by_set(scores_by_name):
+    """`{score: {set: array}}` -> `{set: {score: array}}`."""
+    out = {}
+    for score, per_set in scores_by_name.items():
+        for s, v in per_set.items():
+            out.setdefault(s, {})[score] = v
+    return out
+
+
+def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag):
+    from amp_tf.training import train
+
+    kw = {"width": args.width}
+    if dropout:
+        kw["dropout"] = dropout
+    over = dict(anchored=anchored, seed=seed, backbone_kwargs=kw, value_range=d["value_range"])
+    if anchored:
+        over["consistency"] = consistency_with_crop_scale(consistency or args.consistency, args.crop_scale)
+    cfg = train_config(args, **over)
+    log(f"training {tag} (seed {seed}, {cfg.epochs} epochs, consistency "
+        f"{cfg.consistency if anchored else '-'}, dropout {dropout}) on {len(d['x_train'])} images ...")
+    t = time.time()
+    out_dir = Path(args.out) / f"{tag}-seed{seed}" if args.out else None
+    model, _ = train(cfg, d["x_train"], d["y_train"], d["num_classes"], val=(d["x_val"], d["y_val"]),
+                     out_dir=out_dir, verbose=args.verbose, backup=not args.no_backup)
+    dt = time.time() - t
+    log(f"  trained {tag} in {dt:.0f} s")
+    return model, cfg.to_dict(), dt
+
+
+# --------------------------------------------------------------------------- one seed
+def run_seed(args, d, seed, log):
+    """Trains the twins of one seed and scores every row.
+
+    Returns ``(rows, models, info, timing, train_configs)``.
+    """
+    import amp_tf.baselines as bl
+    from amp_tf.evaluation import evaluate_model
+    from amp_tf.predictor import select_anchors
+
+    sets = list(d["ood"])
+    rows, info, timing, configs = {}, {}, {}, {}
+    model_a, configs["anchored"], timing["train_anchored"] = _train(args, d, log, anchored=True,
+                                                                    seed=seed, tag="anchored")
+    anchors = select_anchors(d["x_train"], args.num_anchors, seed=seed)
+    t = time.time()
+    res, _, acc = evaluate_model(model_a, d["x_test"], d["y_test"], d["ood"], "anchored",
+                                 anchors=anchors, positive=args.positive)
+    timing["score_anchored"] = time.time() - t
+    rows.update(res)
+    info["anchored"] = {"id_accuracy": acc, "params": int(model_a.count_params())}
+    log(f"  anchored: ID acc {acc:.4f}, scored in {timing['score_anchored']:.0f} s")
+    models = {"anchored": model_a}
+    if args.skip_vanilla:
+        return rows, models, info, timing, configs
+
+    model_v, configs["vanilla"], timing["train_vanilla"] = _train(args, d, log, anchored=False,
+                                                                  seed=seed, tag="vanilla")
+    t = time.time()
+    res, _, acc = evaluate_model(model_v, d["x_test"], d["y_test"], d["ood"], "vanilla",
+                                 positive=args.positive)
+    timing["score_vanilla"] = time.time() - t
+    rows.update(res)
+    info["vanilla"] = {"id_accuracy": acc, "params": int(model_v.count_params())}
+    log(f"  vanilla: ID acc {acc:.4f}, scored in {timing['score_vanilla']:.0f} s")
+    models["vanilla"] = model_v
+
+    all_sets = {"id": d["x_test"], **d["ood"]}
+    n_fit = args.fit_limit or len(d["x_train"])
+    for name in (b for b in args.baselines if b in FITTED):
+        t = time.time()
+        out = bl.fit_and_score(name, model_v, d["x_train"][:n_fit], d["y_train"][:n_fit],
+                               d["x_val"], d["y_val"], sets=all_sets)
+        timing[f"baseline_{name}"] = time.time() - t
+        rows.update(_rows("vanilla", _by_set({name: out}), sets, args.positive))
+        log(f"  vanilla/{name} in {timing[f'baseline_{name}']:.0f} s")
+
+    if args.mc_dropout > 0:
+        model_d, configs["dropout"], timing["train_dropout"] = _train(
+            args, d, log, anchored=False, seed=seed, dropout=args.mc_dropout, tag="dropout")
+        t = time.time()
+        res, _, acc = evaluate_model(model_d, d["x_test"], d["y_test"], d["ood"], "dropout",
+                                     vanilla_names=("msp",), positive=args.positive)
+        rows.update(res)
+        mc = {k: bl.mc_dropout_scores(model_d, v, num_passes=args.mc_passes, seed=seed)
+              for k, v in all_sets.items()}
+        vals = {k: {f"mc_dropout_{s}": a for s, a in v.items()} for k, v in mc.items()}
+        rows.update(_rows("dropout", vals, sets, args.positive))
+        timing["score_dropout"] = time.time() - t
+        info["dropout"] = {"id_accuracy": acc, "params": int(model_d.count_params()),
+                           "dropout": args.mc_dropout, "mc_passes": args.mc_passes}
+        log(f"  dropout: ID acc {acc:.4f} (deterministic), MC dropout scored in "
+            f"{timing['score_dropout']:.0f} s")
+        del model_d
+    return rows, models, info, timing, configs
+
+
+def run_ensemble(args, d, members, log):
+    import numpy as np
+
+    import amp_tf.baselines as bl
+
+    t = time.time()
+    all_sets = {"id": d["x_test"], **d["ood"]}
+    vals = {k: {f"ensemble_{s}": a for s, a in bl.ensemble_scores(members, v).items()}
+            for k, v in all_sets.items()}
+    rows = _rows("ensemble", vals, list(d["ood"]), args.positive)
+    probs = bl.ensemble_probs(members, d["x_test"]).mean(axis=0)
+    acc = float(np.mean(probs.argmax(-1) == d["y_test"]))
+    dt = time.time() - t
+    log(f"ensemble of {len(members)}: ID acc {acc:.4f}, scored in {dt:.0f} s")
+    return rows, {"id_accuracy": acc, "members": len(members)}, dt
+
+
+# --------------------------------------------------------------------------- Table 8
+def run_table8(args, d, seed, main_model, log):
+    """FPR95 (mean over OOD sets) of every AMP variant per transform x K, one seed."""
+    import numpy as np
+
+    from amp_tf import metrics
+    from amp_tf.evaluation import anchored_scorer, ood_results
+    from amp_tf.predictor import select_anchors
+
+    n = args.table8_eval_limit or None
+    sets = {"id": d["x_test"][:n] if n else d["x_test"],
+            **{k: (v[:n] if n else v) for k, v in d["ood"].items()}}
+    y_id = d["y_test"][: len(sets["id"])]
+    out, timing = {}, {}
+    for transform in args.table8_transforms:
+        if transform == args.consistency and main_model is not None:
+            model, t_train = main_model, 0.0
+            log(f"table8 {transform}: reusing the main anchored model of seed {seed}")
+        else:
+            model, _, t_train = _train(args, d, log, anchored=True, seed=seed,
+                                       consistency=transform, tag=f"table8-{transform}")
+        t = time.time()
+        per_k = {}
+        for k in args.table8_k:
+            run = anchored_scorer(model.backbone, select_anchors(d["x_train"], k, seed=seed))
+            vals = {name: run(x) for name, x in sets.items()}
+            acc = float(np.mean(vals["id"]["predicted_class"] == y_id))
+            res = ood_results(vals["id"], {k2: v for k2, v in vals.items() if k2 != "id"},
+                              "anchored", args.positive)
+            per_k[str(k)] = {
+                "id_accuracy": acc,
+                "mean": {key.split("/", 1)[1]: metrics.metrics_table(r).mean for key, r in res.items()},
+                "per_set": {key.split("/", 1)[1]: r for key, r in res.items()},
+            }
+            log(f"  table8 {transform} K={k}: amp FPR95 {per_k[str(k)]['mean']['amp']['fpr95']:.4f}, "
+                f"amp[mean,divide] {per_k[str(k)]['mean']['amp[mean,divide]']['fpr95']:.4f}, acc {acc:.4f}")
+        timing[transform] = {"train_s": round(t_train, 1), "score_s": round(time.time() - t, 1)}
+        out[transform] = {"consistency": consistency_with_crop_scale(transform, args.crop_scale),
+                          "K": per_k}
+        if model is not main_model:
+            del model
+    return {"seed": seed, "images_per_set": {k: len(v) for k, v in sets.items()},
+            "transforms": out, "timing": timing}
+
+
+# --------------------------------------------------------------------------- aggregation
+def aggregate(per_seed_rows):
+    """Mean and std (ddof=1; 0 for one seed) over seeds of every metric, per set and for the set mean."""
+    import numpy as np
+
+    from amp_tf.metrics import metrics_table
+
+    keys = list(dict.fromkeys(k for rows in per_seed_rows for k in rows))
+    out = {}
+    for key in keys:
+        tables = [metrics_table(rows[key]).to_dict() for rows in per_seed_rows if key in rows]
+        entry = {"n_seeds": len(tables), "mean": {}, "std": {}}
+        for set_name in tables[0]:
+            for stat, fn in (("mean", np.mean), ("std", lambda a: np.std(a, ddof=1) if len(a) > 1 else 0.0)):
+                entry[stat][set_name] = {m: float(fn([t[set_name][m] for t in tables])) for m in METRICS}
+        out[key] = entry
+    return out
+
+
+def aggregate_models(per_seed_info):
+    import numpy as np
+
+    out = {}
+    for name in dict.fromkeys(k for info in per_seed_info for k in info):
+        accs = [info[name]["id_accuracy"] for info in per_seed_info if name in info]
+        out[name] = {"id_accuracy": accs, "id_accuracy_mean": float(np.mean(accs)),
+                     "id_accuracy_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0}
+    return out
+
+
+def goal_check(agg, models):
+    """The issue's goal: AMP mean FPR95 >= 30 % below the best baseline's, ID acc within 1 point."""
+    base = {k: v["mean"]["mean"]["fpr95"] for k, v in agg.items() if not k.startswith("anchored/")}
+    if not base:
+        return None
+    logit = {k: v for k, v in base.items() if k.split("/", 1)[1] in VANILLA_LOGIT_SCORES
+             and k.startswith("vanilla/")}
+    best_all = min(base, key=base.get)
+    best_logit = min(logit, key=logit.get) if logit else None
+    gap = None
+    if "anchored" in models and "vanilla" in models:
+        gap = models["vanilla"]["id_accuracy_mean"] - models["anchored"]["id_accuracy_mean"]
+    out = {"best_baseline": best_all, "best_baseline_fpr95": base[best_all],
+           "best_vanilla_logit_score": best_logit,
+           "best_vanilla_logit_score_fpr95": logit.get(best_logit),
+           "id_accuracy_gap_points": None if gap is None else 100 * gap,
+           "id_accuracy_within_1_point": None if gap is None else bool(gap <= 0.01), "amp": {}}
+    for key, v in agg.items():
+        if not key.startswith("anchored/"):
+            continue
+        f = v["mean"]["mean"]["fpr95"]
+        red_all = 1.0 - f / base[best_all] if base[best_all] > 0 else None
+        red_logit = 1.0 - f / logit[best_logit] if best_logit and logit[best_logit] > 0 else None
+        out["amp"][key] = {"fpr95": f, "reduction_vs_best_baseline": red_all,
+                           "reduction_vs_best_vanilla_logit_score": red_logit,
+                           "fpr95_goal_met": red_all is not None and red_all >= 0.30}
+    return out
+
+
+# --------------------------------------------------------------------------- markdown
+def _pm(entry, set_name, metric, digits=1):
+    m, s = entry["mean"][set_name][metric], entry["std"][set_name][metric]
+    if entry["n_seeds"] > 1:
+        return f"{100 * m:.{digits}f} ± {100 * s:.{digits}f}"
+    return f"{100 * m:.{digits}f}"
+
+
+def _acc(models, model):
+    m = models.get(model)
+    if not m:
+        return "–"
+    if len(m["id_accuracy"]) > 1:
+        return f"{100 * m['id_accuracy_mean']:.2f} ± {100 * m['id_accuracy_std']:.2f}"
+    return f"{100 * m['id_accuracy_mean']:.2f}"
+
+
+def _row_order(keys):
+    groups = ("anchored/amp", "anchored/", "vanilla/", "dropout/", "ensemble/")
+    return sorted(keys, key=lambda k: (next(i for i, g in enumerate(groups) if k.startswith(g)), keys.index(k)))
+
+
+def render_md(res):
+    from amp_tf.report import convention_line
+
+    agg, models, sets = res["rows"], res["models"], res["ood_sets"]
+    keys = _row_order(list(agg))
+    best = {m: (min if m == "fpr95" else max)(keys, key=lambda k: agg[k]["mean"]["mean"][m]) for m in METRICS}
+    s = res["settings"]
+    L = [f"# OOD quality: {res['id_set']} (ID) vs {', '.join(sets)}", "",
+         f"Command: `{res['command']}`  ", f"Date: {res['date']}; wall time {res['wall_time_s'] / 60:.1f} min; "
+         f"machine: {res['machine'].get('cpu_count')} CPUs ({res['machine'].get('cpu_model', '?')}); "
+         f"TensorFlow {res['versions']['tensorflow']}, Keras {res['versions']['keras']}  ",
+         f"Training: {s['arch']} width {s['width']}, {s['epochs']} epochs, batch {s['batch_size']}, "
+         f"lr {s['lr']}, consistency `{s['consistency_effective']}` every {s['consistency_every']} steps; "
+         f"{s['train_images']} training images, {s['val_images']} validation; seeds {s['seeds']}; "
+         f"K = {s['num_anchors']} anchors  ",
+         f"Scored: {s['test_images']} ID test images, OOD " +
+         ", ".join(f"{k} {v}" for k, v in s['ood_images'].items()) + "  ",
+         convention_line(res["positive"]) + " Metrics in %, mean over the OOD sets, then mean ± std "
+         "(ddof = 1) over the seeds; the ensemble is one model (no std). Bold: best per column.", "",
+         "| model | score | ID acc | " + " | ".join(LABELS[m] for m in METRICS) + " |",
+         "|:--|:--|--:|" + "--:|" * len(METRICS)]
+    for k in keys:
+        model, score = k.split("/", 1)
+        cells = []
+        for m in METRICS:
+            c = _pm(agg[k], "mean", m)
+            cells.append(f"**{c}**" if k == best[m] else c)
+        L.append(f"| {model} | {score} | {_acc(models, model)} | " + " | ".join(cells) + " |")
+    g = res.get("goal")
+    if g:
+        L += ["", "## Goal: AMP mean FPR95 ≥ 30 % below the best baseline, ID accuracy within 1 point", "",
+              f"Best baseline: `{g['best_baseline']}` {100 * g['best_baseline_fpr95']:.1f}; best logit score "
+              f"of the vanilla twin: `{g['best_vanilla_logit_score']}` "
+              f"{100 * (g['best_vanilla_logit_score_fpr95'] or 0):.1f}. "
+              f"ID accuracy gap (vanilla − anchored): {g['id_accuracy_gap_points']:.2f} points "
+              f"({'within' if g['id_accuracy_within_1_point'] else 'NOT within'} 1 point).", "",
+              "| AMP row | mean FPR95 | reduction vs best baseline | vs best vanilla logit score | FPR95 goal |",
+              "|:--|--:|--:|--:|:--|"]
+        for k in _row_order(list(g["amp"])):
+            v = g["amp"][k]
+            r1, r2 = v["reduction_vs_best_baseline"], v["reduction_vs_best_vanilla_logit_score"]
+            L.append(f"| {k} | {100 * v['fpr95']:.1f} | {100 * r1:+.1f} % | "
+                     f"{'–' if r2 is None else f'{100 * r2:+.1f} %'} | {'met' if v['fpr95_goal_met'] else 'missed'} |")
+    for m in METRICS:
+        L += ["", f"## {LABELS[m]} per OOD set", "",
+              "| model/score | " + " | ".join(sets) + " | mean |", "|:--|" + "--:|" * (len(sets) + 1)]
+        for k in keys:
+            L.append(f"| {k} | " + " | ".join(_pm(agg[k], x, m) for x in sets + ["mean"]) + " |")
+    t8 = res.get("table8")
+    if t8:
+        ks = [str(k) for k in s["table8_k"]]
+        L += ["", f"## Table 8 analogue (seed {t8['seed']}, FPR95 % mean over the OOD sets; "
+                  f"{t8['images_per_set']['id']} ID test images per K)", ""]
+        for score in ("amp", "amp[mean,divide]", "amp[sum,divide]", "neg_tau"):
+            L += [f"`{score}`:", "", "| T \\ K | " + " | ".join(ks) + " | ID acc (K=" + ks[-1] + ") |",
+                  "|:--|" + "--:|" * (len(ks) + 1)]
+            for tr, v in t8["transforms"].items():
+                L.append(f"| {tr} | " + " | ".join(f"{100 * v['K'][k]['mean'][score]['fpr95']:.1f}" for k in ks)
+                         + f" | {100 * v['K'][ks[-1]]['id_accuracy']:.2f} |")
+            L.append("")
+    L += ["", "## Timing (s)", "", "| phase | seconds |", "|:--|--:|"]
+    for k, v in res["timing"].items():
+        L.append(f"| {k} | {v:.0f} |")
+    return "\n".join(L) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+@cli_errors
+def main(argv=None):
+    args = parse_args(argv)
+    log = Log()
+    import tensorflow as tf
+
+    from amp_tf.training import write_json
+    from speed import machine_info
+
+    tf.get_logger().setLevel("ERROR")
+    d = load_fmnist_suite(args)
+    log(f"ID {d['id_set']}: train {len(d['x_train'])}, val {len(d['x_val'])}, test {len(d['x_test'])}; OOD: "
+        + ", ".join(f"{k} ({len(v)})" for k, v in d["ood"].items()))
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    per_seed_rows, per_seed_info, timing, configs, members, first_anchored = [], [], {}, {}, [], None
+    for seed in seeds:
+        rows, models, info, t, cfgs = run_seed(args, d, seed, log)
+        per_seed_rows.append(rows)
+        per_seed_info.append(info)
+        configs = configs or cfgs
+        for k, v in t.items():
+            timing[f"seed{seed}_{k}"] = v
+        if "vanilla" in models:
+            members.append(models["vanilla"])
+        if first_anchored is None:
+            first_anchored = models["anchored"]
+        del models
+    ensemble_rows, ensemble_info = None, None
+    if "ensemble" in args.baselines and len(members) >= 2:  # one model over all seeds: no std
+        ensemble_rows, ensemble_info, timing["ensemble"] = run_ensemble(args, d, members, log)
+    agg = aggregate(per_seed_rows)
+    if ensemble_rows is not None:
+        agg.update(aggregate([ensemble_rows]))
+    models = aggregate_models(per_seed_info)
+    if ensemble_info is not None:
+        models["ensemble"] = {"id_accuracy": [ensemble_info["id_accuracy"]],
+                              "id_accuracy_mean": ensemble_info["id_accuracy"], "id_accuracy_std": 0.0,
+                              "members": ensemble_info["members"]}
+    table8 = None
+    if args.table8:
+        t = time.time()
+        table8 = run_table8(args, d, seeds[0], first_anchored, log)
+        timing["table8"] = time.time() - t
+    res = {
+        "benchmark": "ood_quality", "id_set": d["id_set"], "ood_sets": list(d["ood"]),
+        "positive": args.positive,
+        "command": "python benchmarks/ood_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "wall_time_s": None, "versions": versions(), "machine": machine_info(),
+        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                     "seeds": seeds, "consistency_effective": consistency_with_crop_scale(
+                         args.consistency, args.crop_scale),
+                     "train_images": len(d["x_train"]), "val_images": len(d["x_val"]),
+                     "test_images": len(d["x_test"]),
+                     "ood_images": {k: len(v) for k, v in d["ood"].items()},
+                     "fit_images": min(args.fit_limit or len(d["x_train"]), len(d["x_train"])),
+                     "normalization": {"mean": d["mean"].tolist(), "std": d["std"].tolist()},
+                     "train_configs": configs},
+        "models": models, "rows": agg, "goal": goal_check(agg, models),
+        "per_seed": [{"seed": s, "models": i, "scores": r} for s, i, r in zip(seeds, per_seed_info, per_seed_rows)],
+        "table8": table8, "timing": {k: round(v, 1) for k, v in timing.items()},
+    }
+    if ensemble_rows is not None:
+        res["ensemble_scores"] = ensemble_rows
+    res["wall_time_s"] = round(time.time() - _T_START, 1)
+    write_json(args.json, res)
+    md = render_md(res)
+    args.md.parent.mkdir(parents=True, exist_ok=True)
+    args.md.write_text(md)
+    print(md)
+    log(f"done in {res['wall_time_s'] / 60:.1f} min; wrote {args.json} and {args.md}")
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
