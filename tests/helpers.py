@@ -31,3 +31,11 @@ def linear_logits_numpy(model, x, anchors):
         rows = np.concatenate([cs, x - cs], axis=-1).reshape(len(x), -1)
         out.append(rows @ kernel + bias)
     return np.stack(out)
+
+
+def run_cli(main, argv):
+    """Calls a CLI main in-process; returns its result, or the exit code on SystemExit."""
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exit_:
+        return exit_.code

@@ -17,18 +17,14 @@ from PIL import Image
 
 from eval import ood
 from trainers import cifar, common, fmnist, imagenet
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHORED_KEYS = {f"anchored/{s}" for s in ood.ANCHORED_SCORES}
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy")
 
 
-def run(main, argv):
-    """Calls a CLI main in-process; returns its result, or the exit code on SystemExit."""
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as exit_:
-        return exit_.code
+run = run_cli
 
 
 def user_error(main, argv, capsys):

@@ -11,16 +11,12 @@ from PIL import Image, ImageDraw
 from amp_tf import presets
 from eval import ood, resize_study
 from trainers import cifar, fmnist, imagenet
+from tests.helpers import run_cli
 
 TRAINERS = {"trainers.cifar": cifar, "trainers.imagenet": imagenet, "trainers.fmnist": fmnist}
 
 
-def run(main, argv):
-    """Calls a CLI main in-process; returns its result, or the exit code on SystemExit."""
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as exit_:
-        return exit_.code
+run = run_cli
 
 
 def dry_run(main, argv, capsys):
