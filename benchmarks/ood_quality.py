@@ -64,7 +64,8 @@ LIBRARY_CROP_SCALE = 0.25  # amp_tf.augment.resized_crop's default minimum area
 #: --quick: every part of the benchmark at a tiny scale (2 seeds so that the
 #: ensemble and the std are exercised too).
 QUICK = dict(num_seeds=2, epochs=1, train_limit=5000, eval_limit=500, width=8, fit_limit=2000,
-             mc_dropout=0.3, mc_passes=5, table8=True, table8_transforms="none,all", table8_k="2,5")
+             mc_dropout=0.3, mc_passes=5, table8=True, table8_transforms="none,all", table8_k="2,5",
+             anchor_draws=2)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -123,6 +124,10 @@ def parser():
     g.add_argument("--table8-k", default="2,5,10,20", help="anchor counts K for --table8")
     g.add_argument("--table8-eval-limit", type=int, default=1000,
                    help="score at most the first N images per set for --table8 (0 = as --eval-limit)")
+    g.add_argument("--anchor-draws", type=int, default=0, metavar="N",
+                   help="sensitivity to the anchors: score the first seed's anchored model with N "
+                        "anchor sets (select_anchors seeds 0..N-1, K = --num-anchors) and record "
+                        "the spread of FPR95 and the tau quantiles per set (0 = off)")
     g.add_argument("--json", default=None, metavar="PATH",
                    help="results JSON (default benchmarks/results/ood_quality[_quick].json)")
     g.add_argument("--md", default=None, metavar="PATH",
@@ -391,6 +396,45 @@ def run_table8(args, d, seed, main_model, log):
             "transforms": out, "timing": timing}
 
 
+# --------------------------------------------------------------------------- anchor draws
+def run_anchor_draws(args, d, model, log):
+    """FPR95 (mean over OOD sets) per AMP variant for several anchor sets of one model,
+    and quantiles of tau (mean reduction; the sum reduction is exactly num_classes x it)
+    with the exp calibration's divisor 1 + exp(tau), per set, for each draw."""
+    import numpy as np
+
+    from amp_tf import metrics
+    from amp_tf.evaluation import anchored_scorer, ood_results
+    from amp_tf.predictor import select_anchors
+
+    sets = {"id": d["x_test"], **d["ood"]}
+    draws = []
+    for s in range(args.anchor_draws):
+        run = anchored_scorer(model.backbone, select_anchors(d["x_train"], args.num_anchors, seed=s))
+        vals = {name: run(x) for name, x in sets.items()}
+        res = ood_results(vals["id"], {k: v for k, v in vals.items() if k != "id"}, "anchored", args.positive)
+        q = (0.05, 0.5, 0.95)
+        tau = {name: {"tau_q05_q50_q95": [float(np.quantile(-v["neg_tau"], p)) for p in q],
+                      "one_plus_exp_tau_q05_q50_q95": [float(np.quantile(1 + np.exp(-v["neg_tau"]), p))
+                                                       for p in q]}
+               for name, v in vals.items()}
+        draws.append({"anchor_seed": s,
+                      "id_accuracy": float(np.mean(vals["id"]["predicted_class"] == d["y_test"])),
+                      "fpr95": {key.split("/", 1)[1]: metrics.metrics_table(r).mean["fpr95"]
+                                for key, r in res.items()},
+                      "auroc": {key.split("/", 1)[1]: metrics.metrics_table(r).mean["auroc"]
+                                for key, r in res.items()},
+                      "tau": tau})
+        log(f"  anchor draw {s}: amp FPR95 {draws[-1]['fpr95']['amp']:.4f}, amp[mean,divide] "
+            f"{draws[-1]['fpr95']['amp[mean,divide]']:.4f}")
+    summary = {}
+    for score in draws[0]["fpr95"]:
+        v = np.array([x["fpr95"][score] for x in draws])
+        summary[score] = {"fpr95_mean": float(v.mean()), "fpr95_std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                          "fpr95_min": float(v.min()), "fpr95_max": float(v.max())}
+    return {"K": args.num_anchors, "draws": draws, "summary": summary}
+
+
 # --------------------------------------------------------------------------- aggregation
 def aggregate(per_seed_rows):
     """Mean and std (ddof=1; 0 for one seed) over seeds of every metric, per set and for the set mean."""
@@ -532,6 +576,20 @@ def render_md(res):
                 L.append(f"| {tr} | " + " | ".join(f"{100 * v['K'][k]['mean'][score]['fpr95']:.1f}" for k in ks)
                          + f" | {100 * v['K'][ks[-1]]['id_accuracy']:.2f} |")
             L.append("")
+    ad = res.get("anchor_draws")
+    if ad:
+        L += ["", f"## Anchor draws (seed {s['seeds'][0]}'s anchored model, K = {ad['K']}, "
+                  f"{len(ad['draws'])} anchor sets; FPR95 % mean over the OOD sets)", "",
+              "| score | mean ± std | min | max | per draw |", "|:--|--:|--:|--:|:--|"]
+        for score, v in ad["summary"].items():
+            per = ", ".join(f"{100 * x['fpr95'][score]:.1f}" for x in ad["draws"])
+            L.append(f"| {score} | {100 * v['fpr95_mean']:.1f} ± {100 * v['fpr95_std']:.1f} | "
+                     f"{100 * v['fpr95_min']:.1f} | {100 * v['fpr95_max']:.1f} | {per} |")
+        L += ["", "tau (mean reduction) and 1 + exp(tau), quantiles 5 / 50 / 95 %, anchor draw 0:", "",
+              "| set | tau | 1 + exp(tau) |", "|:--|--:|--:|"]
+        for name, v in ad["draws"][0]["tau"].items():
+            L.append(f"| {name} | " + " / ".join(f"{x:.3f}" for x in v["tau_q05_q50_q95"]) + " | "
+                     + " / ".join(f"{x:.3f}" for x in v["one_plus_exp_tau_q05_q50_q95"]) + " |")
     L += ["", "## Timing (s)", "", "| phase | seconds |", "|:--|--:|"]
     for k, v in res["timing"].items():
         L.append(f"| {k} | {v:.0f} |")
@@ -577,6 +635,12 @@ def main(argv=None):
         models["ensemble"] = {"id_accuracy": [ensemble_info["id_accuracy"]],
                               "id_accuracy_mean": ensemble_info["id_accuracy"], "id_accuracy_std": 0.0,
                               "members": ensemble_info["members"]}
+    anchor_draws = None
+    if args.anchor_draws > 0:
+        t = time.time()
+        log(f"anchor draws: {args.anchor_draws} anchor sets of K={args.num_anchors} for seed {seeds[0]}")
+        anchor_draws = run_anchor_draws(args, d, first_anchored, log)
+        timing["anchor_draws"] = time.time() - t
     table8 = None
     if args.table8:
         t = time.time()
@@ -599,7 +663,7 @@ def main(argv=None):
                      "train_configs": configs},
         "models": models, "rows": agg, "goal": goal_check(agg, models),
         "per_seed": [{"seed": s, "models": i, "scores": r} for s, i, r in zip(seeds, per_seed_info, per_seed_rows)],
-        "table8": table8, "timing": {k: round(v, 1) for k, v in timing.items()},
+        "table8": table8, "anchor_draws": anchor_draws, "timing": {k: round(v, 1) for k, v in timing.items()},
     }
     if ensemble_rows is not None:
         res["ensemble_scores"] = ensemble_rows
