@@ -24,7 +24,8 @@ T = "all" every 5th step, K = 5 anchors):
 The vanilla twins of all seeds form one deep ensemble (no extra training; one
 number, no std). With --table8: the paper's Table 8 analogue on the first seed,
 FPR95 (mean over the OOD sets) of AMP for each consistency transform T (one
-anchored model per T) x K anchors (inference only).
+anchored model per T) x K anchors (inference only). With --anchor-draws N: the spread
+of AMP's FPR95 over N anchor sets for the first seed's anchored model, and tau's quantiles.
 
 Writes JSON (all numbers, per seed and per OOD set, settings, versions, machine,
 date, wall time) and a markdown summary (also printed). Metric convention:
