@@ -167,46 +167,12 @@ def parse_args(argv=None):
 
 # --------------------------------------------------------------------------- data
 def load_fmnist_suite(args):
-    """The Fashion-MNIST split and the normalised offline OOD suite.
-
-    The same steps as trainers/fmnist.py does inline (a candidate for the library):
-    train/val split by a permutation seeded with ``args.seed``, optional
-    ``train_limit``, per-channel statistics of the training images, every set
-    normalised with them, ``eval_limit`` first images per test/OOD set, and the
-    normalised pixel range for the consistency transform.
-    """
-    import numpy as np
-
+    """The Fashion-MNIST split and normalised OOD suite (amp_tf.data.load_fmnist_suite)."""
     from amp_tf import data
 
-    suite = data.fmnist_suite()
-    x_all, y_all = data.to_numpy(data.load(suite["id"], "train", data_dir=args.data_dir,
-                                           download=args.download))
-    x_test, y_test = data.to_numpy(data.load(suite["id"], "test", data_dir=args.data_dir,
-                                             download=args.download), limit=args.eval_limit or None)
-    order = np.random.default_rng(args.seed).permutation(len(x_all))
-    val_idx, train_idx = order[: args.val_size], order[args.val_size:]
-    if args.train_limit:
-        train_idx = train_idx[: args.train_limit]
-    if len(val_idx) < 20:
-        raise ValueError("--val-size: need at least 20 validation images (temperature scaling).")
-    mean, std = data.channel_stats(x_all[train_idx])
-
-    def norm(a):
-        return np.asarray(data.preprocess(a, mean, std), "float32")
-
-    ood = {}
-    for name in suite["ood"]:
-        x, _ = data.to_numpy(data.load(name, "test", data_dir=args.data_dir), limit=args.eval_limit or None)
-        ood[name] = norm(x)
-    return {
-        "id_set": suite["id"], "num_classes": int(y_all.max()) + 1,
-        "x_train": norm(x_all[train_idx]), "y_train": y_all[train_idx],
-        "x_val": norm(x_all[val_idx]), "y_val": y_all[val_idx],
-        "x_test": norm(x_test), "y_test": y_test, "ood": ood,
-        "mean": mean, "std": std,
-        "value_range": (tuple(((0.0 - mean) / std).tolist()), tuple(((255.0 - mean) / std).tolist())),
-    }
+    return data.load_fmnist_suite(data_dir=args.data_dir, download=args.download, seed=args.seed,
+                                  val_size=args.val_size, train_limit=args.train_limit,
+                                  eval_limit=args.eval_limit)
 
 
 def consistency_with_crop_scale(consistency, min_area):

@@ -51,7 +51,6 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.fmnist",
                      default_ood=("digits",) + tuple(f"fmnist_blur_{i}" for i in range(1, 6)))
     t0 = time.time()
-    import numpy as np
 
     from amp_tf import data
     from amp_tf.evaluation import evaluate_model
@@ -62,38 +61,20 @@ def main(argv=None):
 
     out = run_dir(args, "fmnist")
     print(f"[fmnist] run folder: {out}")
-    suite = data.fmnist_suite(holdout=args.holdout)
-    x_all, y_all = data.to_numpy(data.load(suite["id"], "train", data_dir=args.data_dir, download=args.download))
-    x_test, y_test = data.to_numpy(data.load(suite["id"], "test", data_dir=args.data_dir, download=args.download),
-                                   limit=args.eval_limit)
-    num_classes = int(y_all.max()) + 1
-    order = np.random.default_rng(args.seed).permutation(len(x_all))
-    val_idx, train_idx = order[: args.val_size], order[args.val_size:]
-    if args.train_limit:
-        train_idx = train_idx[: args.train_limit]
-    if len(val_idx) < 20:
-        raise SystemExit("--val-size: need at least 20 validation images for the serving threshold.")
-    x_train, y_train = x_all[train_idx], y_all[train_idx]
-    x_val, y_val = x_all[val_idx], y_all[val_idx]
-    mean, std = data.channel_stats(x_train)
-
-    def norm(a):
-        return data.preprocess(a, mean, std)
-
-    ood = {}
-    for name in suite["ood"]:
-        x, _ = data.to_numpy(data.load(name, "test", data_dir=args.data_dir), limit=args.eval_limit)
-        ood[name] = norm(x)
-    print(f"[fmnist] ID {suite['id']}: train {len(x_train)}, val {len(x_val)}, test {len(x_test)}; "
+    d = data.load_fmnist_suite(data_dir=args.data_dir, download=args.download, seed=args.seed,
+                               val_size=args.val_size, train_limit=args.train_limit,
+                               eval_limit=args.eval_limit, holdout=args.holdout)
+    xtr, y_train, xva, y_val, xte, y_test = (d[k] for k in ("x_train", "y_train", "x_val", "y_val",
+                                                             "x_test", "y_test"))
+    ood, mean, std, num_classes = d["ood"], d["mean"], d["std"], d["num_classes"]
+    print(f"[fmnist] ID {d['id_set']}: train {len(xtr)}, val {len(xva)}, test {len(xte)}; "
           f"OOD: " + ", ".join(f"{k} ({len(v)})" for k, v in ood.items()))
-    value_range = (tuple(((0.0 - mean) / std).tolist()), tuple(((255.0 - mean) / std).tolist()))
-    xtr, xte, xva = norm(x_train), norm(x_test), norm(x_val)
 
     models, results_scores, values, configs = {}, {}, {}, {}
     runs = [("anchored", True)] + ([] if args.skip_vanilla else [("vanilla", False)])
     for name, anchored in runs:
         cfg = train_config(args, anchored=anchored, backbone_kwargs={"width": args.width},
-                           value_range=value_range)
+                           value_range=d["value_range"])
         configs[name] = cfg.to_dict()
         print(f"[fmnist] training the {name} {cfg.arch} for {cfg.epochs} epochs ...")
         t = time.time()
@@ -114,10 +95,10 @@ def main(argv=None):
                             "train_time_s": round(m["train_time_s"], 1)}
         m["model"].save(out / f"{name}.keras")
     predictor = AnchoredPredictor(models["anchored"]["model"].backbone, anchors)
-    export_for_serving(predictor, out / "serving", mean, std, id_images=x_val)
+    export_for_serving(predictor, out / "serving", mean, std, id_images=d["x_val_uint8"])
     results = {
-        "title": f"{suite['id']} (ID) vs " + ", ".join(suite["ood"]),
-        "id_set": suite["id"], "ood_sets": list(ood), "positive": args.positive, "seed": args.seed,
+        "title": f"{d['id_set']} (ID) vs " + ", ".join(d["ood_names"]),
+        "id_set": d["id_set"], "ood_sets": list(ood), "positive": args.positive, "seed": args.seed,
         "wall_time_s": round(time.time() - t0, 1), "versions": versions(),
         "config": {"args": vars(args), "train": configs, "num_anchors": args.num_anchors,
                    "mean": mean.tolist(), "std": std.tolist()},

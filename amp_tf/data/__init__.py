@@ -31,6 +31,7 @@ from amp_tf.data.idx import IdxFormatError, read_idx
 from amp_tf.data import tfds_sets as _tfds_sets  # noqa: F401  (registers the tfds entries)
 from amp_tf.data.offline import BLUR_SIGMAS, fashion_mnist_arrays, fmnist_suite, gaussian_blur
 from amp_tf.data.folders import UnreadableImageError
+from amp_tf.data.suites import load_fmnist_suite
 from amp_tf.data.preprocessing import (
     RESIZE_METHODS,
     channel_stats,
@@ -53,6 +54,7 @@ __all__ = [
     "fmnist_suite",
     "gaussian_blur",
     "load",
+    "load_fmnist_suite",
     "names",
     "preprocess",
     "read_idx",
