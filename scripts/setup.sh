@@ -17,6 +17,20 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
     echo "[setup] (or pass --data-dir DIR holding the four *-ubyte.gz files)." >&2
   fi
 fi
+# TrueType fonts for the font_letters OOD set (amp_tf/data/letters.py).
+FONT_FILES="/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf /usr/share/fonts/truetype/freefont/FreeSans.ttf"
+FONTS_OK=1
+for f in $FONT_FILES; do [ -f "$f" ] || FONTS_OK=0; done
+if [ "$FONTS_OK" = 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing fonts for font_letters (fonts-dejavu-core fonts-liberation fonts-freefont-ttf) ..."
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core fonts-liberation fonts-freefont-ttf >/dev/null
+  else
+    echo "[setup] fonts for the font_letters OOD set not found under /usr/share/fonts." >&2
+    echo "[setup] Run: sudo apt-get install fonts-dejavu-core fonts-liberation fonts-freefont-ttf" >&2
+  fi
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version) ..."

@@ -32,6 +32,9 @@ from amp_tf.data import tfds_sets as _tfds_sets  # noqa: F401  (registers the tf
 from amp_tf.data.offline import BLUR_SIGMAS, fashion_mnist_arrays, fmnist_suite, gaussian_blur
 from amp_tf.data.folders import UnreadableImageError
 from amp_tf.data.suites import load_fmnist_suite
+from amp_tf.data import letters as _letters, natural_patches as _natural_patches  # noqa: F401 (register sets)
+from amp_tf.data.corruptions import validation_ood_sets
+from amp_tf.data.groups import GROUPS, group_of, group_summary
 from amp_tf.data.preprocessing import (
     RESIZE_METHODS,
     channel_stats,
@@ -42,6 +45,10 @@ from amp_tf.data.preprocessing import (
 
 __all__ = [
     "BLUR_SIGMAS",
+    "GROUPS",
+    "group_of",
+    "group_summary",
+    "validation_ood_sets",
     "DataNotFoundError",
     "IdxFormatError",
     "ImageSet",

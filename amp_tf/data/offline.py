@@ -14,6 +14,9 @@
 * ``fmnist_holdout_id``: Fashion-MNIST classes 0..5 only (labels unchanged),
   both splits; ``fmnist_holdout_ood``: classes 6..9 of the test split (original
   labels 6..9, ``num_classes`` None). A near-OOD class-holdout benchmark.
+* ``fmnist_holdout2_id`` / ``fmnist_holdout2_ood``: a second holdout split, ID
+  classes 1, 2, 6, 7, 8, 9 relabelled 0..5 and OOD classes 0, 3, 4, 5 (see
+  `HOLDOUT2_ID_CLASSES`; why this partition: comment above it).
 """
 from __future__ import annotations
 
@@ -301,3 +304,55 @@ def fmnist_suite(holdout: bool = False) -> dict:
         "id": "fashion_mnist",
         "ood": ["digits"] + [f"fmnist_blur_{i}" for i in range(1, len(BLUR_SIGMAS) + 1)],
     }
+
+
+# --- Second class-holdout split (near-OOD) ---------------------------------
+#
+# Split 1 holds out Shirt, Sneaker, Bag, Ankle boot. Split 2 holds out T-shirt/top,
+# Dress, Coat, Sandal: disjoint from split 1's OOD classes (together 8 of the 10
+# classes are OOD in exactly one split; Trouser and Pullover are always ID), and
+# every held-out class except Dress has a look-alike among the ID classes
+# (T-shirt/top ~ Shirt, Coat ~ Pullover/Shirt, Sandal ~ Sneaker/Ankle boot), as
+# Shirt ~ T-shirt/Pullover/Coat and Sneaker/Ankle boot ~ Sandal do in split 1.
+# Each split needs its own model, trained on its ID classes.
+
+#: Second class holdout: ID classes (remapped to labels 0..5 in this order) and OOD classes.
+HOLDOUT2_ID_CLASSES = (1, 2, 6, 7, 8, 9)
+HOLDOUT2_OOD_CLASSES = (0, 3, 4, 5)
+
+
+@register("fmnist_holdout2_id")
+def load_holdout2_id(request: LoadRequest) -> ImageSet:
+    """Fashion-MNIST classes 1, 2, 6, 7, 8, 9 relabelled 0..5, ``train`` or ``test``.
+
+    Label ``j`` is original class ``HOLDOUT2_ID_CLASSES[j]`` (Trouser, Pullover,
+    Shirt, Sneaker, Bag, Ankle boot).
+
+    Example:
+        >>> from amp_tf import data
+        >>> s = data.load("fmnist_holdout2_id", split="test")
+        >>> s.num_examples, s.num_classes, s.class_names[2]
+        (6000, 6, 'Shirt')
+    """
+    check_split(request, ("train", "test"))
+    images, labels = _holdout(*fashion_mnist_arrays(request.split, request.data_dir, request.download),
+                              HOLDOUT2_ID_CLASSES)
+    remap = np.full(10, -1, np.int64)
+    remap[list(HOLDOUT2_ID_CLASSES)] = np.arange(len(HOLDOUT2_ID_CLASSES))
+    names = tuple(FASHION_MNIST_CLASSES[c] for c in HOLDOUT2_ID_CLASSES)
+    return from_arrays(request, images, remap[labels], len(HOLDOUT2_ID_CLASSES), names)
+
+
+@register("fmnist_holdout2_ood")
+def load_holdout2_ood(request: LoadRequest) -> ImageSet:
+    """Fashion-MNIST test images of classes 0, 3, 4, 5 (original labels), split ``test``.
+
+    Example:
+        >>> from amp_tf import data
+        >>> data.load("fmnist_holdout2_ood", split="test").num_examples
+        4000
+    """
+    check_split(request, ("test",), "the held-out classes are taken from the Fashion-MNIST test set")
+    images, labels = _holdout(*fashion_mnist_arrays("test", request.data_dir, request.download),
+                              HOLDOUT2_OOD_CLASSES)
+    return from_arrays(request, images, labels, None, FASHION_MNIST_CLASSES)
