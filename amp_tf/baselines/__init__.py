@@ -14,6 +14,8 @@ name                         method                                         kind
 ``ensemble_msp``             Lakshminarayanan et al. 2017, M members        list of models
 ``ensemble_entropy``         idem, ``-H(mean prediction)``                  list of models
 ``ensemble_variance``        idem, ``-mean_k Var_m p_k``                    list of models
+``knn``                      Sun et al. 2022, k-th NN of normalised feats   fitted (train), model
+``react``                    Sun et al. 2021, energy of clipped features    fitted (val), model
 ===========================  =============================================  ==================
 
 ODIN (Liang et al. 2018) is the score ``odin`` of :mod:`amp_tf.scores`
@@ -44,11 +46,14 @@ import numpy as np
 
 from amp_tf import scores
 from amp_tf.baselines import _common, ensemble, gram, mahalanobis, mc_dropout, temperature
+from amp_tf.baselines import knn, react
 from amp_tf.baselines.ensemble import ensemble_probs, ensemble_scores
 from amp_tf.baselines.gram import Gram, default_gram_layers, deviation
 from amp_tf.baselines.mahalanobis import Mahalanobis
 from amp_tf.baselines.mc_dropout import MCDropout, mc_dropout_model, mc_dropout_scores
 from amp_tf.baselines.temperature import TemperatureScaling
+from amp_tf.baselines.knn import KNN
+from amp_tf.baselines.react import ReAct
 
 __all__ = [
     "NAMES",
@@ -63,10 +68,13 @@ __all__ = [
     "ensemble_scores",
     "default_gram_layers",
     "deviation",
+    "KNN",
+    "ReAct",
 ]
 
 #: The registry names added by this package.
-NAMES = ("mahalanobis", "gram", "temperature_scaling") + mc_dropout.NAMES + ensemble.NAMES
+NAMES = (("mahalanobis", "gram", "temperature_scaling") + mc_dropout.NAMES + ensemble.NAMES
+         + ("knn", "react"))
 
 
 def fit_and_score(name, model_or_models, x_train=None, y_train=None, x_val=None, y_val=None,
@@ -80,7 +88,7 @@ def fit_and_score(name, model_or_models, x_train=None, y_train=None, x_val=None,
             logits), or the list of members for the ``ensemble_*`` scores.
         x_train, y_train: ID training data (scores with ``fit_on == "train"``).
         x_val, y_val: ID validation data (``fit_on == "val"``, i.e.
-            ``temperature_scaling``; falls back to the training data with a
+            ``temperature_scaling`` and ``react``; falls back to the training data with a
             warning when not given).
         sets: ``{set_name: inputs}`` to score, e.g. the ID test set and the
             OOD sets.
