@@ -2,22 +2,65 @@
 
 Training input is `[T(c), x - c]`: on a schedule the anchor channels get a random
 augmentation while the residual keeps the clean anchor (paper, Sec. 3.1 and
-Appendix A/C). The paper composes (Algorithm 1, torchvision):
+Appendix A/C). The paper's Algorithm 1 (Appendix C, torchvision) composes
 
     RandomResizedCrop -> RandomHorizontalFlip -> RandomApply([ColorJitter, GaussianBlur], p=0.8)
 
-(plus RandomGrayscale for RGB, as in its CIFAR code). This module builds the same
-composition from plain TensorFlow image ops inside a Keras 3 layer, so nothing
-depends on tensorflow-addons. Every transform is:
+and its Table 8 / Sec. 4 text speaks of "all the five corruptions" (colour jitter,
+Gaussian blur, horizontal flip, grayscale, resized crop). `ConsistencyAugment`
+builds these from plain TensorFlow image ops inside a Keras 3 layer (no
+tensorflow-addons), in one of two modes:
 
-* per-sample (each image draws its own parameters),
+* `mode="per_sample"` (default, this library's original `T`): every image of the
+  batch draws its own parameters, with the ranges in the table below. It is
+  *not* the official composition; it differs in: per-image instead of per-batch
+  draws; crop area [0.25, 1] (not [0.6, 1]), boxes clipped to the image instead of
+  rejection-sampled, corner-aligned sampling (`tf.image.crop_and_resize`
+  convention) instead of torchvision's half-pixel resize; colour jitter is
+  brightness (additive, +-0.4 of the range), contrast and saturation 0.4 in random
+  order instead of brightness-only x[0.5, 1.5]; jitter and blur each have their
+  own p=0.8 switch instead of one shared switch; blur sigma [0.1, 2] with a fixed
+  5-tap kernel instead of sigma [0.1, 5] and kernel size in {3, 5, 7, 9}.
+* `mode="official"`: the authors' official code. torchvision transforms applied
+  to a batch tensor draw ONE set of parameters per call, so every image of the
+  batch (per replica, under a distribution strategy) gets the same transform:
+
+  ================ =====================================================
+  `resized_crop`    RandomResizedCrop(scale=(0.6, 1.0), ratio=(3/4, 4/3)) back to
+                    the input size: torchvision's 10 tries then centre-crop
+                    fallback, integer boxes, bilinear resize with half-pixel
+                    centres (as torch's `interpolate(align_corners=False)`).
+  `flip`            horizontal flip, p = 0.5.
+  `color_jitter`    ColorJitter(brightness=0.5): x <- black + (x - black) * f,
+                    f ~ U[0.5, 1.5], clipped to the range (black = `value_range` low).
+  `blur`            GaussianBlur: kernel size from {3, 5, 7, 9}, sigma ~ U(0.1, 5.0),
+                    reflect padding (drawn per call).
+  (jitter, blur)    applied together under ONE p = 0.8 switch
+                    (RandomApply([jitter, blur], p=0.8)); a switch shared by
+                    whichever of the two are named.
+  `grayscale`       RandomGrayscale p = 0.2 (RGB only; luminance of the pixel
+                    values, i.e. per-channel ranges respected); not in Algorithm 1.
+  ================ =====================================================
+
+  Composition followed: the order of the names, which for the presets is
+  Algorithm 1's (crop, flip, jitter, blur) with grayscale last. Algorithm 1
+  exactly is `OFFICIAL_COMPOSITION` = `"resized_crop+flip+color_jitter+blur"`;
+  `"all"` adds the paper text's fifth corruption, grayscale. One deliberate
+  difference: the ops act in the images' own `value_range` (as torchvision would
+  on un-normalised images), e.g. brightness scales towards the range's low end
+  (black) and clips to the range, rather than scaling normalised values around
+  the mean and clamping to [0, 1] as torchvision would if handed normalised tensors.
+
+Both modes are
+
 * stateless: randomness is a pure function of a `seed` tensor of shape (2,), so a
   training step is reproducible from (model seed, step, replica id) and resumes
   exactly after a restart,
 * range-aware: `value_range` is the range of the (normalised) input, e.g.
-  `((0 - mean) / std, (255 - mean) / std)`; colour ops work in that range and clip to it.
+  `((0 - mean) / std, (255 - mean) / std)`; colour ops work in that range and clip to it,
+* graph/XLA friendly: resizing is written with gathers (XLA has no CropAndResize).
 
-Names (the paper's Table 8 ablation uses the presets):
+Per-sample names (the paper's Table 8 ablation uses the presets):
 
 =============== ======================================================
 `resized_crop`   random area in [0.25, 1] of the image, aspect ratio in [3/4, 4/3],
@@ -31,11 +74,11 @@ Names (the paper's Table 8 ablation uses the presets):
 
 Presets: `none`, `jitter_blur`, `flip_grayscale`, `resized_crop`, `all`.
 
-Differences from torchvision, on purpose: the crop box is sampled for the whole
-batch at once (vectorised, clipped to the image) instead of torchvision's
-10 rejection tries per image; the crop's minimum area is 0.25 instead of 0.08
-because the default data here are 28x28 and 32x32 images; hue jitter is left out
-(no per-sample hue op in TF without a Python loop).
+Other per-sample differences from torchvision, on purpose: the crop box is
+sampled for the whole batch at once (vectorised, clipped to the image) instead of
+torchvision's 10 rejection tries per image; the crop's minimum area is 0.25
+instead of 0.08 because the default data here are 28x28 and 32x32 images; hue
+jitter is left out (no per-sample hue op in TF without a Python loop).
 
 Example:
 
@@ -44,6 +87,9 @@ Example:
 >>> x = np.random.uniform(-1, 1, (4, 28, 28, 1)).astype("float32")
 >>> y = t(x, seed=[1, 2])
 >>> tuple(y.shape)
+(4, 28, 28, 1)
+>>> t = ConsistencyAugment(OFFICIAL_COMPOSITION, value_range=(-1.0, 1.0), mode="official")
+>>> tuple(t(x, seed=[1, 2]).shape)
 (4, 28, 28, 1)
 """
 
@@ -224,9 +270,178 @@ def grayscale(images, seed, lo, hi, p=0.2):
     return _select(_coin(seed, tf.shape(images)[0], p), _gray(images), images)
 
 
+# -- official mode: one parameter draw per batch ---------------------------------
+
+MODES = ("per_sample", "official")
+
+OFFICIAL_TRANSFORMS = {}
+
+#: Algorithm 1 of the paper (Appendix C): crop, flip, RandomApply([jitter, blur], 0.8).
+OFFICIAL_COMPOSITION = ("resized_crop", "flip", "color_jitter", "blur")
+
+#: The official code's ranges (see the module docstring).
+OFFICIAL_PARAMS = dict(
+    crop_scale=(0.6, 1.0),
+    crop_ratio=(3 / 4, 4 / 3),
+    crop_tries=10,
+    flip_p=0.5,
+    brightness=0.5,
+    blur_sigma=(0.1, 5.0),
+    blur_kernel_sizes=(3, 5, 7, 9),
+    jitter_blur_p=0.8,  # one switch for jitter and blur together
+    grayscale_p=0.2,
+)
+
+#: Transforms that share the single RandomApply(p=0.8) switch in official mode.
+OFFICIAL_SHARED_SWITCH = ("color_jitter", "blur")
+
+
+def register_official_transform(name):
+    """Adds a batch-wide transform `fn(images, seed, lo, hi) -> images` for `mode="official"`.
+
+    Transforms named in `OFFICIAL_SHARED_SWITCH` are applied unconditionally by
+    `fn`; the layer applies the shared p=0.8 switch around them.
+    """
+
+    def deco(fn):
+        OFFICIAL_TRANSFORMS[name] = fn
+        return fn
+
+    return deco
+
+
+def _scalar_coin(seed, p):
+    return tf.random.stateless_uniform([], seed=seed) < p
+
+
+def _official_crop_box(seed, h, w, scale, ratio, tries):
+    """torchvision RandomResizedCrop.get_params, vectorised over its tries: (i, j, ch, cw)."""
+    s = tf.random.experimental.stateless_split(seed, 4)
+    area = float(h * w)
+    target = area * _uniform(s[0], [tries], *scale)
+    aspect = tf.exp(_uniform(s[1], [tries], float(np.log(ratio[0])), float(np.log(ratio[1]))))
+    # tf.round rounds half to even, like Python's round() in torchvision.
+    cw = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
+    ch = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)  # first valid try
+    found = tf.reduce_any(ok)
+    # fallback: central crop (torchvision's, computed statically)
+    in_ratio = w / h
+    if in_ratio < min(ratio):
+        fw, fh = w, int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        fh, fw = h, int(round(h * max(ratio)))
+    else:
+        fw, fh = w, h
+    ch = tf.where(found, ch[first], fh)
+    cw = tf.where(found, cw[first], fw)
+    # randint(0, h - ch + 1): floor of a uniform draw over the h - ch + 1 offsets
+    ui, uj = _uniform(s[2], []), _uniform(s[3], [])
+    i = tf.minimum(tf.cast(tf.floor(ui * tf.cast(h - ch + 1, tf.float32)), tf.int32), h - ch)
+    j = tf.minimum(tf.cast(tf.floor(uj * tf.cast(w - cw + 1, tf.float32)), tf.int32), w - cw)
+    i = tf.where(found, i, (h - fh) // 2)
+    j = tf.where(found, j, (w - fw) // 2)
+    return i, j, ch, cw
+
+
+def resize_window(images, i, j, ch, cw):
+    """Bilinear resize of the window rows [i, i+ch), cols [j, j+cw) back to the input size.
+
+    The same window for the whole batch; torch's `interpolate(mode="bilinear",
+    align_corners=False)` sampling (half-pixel centres, source clamped at 0), which
+    torchvision's antialiased resize equals when enlarging. Gather-based (XLA-friendly).
+    """
+    h, w = images.shape[1], images.shape[2]
+
+    def taps(offset, n_in, n_out):
+        scale = tf.cast(n_in, tf.float32) / float(n_out)
+        src = (tf.range(n_out, dtype=tf.float32) + 0.5) * scale - 0.5
+        src = tf.maximum(src, 0.0)
+        a = tf.cast(tf.floor(src), tf.int32)
+        a = tf.minimum(a, n_in - 1)
+        b = tf.minimum(a + 1, n_in - 1)
+        frac = tf.cast(src - tf.cast(a, tf.float32), images.dtype)
+        return offset + a, offset + b, frac
+
+    ya, yb, wy = taps(i, ch, h)
+    xa, xb, wx = taps(j, cw, w)
+    rows_a = tf.gather(images, ya, axis=1)
+    rows_b = tf.gather(images, yb, axis=1)
+    rows = rows_a + (rows_b - rows_a) * wy[None, :, None, None]
+    cols_a = tf.gather(rows, xa, axis=2)
+    cols_b = tf.gather(rows, xb, axis=2)
+    return cols_a + (cols_b - cols_a) * wx[None, None, :, None]
+
+
+@register_official_transform("resized_crop")
+def official_resized_crop(images, seed, lo, hi, scale=None, ratio=None):
+    scale = scale or OFFICIAL_PARAMS["crop_scale"]
+    ratio = ratio or OFFICIAL_PARAMS["crop_ratio"]
+    h, w = images.shape[1], images.shape[2]
+    i, j, ch, cw = _official_crop_box(seed, h, w, scale, ratio, OFFICIAL_PARAMS["crop_tries"])
+    return resize_window(images, i, j, ch, cw)
+
+
+@register_official_transform("flip")
+def official_flip(images, seed, lo, hi):
+    return tf.where(_scalar_coin(seed, OFFICIAL_PARAMS["flip_p"]), tf.reverse(images, axis=[2]), images)
+
+
+@register_official_transform("color_jitter")
+def official_color_jitter(images, seed, lo, hi):
+    b = OFFICIAL_PARAMS["brightness"]
+    f = tf.cast(_uniform(seed, [], max(0.0, 1.0 - b), 1.0 + b), images.dtype)
+    return tf.clip_by_value(lo + (images - lo) * f, lo, hi)
+
+
+def gaussian_blur(images, kernel_size, sigma, max_kernel_size=None):
+    """torchvision's `gaussian_blur` (reflect padding), one kernel for the whole batch.
+
+    `kernel_size` (odd) and `sigma` may be scalar tensors. The kernel has
+    `max_kernel_size` taps (default `kernel_size`, then static) with those beyond
+    `kernel_size // 2` set to zero: with reflect padding that equals the
+    `kernel_size`-tap blur exactly, so a drawn kernel size needs no dynamic shapes.
+    """
+    h, w, c = images.shape[1], images.shape[2], images.shape[3]
+    rmax = int(max_kernel_size if max_kernel_size is not None else kernel_size) // 2
+    rmax = min(rmax, h - 1, w - 1)  # reflect padding needs pad < size
+    radius = tf.minimum(tf.cast(kernel_size, tf.int32) // 2, rmax)
+    sig = tf.cast(sigma, images.dtype)
+    xs = tf.range(-rmax, rmax + 1)
+    k = tf.exp(-0.5 * tf.square(tf.cast(xs, images.dtype) / sig))
+    k = tf.where(tf.abs(xs) <= radius, k, tf.zeros_like(k))
+    k = k / tf.reduce_sum(k)
+    kc = tf.tile(k[:, None], [1, c])  # (taps, C)
+    x = tf.pad(images, [[0, 0], [rmax, rmax], [rmax, rmax], [0, 0]], mode="REFLECT")
+    x = tf.nn.depthwise_conv2d(x, kc[:, None, :, None], [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(x, kc[None, :, :, None], [1, 1, 1, 1], "VALID")
+
+
+@register_official_transform("blur")
+def official_blur(images, seed, lo, hi):
+    sizes = OFFICIAL_PARAMS["blur_kernel_sizes"]
+    s = tf.random.experimental.stateless_split(seed, 2)
+    k_idx = tf.random.stateless_uniform([], seed=s[0], minval=0, maxval=len(sizes), dtype=tf.int32)
+    kernel_size = tf.gather(tf.constant(sizes, tf.int32), k_idx)
+    sigma = _uniform(s[1], [], *OFFICIAL_PARAMS["blur_sigma"])
+    return gaussian_blur(images, kernel_size, sigma, max_kernel_size=max(sizes))
+
+
+@register_official_transform("grayscale")
+def official_grayscale(images, seed, lo, hi):
+    if images.shape[-1] != 3:
+        return images
+    # luminance of the pixels: map each channel's range to [0, 1] and back, so that
+    # per-channel normalisation (different ranges) stays within range.
+    span = hi - lo
+    gray = lo + _gray((images - lo) / span) * span
+    return tf.where(_scalar_coin(seed, OFFICIAL_PARAMS["grayscale_p"]), gray, images)
+
+
 @keras.saving.register_keras_serializable(package="amp_tf")
 class ConsistencyAugment(keras.layers.Layer):
-    """The anchor transform `T`: a composition of named per-sample transforms.
+    """The anchor transform `T`: a composition of named transforms.
 
     Args:
         consistency: a preset (`"all"`, `"none"`, `"jitter_blur"`,
@@ -235,15 +450,29 @@ class ConsistencyAugment(keras.layers.Layer):
         value_range: `(low, high)` of the input images: `(0, 255)` for raw pixels,
             `((0 - mean) / std, (255 - mean) / std)` for normalised ones (scalars or
             per-channel sequences). Colour ops clip to it.
+        mode: `"per_sample"` (default): each image draws its own parameters (this
+            library's ranges); `"official"`: one draw per batch with the authors'
+            official ranges, jitter and blur under one p=0.8 switch. See the module
+            docstring for both and how they differ.
 
     Call with `seed`, an int tensor of shape (2,): the same seed gives the same output.
     """
 
-    def __init__(self, consistency="all", value_range=(0.0, 255.0), **kwargs):
+    def __init__(self, consistency="all", value_range=(0.0, 255.0), mode="per_sample", **kwargs):
         kwargs.setdefault("dtype", "float32")  # augment in float32 under mixed precision too
         super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}.")
+        self.mode = mode
         self.names = resolve(consistency)
         self.consistency = list(self.names)
+        if mode == "official":
+            missing = [n for n in self.names if n not in OFFICIAL_TRANSFORMS]
+            if missing:
+                raise ValueError(
+                    f"consistency: transform(s) {missing} have no official-mode version; "
+                    f"mode='official' supports {sorted(OFFICIAL_TRANSFORMS)}."
+                )
         if len(value_range) != 2:
             raise ValueError(
                 f"value_range: expected (low, high), got {value_range!r}."
@@ -260,9 +489,21 @@ class ConsistencyAugment(keras.layers.Layer):
         seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
         lo = tf.constant(self._lo, images.dtype)
         hi = tf.constant(self._hi, images.dtype)
+        if self.mode == "official":
+            return self._call_official(images, seed, lo, hi)
         seeds = tf.random.experimental.stateless_split(seed, len(self.names))
         for i, name in enumerate(self.names):
             images = TRANSFORMS[name](images, seeds[i], lo, hi)
+        return images
+
+    def _call_official(self, images, seed, lo, hi):
+        n = len(self.names)
+        seeds = tf.random.experimental.stateless_split(seed, n + 1)
+        # RandomApply([jitter, blur], p): one switch for the group, drawn once per call.
+        group_on = _scalar_coin(seeds[n], OFFICIAL_PARAMS["jitter_blur_p"])
+        for i, name in enumerate(self.names):
+            out = OFFICIAL_TRANSFORMS[name](images, seeds[i], lo, hi)
+            images = tf.where(group_on, out, images) if name in OFFICIAL_SHARED_SWITCH else out
         return images
 
     def compute_output_shape(self, input_shape):
@@ -270,5 +511,5 @@ class ConsistencyAugment(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(consistency=self.consistency, value_range=self.value_range)
+        config.update(consistency=self.consistency, value_range=self.value_range, mode=self.mode)
         return config
