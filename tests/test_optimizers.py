@@ -154,11 +154,16 @@ def test_serialization_round_trip(tmp_path):
 
 
 def test_mirrored_strategy_matches_single_device():
-    """Two replicas with the global batch split give the single-device update."""
+    """Two replicas with the global batch split give the single-device update.
+
+    ReductionToOneDevice: no collective ops, whose instance keys can clash with
+    strategies created by earlier tests in the same process.
+    """
     x, t, w0, b0 = _problem()
     results = []
     for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
-        strategy = tf.distribute.MirroredStrategy(devices)
+        strategy = tf.distribute.MirroredStrategy(
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
         with strategy.scope():
             inp = keras.Input((5,))
             layer = keras.layers.Dense(3)
