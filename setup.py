@@ -19,4 +19,12 @@ setup(
         "pillow",
     ],
     extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": [
+        "amp-fmnist=amp_tf.cli.fmnist:main",
+        "amp-cifar=amp_tf.cli.cifar:main",
+        "amp-imagenet=amp_tf.cli.imagenet:main",
+        "amp-tune=amp_tf.cli.tune:main",
+        "amp-eval-ood=amp_tf.cli.ood:main",
+        "amp-resize-study=amp_tf.cli.resize_study:main",
+    ]},
 )

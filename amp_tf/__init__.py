@@ -18,9 +18,10 @@ from amp_tf.callbacks import OODMetricsCallback  # noqa: E402
 from amp_tf.export import ServingHead, export_for_serving  # noqa: E402
 from amp_tf.models import anchor_backbone, build_backbone  # noqa: E402
 from amp_tf.predictor import AnchoredPredictor, select_anchors  # noqa: E402
+from amp_tf.training import finetune_anchored  # noqa: E402
 
 __all__ = [
     "AnchoredModel", "AnchoredPredictor", "ConsistencyAugment", "OODMetricsCallback",
-    "ServingHead", "anchor_backbone", "build_backbone", "export_for_serving", "metrics",
+    "ServingHead", "anchor_backbone", "build_backbone", "export_for_serving", "finetune_anchored", "metrics",
     "scores", "select_anchors",
 ]

@@ -1,12 +1,17 @@
 """Anchored training as a plain Keras model (paper Sec. 3.1, Fig. 2, Appendix A/C).
 
-`AnchoredModel` wraps a backbone over 2C channels. Its `call` takes the raw
-C-channel images (what `fit` feeds it) and anchors inside:
+`AnchoredModel` wraps a backbone over 2C channels. Its `call` takes raw
+C-channel images in pixel units (uint8, or float in 0..255: what `fit` feeds
+it) and anchors inside:
 
-    c    = x[perm]                  # anchors: a random permutation of the same batch
-    x_in = concat([T(c), x - c])    # T on every `consistency_every`-th training step
+    c    = x[perm]                          # anchors: a random permutation of the same batch
+    x_in = concat([n(T(c)), (x - c) / std]) # n(v) = (v - mean) / std; T every n-th step
 
-`T` touches the anchor channels only; the residual always uses the clean anchor.
+`T` touches the anchor channels only and works in pixel units (its value range
+is 0..255 by construction); the residual always uses the clean anchor. The
+model carries the per-channel `mean`/`std` of its training images
+(`amp_tf.pixels.PixelNormalization`), saved with it; input that is not raw
+pixels (already normalised, or divided by 255) is refused with a clear error.
 Under a `tf.distribute` strategy each replica permutes its own share of the
 global batch, and the replica id enters the seed, so replicas draw different
 permutations (a mirrored `SeedGenerator` alone would give them all the same one).
@@ -20,11 +25,11 @@ Example:
 >>> import keras, numpy as np
 >>> from amp_tf.models import build_backbone
 >>> backbone = build_backbone("resnet_small", (28, 28, 1), 10, anchored=True)
+>>> x = np.random.randint(0, 256, (64, 28, 28, 1)).astype("uint8")   # raw pixels
 >>> model = AnchoredModel(backbone, consistency="all", consistency_every=5,
-...                       value_range=(-1.0, 1.0), seed=0)
+...                       mean=x.mean(), std=x.std(), seed=0)
 >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
 ...               metrics=["accuracy"])
->>> x = np.random.uniform(-1, 1, (64, 28, 28, 1)).astype("float32")
 >>> y = np.random.randint(0, 10, 64)
 >>> history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
 """
@@ -36,6 +41,8 @@ import numpy as np
 import tensorflow as tf
 
 from amp_tf.augment import ConsistencyAugment
+from amp_tf.pixels import PixelNormalization, check_pixels
+from amp_tf.serialization import WrapsBackbone
 
 
 def anchor_inputs(images, anchors, anchor_view=None):
@@ -66,7 +73,7 @@ def permute_batch(images, seed):
 
 
 @keras.saving.register_keras_serializable(package="amp_tf")
-class AnchoredModel(keras.Model):
+class AnchoredModel(WrapsBackbone, keras.Model):
     """Trains any 2C-channel backbone with neural network anchoring via `fit`.
 
     Args:
@@ -77,8 +84,12 @@ class AnchoredModel(keras.Model):
             list of names, or a `ConsistencyAugment` layer. See `amp_tf.augment`.
         consistency_every: apply `T` on every n-th training step (5 = the paper's
             CIFAR setting, 10 for ImageNet, 0 = never).
-        value_range: `(low, high)` of the inputs fed to `fit` (for normalised
-            images: `((0 - mean) / std, (255 - mean) / std)`); `T` clips to it.
+        consistency_mode: `"per_sample"` (each anchor its own draw) or `"official"`
+            (one draw per batch with the authors' ranges); see `amp_tf.augment`.
+        mean, std: per-channel statistics of the training images in pixel units
+            (`amp_tf.data.channel_stats(x_train)`); None: 127.5 / 127.5.
+        check_pixels: refuse input that is not raw pixels (see `amp_tf.pixels`);
+            False for users with their own preprocessing.
         seed: base seed for anchors and `T`.
         num_classes: optional; when set, integer labels outside
             `[0, num_classes)` raise a clear error during training. Defaults to
@@ -90,7 +101,10 @@ class AnchoredModel(keras.Model):
         backbone,
         consistency="all",
         consistency_every=5,
-        value_range=(0.0, 255.0),
+        consistency_mode="per_sample",
+        mean=None,
+        std=None,
+        check_pixels=True,
         seed=0,
         num_classes=None,
         **kwargs,
@@ -123,7 +137,9 @@ class AnchoredModel(keras.Model):
         if isinstance(consistency, ConsistencyAugment):
             self.augment = consistency
         else:
-            self.augment = ConsistencyAugment(consistency, value_range=value_range)
+            self.augment = ConsistencyAugment(consistency, value_range=(0.0, 255.0), mode=consistency_mode)
+        self.normalizer = PixelNormalization(mean, std, channels=self.image_channels,
+                                             check_pixels=check_pixels, name="pixel_normalization")
         self.seed = int(seed)
         out = backbone.output_shape
         self.num_classes = int(num_classes) if num_classes else (out[-1] if out else None)
@@ -150,14 +166,14 @@ class AnchoredModel(keras.Model):
         """Anchors `x` with a permutation of its own batch and runs the backbone.
 
         Args:
-            x: (B, H, W, C) images.
+            x: (B, H, W, C) raw pixels (uint8, or float in 0..255).
             training: Keras' training flag (BatchNorm, Dropout).
             seed: stateless seed (2,); drawn from an internal generator if None.
             apply_consistency: bool or bool tensor: apply `T` to the anchors.
         """
         x = tf.convert_to_tensor(x)
         self._check_images(x)
-        x = tf.cast(x, tf.float32)  # anchoring in float32; the backbone casts for mixed precision
+        x = self.normalizer.pixels(x)  # float32 pixels, checked; the backbone casts for mixed precision
         if seed is None:
             seed = tf.random.experimental.stateless_fold_in(
                 tf.cast(self._eval_seed.next(), tf.int64), tf.cast(_replica_id(), tf.int64)
@@ -172,7 +188,9 @@ class AnchoredModel(keras.Model):
             )
         else:
             view = anchors
-        return self.backbone(anchor_inputs(x, anchors, view), training=training)
+        n = self.normalizer
+        rows = tf.concat([n.normalise(view), n.scale(x - anchors)], axis=-1)
+        return self.backbone(rows, training=training)
 
     # -- training ----------------------------------------------------------
     def _check_labels(self, y):
@@ -224,7 +242,20 @@ class AnchoredModel(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`, with an up-front check of in-memory integer labels."""
+        """`keras.Model.fit`, with up-front checks of in-memory images and labels.
+
+        Images must be raw pixels without NaN/Inf; labels whole-number class ids.
+        """
+        if isinstance(x, np.ndarray) and self.normalizer.check:
+            check_pixels(x, "x")
+        if y is not None and not isinstance(y, tf.data.Dataset):
+            arr = np.asarray(y)
+            if arr.dtype.kind == "f":
+                if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                    raise ValueError(
+                        "y: labels must be whole-number class ids; got non-integer values "
+                        f"(e.g. {float(arr[np.argmax(arr != np.round(arr))])}). Pass integer labels."
+                    )
         if y is not None and self.num_classes is not None:
             arr = np.asarray(y)
             if arr.dtype.kind in "iu" and arr.size and (arr.min() < 0 or arr.max() >= self.num_classes):
@@ -238,20 +269,14 @@ class AnchoredModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
+            self.wrapped_config(),
             consistency=self.augment.consistency,
             consistency_every=self.consistency_every,
-            value_range=self.augment.value_range,
+            consistency_mode=self.augment.mode,
             seed=self.seed,
             num_classes=self.num_classes,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
 
 
 def _replica_id():

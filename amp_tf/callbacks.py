@@ -31,19 +31,28 @@ def score_images(model, images, score="amp", anchors=None, batch_size=256, **pre
     plain model it is a logit score name from `amp_tf.scores`.
     """
     if isinstance(model, AnchoredModel):
-        pred = AnchoredPredictor(model.backbone, anchors, **predictor_kwargs)
+        pred = AnchoredPredictor.from_model(model, anchors, **predictor_kwargs)
         key = "amp_score" if score == "amp" else score
         return pred.predict(images, batch_size)[key]
     logits = model.predict(images, batch_size=batch_size, verbose=0)
     return np.asarray(scores.get(score)(logits))
 
 
+def _checked(images, what):
+    from amp_tf.pixels import check_pixels
+
+    x = np.asarray(images)
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"{what}: expected a non-empty (N, H, W, C) array of raw pixels, got shape {x.shape}.")
+    return check_pixels(x, what)
+
+
 class OODMetricsCallback(keras.callbacks.Callback):
     """Writes exact OOD metrics of the model being trained into `logs`.
 
     Args:
-        id_images: preprocessed ID validation images (N, H, W, C).
-        ood_sets: `{name: images}` of preprocessed OOD validation images. Without
+        id_images: ID validation images (N, H, W, C), raw pixels.
+        ood_sets: `{name: images}` of OOD validation images (raw pixels). Without
             outlier exposure, use ID-derived proxies (e.g. heavily blurred ID images).
         anchors: (K, H, W, C) anchors for anchored models; by default
             `num_anchors` images picked from `id_images` with `seed`.
@@ -73,8 +82,29 @@ class OODMetricsCallback(keras.callbacks.Callback):
             raise ValueError("ood_sets: pass at least one {name: images} OOD validation set.")
         if int(every) < 1:
             raise ValueError(f"every: expected an int >= 1, got {every!r}.")
-        self.id_images = np.asarray(id_images)
-        self.ood_sets = {k: np.asarray(v) for k, v in ood_sets.items()}
+        if positive not in ("id", "ood"):
+            raise ValueError(f"positive: expected 'id' or 'ood', got {positive!r}.")
+        if anchors is None and int(num_anchors) < 2:
+            raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors!r}.")
+        if score is not None and score not in ("amp", "amp_score", "msp", "energy", "tau") \
+                and score not in scores.names(needs_model=False, needs_fit=False):
+            raise ValueError(f"score: unknown score {score!r}; use 'amp' (anchored models) or one of "
+                             f"{scores.names(needs_model=False, needs_fit=False)}.")
+        self.id_images = _checked(id_images, "id_images")
+        self.ood_sets = {}
+        for k, v in ood_sets.items():
+            if not isinstance(k, str) or not k:
+                raise ValueError(f"ood_sets: keys must be non-empty set names, got {k!r}.")
+            v = _checked(v, f"ood_sets[{k!r}]")
+            if v.shape[1:] != self.id_images.shape[1:]:
+                raise ValueError(f"ood_sets[{k!r}]: images of shape {v.shape[1:]} differ from the ID "
+                                 f"images' {self.id_images.shape[1:]}.")
+            self.ood_sets[k] = v
+        if anchors is not None:
+            anchors = _checked(anchors, "anchors")
+            if len(anchors) < 2 or anchors.shape[1:] != self.id_images.shape[1:]:
+                raise ValueError(f"anchors: expected (K >= 2, {', '.join(map(str, self.id_images.shape[1:]))}), "
+                                 f"got {anchors.shape}.")
         self.anchors = anchors
         self.num_anchors = num_anchors
         self.score = score
@@ -92,7 +122,7 @@ class OODMetricsCallback(keras.callbacks.Callback):
             if getattr(self, "_predictor", None) is None:  # built once: one trace per run
                 if self.anchors is None:
                     self.anchors = select_anchors(self.id_images, self.num_anchors, self.seed)
-                self._predictor = AnchoredPredictor(model.backbone, self.anchors)
+                self._predictor = AnchoredPredictor.from_model(model, self.anchors)
             key = {"amp": "amp_score", None: "amp_score"}.get(self.score, self.score)
             return self._predictor.predict(images, self.batch_size)[key]
         return score_images(model, images, self.score or "msp", batch_size=self.batch_size)

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from amp_tf import metrics, scores
+from amp_tf.inference import batched
+from amp_tf.pixels import check_pixels
 from amp_tf.predictor import CALIBRATIONS, TAU_REDUCTIONS, AnchoredPredictor, amp_outputs
 
 DEFAULT_VANILLA = ("msp", "energy", "odin", "max_logit", "entropy")
@@ -31,20 +33,24 @@ def amp_variant_name(reduction, calibration):
     return f"amp[{reduction},{calibration}]"
 
 
-def anchored_scorer(backbone, anchors, batch_size=256, max_batch=None):
+def anchored_scorer(model, anchors, batch_size=256, max_batch=None, **predictor_kwargs):
     """A function `images -> {name: (N,) array}` with every AMP variant (traced once).
+
+    `model` is the trained `AnchoredModel`; `anchors` and the images are raw
+    pixels (the model's statistics normalise them). `predictor_kwargs` go to
+    `AnchoredPredictor` (e.g. `anchor_mode="per_image", num_anchors=5`).
 
     Names: `amp` (mean/exp, the default), `amp[sum,exp]`, `amp[mean,divide]`,
     `amp[sum,divide]`, `msp` and `energy` on the default calibrated logits,
     `neg_tau` (-tau alone, higher = ID), and `predicted_class`. The backbone runs
     once per (anchor, image) pair; the variants share those logits.
     """
-    pred = AnchoredPredictor(backbone, anchors, max_batch=max_batch)
+    pred = AnchoredPredictor.from_model(model, anchors, max_batch=max_batch, **predictor_kwargs)
     spec = tf.TensorSpec((None,) + tuple(pred.anchor_shape[1:]), tf.float32)
 
     @tf.function(input_signature=[spec])
     def run(x):
-        k = pred.per_anchor_logits(x)
+        k = pred.per_anchor_logits(pred.normalizer.pixels(x))
         out = {}
         for r in TAU_REDUCTIONS:
             for c in CALIBRATIONS:
@@ -55,20 +61,12 @@ def anchored_scorer(backbone, anchors, batch_size=256, max_batch=None):
                                predicted_class=o["predicted_class"])
         return out
 
-    return lambda images: _batched(run, images, batch_size)
+    return lambda images: batched(run, _check(images), batch_size)
 
 
-def anchored_scores(backbone, anchors, images, batch_size=256, max_batch=None):
+def anchored_scores(model, anchors, images, batch_size=256, max_batch=None):
     """`anchored_scorer(...)(images)` in one call."""
-    return anchored_scorer(backbone, anchors, batch_size, max_batch)(images)
-
-
-def _batched(fn, images, batch_size):
-    images = np.asarray(images, "float32")
-    _check(images)
-    parts = [{k: np.asarray(v) for k, v in fn(images[i:i + batch_size]).items()}
-             for i in range(0, len(images), batch_size)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return anchored_scorer(model, anchors, batch_size, max_batch)(images)
 
 
 def vanilla_scorer(model, names=DEFAULT_VANILLA, batch_size=256, odin_temperature=1000.0,
@@ -78,15 +76,17 @@ def vanilla_scorer(model, names=DEFAULT_VANILLA, batch_size=256, odin_temperatur
     logits_fn = tf.function(lambda x: model(x, training=False),
                             input_signature=[tf.TensorSpec((None,) + shape, tf.float32)])
 
+    odin_cache = {}  # ODIN's compiled step, traced once for every set
+
     def run(images):
-        images = np.asarray(images, "float32")
-        _check(images)
-        logits = _batched(lambda x: {"z": logits_fn(x)}, images, batch_size)["z"]
+        images = _check(images)
+        logits = batched(logits_fn, images, batch_size)
         out = {"predicted_class": logits.argmax(-1)}
         for name in names:
             if name == "odin":
                 out[name] = np.asarray(scores.odin(model, images, temperature=odin_temperature,
-                                                   epsilon=odin_epsilon, batch_size=batch_size))
+                                                   epsilon=odin_epsilon, batch_size=batch_size,
+                                                   cache=odin_cache))
             else:
                 out[name] = scores.to_numpy(scores.get(name)(logits))
         return out
@@ -100,8 +100,10 @@ def vanilla_scores(model, images, names=DEFAULT_VANILLA, batch_size=256, **kwarg
 
 
 def _check(images):
+    images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"images: expected a non-empty (N, H, W, C) array, got shape {images.shape}.")
+    return check_pixels(images)
 
 
 def ood_results(id_values, ood_values, model_name, positive="id"):
@@ -138,15 +140,13 @@ def evaluate_model(model, id_images, id_labels, ood_sets, name, anchors=None, va
                    positive="id", batch_size=256):
     """Scores one model (anchored if `anchors` is given) on the ID test set and OOD sets.
 
+    Every image set (and the anchors) is raw pixels; the model normalises.
+
     Returns:
         `(metrics_by_score, score_values, id_accuracy)` where `metrics_by_score`
         is `{f"{name}/{score}": {ood_set: metrics}}` and `score_values` holds the
         raw score arrays for plots.
     """
-    from amp_tf.anchoring import AnchoredModel
-
-    if isinstance(model, AnchoredModel):
-        model = model.backbone
     if anchors is not None:
         run = anchored_scorer(model, anchors, batch_size)
     else:

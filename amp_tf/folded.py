@@ -28,7 +28,7 @@ Example:
 >>> from amp_tf.models import build_backbone
 >>> from amp_tf.predictor import AnchoredPredictor, select_anchors
 >>> backbone = build_backbone("resnet_small", (28, 28, 1), 10, anchored=True, width=8)
->>> train = np.random.uniform(-1, 1, (50, 28, 28, 1)).astype("float32")
+>>> train = np.random.uniform(0, 255, (50, 28, 28, 1)).astype("float32")
 >>> anchors = select_anchors(train, k=5)
 >>> folded = FoldedAnchoredPredictor(backbone, anchors).predict(train[:4])
 >>> tiled = AnchoredPredictor(backbone, anchors).predict(train[:4])
@@ -178,6 +178,9 @@ class FoldedAnchoredPredictor(AnchoredPredictor):
 
     def __init__(self, backbone, anchors=None, **kwargs):
         super().__init__(backbone, anchors, **kwargs)
+        if self.anchor_mode != "fixed":
+            raise ValueError("anchor_mode: the folded predictor supports fixed anchors only "
+                             "(per-image anchors have no per-anchor stem term to share).")
         self.stem, self.rest_model = _rest_model(backbone)
 
     def stem_outputs(self, images):
@@ -188,8 +191,7 @@ class FoldedAnchoredPredictor(AnchoredPredictor):
         """
         stem = self.stem
         dtype = stem.compute_dtype
-        x = tf.cast(images, tf.float32)
-        a = tf.cast(self.anchors, tf.float32)
+        x, a = self.normalised(images)
         w_res, w_delta, bias = (None if w is None else tf.cast(w, tf.float32) for w in split_kernel(stem))
         res = stem.convolution_op(x, w_res)      # (B, h, w, F): once per image
         anc = stem.convolution_op(a, w_delta)    # (K, h, w, F): once per anchor

@@ -20,13 +20,18 @@ Choices and where they come from:
 * AMP is higher for in-distribution inputs (a peaked calibrated softmax has a
   large mean negative log-likelihood over classes).
 
+Raw pixels in: images and anchors are in pixel units (uint8, or float in
+0..255); the predictor normalises both with the training statistics it carries
+(`mean`/`std`, taken from the `AnchoredModel` by `from_model`).
+
 Example:
 
 >>> import numpy as np
+>>> from amp_tf.anchoring import AnchoredModel
 >>> from amp_tf.models import build_backbone
->>> backbone = build_backbone("resnet_small", (28, 28, 1), 10, anchored=True)
->>> train = np.random.uniform(-1, 1, (100, 28, 28, 1)).astype("float32")
->>> predictor = AnchoredPredictor(backbone, select_anchors(train, k=5))
+>>> model = AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10), mean=73.0, std=90.0)
+>>> train = np.random.randint(0, 256, (100, 28, 28, 1)).astype("uint8")
+>>> predictor = AnchoredPredictor.from_model(model, select_anchors(train, k=5))
 >>> out = predictor.predict(train[:8])
 >>> sorted(out)[:4]
 ['amp_score', 'calibrated_logits', 'energy', 'logits']
@@ -39,18 +44,26 @@ import numpy as np
 import tensorflow as tf
 
 from amp_tf import scores
+from amp_tf.inference import batched
+from amp_tf import pixels
+from amp_tf.pixels import PixelNormalization, check_pixels
+from amp_tf.serialization import WrapsBackbone
 
 TAU_REDUCTIONS = ("mean", "sum")
 CALIBRATIONS = ("exp", "divide")
+ANCHOR_MODES = ("fixed", "per_image")
 
 
-def select_anchors(images, k, seed=0):
+def select_anchors(images, k, seed=0, labels=None):
     """Picks `k` distinct training images as anchors, deterministically.
 
     Args:
-        images: (N, H, W, C) array of (preprocessed) training images.
+        images: (N, H, W, C) training images in pixel units (uint8 or float 0..255).
         k: number of anchors, >= 2 (tau is a standard deviation over anchors).
         seed: the same seed picks the same images.
+        labels: optional (N,) class labels: a class-stratified choice, round-robin
+            over the classes (each class's images in a seeded order), so K >= the
+            class count covers every class and no class gets two more than another.
 
     Returns:
         (k, H, W, C) float32 array.
@@ -67,8 +80,21 @@ def select_anchors(images, k, seed=0):
         )
     if k > len(images):
         raise ValueError(f"k: asked for {k} anchors from only {len(images)} images.")
-    idx = np.random.default_rng(seed).choice(len(images), size=k, replace=False)
-    return images[np.sort(idx)].astype("float32")
+    check_pixels(images, "images")
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        idx = rng.choice(len(images), size=k, replace=False)
+        return images[np.sort(idx)].astype("float32")
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(images):
+        raise ValueError(f"labels: {len(labels)} labels for {len(images)} images.")
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in rng.permutation(np.unique(labels))]
+    idx = []
+    while len(idx) < k:
+        for q in queues:
+            if q and len(idx) < k:
+                idx.append(q.pop())
+    return images[np.asarray(idx)].astype("float32")
 
 
 def _tau(logits_kbn, reduction):
@@ -106,15 +132,28 @@ def amp_outputs(logits_kbn, tau_reduction="mean", calibration="exp", eps=1e-6):
 
 
 @keras.saving.register_keras_serializable(package="amp_tf")
-class AnchoredPredictor(keras.layers.Layer):
-    """K-anchor inference for a trained anchored backbone.
+class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
+    """K-anchor inference for a trained anchored backbone, on raw pixels.
+
+    Build it with `AnchoredPredictor.from_model(anchored_model, anchors)`, which
+    takes the backbone and the training statistics from the model.
 
     Args:
         backbone: the trained backbone over 2C channels (e.g. `model.backbone` of an
             `AnchoredModel`).
-        anchors: (K, H, W, C) anchors from the training data, K >= 2 (see
-            `select_anchors`), preprocessed like the inputs. Stored as a
-            non-trainable weight, so they travel with saved models.
+        anchors: (K, H, W, C) anchors from the training data in pixel units, K >= 2
+            (see `select_anchors`). Stored as a non-trainable weight, so they
+            travel with saved models.
+        mean, std: the training statistics in pixel units (as the `AnchoredModel`'s).
+        check_pixels: refuse input that is not raw pixels (see `amp_tf.pixels`).
+        anchor_mode: `"fixed"`: the same K anchors for every image (`anchors`
+            holds them); `"per_image"`: `anchors` is a pool of P training images
+            and each image gets `num_anchors` of them, drawn by a hash of its own
+            pixels and `anchor_seed` (as the official evaluation draws anchors per
+            test image; the same image always gets the same anchors, so serving is
+            reproducible).
+        num_anchors: K in `"per_image"` mode (2 <= K <= P).
+        anchor_seed: seed of the per-image draw.
         tau_reduction: `"mean"` (official code) or `"sum"` (paper Eq. 1).
         calibration: `"exp"`: H / (1 + exp(tau)) (paper, CIFAR; default) or
             `"divide"`: H / max(tau, eps) (paper, main text).
@@ -136,6 +175,12 @@ class AnchoredPredictor(keras.layers.Layer):
         max_batch=None,
         eps=1e-6,
         anchor_shape=None,
+        mean=None,
+        std=None,
+        check_pixels=True,
+        anchor_mode="fixed",
+        num_anchors=None,
+        anchor_seed=0,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")  # tau and calibration in float32 always
@@ -159,8 +204,12 @@ class AnchoredPredictor(keras.layers.Layer):
                 f"anchors: AMP needs K >= 2 anchors (tau is a standard deviation over anchors), "
                 f"got K={anchor_shape[0]}."
             )
-        if anchors is not None and not np.all(np.isfinite(anchors)):
-            raise ValueError("anchors: contain NaN or Inf values.")
+        if anchors is not None:
+            if check_pixels:
+                anchors = pixels.check_pixels(anchors, "anchors")
+            elif not np.all(np.isfinite(anchors)):
+                raise ValueError("anchors: contain NaN or Inf values.")
+            anchors = np.asarray(anchors, "float32")
         in_shape = backbone.input_shape
         if len(in_shape) != 4 or in_shape[-1] != 2 * anchor_shape[-1]:
             raise ValueError(
@@ -177,6 +226,25 @@ class AnchoredPredictor(keras.layers.Layer):
         self.max_batch = None if max_batch is None else int(max_batch)
         self.eps = float(eps)
         self.anchor_shape = anchor_shape
+        if anchor_mode not in ANCHOR_MODES:
+            raise ValueError(f"anchor_mode: expected one of {ANCHOR_MODES}, got {anchor_mode!r}.")
+        self.anchor_mode = anchor_mode
+        self.anchor_seed = int(anchor_seed)
+        if anchor_mode == "per_image":
+            if num_anchors is None or not 2 <= int(num_anchors) <= anchor_shape[0]:
+                raise ValueError(
+                    f"num_anchors: per_image mode draws K anchors per image from the pool of "
+                    f"{anchor_shape[0]}; expected 2 <= K <= {anchor_shape[0]}, got {num_anchors!r}."
+                )
+            self.k = int(num_anchors)
+            d = int(np.prod(anchor_shape[1:]))
+            self._hash_w = np.random.default_rng(self.anchor_seed).integers(1, 2**31 - 1, d, dtype=np.int64)
+        else:
+            if num_anchors is not None and int(num_anchors) != anchor_shape[0]:
+                raise ValueError(f"num_anchors: fixed mode uses all {anchor_shape[0]} anchors, got {num_anchors}.")
+            self.k = anchor_shape[0]
+        self.normalizer = PixelNormalization(mean, std, channels=anchor_shape[-1],
+                                             check_pixels=check_pixels, name="pixel_normalization")
         self.anchors = self.add_weight(
             shape=anchor_shape,
             initializer="zeros" if anchors is None else keras.initializers.Constant(anchors),
@@ -184,9 +252,54 @@ class AnchoredPredictor(keras.layers.Layer):
             name="anchors",
         )
 
+    def build(self, input_shape=None):
+        self.built = True  # the backbone arrives built; the anchors are created in __init__
+
+    @classmethod
+    def from_model(cls, model, anchors, **kwargs):
+        """The predictor of a trained `AnchoredModel`: its backbone and statistics.
+
+        Args:
+            model: an `AnchoredModel`.
+            anchors: (K, H, W, C) training images in pixel units (`select_anchors`).
+            **kwargs: other `AnchoredPredictor` arguments.
+        """
+        from amp_tf.anchoring import AnchoredModel
+
+        if not isinstance(model, AnchoredModel):
+            raise TypeError(
+                f"model: expected an AnchoredModel, got {type(model).__name__}. For a bare backbone "
+                "use AnchoredPredictor(backbone, anchors, mean=..., std=...)."
+            )
+        n = model.normalizer
+        kwargs.setdefault("mean", keras.ops.convert_to_numpy(n.mean))
+        kwargs.setdefault("std", keras.ops.convert_to_numpy(n.std))
+        kwargs.setdefault("check_pixels", n.check)
+        return cls(model.backbone, anchors, **kwargs)
+
     @property
     def num_anchors(self):
-        return self.anchor_shape[0]
+        """K: anchors per image."""
+        return self.k
+
+    def anchor_indices(self, images):
+        """(B, K) pool indices of each image's anchors (`per_image` mode), a pure function of its pixels.
+
+        The key of an image is a fixed random integer projection of its rounded
+        pixels; each pool index j gets a splitmix-style hash of (key, j), and the
+        K largest hashes pick the anchors (distinct by construction).
+        """
+        x = tf.cast(tf.round(tf.cast(images, tf.float32)), tf.int64)
+        b = tf.shape(x)[0]
+        key = tf.reduce_sum(tf.reshape(x, [b, -1]) * tf.constant(self._hash_w), axis=1)  # wraps: fine
+        j = tf.range(self.anchor_shape[0], dtype=tf.int64)
+        z = key[:, None] * tf.constant(-7046029254386353131, tf.int64) + (j[None] + 1) * tf.constant(
+            -4658895280553007687, tf.int64)
+        z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(29, tf.int64)))
+        z = z * tf.constant(-7723592293110705685, tf.int64)
+        z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(32, tf.int64)))
+        u = tf.cast(tf.bitwise.bitwise_and(z, tf.constant(0x7FFFFFFF, tf.int64)), tf.int32)
+        return tf.math.top_k(u, k=self.k, sorted=False).indices
 
     def _check(self, images):
         if len(images.shape) != 4:
@@ -201,13 +314,23 @@ class AnchoredPredictor(keras.layers.Layer):
                 f"{tuple(images.shape)}. Resize or convert channels in preprocessing."
             )
 
+    def normalised(self, images):
+        """`(x, c)`: the images and the anchors normalised (float32 pixels in)."""
+        n = self.normalizer
+        return n.normalise(tf.cast(images, tf.float32)), n.normalise(tf.cast(self.anchors, tf.float32))
+
     def per_anchor_logits(self, images):
-        """Backbone logits for every (anchor, image) pair: (K, B, N), one tiled batch."""
-        x = tf.cast(images, tf.float32)
-        a = tf.cast(self.anchors, tf.float32)
+        """Backbone logits for every (anchor, image) pair: (K, B, N), one tiled batch.
+
+        `images` are float32 pixels (already checked by `call`).
+        """
+        x, a = self.normalised(images)
         k, b = self.num_anchors, tf.shape(x)[0]
         xs = tf.broadcast_to(x[None], tf.concat([[k], tf.shape(x)], 0))
-        cs = tf.broadcast_to(a[:, None], tf.concat([[k], tf.shape(x)], 0))
+        if self.anchor_mode == "per_image":
+            cs = tf.transpose(tf.gather(a, self.anchor_indices(images)), [1, 0, 2, 3, 4])  # (K, B, ...)
+        else:
+            cs = tf.broadcast_to(a[:, None], tf.concat([[k], tf.shape(x)], 0))
         rows = tf.concat([cs, xs - cs], axis=-1)
         rows = tf.reshape(rows, tf.concat([[k * b], tf.shape(rows)[2:]], 0))
         logits = self._run_backbone(rows)
@@ -236,15 +359,7 @@ class AnchoredPredictor(keras.layers.Layer):
     def call(self, images):
         images = tf.convert_to_tensor(images)
         self._check(images)
-        if not images.dtype.is_floating:
-            raise TypeError(
-                f"images: expected float images preprocessed like the anchors, got dtype {images.dtype.name}. "
-                "Normalise uint8 pixels first (amp_tf.data.preprocess), or use the exported SavedModel, "
-                "which takes uint8."
-            )
-        images = tf.debugging.assert_all_finite(
-            images, "images: contain NaN or Inf values; clean or drop these inputs."
-        )
+        images = self.normalizer.pixels(images)
         return amp_outputs(
             self.per_anchor_logits(images), self.tau_reduction, self.calibration, self.eps
         )
@@ -262,25 +377,9 @@ class AnchoredPredictor(keras.layers.Layer):
         if len(images) == 0:
             raise ValueError("images: got an empty array; pass at least one image.")
         self._check(images)
-        if images.dtype.kind != "f":
-            raise TypeError(
-                f"images: expected float images preprocessed like the anchors, got dtype {images.dtype}. "
-                "Normalise uint8 pixels first (amp_tf.data.preprocess)."
-            )
-        bad = ~np.isfinite(images).reshape(len(images), -1).all(axis=1)
-        if bad.any():
-            raise ValueError(
-                f"images: {int(bad.sum())} image(s) contain NaN or Inf (first at index "
-                f"{int(np.argmax(bad))}); clean or drop them."
-            )
-        fn = self._predict_fn()
-        parts = []
-        bar = keras.utils.Progbar(len(images), verbose=verbose) if verbose else None
-        for i in range(0, len(images), batch_size):
-            parts.append({k: v.numpy() for k, v in fn(images[i : i + batch_size].astype("float32")).items()})
-            if bar:
-                bar.add(len(parts[-1]["tau"]))
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        if self.normalizer.check:
+            check_pixels(images)
+        return batched(self._predict_fn(), images, batch_size, verbose=verbose)
 
     def _predict_fn(self):
         if getattr(self, "_compiled_predict", None) is None:
@@ -290,17 +389,14 @@ class AnchoredPredictor(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
+            self.wrapped_config(),
             anchor_shape=list(self.anchor_shape),
+            anchor_mode=self.anchor_mode,
+            num_anchors=self.k if self.anchor_mode == "per_image" else None,
+            anchor_seed=self.anchor_seed,
             tau_reduction=self.tau_reduction,
             calibration=self.calibration,
             max_batch=self.max_batch,
             eps=self.eps,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

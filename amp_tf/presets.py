@@ -39,6 +39,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from amp_tf.data.groups import GROUPS as _GROUPS
+
 #: Environment variable that holds the folder of the non-tfds OOD sets.
 DATA_ENV = "AMP_DATA"
 
@@ -315,10 +317,10 @@ register(Preset(
 
 register(Preset(
     name="fmnist-offline", table="ours (offline, not in the paper)",
-    title="Fashion-MNIST, resnet_small (width 16), vs the offline suite: sklearn digits and "
-          "Fashion-MNIST test under Gaussian blur sigma 1, 2, 3, 4, 6",
+    title="Fashion-MNIST, resnet_small (width 16), vs the offline suite: far-OOD (sklearn digits, "
+          "rendered letters, photo patches) and covariate shift (blur, JPEG, contrast, pixelate 1..5)",
     dataset="fashion_mnist", arch="resnet_small", trainer="trainers.fmnist",
-    ood=("digits",) + tuple(f"fmnist_blur_{i}" for i in range(1, 6)),
+    ood=tuple(_GROUPS["far"]) + tuple(_GROUPS["covariate"]),
     scores="all", metrics=("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy"),
     paper_methods=("MSP", "Energy", "ODIN", "MaxLogit", "Entropy", "AMP"),
     train={k: v for k, v in FMNIST_RECIPE.items() if k != "arch"},

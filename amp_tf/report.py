@@ -131,6 +131,13 @@ def summarize(results):
         key: dict(metrics_table(per_set, mean_name=MEAN).mean) for key, per_set in scores.items()
     }
     out["best"] = {m: _best(out["summary"], m) for m in METRIC_KEYS}
+    from amp_tf.data.groups import group_summary
+
+    groups = {key: group_summary({k: {m: v for m, v in mm.items() if m in METRIC_KEYS}
+                                  for k, mm in per_set.items()}, ignore_unknown=True)
+              for key, per_set in scores.items()}
+    if any(groups.values()):
+        out["groups"] = groups
     return out
 
 
@@ -213,6 +220,28 @@ def _footer(s):
     return "Run: " + " · ".join(parts) if parts else ""
 
 
+def _groups_table(groups, percent):
+    """Rows = scores; FPR95 and AUROC per group, then overall (best overall in bold)."""
+    names = []
+    for g in groups.values():
+        names += [n for n in g if n not in names and n != "overall"]
+    names.append("overall")
+    header = ["Score"] + [f"{n} FPR95 ↓" for n in names] + [f"{n} AUROC ↑" for n in names]
+    with_overall = {k: g for k, g in groups.items() if "overall" in g}
+    best_fpr = min(with_overall, key=lambda k: with_overall[k]["overall"]["fpr95"]) if with_overall else None
+    best_auc = max(with_overall, key=lambda k: with_overall[k]["overall"]["auroc"]) if with_overall else None
+    rows = []
+    for key, g in groups.items():
+        cells = [f"`{key}`"]
+        for metric, best in (("fpr95", best_fpr), ("auroc", best_auc)):
+            for n in names:
+                v = g.get(n, {}).get(metric)
+                text = "–" if v is None else _fmt(v, percent)
+                cells.append(f"**{text}**" if n == "overall" and key == best and v is not None else text)
+        rows.append(cells)
+    return _md_table(header, rows, [":---"] + ["---:"] * (len(header) - 1))
+
+
 def _render_md(s, percent):
     scores, sets = s["scores"], _ood_set_names(s["scores"])
     out = [f"# {s.get('title') or 'OOD detection report'}", ""]
@@ -223,6 +252,9 @@ def _render_md(s, percent):
             "on the convention. Scores: higher = ID.", ""]
     out += [("Values in %. " if percent else "Values are fractions. ")
             + "↓ lower is better, ↑ higher is better; best per column in **bold**.", ""]
+    if s.get("groups"):
+        out += ["## OOD groups (mean per group; overall = mean of the group means)", "",
+                _groups_table(s["groups"], percent), ""]
     if s.get("models"):
         out += ["## Models", "", _models_table(s["models"], percent)]
     out += ["## Summary (mean over OOD sets)", ""]

@@ -20,7 +20,7 @@ Example:
 >>> import numpy as np
 >>> cfg = TrainConfig(arch="resnet_small", epochs=1, batch_size=32,
 ...                   backbone_kwargs={"width": 8})
->>> x = np.random.normal(size=(64, 28, 28, 1)).astype("float32")
+>>> x = np.random.randint(0, 256, (64, 28, 28, 1)).astype("uint8")   # raw pixels
 >>> y = np.random.randint(0, 10, 64)
 >>> model, history = train(cfg, x, y, num_classes=10, verbose=0)
 """
@@ -40,6 +40,7 @@ from amp_tf.anchoring import AnchoredModel
 from amp_tf.compat import patch_multiworker_fit
 from amp_tf.distribute import get_strategy, sync_batchnorm, worker_info
 from amp_tf.models import build_backbone
+from amp_tf.pixels import check_pixels
 
 
 @dataclasses.dataclass
@@ -54,18 +55,26 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # "decoupled": keras SGD (w -= lr*wd*w); "coupled": the paper's PyTorch SGD (g += wd*w before momentum)
+    weight_decay_mode: str = "decoupled"
     lr_milestones: tuple = ()  # epochs at which lr *= lr_gamma
     lr_gamma: float = 0.2
     warmup_epochs: float = 0.0
     consistency: str = "all"
     consistency_every: int = 5
+    consistency_mode: str = "per_sample"  # or "official": one draw per batch, the official ranges
     augment: str = "crop_flip"  # training-data augmentation: "crop_flip" or "none"
     crop_padding: int = 4
     seed: int = 0
     strategy: str = "default"
     jit_compile: bool = False
     mixed_precision: bool = False
-    value_range: tuple = (0.0, 255.0)  # range of the (normalised) training images
+    # per-channel training statistics in pixel units, carried by the model;
+    # None: computed from the training arrays by `train`
+    mean: tuple | None = None
+    std: tuple | None = None
+    # anchored fine-tuning: a vanilla .keras path, or "job:<name>" (a model trained earlier in the same job)
+    init_from: str | None = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -126,7 +135,7 @@ def epoch_dataset(x, y, batch_size, seed=0, epochs=1, start_epoch=0, augment="cr
         raise ValueError(f"batch_size: {batch_size} is larger than the training set ({n}).")
     if augment not in ("crop_flip", "none"):
         raise ValueError(f"augment: expected 'crop_flip' or 'none', got {augment!r}.")
-    xt = tf.constant(x, tf.float32)
+    xt = tf.constant(x)  # kept in its dtype (uint8: 4x less memory), cast per batch
     yt = tf.constant(y)
 
     def one_epoch(e):
@@ -135,7 +144,7 @@ def epoch_dataset(x, y, batch_size, seed=0, epochs=1, start_epoch=0, augment="cr
         batches = tf.data.Dataset.from_tensor_slices((idx, tf.range(steps, dtype=tf.int64)))
 
         def fetch(i, step):
-            xb, yb = tf.gather(xt, i), tf.gather(yt, i)
+            xb, yb = tf.cast(tf.gather(xt, i), tf.float32), tf.gather(yt, i)
             if augment == "crop_flip":
                 s = tf.stack([tf.cast(seed, tf.int64) + 1, e * 100003 + step])
                 xb = _crop_flip(xb, s, padding)
@@ -156,10 +165,36 @@ def backup_epoch(backup_dir):
         return 0
 
 
-def build_model(cfg, image_shape, num_classes):
-    """The anchored model (or the vanilla backbone), uncompiled."""
+def build_model(cfg, image_shape, num_classes, init_from=None):
+    """The anchored model (or the vanilla backbone), uncompiled.
+
+    With `init_from` (a trained vanilla `keras.Model` or the path of its `.keras`
+    file) and `cfg.anchored`, the anchored model starts from it: `anchor_backbone`
+    (function-preserving) with the vanilla model's own statistics.
+    """
+    if init_from is not None:
+        if not cfg.anchored:
+            raise ValueError("init_from: only an anchored model is initialised from a vanilla one.")
+        from amp_tf.models import anchored_model
+
+        vanilla = init_from
+        if not isinstance(vanilla, keras.Model):
+            path = Path(vanilla)
+            if not path.is_file():
+                raise FileNotFoundError(f"init_from: {path} is not a file; pass a vanilla .keras model.")
+            vanilla = keras.models.load_model(path, compile=False)
+        if isinstance(vanilla, AnchoredModel):
+            raise ValueError("init_from: expected a vanilla model; this one is already anchored.")
+        if tuple(vanilla.input_shape[1:]) != tuple(image_shape) or vanilla.output_shape[-1] != num_classes:
+            raise ValueError(
+                f"init_from: the model takes {tuple(vanilla.input_shape[1:])} images and has "
+                f"{vanilla.output_shape[-1]} outputs; the data is {tuple(image_shape)} with {num_classes} classes."
+            )
+        return anchored_model(vanilla, consistency=cfg.consistency, consistency_every=cfg.consistency_every,
+                              consistency_mode=cfg.consistency_mode, seed=cfg.seed, num_classes=num_classes)
+    stats = {} if cfg.anchored else {"mean": cfg.mean, "std": cfg.std}
     backbone = build_backbone(
-        cfg.arch, tuple(image_shape), num_classes, anchored=cfg.anchored, **cfg.backbone_kwargs
+        cfg.arch, tuple(image_shape), num_classes, anchored=cfg.anchored, **stats, **cfg.backbone_kwargs
     )
     if not cfg.anchored:
         return backbone
@@ -167,18 +202,19 @@ def build_model(cfg, image_shape, num_classes):
         backbone,
         consistency=cfg.consistency,
         consistency_every=cfg.consistency_every,
-        value_range=cfg.value_range,
+        consistency_mode=cfg.consistency_mode,
+        mean=cfg.mean,
+        std=cfg.std,
         seed=cfg.seed,
         num_classes=num_classes,
     )
 
 
 def compile_model(model, cfg, steps_per_epoch):
-    opt = keras.optimizers.SGD(
-        learning_rate=lr_schedule(cfg, steps_per_epoch),
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay or None,
-    )
+    from amp_tf.optimizers import make_sgd
+
+    opt = make_sgd(lr_schedule(cfg, steps_per_epoch), momentum=cfg.momentum,
+                   weight_decay=cfg.weight_decay or 0.0, weight_decay_mode=cfg.weight_decay_mode)
     model.compile(
         optimizer=opt,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -189,14 +225,15 @@ def compile_model(model, cfg, steps_per_epoch):
 
 
 def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose="auto",
-          backup=True, strategy=None):
-    """Trains per `cfg` on in-memory (preprocessed) images; returns (model, history).
+          backup=True, strategy=None, init_from=None):
+    """Trains per `cfg` on in-memory raw-pixel images; returns (model, history).
 
     Args:
-        cfg: a `TrainConfig`.
-        x, y: float32 training images (N, H, W, C), already normalised, and int labels;
-            or `x` a repeated, batched `tf.data.Dataset` of such pairs and `y` the
-            number of steps per epoch.
+        cfg: a `TrainConfig`; `cfg.mean`/`cfg.std` None are computed from `x`.
+        x, y: training images in pixel units (N, H, W, C) (uint8, or float 0..255)
+            and int labels; or `x` a repeated, batched `tf.data.Dataset` of such
+            pairs and `y` the number of steps per epoch (then pass the statistics
+            in `cfg`).
         num_classes: number of classes.
         val: optional `(x_val, y_val)` for validation loss/accuracy each epoch.
         out_dir: run folder: `tensorboard/`, `checkpoints/last.keras`, `backup/`.
@@ -204,6 +241,8 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         backup: BackupAndRestore (resume after a kill): True = under `out_dir/backup`,
             a path = that folder, False = off. Non-chief workers add `worker<i>/`.
         strategy: a `tf.distribute.Strategy`; default from `cfg.strategy`.
+        init_from: a trained vanilla model (or its `.keras` path): anchored
+            fine-tuning from it (see `build_model`, `finetune_anchored`).
     """
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -220,10 +259,19 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
             backup_dir = Path(backup) / sub
         if backup:
             cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+            if os.environ.get("AMP_TF_TEST_KILL_AFTER_BACKUP") == "1":  # tests/test_resume.py only
+                cbs.insert(1, _KillAfterFirstBackup())
         (out_dir / sub / "checkpoints").mkdir(parents=True, exist_ok=True)
         cbs.append(keras.callbacks.ModelCheckpoint(str(out_dir / sub / "checkpoints" / "last.keras")))
         cbs.append(keras.callbacks.TensorBoard(str(out_dir / sub / "tensorboard"), update_freq="epoch"))
     start = backup_epoch(backup_dir) if (backup and backup_dir) else 0
+    if cfg.mean is None or cfg.std is None:
+        if isinstance(x, tf.data.Dataset):
+            raise ValueError("cfg.mean / cfg.std: pass the training statistics with a tf.data input.")
+        from amp_tf.data.preprocessing import channel_stats
+
+        mean, std = channel_stats(check_pixels(x, "x"))
+        cfg = dataclasses.replace(cfg, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
     if isinstance(x, tf.data.Dataset):
         # Streaming data (e.g. ImageNet): batched, preprocessed (image, label) pairs,
         # repeated by the caller; `y` is then the number of steps per epoch.
@@ -238,10 +286,12 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         sample = np.asarray(x[: min(2, len(x))], "float32")
     val_data = None
     if val is not None:
-        val_data = tf.data.Dataset.from_tensor_slices((np.asarray(val[0], "float32"), val[1]))
+        val_data = tf.data.Dataset.from_tensor_slices((np.asarray(check_pixels(val[0], "val"), "float32"),
+                                                       val[1]))
         val_data = val_data.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
     with strategy.scope():
-        model = build_model(cfg, sample.shape[1:], num_classes)
+        model = build_model(cfg, sample.shape[1:], num_classes,
+                            init_from=init_from if init_from is not None else cfg.init_from)
         if strategy.num_replicas_in_sync > 1:
             sync_batchnorm(model)
         compile_model(model, cfg, steps)
@@ -259,6 +309,52 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         shuffle=False,  # the dataset is already in its (seeded, per-epoch) order
     )
     return model, history
+
+
+def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
+    """Anchored fine-tuning: `anchor_backbone` on a trained vanilla model, then anchored training with T.
+
+    Right after `anchor_backbone` the model computes exactly the vanilla function
+    for any anchor, so tau is ~0 and AMP means nothing; the fine-tuning epochs
+    teach it to depend on the anchor. See BENCHMARKS.md for what they buy.
+
+    Args:
+        vanilla: a trained vanilla `keras.Model` (raw pixels in) or its `.keras` path.
+        x, y: training images (raw pixels) and labels.
+        num_classes: default: the model's output width.
+        epochs: fine-tuning epochs.
+        **config: other `TrainConfig` fields (lr, consistency, seed, batch_size, ...)
+            and `train` arguments (val, out_dir, callbacks, verbose, backup, strategy).
+
+    Returns:
+        `(AnchoredModel, history)`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.randint(0, 256, (64, 28, 28, 1)).astype("uint8")
+        >>> y = np.random.randint(0, 10, 64)
+        >>> vanilla, _ = train(TrainConfig(anchored=False, epochs=1, batch_size=32,
+        ...                                backbone_kwargs={"width": 4}), x, y, 10, verbose=0)
+        >>> model, _ = finetune_anchored(vanilla, x, y, epochs=1, batch_size=32, lr=0.01, verbose=0)
+        >>> model.backbone.input.shape
+        (None, 28, 28, 2)
+    """
+    train_keys = {"val", "out_dir", "callbacks", "verbose", "backup", "strategy"}
+    train_kw = {k: config.pop(k) for k in list(config) if k in train_keys}
+    if not isinstance(vanilla, keras.Model):
+        vanilla = keras.models.load_model(vanilla, compile=False)
+    cfg = TrainConfig(anchored=True, epochs=int(epochs), **config)
+    n = num_classes or int(vanilla.output_shape[-1])
+    return train(cfg, x, y, n, init_from=vanilla, **train_kw)
+
+
+class _KillAfterFirstBackup(keras.callbacks.Callback):
+    """Test hook: SIGKILL this process right after the first epoch's backup (a deterministic kill)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_json(path, obj):

@@ -1,6 +1,23 @@
 #!/usr/bin/env python
 """OOD-quality benchmark: AMP vs the standard and fitted baselines on the offline
-Fashion-MNIST suite (ID fashion_mnist; OOD digits, fmnist_blur_1..5), mean +- std over seeds.
+Fashion-MNIST suite in groups, mean +- std and 95 % interval over seeds.
+
+Protocol (the benchmark-protocol issue): the suite reports three groups, each
+with its own mean, and `overall` = the mean of the group means:
+
+* near-OOD: the two Fashion-MNIST class-holdout splits, each with its OWN
+  anchored and vanilla twins trained on its ID classes (`--no-near` skips them);
+* far-OOD: scikit-learn's digits, letters rendered from Debian fonts, patches of
+  scikit-image's photos;
+* covariate shift: the ID test images under blur, JPEG, contrast, pixelate, 1..5.
+
+Every choice is made on VALIDATION data only: the ID validation split (held out
+of training) against `amp_tf.data.corruptions.validation_ood_sets` (pixel /
+patch shuffles, noise, inversion, rotation of ID validation images: no image
+and no corruption type of the test groups). `--select-grid` chooses training
+settings (one anchored model per grid point, seed --seed), and the AMP variant
+(tau reduction x calibration) shown as `AMP (selected)` is chosen on the same
+validation data; the test groups are then reported once.
 
 Run from the repository root:
 
@@ -47,26 +64,24 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / "benchmarks"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
-from trainers.common import base_parser, cli_errors, train_config, versions  # noqa: E402
-from trainers.fmnist import DEFAULTS as FMNIST_DEFAULTS  # noqa: E402  (the main job's settings)
+from amp_tf.cli.common import base_parser, cli_errors, train_config, versions  # noqa: E402
+from amp_tf.cli.fmnist import DEFAULTS as FMNIST_DEFAULTS  # noqa: E402  (the main job's settings)
 
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy")
 LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC", "aupr_in": "AUPR-in", "aupr_out": "AUPR-out",
           "detection_accuracy": "DetAcc"}
 VANILLA_LOGIT_SCORES = ("msp", "energy", "odin", "max_logit", "entropy")
-FITTED = ("mahalanobis", "gram", "temperature_scaling")
+FITTED = ("mahalanobis", "gram", "temperature_scaling", "knn", "react")
+AMP_VARIANTS = ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]")
 TABLE8_TRANSFORMS = ("none", "jitter_blur", "flip_grayscale", "resized_crop", "all")
 LIBRARY_CROP_SCALE = 0.25  # amp_tf.augment.resized_crop's default minimum area
 
 #: --quick: every part of the benchmark at a tiny scale (2 seeds so that the
 #: ensemble and the std are exercised too).
-QUICK = dict(num_seeds=2, epochs=1, train_limit=5000, eval_limit=500, width=8, fit_limit=2000,
-             mc_dropout=0.3, mc_passes=5, table8=True, table8_transforms="none,all", table8_k="2,5",
-             anchor_draws=2)
+QUICK = dict(num_seeds=2, epochs=1, train_limit=5000, eval_limit=300, width=8, fit_limit=2000,
+             mc_dropout=0.0, mc_passes=5, table8=False, table8_transforms="none,all", table8_k="2,5",
+             anchor_draws=2, select_grid="consistency_every=5,2")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -133,6 +148,14 @@ def parser():
                    help="results JSON (default benchmarks/results/ood_quality[_quick].json)")
     g.add_argument("--md", default=None, metavar="PATH",
                    help="markdown summary (default: the --json path with .md)")
+    g.add_argument("--no-near", action="store_true",
+                   help="skip the near-OOD group (its two class-holdout splits train their own twins)")
+    g.add_argument("--select-grid", default="", metavar="GRID",
+                   help="training settings to choose on validation, e.g. "
+                        "'consistency=all,jitter_blur;consistency_every=5,2;epochs=3,6' (one anchored model "
+                        "per combination, seed --seed; the best mean validation FPR95 is used for every seed)")
+    g.add_argument("--val-ood-size", type=int, default=1000,
+                   help="ID validation images (and as many per validation OOD set) used for selection")
     return p
 
 
@@ -159,20 +182,106 @@ def parse_args(argv=None):
         p.error("--table8-k: comma-separated integers")
     if args.table8 and (not args.table8_k or min(args.table8_k) < 2):
         p.error("--table8-k: anchor counts must be >= 2")
+    args.grid = parse_grid(args.select_grid, p)
     suffix = "_quick" if args.quick else ""
     args.json = Path(args.json or ROOT / "benchmarks" / "results" / f"ood_quality{suffix}.json")
     args.md = Path(args.md) if args.md else args.json.with_suffix(".md")
     return args
 
 
+def parse_grid(text, p):
+    """'a=1,2;b=x' -> [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'x'}] (values cast like the flags)."""
+    import itertools
+
+    axes = []
+    for part in [t for t in str(text).split(";") if t.strip()]:
+        if "=" not in part:
+            p.error(f"--select-grid: expected key=v1,v2 parts separated by ';', got {part!r}")
+        key, vals = part.split("=", 1)
+        key = key.strip().replace("-", "_")
+        default = p.get_default(key)
+        if default is None and key not in ("consistency",):
+            p.error(f"--select-grid: {key!r} is not a training flag of this benchmark")
+        cast = type(default) if default is not None else str
+        axes.append([(key, cast(v.strip())) for v in vals.split(",") if v.strip()])
+    return [dict(c) for c in itertools.product(*axes)] if axes else []
+
+
 # --------------------------------------------------------------------------- data
 def load_fmnist_suite(args):
-    """The Fashion-MNIST split and normalised OOD suite (amp_tf.data.load_fmnist_suite)."""
-    from amp_tf import data
+    """The Fashion-MNIST split and OOD suite as raw pixels (the main job's `amp_tf.pipeline` loaders)."""
+    from amp_tf.cli.fmnist import suite
+    from amp_tf.pipeline import load_id, load_ood
 
-    return data.load_fmnist_suite(data_dir=args.data_dir, download=args.download, seed=args.seed,
-                                  val_size=args.val_size, train_limit=args.train_limit,
-                                  eval_limit=args.eval_limit)
+    id_name, ood_names = suite()
+    d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
+                eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
+    ood, _ = load_ood(ood_names, d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
+    return {"id_set": d.name, "x_train": d.x_train, "y_train": d.y_train, "x_val": d.x_val,
+            "y_val": d.y_val, "x_test": d.x_test, "y_test": d.y_test, "num_classes": d.num_classes,
+            "ood": ood, "mean": d.mean, "std": d.std}
+
+
+def load_near_splits(args):
+    """Per class-holdout split: the same dict as `load_fmnist_suite`, its held-out classes as OOD."""
+    from amp_tf.data import fmnist_suite
+    from amp_tf.pipeline import load_id, load_ood
+
+    out = []
+    for ood_name, id_name in fmnist_suite()["near"].items():
+        d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
+                    eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
+        ood, _ = load_ood([ood_name], d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
+        out.append({"id_set": d.name, "x_train": d.x_train, "y_train": d.y_train, "x_val": d.x_val,
+                    "y_val": d.y_val, "x_test": d.x_test, "y_test": d.y_test, "num_classes": d.num_classes,
+                    "ood": ood, "mean": d.mean, "std": d.std})
+    return out
+
+
+def validation_sets(args, d):
+    """(ID validation images, {validation OOD set: images}) used for every selection."""
+    from amp_tf.data.corruptions import validation_ood_sets
+
+    x = d["x_val"][: args.val_ood_size]
+    return x, validation_ood_sets(x, seed=args.seed)
+
+
+def val_fpr95(args, d, model, seed):
+    """Mean FPR95 over the validation OOD sets of every AMP variant (validation data only)."""
+    import numpy as np
+
+    from amp_tf import metrics
+    from amp_tf.evaluation import anchored_scorer
+    from amp_tf.predictor import select_anchors
+
+    x_val, val_ood = validation_sets(args, d)
+    run = anchored_scorer(model, select_anchors(d["x_train"], args.num_anchors, seed=seed))
+    ref, ood = run(x_val), {k: run(v) for k, v in val_ood.items()}
+    return {v: float(np.mean([metrics.ood_metrics(ref[v], o[v])["fpr95"] for o in ood.values()]))
+            for v in AMP_VARIANTS}
+
+
+def select_training(args, d, log):
+    """Trains one anchored model per --select-grid point and keeps the best validation FPR95 (default AMP)."""
+    import copy
+
+    if not args.grid:
+        return None
+    rows = []
+    for point in args.grid:
+        a = copy.copy(args)
+        for k, v in point.items():
+            setattr(a, k, v)
+        model, _, _ = _train(a, d, log, anchored=True, seed=args.seed, tag="select")
+        fpr = val_fpr95(a, d, model, args.seed)
+        rows.append({"setting": point, "val_fpr95": fpr})
+        log(f"  select {point}: validation FPR95 (amp) {100 * fpr['amp']:.1f}")
+        del model
+    best = min(rows, key=lambda r: r["val_fpr95"]["amp"])
+    for k, v in best["setting"].items():
+        setattr(args, k, v)
+    log(f"selected on validation: {best['setting']}")
+    return {"grid": rows, "selected": best["setting"]}
 
 
 def consistency_with_crop_scale(consistency, min_area):
@@ -219,7 +328,8 @@ def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag):
     kw = {"width": args.width}
     if dropout:
         kw["dropout"] = dropout
-    over = dict(anchored=anchored, seed=seed, backbone_kwargs=kw, value_range=d["value_range"])
+    over = dict(anchored=anchored, seed=seed, backbone_kwargs=kw, mean=tuple(d["mean"].tolist()),
+                std=tuple(d["std"].tolist()))
     if anchored:
         over["consistency"] = consistency_with_crop_scale(consistency or args.consistency, args.crop_scale)
     cfg = train_config(args, **over)
@@ -255,6 +365,8 @@ def run_seed(args, d, seed, log):
     timing["score_anchored"] = time.time() - t
     rows.update(res)
     info["anchored"] = {"id_accuracy": acc, "params": int(model_a.count_params())}
+    if d.get("select_on_val", True):
+        info["anchored"]["val_fpr95"] = val_fpr95(args, d, model_a, seed)
     log(f"  anchored: ID acc {acc:.4f}, scored in {timing['score_anchored']:.0f} s")
     models = {"anchored": model_a}
     if args.skip_vanilla:
@@ -342,7 +454,7 @@ def run_table8(args, d, seed, main_model, log):
         t = time.time()
         per_k = {}
         for k in args.table8_k:
-            run = anchored_scorer(model.backbone, select_anchors(d["x_train"], k, seed=seed))
+            run = anchored_scorer(model, select_anchors(d["x_train"], k, seed=seed))
             vals = {name: run(x) for name, x in sets.items()}
             acc = float(np.mean(vals["id"]["predicted_class"] == y_id))
             res = ood_results(vals["id"], {k2: v for k2, v in vals.items() if k2 != "id"},
@@ -370,14 +482,14 @@ def run_anchor_draws(args, d, model, log):
     with the exp calibration's divisor 1 + exp(tau), per set, for each draw."""
     import numpy as np
 
-    from amp_tf import metrics
+    from amp_tf.data.groups import group_summary
     from amp_tf.evaluation import anchored_scorer, ood_results
     from amp_tf.predictor import select_anchors
 
     sets = {"id": d["x_test"], **d["ood"]}
     draws = []
     for s in range(args.anchor_draws):
-        run = anchored_scorer(model.backbone, select_anchors(d["x_train"], args.num_anchors, seed=s))
+        run = anchored_scorer(model, select_anchors(d["x_train"], args.num_anchors, seed=s))
         vals = {name: run(x) for name, x in sets.items()}
         res = ood_results(vals["id"], {k: v for k, v in vals.items() if k != "id"}, "anchored", args.positive)
         q = (0.05, 0.5, 0.95)
@@ -387,9 +499,9 @@ def run_anchor_draws(args, d, model, log):
                for name, v in vals.items()}
         draws.append({"anchor_seed": s,
                       "id_accuracy": float(np.mean(vals["id"]["predicted_class"] == d["y_test"])),
-                      "fpr95": {key.split("/", 1)[1]: metrics.metrics_table(r).mean["fpr95"]
+                      "fpr95": {key.split("/", 1)[1]: group_summary(r, True)["overall"]["fpr95"]
                                 for key, r in res.items()},
-                      "auroc": {key.split("/", 1)[1]: metrics.metrics_table(r).mean["auroc"]
+                      "auroc": {key.split("/", 1)[1]: group_summary(r, True)["overall"]["auroc"]
                                 for key, r in res.items()},
                       "tau": tau})
         log(f"  anchor draw {s}: amp FPR95 {draws[-1]['fpr95']['amp']:.4f}, amp[mean,divide] "
@@ -419,6 +531,40 @@ def aggregate(per_seed_rows):
                 entry[stat][set_name] = {m: float(fn([t[set_name][m] for t in tables])) for m in METRICS}
         out[key] = entry
     return out
+
+
+def aggregate_groups(per_seed_rows):
+    """Per score: mean, std (ddof=1) and 95 % t-interval half-width over seeds of each group's mean
+    metric and of `overall` (the mean of the group means)."""
+    import numpy as np
+    from scipy import stats
+
+    from amp_tf.data.groups import group_summary
+
+    out = {}
+    for key in dict.fromkeys(k for rows in per_seed_rows for k in rows):
+        per = [group_summary({s: {m: v for m, v in mm.items() if m in METRICS} for s, mm in rows[key].items()},
+                             ignore_unknown=True) for rows in per_seed_rows if key in rows]
+        entry = {"n_seeds": len(per)}
+        for group in per[0]:
+            for m in ("fpr95", "auroc"):
+                v = np.array([g[group][m] for g in per if group in g])
+                sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+                half = float(stats.t.ppf(0.975, len(v) - 1) * sd / np.sqrt(len(v))) if len(v) > 1 else 0.0
+                entry.setdefault(group, {})[m] = {"mean": float(v.mean()), "std": sd, "ci95": half}
+        out[key] = entry
+    return out
+
+
+def select_variant(per_seed_info):
+    """The AMP variant with the lowest mean validation FPR95 over seeds (validation data only)."""
+    import numpy as np
+
+    vals = [i["anchored"]["val_fpr95"] for i in per_seed_info if "val_fpr95" in i.get("anchored", {})]
+    if not vals:
+        return None
+    means = {v: float(np.mean([x[v] for x in vals])) for v in AMP_VARIANTS}
+    return {"selected": min(means, key=means.get), "val_fpr95_mean": means}
 
 
 def aggregate_models(per_seed_info):
@@ -483,6 +629,39 @@ def _row_order(keys):
     return sorted(keys, key=lambda k: (next(i for i, g in enumerate(groups) if k.startswith(g)), keys.index(k)))
 
 
+def render_groups(res):
+    """The headline table: per group mean ± std over seeds, overall with its 95 % interval."""
+    groups, sel = res.get("groups") or {}, res.get("selection") or {}
+    if not groups:
+        return []
+    chosen = (sel.get("variant") or {}).get("selected")
+    names = [g for g in ("near", "far", "covariate") if any(g in v for v in groups.values())]
+    spread = (res.get("anchor_draws") or {}).get("summary", {})
+    L = ["## Groups (FPR95 ↓ / AUROC ↑ in %, mean ± std over seeds; overall = mean of the group means, "
+         "± its 95 % t-interval; anchor spread = std of overall FPR95 over anchor draws, one model)", ""]
+    if sel.get("training"):
+        L += [f"Training setting selected on validation: `{sel['training']['selected']}`.  "]
+    if chosen:
+        L += [f"AMP variant selected on validation (lowest validation FPR95): `{chosen}`; it is the "
+              "`AMP (selected)` row.", ""]
+    L += ["| model/score | " + " | ".join(f"{g} FPR95" for g in names) + " | overall FPR95 | overall AUROC "
+          "| anchor spread |", "|:--|" + "--:|" * (len(names) + 3)]
+
+    def pm(e, m):
+        return "–" if e is None else f"{100 * e[m]['mean']:.1f} ± {100 * e[m]['std']:.1f}"
+
+    for k in _row_order(list(groups)):
+        g = groups[k]
+        label = f"**{k} = AMP (selected)**" if chosen and k == f"anchored/{chosen}" else k
+        ov = g.get("overall")
+        ci = f"{100 * ov['fpr95']['mean']:.1f} ± {100 * ov['fpr95']['ci95']:.1f}" if ov else "–"
+        sp = spread.get(k.split("/", 1)[1]) if k.startswith("anchored/") else None
+        sp_text = "–" if sp is None else f"{100 * sp['fpr95_std']:.1f}"
+        L.append(f"| {label} | " + " | ".join(pm(g.get(n), "fpr95") for n in names) + f" | {ci} | "
+                 f"{pm(ov, 'auroc')} | {sp_text} |")
+    return L + [""]
+
+
 def render_md(res):
     from amp_tf.report import convention_line
 
@@ -502,8 +681,11 @@ def render_md(res):
          ", ".join(f"{k} {v}" for k, v in s['ood_images'].items()) + "  ",
          convention_line(res["positive"]) + " Metrics in %, mean over the OOD sets, then mean ± std "
          "(ddof = 1) over the seeds; the ensemble is one model (no std). Bold: best per column.", "",
-         "| model | score | ID acc | " + " | ".join(LABELS[m] for m in METRICS) + " |",
-         "|:--|:--|--:|" + "--:|" * len(METRICS)]
+         ]
+    L += render_groups(res)
+    L += ["## Mean over the sets (all groups pooled; for reference)", "",
+          "| model | score | ID acc | " + " | ".join(LABELS[m] for m in METRICS) + " |",
+          "|:--|:--|--:|" + "--:|" * len(METRICS)]
     for k in keys:
         model, score = k.split("/", 1)
         cells = []
@@ -577,10 +759,31 @@ def main(argv=None):
     d = load_fmnist_suite(args)
     log(f"ID {d['id_set']}: train {len(d['x_train'])}, val {len(d['x_val'])}, test {len(d['x_test'])}; OOD: "
         + ", ".join(f"{k} ({len(v)})" for k, v in d["ood"].items()))
+    near = [] if args.no_near else load_near_splits(args)
+    for nd in near:
+        log(f"near-OOD split {nd['id_set']}: train {len(nd['x_train'])}; OOD " + ", ".join(nd["ood"]))
+        nd["select_on_val"] = False
+    t = time.time()
+    training_selection = select_training(args, d, log)
+    timing_select = time.time() - t
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     per_seed_rows, per_seed_info, timing, configs, members, first_anchored = [], [], {}, {}, [], None
+    if training_selection:
+        timing["select_training"] = timing_select
     for seed in seeds:
         rows, models, info, t, cfgs = run_seed(args, d, seed, log)
+        for nd in near:  # each near split: its own twins, scored on its held-out classes only
+            import copy
+
+            a = copy.copy(args)
+            a.mc_dropout = 0.0
+            n_rows, n_models, n_info, n_t, _ = run_seed(a, nd, seed, log)
+            for key, per_set in n_rows.items():
+                rows.setdefault(key, {}).update(per_set)
+            info.update({f"{k}@{nd['id_set']}": v for k, v in n_info.items()})
+            for k, v in n_t.items():
+                t[f"{nd['id_set']}_{k}"] = v
+            del n_models
         per_seed_rows.append(rows)
         per_seed_info.append(info)
         configs = configs or cfgs
@@ -597,7 +800,11 @@ def main(argv=None):
     agg = aggregate(per_seed_rows)
     if ensemble_rows is not None:
         agg.update(aggregate([ensemble_rows]))
-    models = aggregate_models(per_seed_info)
+    models = aggregate_models([{k: v for k, v in i.items() if "@" not in k} for i in per_seed_info])
+    groups = aggregate_groups(per_seed_rows)
+    selection = {"training": training_selection, "variant": select_variant(per_seed_info),
+                 "validation_ood": "amp_tf.data.corruptions.validation_ood_sets of the first "
+                                   f"{args.val_ood_size} ID validation images"}
     if ensemble_info is not None:
         models["ensemble"] = {"id_accuracy": [ensemble_info["id_accuracy"]],
                               "id_accuracy_mean": ensemble_info["id_accuracy"], "id_accuracy_std": 0.0,
@@ -614,7 +821,8 @@ def main(argv=None):
         table8 = run_table8(args, d, seeds[0], first_anchored, log)
         timing["table8"] = time.time() - t
     res = {
-        "benchmark": "ood_quality", "id_set": d["id_set"], "ood_sets": list(d["ood"]),
+        "benchmark": "ood_quality", "id_set": d["id_set"],
+        "ood_sets": list(d["ood"]) + [n for nd in near for n in nd["ood"]],
         "positive": args.positive,
         "command": "python benchmarks/ood_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -628,7 +836,8 @@ def main(argv=None):
                      "fit_images": min(args.fit_limit or len(d["x_train"]), len(d["x_train"])),
                      "normalization": {"mean": d["mean"].tolist(), "std": d["std"].tolist()},
                      "train_configs": configs},
-        "models": models, "rows": agg, "goal": goal_check(agg, models),
+        "models": models, "rows": agg, "groups": groups, "selection": selection,
+        "goal": goal_check(agg, models),
         "per_seed": [{"seed": s, "models": i, "scores": r} for s, i, r in zip(seeds, per_seed_info, per_seed_rows)],
         "table8": table8, "anchor_draws": anchor_draws, "timing": {k: round(v, 1) for k, v in timing.items()},
     }

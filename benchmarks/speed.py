@@ -40,9 +40,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # amp_tf is installed (pip install -e .): no sys.path edit
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -244,7 +242,7 @@ def make_backbone(args, anchored, seed):
 
 def data(args, n, seed):
     rng = np.random.default_rng(seed)
-    x = rng.uniform(-1.0, 1.0, (n,) + args.image_shape).astype("float32")
+    x = rng.uniform(0.0, 255.0, (n,) + args.image_shape).astype("float32")  # raw pixels
     y = rng.integers(0, args.num_classes, n).astype("int32")
     return x, y
 
@@ -272,7 +270,7 @@ def bench_training(args, log):
     models = {
         "anchored": AnchoredModel(
             make_backbone(args, True, args.seed), consistency="all", consistency_every=CYCLE,
-            value_range=(-1.0, 1.0), seed=args.seed,
+            seed=args.seed,
         ),
         "vanilla": make_backbone(args, False, args.seed),
     }

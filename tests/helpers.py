@@ -22,9 +22,22 @@ def linear_backbone(h=4, w=4, c=1, n=3, seed=0):
     return keras.Model(inp, out)
 
 
-def linear_logits_numpy(model, x, anchors):
-    """(K, B, N) logits of linear_backbone for every (anchor, image), in numpy float64."""
+def pixel_images(rng, shape, dtype="float32"):
+    """Random raw pixels: uint8 in 0..255, or float in [0, 255] (what amp-tf models take)."""
+    if np.dtype(dtype) == np.uint8:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.uniform(0.0, 255.0, shape).astype(dtype)
+
+
+def linear_logits_numpy(model, x, anchors, mean=0.0, std=1.0):
+    """(K, B, N) logits of linear_backbone for every (anchor, image), in numpy float64.
+
+    `x` and `anchors` are raw pixels; rows are `[(c - mean) / std, (x - c) / std]`
+    (mean 0 / std 1: the identity normalisation).
+    """
     kernel, bias = (np.asarray(v, "float64") for v in model.layers[-1].get_weights())
+    x = (np.asarray(x, "float64") - mean) / std
+    anchors = (np.asarray(anchors, "float64") - mean) / std
     out = []
     for c in anchors:
         cs = np.broadcast_to(c, x.shape)

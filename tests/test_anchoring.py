@@ -15,26 +15,32 @@ def _mean_channels_backbone(c=1):
 
 
 def _constant_images(n=8, c=1):
-    vals = np.arange(n, dtype="float32") / n
+    """Constant raw-pixel images with distinct whole-number values 0, 30, ..., 210."""
+    vals = np.arange(n, dtype="float32") * 30
     return np.ones((n, 6, 6, c), "float32") * vals[:, None, None, None], vals
 
 
-def test_call_anchors_raw_images_with_clean_residual():
+@pytest.mark.parametrize("mean,std", [(0.0, 1.0), (20.0, 4.0)])
+def test_call_anchors_raw_images_with_clean_residual(mean, std):
+    """rows = [(T(c) - mean) / std, (x - c) / std]; mean 0 / std 1 is the identity."""
     x, vals = _constant_images()
-    model = AnchoredModel(_mean_channels_backbone(), consistency="color_jitter", value_range=(0.0, 1.0))
+    model = AnchoredModel(_mean_channels_backbone(), consistency="color_jitter", mean=mean, std=std)
     for apply_t in (False, True):
         out = model(x, seed=tf.constant([3, 4], tf.int64), apply_consistency=apply_t).numpy()
-        residual = out[:, 1]
+        residual = out[:, 1] * std  # back to pixel units
         anchors = vals - residual  # clean anchor c = x - (x - c)
         # every anchor is an image of the same batch, the set of anchors is a permutation
-        np.testing.assert_allclose(np.sort(anchors), np.sort(vals), atol=1e-6)
-        if not apply_t:
-            np.testing.assert_allclose(out[:, 0], anchors, atol=1e-6)  # anchor channel = clean c
+        np.testing.assert_allclose(np.sort(anchors), np.sort(vals), atol=1e-4)
+        if not apply_t:  # anchor channel = normalised clean c
+            np.testing.assert_allclose(out[:, 0], (anchors - mean) / std, atol=1e-4)
     # with T: anchor channel differs from the clean anchor for some samples, residual unchanged
     off = model(x, seed=tf.constant([3, 4], tf.int64), apply_consistency=False).numpy()
     on = model(x, seed=tf.constant([3, 4], tf.int64), apply_consistency=True).numpy()
     np.testing.assert_allclose(on[:, 1], off[:, 1], atol=1e-6)
     assert np.abs(on[:, 0] - off[:, 0]).max() > 1e-3
+    # uint8 pixels give the same rows as the same values in float32
+    np.testing.assert_allclose(
+        model(x.astype("uint8"), seed=tf.constant([3, 4], tf.int64)).numpy(), off, atol=1e-6)
 
 
 def test_consistency_schedule():
@@ -67,10 +73,11 @@ def test_replicas_draw_different_anchors():
 
 
 def _toy_data(rng, n=96, c=1):
+    """Raw pixels (float in 0..255) with a learnable class signal."""
     y = rng.integers(0, 4, n)
-    x = rng.normal(scale=0.3, size=(n, 8, 8, c)).astype("float32")
-    x[..., 0] += y[:, None, None] * 0.5  # learnable signal
-    return x, y
+    x = rng.normal(100.0, 25.0, size=(n, 8, 8, c))
+    x[..., 0] += y[:, None, None] * 35.0  # learnable signal
+    return np.clip(x, 0, 255).astype("float32"), y
 
 
 def _compile(model, lr=0.01):
@@ -85,7 +92,7 @@ def _compile(model, lr=0.01):
 def test_fit_numpy_and_dataset(rng):
     x, y = _toy_data(rng)
     model = _compile(AnchoredModel(tiny_backbone(), consistency="all", consistency_every=2,
-                                   value_range=(-3.0, 3.0)), lr=0.05)
+                                   mean=float(x.mean()), std=float(x.std())), lr=0.05)
     hist = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
     assert set(hist.history) >= {"loss", "accuracy"}
     assert all(np.isfinite(hist.history["loss"]))
@@ -102,7 +109,7 @@ def test_fit_mirrored_two_replicas(rng):
     x, y = _toy_data(rng, n=64)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        model = _compile(AnchoredModel(tiny_backbone(), consistency_every=2, value_range=(-3.0, 3.0)))
+        model = _compile(AnchoredModel(tiny_backbone(), consistency_every=2, mean=100.0, std=40.0))
     hist = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert np.all(np.isfinite(hist.history["loss"]))
     assert "accuracy" in hist.history
@@ -116,6 +123,15 @@ def test_bad_inputs(rng):
     ds = tf.data.Dataset.from_tensor_slices((x, y - 1)).batch(8)
     with pytest.raises(tf.errors.InvalidArgumentError, match="negative label"):
         model.fit(ds, verbose=0)
+    # not raw pixels: clear errors up front (fit) and in-graph (call)
+    with pytest.raises(ValueError, match="looks already normalised"):
+        model.fit((x - 127.5) / 127.5, y, verbose=0)
+    with pytest.raises(ValueError, match=r"looks like `x / 255`"):
+        model.fit(x / 255.0, y, verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="looks already normalised"):
+        model((x[:4] - 127.5) / 127.5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"looks like `x / 255`"):
+        model(x[:4] / 255.0)
     with pytest.raises(ValueError, match="2 channels"):
         model(np.zeros((2, 8, 8, 3), "float32"))
     with pytest.raises(ValueError, match="rank 4"):
@@ -135,13 +151,19 @@ def test_bad_inputs(rng):
 def test_keras_round_trip(tmp_path, rng):
     x, y = _toy_data(rng, n=32)
     model = _compile(AnchoredModel(tiny_backbone(), consistency="flip+blur", consistency_every=3,
-                                   value_range=(-2.0, 2.0), seed=11))
+                                   mean=90.0, std=45.0, check_pixels=False, seed=11))
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert isinstance(loaded, AnchoredModel)
     assert loaded.consistency_every == 3 and loaded.seed == 11
     assert loaded.augment.names == ("flip", "blur")
+    # the statistics and the check flag travel with the model
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.normalizer.mean), [90.0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.normalizer.std), [45.0])
+    assert loaded.normalizer.check is False
+    seed = tf.constant([5, 6], tf.int64)
+    np.testing.assert_allclose(model(x[:8], seed=seed), loaded(x[:8], seed=seed), atol=1e-5)
     rows = anchor_inputs(x[:8], x[8:16])
     np.testing.assert_allclose(model.backbone(rows), loaded.backbone(rows), atol=1e-6)
 
@@ -180,7 +202,7 @@ def test_one_vs_two_replicas_same_sgd_step(rng):
     All images are identical, so every anchor is the same image whatever the
     permutation (the anchored input is [x, 0] on 1 or 2 replicas alike).
     """
-    x = np.repeat(rng.normal(size=(1, 8, 8, 1)).astype("float32"), 16, axis=0)
+    x = np.repeat(rng.uniform(0, 255, size=(1, 8, 8, 1)).astype("float32"), 16, axis=0)
     y = rng.integers(0, 4, 16)
     weights = []
     for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
@@ -206,6 +228,7 @@ def test_crop_resize_matches_tf_crop_and_resize(rng):
     np.testing.assert_allclose(crop_resize(tf.constant(x), tf.constant(boxes)).numpy(), ref, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit,mixed", [(True, False), (False, True)])
 def test_fit_with_xla_and_mixed_precision(rng, jit, mixed):
     from amp_tf.predictor import AnchoredPredictor
@@ -214,11 +237,12 @@ def test_fit_with_xla_and_mixed_precision(rng, jit, mixed):
     x, y = _toy_data(rng, n=64)
     x = np.repeat(np.repeat(x, 3, axis=1), 3, axis=2)[:, :28, :28]  # 28x28 for resnet_small
     cfg = TrainConfig(arch="resnet_small", epochs=1, batch_size=16, backbone_kwargs={"width": 4},
-                      jit_compile=jit, mixed_precision=mixed, consistency_every=1, value_range=(-3.0, 3.0))
+                      jit_compile=jit, mixed_precision=mixed, consistency_every=1)
     try:
         model, hist = train(cfg, x, y, 4, verbose=0)
         assert np.isfinite(hist.history["loss"][0])
-        out = AnchoredPredictor(model.backbone, x[:3]).predict(x[:4])
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(model.normalizer.mean), [x.mean()], rtol=1e-2)
+        out = AnchoredPredictor.from_model(model, x[:3]).predict(x[:4])
         assert out["logits"].dtype == np.float32 and out["tau"].dtype == np.float32
         assert np.all(np.isfinite(out["amp_score"]))
     finally:

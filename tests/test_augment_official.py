@@ -249,6 +249,7 @@ def test_official_config_round_trip_and_errors():
     assert OFFICIAL_COMPOSITION == ("resized_crop", "flip", "color_jitter", "blur")
 
 
+@pytest.mark.slow
 def test_official_in_tf_function_and_xla():
     x = np.random.default_rng(9).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     x[1:] = x[:1]

@@ -5,6 +5,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy.special import softmax
 
 import amp_tf.baselines as bl
@@ -108,28 +109,37 @@ def test_mahalanobis_ridge_regularises_covariance(rng):
 
 
 def test_mahalanobis_perturbation(rng):
+    # pixel-scale blobs (a 255 * eps step is small against their spread); the last query
+    # sits next to 0 near class 2 (mean x ~ -2), so its pixel-unit step would cross 0: clipped
     x, y = blobs(rng)
-    q = np.array([[0.5, 0.4], [3.0, 1.0], [-1.0, 3.0]], "float32")
+    x = 10.0 * x
+    q = np.array([[5.0, 4.0], [30.0, 10.0], [10.0, 30.0], [1.0, 40.0]], "float32")
     maha = bl.Mahalanobis().fit(vector_model(), x, y)
     # eps = 0 is exactly no perturbation, whichever way it is given
     np.testing.assert_array_equal(bl.Mahalanobis(epsilon=0.0).fit(vector_model(), x, y)(q),
                                   maha(q))
     np.testing.assert_array_equal(maha(q, epsilon=0.0), maha(q))
     eps = 0.01
-    # features == inputs: grad_x d_c^ = 2 Sigma^-1 (x - mu_c^), step against its sign
+    # features == inputs: grad_x d_c^ = 2 Sigma^-1 (x - mu_c^), step against its sign,
+    # in pixel units (eps is in [0, 1] image units) and clipped to [0, 255]
     d = maha.distances(q)
     c = d.argmin(axis=1)
     grad = 2 * (q - maha.means_[c]) @ maha.precision_
-    x_tilde = q - eps * np.sign(grad)
-    np.testing.assert_allclose(maha.perturb(q, eps), x_tilde, atol=1e-6)
+    unclipped = q - 255.0 * eps * np.sign(grad)
+    x_tilde = np.clip(unclipped, 0.0, 255.0)
+    assert np.any(x_tilde != unclipped)  # the clipping is exercised
+    np.testing.assert_allclose(maha.perturb(q, eps), x_tilde, atol=1e-5)
     pert = maha(q, epsilon=eps)
     np.testing.assert_allclose(pert, -maha.distances_from_features(x_tilde).min(1),
                                rtol=1e-4, atol=1e-4)
     assert np.all(pert > maha(q))  # moved towards the closest class
+    # the default epsilon is used when none is given
+    np.testing.assert_allclose(bl.Mahalanobis(epsilon=eps).fit(vector_model(), x, y)(q), pert,
+                               rtol=1e-6)
 
 
 def test_mahalanobis_on_image_model_and_spatial_layer(rng, small_resnet):
-    x = rng.normal(size=(24, 8, 8, 1)).astype("float32")
+    x = rng.uniform(0, 255, size=(24, 8, 8, 1)).astype("float32")  # raw pixels
     y = np.arange(24) % 3
     maha = bl.Mahalanobis().fit(small_resnet, x, y)
     assert maha.means_.shape == (3, 16)
@@ -280,7 +290,7 @@ def test_mc_dropout_only_dropout_is_stochastic(rng):
 
 
 def test_mc_dropout_on_backbone_keeps_bn(rng, small_resnet):
-    x = rng.normal(size=(8, 8, 8, 1)).astype("float32")
+    x = rng.integers(0, 256, size=(8, 8, 8, 1)).astype("uint8")  # raw pixels
     before = [w.copy() for w in small_resnet.get_weights()]
     s = bl.mc_dropout_scores(small_resnet, x, num_passes=3, seed=0)
     assert set(s) == {"msp", "entropy", "variance"} and np.all(s["variance"] < 0)
@@ -341,10 +351,10 @@ def test_all_baselines_registered():
 
 @pytest.mark.parametrize("name", bl.NAMES)
 def test_fit_and_score_every_baseline(name, rng, small_resnet):
-    x_train = rng.normal(size=(30, 8, 8, 1)).astype("float32")
+    x_train = rng.uniform(0, 255, size=(30, 8, 8, 1)).astype("float32")  # raw pixels
     y_train = np.arange(30) % 3
     x_val, y_val = x_train[:12], y_train[:12]
-    sets = {"id": x_train[:7], "ood": rng.uniform(2, 3, size=(5, 8, 8, 1)).astype("float32")}
+    sets = {"id": x_train[:7], "ood": rng.integers(200, 256, size=(5, 8, 8, 1)).astype("uint8")}
     models = small_resnet
     kwargs = {}
     if name.startswith("ensemble_"):
@@ -352,6 +362,8 @@ def test_fit_and_score_every_baseline(name, rng, small_resnet):
         models = [small_resnet, other]
     if name.startswith("mc_dropout_"):
         kwargs = {"num_passes": 3, "seed": 0}
+    if name == "knn":
+        kwargs = {"k": 5}  # fewer than the default k=50 training samples
     out = bl.fit_and_score(name, models, x_train, y_train, x_val, y_val, sets, **kwargs)
     assert set(out) == {"id", "ood"}
     assert out["id"].shape == (7,) and out["ood"].shape == (5,)
@@ -359,7 +371,7 @@ def test_fit_and_score_every_baseline(name, rng, small_resnet):
 
 
 def test_fit_and_score_generic_and_errors(rng, small_resnet):
-    x = rng.normal(size=(10, 8, 8, 1)).astype("float32")
+    x = rng.uniform(0, 255, size=(10, 8, 8, 1)).astype("float32")  # raw pixels
     y = np.arange(10) % 3
     out = bl.fit_and_score("msp", small_resnet, sets={"id": x})
     np.testing.assert_allclose(
@@ -373,3 +385,11 @@ def test_fit_and_score_generic_and_errors(rng, small_resnet):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bl.fit_and_score("temperature_scaling", small_resnet, x, y, x, y, sets={"id": x})
+    # raw pixels in: already-normalised images are refused by the model's in-graph check
+    with pytest.raises(tf.errors.InvalidArgumentError, match="already normalised"):
+        bl.fit_and_score("msp", small_resnet, sets={"id": x / 127.5 - 1.0})
+    # uint8 pixels give the same scores as the same pixels in float32
+    xu = x.astype("uint8")
+    np.testing.assert_allclose(bl.fit_and_score("msp", small_resnet, sets={"id": xu})["id"],
+                               bl.fit_and_score("msp", small_resnet,
+                                                sets={"id": xu.astype("float32")})["id"], rtol=1e-6)

@@ -8,22 +8,24 @@ from tests.helpers import tiny_backbone
 
 
 def _data(rng, n=64):
+    """Raw pixels (float 0..255): the class shifts the brightness."""
     y = rng.integers(0, 4, n)
-    x = rng.normal(scale=0.3, size=(n, 8, 8, 1)).astype("float32")
-    x[..., 0] += y[:, None, None] * 0.5
+    x = rng.uniform(0, 80, size=(n, 8, 8, 1)).astype("float32")
+    x[..., 0] += y[:, None, None] * 50.0
     return x, y
 
 
 @pytest.mark.parametrize("anchored", [True, False])
 def test_callback_writes_metrics_into_logs(rng, anchored, tmp_path):
     x, y = _data(rng)
-    ood = {"noise": rng.normal(scale=3.0, size=(32, 8, 8, 1)).astype("float32"),
+    ood = {"noise": rng.integers(0, 256, size=(32, 8, 8, 1)).astype("uint8"),
            "flat": np.zeros((16, 8, 8, 1), "float32")}
     if anchored:
         model = AnchoredModel(tiny_backbone(), consistency_every=0)
     else:
         inp = keras.Input((8, 8, 1))
-        z = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, activation="relu")(inp))
+        h = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)  # raw pixels in
+        z = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, activation="relu")(h))
         model = keras.Model(inp, keras.layers.Dense(4)(z))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     cb = OODMetricsCallback(x[:32], ood, every=2, verbose=0)
@@ -45,3 +47,34 @@ def test_callback_bad_arguments(rng):
         OODMetricsCallback(np.zeros((4, 8, 8, 1)), {})
     with pytest.raises(ValueError, match="every"):
         OODMetricsCallback(np.zeros((4, 8, 8, 1)), {"a": np.zeros((4, 8, 8, 1))}, every=0)
+
+
+def test_callback_checks_arguments_at_construction(rng):
+    """Bad arguments raise at construction, before any fit (no model needed)."""
+    x, _ = _data(rng, 8)
+    ood = {"a": np.zeros((4, 8, 8, 1), "uint8")}
+    normalised = (x - x.mean()) / x.std()  # has negative values
+    with pytest.raises(ValueError, match="id_images: .*already normalised"):
+        OODMetricsCallback(normalised, ood)
+    with pytest.raises(ValueError, match=r"ood_sets\['a'\].*looks like `x / 255`"):
+        OODMetricsCallback(x, {"a": rng.uniform(0, 1, (4, 8, 8, 1)).astype("float32")})
+    with pytest.raises(ValueError, match=r"ood_sets\['b'\]: images of shape \(8, 8, 3\) differ"):
+        OODMetricsCallback(x, {"b": np.zeros((4, 8, 8, 3), "uint8")})
+    with pytest.raises(ValueError, match=r"ood_sets\['c'\]: images of shape \(6, 6, 1\) differ"):
+        OODMetricsCallback(x, {"c": np.zeros((4, 6, 6, 1), "uint8")})
+    with pytest.raises(ValueError, match="id_images: expected a non-empty"):
+        OODMetricsCallback(x[0], ood)  # 3-D
+    with pytest.raises(ValueError, match="id_images: expected a non-empty"):
+        OODMetricsCallback(x[:0], ood)
+    with pytest.raises(ValueError, match="num_anchors.*K >= 2"):
+        OODMetricsCallback(x, ood, num_anchors=1)
+    with pytest.raises(ValueError, match="anchors: expected"):
+        OODMetricsCallback(x, ood, anchors=x[:1])
+    with pytest.raises(ValueError, match="positive"):
+        OODMetricsCallback(x, ood, positive="both")
+    with pytest.raises(ValueError, match="score: unknown"):
+        OODMetricsCallback(x, ood, score="no_such_score")
+    # the valid counterparts construct fine (so the errors above come from the bad argument)
+    cb = OODMetricsCallback(x, ood, num_anchors=2, verbose=0)
+    assert cb.id_images.shape == x.shape and set(cb.ood_sets) == {"a"}
+    OODMetricsCallback(x.astype("uint8"), ood, anchors=x[:2], score="energy")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval import ood
-from trainers import cifar, common, fmnist, imagenet
+from amp_tf.cli import ood
+from amp_tf.cli import cifar, common, fmnist, imagenet
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def check_report(path, keys, sets, positive="id"):
     (imagenet, ["--data-dir", "--train-folder", "--val-folder", "--image-size", "--arch",
                 "resnet50_imagenet", "30,60,90", "default: 120", "default: 0.0001", "--ood"]),
     (ood, ["--model", "--id", "--ood", "--scores", "--positive", "--format", "--num-anchors",
-           "--data-dir", "--limit", "--resize", "pil_lanczos", "--channels", "--stats"]),
+           "--data-dir", "--limit", "--resize", "pil_lanczos", "--channels", "--overwrite"]),
     (fmnist, ["--holdout", "--val-size", "--epochs", "--consistency-every"]),
 ])
 def test_help_lists_flags(module, flags, capsys):
@@ -90,6 +90,7 @@ def test_split_names_keeps_bracketed_commas():
 # --------------------------------------------------------------- trainers.cifar
 
 
+@pytest.mark.slow
 def test_cifar_trainer_on_mock_data(tmp_path, capsys):
     import tensorflow_datasets as tfds
 
@@ -99,7 +100,7 @@ def test_cifar_trainer_on_mock_data(tmp_path, capsys):
     with tfds.testing.mock_data(num_examples=96):
         res = run(cifar.main, [
             "--dataset", "cifar10", "--arch", "resnet_small", "--width", "8", "--epochs", "1",
-            "--train-limit", "64", "--eval-limit", "32", "--batch-size", "32", "--download",
+            "--train-limit", "64", "--val-size", "24", "--eval-limit", "32", "--batch-size", "32", "--download",
             "--ood", f"svhn_cropped,folder:{empty}", "--out", out, "--verbose", "2",
             "--ood-callback-every", "1", "--ood-callback-size", "16"])
     printed = capsys.readouterr().out
@@ -107,18 +108,21 @@ def test_cifar_trainer_on_mock_data(tmp_path, capsys):
     assert "[OOD] epoch 1: val_ood_auroc=" in printed and "val_ood_blur_proxy_auroc" in printed
     assert f"skipped folder:{empty}: folder {empty} holds no readable images" in printed
     rep = check_report(out / "report.json", ANCHORED_KEYS, ["svhn_cropped"])
-    cfg = rep["config"]["train"]
+    cfg = rep["config"]["train"]["anchored"]
     assert (cfg["lr_milestones"], cfg["lr_gamma"], cfg["consistency_every"], cfg["augment"]) == (
         [60, 120, 160], 0.2, 5, "crop_flip")
     assert rep["skipped_ood_sets"] == {f"folder:{empty}": printed.split(f"skipped folder:{empty}: ")[1].splitlines()[0]}
     assert rep["models"]["anchored"]["params"] > 0
-    for f in ("anchored.keras", "normalization.json", "report.md", "roc_svhn_cropped.png",
+    for f in ("anchored.keras", "job.json", "report.md", "roc_svhn_cropped.png",
               "serving/saved_model.pb", "anchored/tensorboard", "anchored/checkpoints/last.keras"):
         assert (out / f).exists(), f
-    stats = json.loads((out / "normalization.json").read_text())
+    stats = rep["data"]  # the model carries them; the report states them
     assert len(stats["mean"]) == 3 and all(s > 0 for s in stats["std"])
+    # the serving threshold comes from held-out ID validation images, not the reported test set
+    assert rep["data"]["val"] > 0 and "validation" in rep["models"]["anchored"]["serving_threshold_on"]
 
 
+@pytest.mark.slow
 def test_cifar_trainer_vanilla_twin(tmp_path, capsys):
     import tensorflow_datasets as tfds
 
@@ -126,12 +130,12 @@ def test_cifar_trainer_vanilla_twin(tmp_path, capsys):
     with tfds.testing.mock_data(num_examples=64):
         res = run(cifar.main, [
             "--dataset", "cifar100", "--vanilla", "--arch", "resnet_small", "--width", "4", "--epochs", "1",
-            "--train-limit", "32", "--val-size", "16", "--eval-limit", "24", "--batch-size", "16",
+            "--train-limit", "32", "--val-size", "20", "--eval-limit", "24", "--batch-size", "16",
             "--download", "--ood", "svhn_cropped", "--out", out, "--verbose", "0", "--no-plots", "--no-backup"])
     assert isinstance(res, dict), capsys.readouterr()
     keys = {f"vanilla/{s}" for s in ("msp", "energy", "odin", "max_logit", "entropy")}
     rep = check_report(out / "report.json", keys, ["svhn_cropped"])
-    assert rep["config"]["train"]["anchored"] is False and rep["id_set"] == "cifar100"
+    assert rep["config"]["train"]["vanilla"]["anchored"] is False and rep["id_set"] == "cifar100"
     assert (out / "vanilla.keras").exists() and not (out / "serving").exists()
     assert not list(out.glob("*.png"))
 
@@ -180,6 +184,7 @@ def test_imagenet_pipeline_shapes():
     assert gray.shape == (28, 28, 3)
 
 
+@pytest.mark.slow
 def test_imagenet_trainer_on_tiny_folder(tiny_imagenet, tmp_path, capsys):
     out = tmp_path / "run"
     res = run(imagenet.main, [
@@ -197,10 +202,10 @@ def test_imagenet_trainer_on_tiny_folder(tiny_imagenet, tmp_path, capsys):
     assert (cfg["lr_milestones"], cfg["lr_gamma"], cfg["consistency_every"], cfg["weight_decay"]) == (
         [30, 60, 90], 0.1, 10, 1e-4)
     assert 0.0 <= rep["models"]["anchored"]["id_accuracy"] <= 1.0
-    for f in ("anchored.keras", "normalization.json", "serving/saved_model.pb", "report.md"):
+    for f in ("anchored.keras", "job.json", "serving/saved_model.pb", "report.md"):
         assert (out / f).exists(), f
     assert not list(out.glob("*.png"))  # --no-plots
-    assert json.loads((out / "normalization.json").read_text())["mean"] == pytest.approx(imagenet.IMAGENET_MEAN)
+    assert rep["config"]["train"]["mean"] == pytest.approx(imagenet.IMAGENET_MEAN)
 
 
 def test_imagenet_trainer_user_errors(tiny_imagenet, tmp_path, capsys):
@@ -219,19 +224,19 @@ def test_imagenet_trainer_user_errors(tiny_imagenet, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory):
     """An anchored and a vanilla resnet_small for Fashion-MNIST (built, not trained: the CLI
-    is under test here), saved as the trainers save them: <name>.keras next to normalization.json."""
+    is under test here), saved as the trainers save them; they carry their statistics."""
     from amp_tf import data
-    from amp_tf.training import TrainConfig, build_model, write_json
+    from amp_tf.training import TrainConfig, build_model
 
     root = tmp_path_factory.mktemp("models")
     x, _ = data.to_numpy(data.load("fashion_mnist", "train"), limit=1000)
     mean, std = data.channel_stats(x)
     for anchored in (True, False):
-        cfg = TrainConfig(arch="resnet_small", anchored=anchored, backbone_kwargs={"width": 4})
+        cfg = TrainConfig(arch="resnet_small", anchored=anchored, backbone_kwargs={"width": 4},
+                          mean=tuple(mean.tolist()), std=tuple(std.tolist()))
         model = build_model(cfg, (28, 28, 1), 10)
-        model(data.preprocess(x[:2], mean, std))
+        model(x[:2])
         model.save(root / f"{'anchored' if anchored else 'vanilla'}.keras")
-    write_json(root / "normalization.json", {"mean": mean.tolist(), "std": std.tolist()})
     return root
 
 
@@ -242,15 +247,15 @@ def test_eval_anchored_md(saved_models, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert isinstance(res, dict)
     rep = check_report(out / "report.json", ANCHORED_KEYS, ["digits", "fmnist_blur_3"])
-    assert rep["config"]["stats_from"].endswith("normalization.json") and rep["config"]["num_anchors"] == 5
+    assert rep["config"]["num_anchors"] == 5
     assert 0.0 <= rep["models"]["anchored"]["id_accuracy"] <= 1.0
     assert printed.startswith("# anchored.keras: fashion_mnist (ID)") and "`anchored/amp[sum,exp]`" in printed
     for f in ("report.md", "roc_digits.png", "densities_anchored_amp.png", "auroc_vs_blur.png"):
         assert (out / f).exists(), f
 
 
-def test_eval_anchored_csv_positive_ood_and_computed_stats(saved_models, tmp_path, capsys):
-    lone = tmp_path / "lone"  # no normalization.json next to this copy: stats from the train split
+def test_eval_anchored_csv_positive_ood(saved_models, tmp_path, capsys):
+    lone = tmp_path / "lone"  # a copy alone in its folder: the model carries its statistics
     lone.mkdir()
     (lone / "m.keras").write_bytes((saved_models / "anchored.keras").read_bytes())
     out = tmp_path / "c"
@@ -260,7 +265,6 @@ def test_eval_anchored_csv_positive_ood_and_computed_stats(saved_models, tmp_pat
     printed = capsys.readouterr().out
     rep = check_report(out / "report.json", {"anchored/amp", "anchored/amp[sum,exp]"},
                        ["digits", "fmnist_blur_3"], positive="ood")
-    assert rep["config"]["stats_from"] == "fashion_mnist train split (500 images)"
     csv_text = (out / "report.csv").read_text()
     rows = list(csv.reader(io.StringIO(csv_text)))
     assert rows[0] == ["score", "ood_set", "metric", "value"]
@@ -327,13 +331,25 @@ def test_eval_user_errors(saved_models, tmp_path, capsys):
                                 "--scores", "neg_tau"] + base, capsys)
     valid = err.split("for a vanilla model; valid: ")[1].split(", or all")[0].split(", ")
     assert {"amp", "energy", "entropy", "max_logit", "msp", "odin"} <= set(valid) and "neg_tau" not in valid
-    stats = tmp_path / "stats.json"
-    stats.write_text(json.dumps({"mean": [1.0, 2.0, 3.0], "std": [1.0, 1.0, 1.0]}))
-    err = user_error(ood.main, ["--model", model, "--ood", "digits", "--stats", stats] + base, capsys)
-    assert "3 mean" in err and "1-channel" in err
+    err = user_error(ood.main, ["--model", model, "--ood", "digits", "--num-anchors", 1] + base, capsys)
+    assert "--num-anchors" in err and "K >= 2" in err
     assert not (tmp_path / "x").exists()
+    # never into a training run's folder, nor a non-empty folder without --overwrite
+    run_like = tmp_path / "run"
+    run_like.mkdir()
+    (run_like / "job.json").write_text("{}")
+    err = user_error(ood.main, ["--model", model, "--ood", "digits", "--id", "fashion_mnist", "--limit", 50,
+                                "--out", run_like, "--verbose", 0], capsys)
+    assert "training run's folder" in err
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "report.md").write_text("old")
+    err = user_error(ood.main, ["--model", model, "--ood", "digits", "--id", "fashion_mnist", "--limit", 50,
+                                "--out", used, "--verbose", 0], capsys)
+    assert "--overwrite" in err and (used / "report.md").read_text() == "old"
 
 
+@pytest.mark.slow
 def test_eval_cli_exit_code_in_a_subprocess(tmp_path):
     """The one subprocess: `python -m eval.ood` on a non-model file exits 2 with one error line."""
     bad = tmp_path / "x.keras"

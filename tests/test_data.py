@@ -169,11 +169,14 @@ def test_holdout_sets_have_the_right_classes():
     assert ood.num_classes is None
     with pytest.raises(ValueError, match="test"):
         data.load("fmnist_holdout_ood", split="train")
+    covariate = [f"fmnist_{k}_{lv}" for k in ("blur", "jpeg", "contrast", "pixelate") for lv in range(1, 6)]
     assert data.fmnist_suite() == {
         "id": "fashion_mnist",
-        "ood": ["digits", "fmnist_blur_1", "fmnist_blur_2", "fmnist_blur_3", "fmnist_blur_4", "fmnist_blur_5"],
+        "ood": ["digits", "font_letters", "skimage_patches"] + covariate,
+        "near": {"fmnist_holdout_ood": "fmnist_holdout_id", "fmnist_holdout2_ood": "fmnist_holdout2_id"},
     }
-    assert data.fmnist_suite(holdout=True) == {"id": "fmnist_holdout_id", "ood": ["fmnist_holdout_ood"]}
+    assert data.fmnist_suite(holdout=True) == {"id": "fmnist_holdout_id", "ood": ["fmnist_holdout_ood"],
+                                               "near": {}}
 
 
 # ---------------------------------------------------------------- folders

@@ -7,7 +7,7 @@ import pytest
 
 from amp_tf.export import export_for_serving, threshold_at_tpr
 from amp_tf.predictor import AnchoredPredictor, select_anchors
-from tests.helpers import tiny_backbone
+from tests.helpers import pixel_images, tiny_backbone
 
 MEAN, STD = [70.0], [80.0]
 
@@ -31,10 +31,9 @@ print(json.dumps({
 def exported(tmp_path, rng):
     model = tiny_backbone(h=8, w=8, c=1, n=4)
     train_u8 = rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
-    normed = (train_u8.astype("float32") - MEAN[0]) / STD[0]
-    pred = AnchoredPredictor(model, select_anchors(normed, 5))
+    pred = AnchoredPredictor(model, select_anchors(train_u8, 5), mean=MEAN, std=STD)
     val_u8 = rng.integers(0, 256, (60, 8, 8, 1), dtype=np.uint8)
-    head = export_for_serving(pred, tmp_path / "serving", MEAN, STD, id_images=val_u8)
+    head = export_for_serving(pred, tmp_path / "serving", id_images=val_u8)
     return tmp_path / "serving", head, pred, val_u8
 
 
@@ -48,6 +47,7 @@ def test_threshold_lets_95_percent_of_id_pass(exported):
     assert threshold_at_tpr(s, 0.95) == 5.0
 
 
+@pytest.mark.slow
 def test_fresh_process_savedmodel_matches_in_process(exported, tmp_path, rng):
     path, head, pred, _ = exported
     images = rng.integers(0, 256, (7, 8, 8, 1), dtype=np.uint8)
@@ -67,19 +67,67 @@ def test_fresh_process_savedmodel_matches_in_process(exported, tmp_path, rng):
     for key in expected:
         np.testing.assert_allclose(np.asarray(got["outputs"][key], dtype="float64"),
                                    np.asarray(want[key], dtype="float64"), atol=1e-5, err_msg=key)
-    # normalisation happens inside: same as the predictor on normalised floats
-    direct = pred.predict((images.astype("float32") - MEAN[0]) / STD[0])
+    # normalisation happens inside: same as the predictor on the raw pixels, and as a
+    # predictor with identity statistics fed the normalised images and anchors
+    direct = pred.predict(images.astype("float32"))
     np.testing.assert_allclose(got["outputs"]["amp_score"], direct["amp_score"], atol=1e-5)
+    from amp_tf.predictor import amp_outputs
+
+    xn = (images.astype("float32") - MEAN[0]) / STD[0]
+    cn = (pred.anchors.numpy() - MEAN[0]) / STD[0]
+    per_anchor = np.stack([np.asarray(pred.backbone(np.concatenate([np.broadcast_to(c, xn.shape), xn - c], -1)))
+                           for c in cn])
+    ref = amp_outputs(per_anchor)
+    np.testing.assert_allclose(got["outputs"]["amp_score"], np.asarray(ref["amp_score"]), atol=1e-4)
+
+
+def test_savedmodel_checks_shape_in_graph(exported, rng):
+    import tensorflow as tf
+
+    path, _, _, _ = exported
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    assert fn.structured_input_signature[1]["images"].dtype == tf.uint8
+    assert fn.structured_input_signature[1]["images"].shape.rank == 4
+    want = r"expected images of shape \(N, 8, 8, 1\)"
+    for bad, why in [((2, 9, 8, 1), "another size"), ((2, 8, 8, 3), "another size"),
+                     ((0, 8, 8, 1), "empty batch")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=want + ".*" + why):
+            fn(images=tf.zeros(bad, tf.uint8))
+    assert fn(images=tf.zeros((2, 8, 8, 1), tf.uint8))["amp_score"].shape == (2,)
+
+
+def test_serving_head_config_round_trip(exported):
+    from amp_tf.export import ServingHead
+
+    _, head, _, val_u8 = exported
+    clone = ServingHead.from_config(head.get_config())
+    assert float(clone.threshold.numpy()) == float(head.threshold.numpy())
+    assert clone.predictor.anchor_shape == head.predictor.anchor_shape
+    np.testing.assert_allclose(clone.predictor.normalizer.mean.numpy(), MEAN)
+    np.testing.assert_allclose(clone.predictor.normalizer.std.numpy(), STD)
 
 
 def test_export_bad_arguments(tmp_path, rng):
     model = tiny_backbone(h=8, w=8, c=1, n=4)
-    pred = AnchoredPredictor(model, rng.normal(size=(3, 8, 8, 1)).astype("float32"))
+    pred = AnchoredPredictor(model, pixel_images(rng, (3, 8, 8, 1)), mean=MEAN, std=STD)
     with pytest.raises(ValueError, match="exactly one"):
-        export_for_serving(pred, tmp_path / "a", MEAN, STD)
-    with pytest.raises(ValueError, match="uint8"):
-        export_for_serving(pred, tmp_path / "a", MEAN, STD, id_images=np.zeros((4, 8, 8, 1), "float32"))
-    with pytest.raises(ValueError, match="std"):
-        export_for_serving(pred, tmp_path / "a", MEAN, [0.0], threshold=1.0)
+        export_for_serving(pred, tmp_path / "a")
+    with pytest.raises(ValueError, match="exactly one"):
+        export_for_serving(pred, tmp_path / "a", id_images=pixel_images(rng, (4, 8, 8, 1)), threshold=1.0)
+    with pytest.raises(ValueError, match=r"id_images: .*looks like `x / 255`"):
+        export_for_serving(pred, tmp_path / "a", id_images=pixel_images(rng, (4, 8, 8, 1)) / 255.0)
+    with pytest.raises(ValueError, match=r"id_images: .*looks already normalised"):
+        export_for_serving(pred, tmp_path / "a", id_images=pixel_images(rng, (4, 8, 8, 1)) - 127.5)
+    with pytest.raises(ValueError, match=r"id_images: expected raw pixels of shape \(N, 8, 8, 1\)"):
+        export_for_serving(pred, tmp_path / "a", id_images=pixel_images(rng, (4, 9, 9, 1), np.uint8))
+    for tpr in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="tpr"):
+            export_for_serving(pred, tmp_path / "a", threshold=1.0, tpr=tpr)
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite"):
+            export_for_serving(pred, tmp_path / "a", threshold=bad)
     with pytest.raises(TypeError, match="AnchoredPredictor"):
-        export_for_serving(model, tmp_path / "a", MEAN, STD, threshold=1.0)
+        export_for_serving(model, tmp_path / "a", threshold=1.0)
+    # float pixels are valid ID images (they need not be uint8)
+    head = export_for_serving(pred, tmp_path / "b", id_images=pixel_images(rng, (20, 8, 8, 1)))
+    assert np.isfinite(float(head.threshold.numpy()))

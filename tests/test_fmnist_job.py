@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainers import fmnist
+from amp_tf.cli import fmnist
+
+pytestmark = pytest.mark.slow  # an end-to-end run of the main job
 
 METRICS = {"fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy"}
-OOD = ["digits", "fmnist_blur_1", "fmnist_blur_2", "fmnist_blur_3", "fmnist_blur_4", "fmnist_blur_5"]
+FAR = ["digits", "font_letters", "skimage_patches"]
+COVARIATE = [f"fmnist_{k}_{lv}" for k in ("blur", "jpeg", "contrast", "pixelate") for lv in range(1, 6)]
+NEAR = ["fmnist_holdout_ood", "fmnist_holdout2_ood"]
+OOD = FAR + COVARIATE + NEAR
 ANCHORED = {"amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "msp", "energy", "neg_tau"}
 VANILLA = {"msp", "energy", "odin", "max_logit", "entropy"}
 
@@ -17,14 +22,14 @@ VANILLA = {"msp", "energy", "odin", "max_logit", "entropy"}
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fmnist")
     fmnist.main(["--train-limit", "768", "--eval-limit", "120", "--val-size", "200", "--epochs", "1",
-                 "--batch-size", "64", "--width", "4", "--verbose", "0", "--out", str(out)])
+                 "--batch-size", "64", "--width", "4", "--verbose", "0", "--near", "--out", str(out)])
     return out
 
 
 def test_report_json_has_every_field(run):
     rep = json.loads((run / "report.json").read_text())
     for key in ("title", "id_set", "ood_sets", "positive", "seed", "wall_time_s", "versions", "config",
-                "models", "scores", "summary", "best"):
+                "models", "scores", "summary", "best", "data"):
         assert key in rep, key
     assert rep["id_set"] == "fashion_mnist" and rep["ood_sets"] == OOD
     assert rep["positive"] == "id" and rep["seed"] == 0 and rep["wall_time_s"] > 0
@@ -42,18 +47,51 @@ def test_report_json_has_every_field(run):
         mean = rep["summary"][key]
         np.testing.assert_allclose(mean["auroc"], np.mean([per_set[s]["auroc"] for s in OOD]), atol=1e-5)
     assert set(rep["best"]) >= METRICS
+    # the group table: a mean per group, and overall = the mean of the group means (not of the sets)
+    g = rep["groups"]["anchored/amp"]
+    assert set(g) == {"near", "far", "covariate", "overall"}
+    per_set = rep["scores"]["anchored/amp"]
+    for name, members in (("near", NEAR), ("far", FAR), ("covariate", COVARIATE)):
+        assert g[name]["fpr95"] == pytest.approx(np.mean([per_set[s]["fpr95"] for s in members]))
+    assert g["overall"]["fpr95"] == pytest.approx(np.mean([g[n]["fpr95"] for n in ("near", "far", "covariate")]))
+    # each near split has its own twin models
+    assert {"anchored@fmnist_holdout_id", "vanilla@fmnist_holdout2_id"} <= set(rep["models"])
     assert rep["config"]["train"]["anchored"]["anchored"] is True
     assert rep["config"]["train"]["vanilla"]["anchored"] is False
+    # the statistics travel in the models (raw pixels in); the report states them and the split sizes
+    assert rep["data"]["train"] == 768 and rep["data"]["val"] == 200 and rep["data"]["test"] == 120
+    assert rep["config"]["train"]["anchored"]["mean"] == pytest.approx(rep["data"]["mean"])
+    assert "validation" in rep["models"]["anchored"]["serving_threshold_on"]
 
 
 def test_run_folder_files(run):
-    for f in ("report.md", "anchored.keras", "vanilla.keras", "normalization.json", "auroc_vs_blur.png",
+    for f in ("report.md", "anchored.keras", "vanilla.keras", "job.json", "auroc_vs_blur.png",
               "roc_digits.png", "densities_anchored_amp.png", "densities_vanilla_msp.png",
               "serving/saved_model.pb", "anchored/checkpoints/last.keras"):
         assert (run / f).exists(), f
     assert any((run / "anchored" / "tensorboard").rglob("events.out.tfevents*"))
     md = (run / "report.md").read_text()
     assert "positive = ID" in md and "anchored/amp" in md and "vanilla/odin" in md
+    assert md.index("## OOD groups") < md.index("## Models") < md.index("## Summary")  # leads with the groups
+    assert (run / "near_fmnist_holdout_id" / "anchored").is_dir()
+    assert not (run / "normalization.json").exists()  # the models carry their statistics
+    assert not run.with_name(f".{run.name}.partial").exists()  # renamed into place when complete
+
+
+def test_saved_models_take_raw_pixels(run):
+    import keras
+
+    from amp_tf import data
+
+    x, _ = data.to_numpy(data.load("fashion_mnist", "test"), limit=64)
+    vanilla = keras.models.load_model(run / "vanilla.keras")
+    anchored = keras.models.load_model(run / "anchored.keras")
+    np.testing.assert_allclose(vanilla.predict(x, verbose=0), vanilla.predict(x.astype("float32"), verbose=0),
+                               atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x / 255"):
+        vanilla(x.astype("float32") / 255.0)
+    with pytest.raises(ValueError, match="already normalised"):
+        anchored.fit((x - 73.0) / 90.0, np.zeros(len(x), "int64"), epochs=1, verbose=0)
 
 
 def test_serving_signature(run):
@@ -64,3 +102,7 @@ def test_serving_signature(run):
     for key in ("logits", "probabilities", "predicted_class", "tau", "amp_score", "is_ood"):
         assert key in out, key
     assert out["logits"].shape == (3, 10) and out["is_ood"].dtype == tf.bool
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected images of shape \(N, 28, 28, 1\)"):
+        fn(images=tf.zeros([2, 32, 32, 1], tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
+        fn(images=tf.zeros([0, 28, 28, 1], tf.uint8))

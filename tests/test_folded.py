@@ -11,6 +11,7 @@ from amp_tf.export import export_for_serving
 from amp_tf.folded import FoldedAnchoredPredictor, find_stem, split_stem
 from amp_tf.models import build_backbone
 from amp_tf.predictor import AnchoredPredictor, select_anchors
+from tests.helpers import pixel_images
 
 # Loads the SavedModel in a fresh interpreter (no amp_tf) and prints its outputs as JSON.
 LOAD_SCRIPT = r"""
@@ -69,11 +70,11 @@ def _assert_same(folded, tiled, atol=1e-5):
 @pytest.mark.parametrize("calibration", ["exp", "divide"])
 def test_matches_tiled_predictor_on_resnet_small(rng, calibration):
     model = _resnet_small()
-    train = rng.normal(size=(40, 28, 28, 1)).astype("float32")
-    x = rng.normal(size=(9, 28, 28, 1)).astype("float32")
+    train = pixel_images(rng, (40, 28, 28, 1))
+    x = pixel_images(rng, (9, 28, 28, 1))
     anchors = select_anchors(train, 5, seed=3)
-    tiled = AnchoredPredictor(model, anchors, calibration=calibration)
-    folded = FoldedAnchoredPredictor(model, anchors, calibration=calibration)
+    tiled = AnchoredPredictor(model, anchors, calibration=calibration, mean=110.0, std=60.0)
+    folded = FoldedAnchoredPredictor(model, anchors, calibration=calibration, mean=110.0, std=60.0)
     _assert_same(folded.predict(x, batch_size=4), tiled.predict(x, batch_size=4))
     per_anchor = folded.per_anchor_logits(tf.constant(x))
     assert tuple(per_anchor.shape) == (5, 9, 10)
@@ -88,18 +89,19 @@ def test_matches_tiled_predictor_on_resnet_small(rng, calibration):
 )
 def test_matches_tiled_predictor_for_strided_and_padded_stems(rng, strides, padding, dilation):
     model = _custom_stem(strides, padding, dilation)
-    anchors = rng.normal(size=(4, 11, 11, 2)).astype("float32")
-    x = rng.normal(size=(6, 11, 11, 2)).astype("float32")
-    folded = FoldedAnchoredPredictor(model, anchors, tau_reduction="sum")
-    tiled = AnchoredPredictor(model, anchors, tau_reduction="sum")
+    anchors = pixel_images(rng, (4, 11, 11, 2))
+    x = pixel_images(rng, (6, 11, 11, 2))
+    stats = dict(mean=[100.0, 140.0], std=[50.0, 70.0])  # per channel
+    folded = FoldedAnchoredPredictor(model, anchors, tau_reduction="sum", **stats)
+    tiled = AnchoredPredictor(model, anchors, tau_reduction="sum", **stats)
     _assert_same(folded.predict(x), tiled.predict(x))
     assert tuple(folded.per_anchor_logits(tf.constant(x)).shape) == (4, 6, 4)
 
 
 def test_max_batch_chunks_give_the_same_outputs(rng):
     model = _resnet_small(seed=1)
-    anchors = rng.normal(size=(3, 28, 28, 1)).astype("float32")
-    x = rng.normal(size=(5, 28, 28, 1)).astype("float32")
+    anchors = pixel_images(rng, (3, 28, 28, 1))
+    x = pixel_images(rng, (5, 28, 28, 1))
     whole = FoldedAnchoredPredictor(model, anchors).predict(x)
     chunked = FoldedAnchoredPredictor(model, anchors, max_batch=4).predict(x)  # 15 rows, 4 chunks
     _assert_same(chunked, whole)
@@ -127,14 +129,14 @@ def test_split_stem_is_the_linear_identity_and_shares_weights(rng):
 
 def test_follows_weight_and_anchor_updates(rng):
     model = _custom_stem(1, "same")
-    anchors = rng.normal(size=(3, 11, 11, 2)).astype("float32")
-    x = rng.normal(size=(4, 11, 11, 2)).astype("float32")
+    anchors = pixel_images(rng, (3, 11, 11, 2))
+    x = pixel_images(rng, (4, 11, 11, 2))
     folded = FoldedAnchoredPredictor(model, anchors)
     tiled = AnchoredPredictor(model, anchors)
     before = folded.predict(x)["amp_score"]
     stem, _ = find_stem(model)
     stem.kernel.assign(stem.kernel * 1.5 + 0.1)
-    new_anchors = rng.normal(size=(3, 11, 11, 2)).astype("float32")
+    new_anchors = pixel_images(rng, (3, 11, 11, 2))
     folded.anchors.assign(new_anchors)
     tiled.anchors.assign(new_anchors)
     after = folded.predict(x)
@@ -151,8 +153,8 @@ def test_sequential_backbone(rng):
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(3),
     ])
-    anchors = rng.normal(size=(3, 8, 8, 1)).astype("float32")
-    x = rng.normal(size=(5, 8, 8, 1)).astype("float32")
+    anchors = pixel_images(rng, (3, 8, 8, 1))
+    x = pixel_images(rng, (5, 8, 8, 1))
     _assert_same(FoldedAnchoredPredictor(model, anchors).predict(x),
                  AnchoredPredictor(model, anchors).predict(x))
 
@@ -209,8 +211,8 @@ def test_mixed_precision_backbone_is_close(rng):
     keras.config.set_dtype_policy("mixed_float16")
     try:
         model = _custom_stem(2, "same")
-        anchors = rng.normal(size=(3, 11, 11, 2)).astype("float32")
-        x = rng.normal(size=(4, 11, 11, 2)).astype("float32")
+        anchors = pixel_images(rng, (3, 11, 11, 2))
+        x = pixel_images(rng, (4, 11, 11, 2))
         folded = FoldedAnchoredPredictor(model, anchors).predict(x)
         tiled = AnchoredPredictor(model, anchors).predict(x)
     finally:
@@ -223,10 +225,10 @@ def test_mixed_precision_backbone_is_close(rng):
 
 def test_config_round_trip_and_weights_not_duplicated(rng):
     model = _custom_stem(2, "valid")
-    anchors = rng.normal(size=(3, 11, 11, 2)).astype("float32")
+    anchors = pixel_images(rng, (3, 11, 11, 2))
     folded = FoldedAnchoredPredictor(model, anchors)
     tiled = AnchoredPredictor(model, anchors)
-    x = rng.normal(size=(2, 11, 11, 2)).astype("float32")
+    x = pixel_images(rng, (2, 11, 11, 2))
     folded(x), tiled(x)
     assert len(folded.weights) == len(tiled.weights) == len({id(v) for v in folded.weights})
     clone = FoldedAnchoredPredictor.from_config(folded.get_config())
@@ -239,9 +241,9 @@ def test_export_fresh_process_matches_in_process(tmp_path, rng):
     model = _resnet_small(seed=2)
     mean, std = [70.0], [80.0]
     train_u8 = rng.integers(0, 256, (40, 28, 28, 1), dtype=np.uint8)
-    anchors = select_anchors((train_u8.astype("float32") - mean[0]) / std[0], 4)
-    folded = FoldedAnchoredPredictor(model, anchors)
-    head = export_for_serving(folded, tmp_path / "serving", mean, std, threshold=0.5)
+    anchors = select_anchors(train_u8, 4)
+    folded = FoldedAnchoredPredictor(model, anchors, mean=mean, std=std)
+    head = export_for_serving(folded, tmp_path / "serving", threshold=0.5)
     images = rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
     res = subprocess.run(
@@ -252,7 +254,7 @@ def test_export_fresh_process_matches_in_process(tmp_path, rng):
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert not got["amp_tf_imported"]
     want = head(images)
-    tiled = AnchoredPredictor(model, anchors).predict((images.astype("float32") - mean[0]) / std[0])
+    tiled = AnchoredPredictor(model, anchors, mean=mean, std=std).predict(images)
     for key in KEYS + ("is_ood",):
         np.testing.assert_allclose(np.asarray(got["outputs"][key], dtype="float64"),
                                    np.asarray(want[key], dtype="float64"), atol=1e-5, err_msg=key)

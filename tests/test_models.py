@@ -4,7 +4,8 @@ import pytest
 
 import keras
 
-from amp_tf.models import anchor_backbone, backbone_names, build_backbone, register_backbone
+from amp_tf.models import anchor_backbone, anchored_model, backbone_names, build_backbone, register_backbone
+from amp_tf.pixels import PixelNormalization
 
 # name -> (image shape, num classes, expected TRAINABLE params of the vanilla model).
 # Reference counts are the PyTorch parameter counts (BN running stats are buffers
@@ -25,7 +26,13 @@ def trainable_params(model):
 
 
 def first_weighted_layer(model):
-    return next(layer for layer in model.layers if layer.weights)
+    """The first layer with weights, the input normalisation (`PixelNormalization`) aside."""
+    return next(layer for layer in model.layers
+                if layer.weights and not isinstance(layer, PixelNormalization))
+
+
+def pixels(rng, shape):
+    return rng.uniform(0, 255, shape).astype("float32")
 
 
 def randomize_bn_stats(model, rng):
@@ -63,7 +70,19 @@ def test_backbone_structure_and_output(name, anchored, rng):
     assert name in model.name and model.name.endswith("_anchored") == anchored
     first = first_weighted_layer(model)
     assert isinstance(first, keras.layers.Conv2D) and first.name == "stem_conv"
-    assert first.input is model.input  # applied directly to the input
+    norms = [l for l in model.layers if isinstance(l, PixelNormalization)]
+    if anchored:  # takes the normalised [c, x - c]: no normalisation layer
+        assert not norms
+        assert first.input is model.input  # applied directly to the input
+    else:  # raw pixels in: the model starts with its normalisation, then the stem
+        assert len(norms) == 1 and norms[0] is model.layers[1]
+        norm = norms[0]
+        assert norm.name == "pixel_normalization" and norm.input is model.input
+        assert first.input is norm.output
+        assert [tuple(w.shape) for w in norm.weights] == [(shape[-1],), (shape[-1],)]
+        assert not norm.trainable_weights
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(norm.mean), 127.5)  # default
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(norm.std), 127.5)
     assert first.kernel.shape[2] == c_in and not first.use_bias
     feats = model.get_layer("features")
     assert isinstance(feats, keras.layers.GlobalAveragePooling2D)
@@ -73,7 +92,10 @@ def test_backbone_structure_and_output(name, anchored, rng):
         k = first.kernel.shape
         assert trainable_params(model) == expected_params + k[0] * k[1] * shape[-1] * k[3]
     batch = 1 if name == "resnet50_imagenet" else 2
-    x = rng.normal(size=(batch, *shape[:2], c_in)).astype("float32")
+    if anchored:  # normalised anchor + residual
+        x = rng.normal(size=(batch, *shape[:2], c_in)).astype("float32")
+    else:  # raw pixels
+        x = pixels(rng, (batch, *shape[:2], c_in))
     y = keras.ops.convert_to_numpy(model(x, training=False))
     assert y.shape == (batch, num_classes) and y.dtype == np.float32
     assert np.all(np.isfinite(y))
@@ -120,20 +142,28 @@ def test_logits_float32_under_mixed_precision():
         keras.mixed_precision.set_global_policy("float32")
 
 
-def assert_anchor_identity(model, anchored, x, rng, n_anchors=4):
+def assert_anchor_identity(model, anchored, x, rng, n_anchors=4, mean=None, std=None):
+    """anchored([n(c), (x - c) / std]) == model(x) for any anchor c.
+
+    `mean`/`std` None: the model takes its input as is (no normalisation layer);
+    otherwise `x` and the anchors are raw pixels and `n(v) = (v - mean) / std`.
+    """
     ref = keras.ops.convert_to_numpy(model(x, training=False))
     scale = max(1.0, float(np.abs(ref).max()))
-    anchors = [np.zeros_like(x), x.copy()] + [
-        rng.normal(size=x.shape).astype("float32") for _ in range(n_anchors)
-    ] + [x[::-1].copy()]  # anchors from other samples of the batch
+    draw = (lambda: rng.normal(size=x.shape).astype("float32")) if mean is None else (
+        lambda: pixels(rng, x.shape))
+    m, s = (0.0, 1.0) if mean is None else (mean, std)
+    anchors = [np.zeros_like(x), x.copy()] + [draw() for _ in range(n_anchors)] + [
+        x[::-1].copy()]  # anchors from other samples of the batch
     for c in anchors:
-        out = anchored(np.concatenate([c, x - c], axis=-1), training=False)
+        out = anchored(np.concatenate([(c - m) / s, (x - c) / s], axis=-1), training=False)
         diff = np.abs(keras.ops.convert_to_numpy(out) - ref).max()
         assert diff < 1e-5 * scale, diff
 
 
 def test_anchor_backbone_preserves_resnet_small(rng):
-    model = build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=8)
+    model = build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=8,
+                           mean=80.0, std=60.0)
     for w in model.weights:  # non-default, non-symmetric weights
         if "kernel" in w.path:
             w.assign(rng.normal(0, 0.3, w.shape).astype("float32"))
@@ -141,19 +171,22 @@ def test_anchor_backbone_preserves_resnet_small(rng):
     anchored = anchor_backbone(model)
     assert anchored.input.shape == (None, 28, 28, 2)
     assert anchored.name == "resnet_small_anchored"
+    # the leading normalisation is dropped: the anchored model normalises c and x - c
+    assert not any(isinstance(l, PixelNormalization) for l in anchored.layers)
+    assert first_weighted_layer(anchored).input is anchored.input
     k_old = keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel)
     k_new = keras.ops.convert_to_numpy(anchored.get_layer("stem_conv").kernel)
     np.testing.assert_array_equal(k_new, np.concatenate([k_old, k_old], axis=2))
     # every other variable copied, not shared
     for layer in model.layers:
-        if layer.weights and layer.name != "stem_conv":
+        if layer.weights and layer.name not in ("stem_conv", "pixel_normalization"):
             for a, b in zip(layer.weights, anchored.get_layer(layer.name).weights):
                 assert a is not b
                 np.testing.assert_array_equal(
                     keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
                 )
-    x = rng.normal(0, 1, (4, 28, 28, 1)).astype("float32")
-    assert_anchor_identity(model, anchored, x, rng)
+    x = pixels(rng, (4, 28, 28, 1))
+    assert_anchor_identity(model, anchored, x, rng, mean=80.0, std=60.0)
     # the original model is untouched and independent of the anchored copy
     assert model.get_layer("stem_conv").kernel.shape == (3, 3, 1, 8)
     anchored.get_layer("logits").kernel.assign(np.zeros((32, 10), "float32"))
@@ -277,3 +310,52 @@ def test_anchored_model_round_trip(tmp_path, rng):
         keras.ops.convert_to_numpy(loaded(x, training=False)),
         keras.ops.convert_to_numpy(anchored(x, training=False)), atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("mean,std", [(None, None), ([70.0, 90.0, 110.0], [50.0, 60.0, 70.0])])
+def test_anchored_model_computes_the_vanilla_function_on_raw_pixels(mean, std, rng):
+    model = build_backbone("resnet_small", (12, 12, 3), 5, anchored=False, width=8, mean=mean, std=std)
+    for w in model.weights:
+        if "kernel" in w.path:
+            w.assign(rng.normal(0, 0.3, w.shape).astype("float32"))
+    randomize_bn_stats(model, rng)
+    am = anchored_model(model, consistency="none", seed=3)
+    want_mean = [127.5] * 3 if mean is None else mean
+    want_std = [127.5] * 3 if std is None else std
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(am.normalizer.mean), want_mean)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(am.normalizer.std), want_std)
+    x = pixels(rng, (6, 12, 12, 3))
+    ref = keras.ops.convert_to_numpy(model(x, training=False))
+    assert np.abs(ref).max() > 1e-2  # not a trivially zero function
+    for seed in ([1, 2], [7, 9]):  # different permutations (anchors) give the same function
+        got = am(x, training=False, seed=np.array(seed, "int64"))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), ref, atol=1e-4, rtol=1e-4)
+    # uint8 raw pixels too
+    x8 = rng.integers(0, 256, (4, 12, 12, 3), dtype=np.uint8)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(am(x8, training=False)),
+                               keras.ops.convert_to_numpy(model(x8.astype("float32"), training=False)),
+                               atol=1e-4, rtol=1e-4)
+    # explicit statistics win over the vanilla model's
+    other = anchored_model(model, mean=10.0, std=20.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(other.normalizer.mean), [10.0] * 3)
+
+
+def test_vanilla_keras_round_trip_restores_statistics(tmp_path, rng):
+    model = build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=8,
+                           mean=72.5, std=88.0, check_pixels=True)
+    randomize_bn_stats(model, rng)
+    x = pixels(rng, (2, 28, 28, 1))
+    ref = keras.ops.convert_to_numpy(model(x, training=False))
+    model.save(tmp_path / "v.keras")
+    loaded = keras.models.load_model(tmp_path / "v.keras")
+    norm = loaded.get_layer("pixel_normalization")
+    assert isinstance(norm, PixelNormalization) and norm.check
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(norm.mean), [72.5])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(norm.std), [88.0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)), ref, atol=1e-6)
+    # the restored model still refuses normalised input, and anchored_model reads the statistics
+    import tensorflow as tf
+    with pytest.raises(tf.errors.InvalidArgumentError, match="looks already normalised"):
+        loaded((x - 72.5) / 88.0, training=False)
+    am = anchored_model(loaded)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(am.normalizer.std), [88.0])

@@ -1,4 +1,9 @@
-"""Kill-and-resume: a SIGKILLed trainers.fmnist run, rerun, ends with the weights of an uninterrupted one.
+"""Kill-and-resume: a SIGKILLed trainers.fmnist run, rerun with --resume, ends with the weights of an
+uninterrupted one.
+
+The kill is deterministic: the victim runs with AMP_TF_TEST_KILL_AFTER_BACKUP=1, which makes the
+training function SIGKILL its own process right after the first epoch's backup is written (no
+sleep races).
 
 Exact under these settings: --deterministic (TF op determinism), the default
 strategy, in-memory data (epoch order and augmentation are functions of
@@ -27,30 +32,28 @@ def _cmd(out):
     return [sys.executable, "-m", "trainers.fmnist", *ARGS, "--out", str(out)]
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+def _env(**extra):
+    return dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", **extra)
 
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_is_exact(tmp_path):
     ref = subprocess.Popen(_cmd(tmp_path / "ref"), cwd=ROOT, env=_env(),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen(_cmd(tmp_path / "run"), cwd=ROOT, env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta = tmp_path / "run" / "anchored" / "backup" / "training_metadata.json"
-    deadline = time.time() + 300
-    try:
-        while not meta.exists() and victim.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert meta.exists(), "the run never wrote a backup"
-        time.sleep(0.4)  # into the next epoch
-        victim.send_signal(signal.SIGKILL)
-        assert victim.wait(30) == -signal.SIGKILL, "the run finished before it could be killed"
-    finally:
-        if victim.poll() is None:
-            victim.kill()
+    victim = subprocess.run(_cmd(tmp_path / "run"), cwd=ROOT, env=_env(AMP_TF_TEST_KILL_AFTER_BACKUP="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    assert victim.returncode == -signal.SIGKILL, "the run was not killed after its first backup"
+    partial = tmp_path / ".run.partial"
+    assert (partial / "anchored" / "backup" / "training_metadata.json").exists()
+    assert not (tmp_path / "run").exists()  # a killed run never looks finished
+    rerun = subprocess.run(_cmd(tmp_path / "run"), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 2 and "--resume" in rerun.stderr  # never silently resumed
+    changed = subprocess.run(_cmd(tmp_path / "run") + ["--resume", "--lr", "0.05"], cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 2 and "['lr']" in changed.stderr  # settings must match
     assert not (tmp_path / "run" / "anchored.keras").exists()
-    resumed = subprocess.run(_cmd(tmp_path / "run"), cwd=ROOT, env=_env(), capture_output=True,
+    resumed = subprocess.run(_cmd(tmp_path / "run") + ["--resume"], cwd=ROOT, env=_env(), capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _, err = ref.communicate(timeout=600)

@@ -104,16 +104,18 @@ def test_bad_logits_shape():
 
 
 def _tiny_model(seed=0):
+    """Takes raw pixels (0..255): rescaled to [-1, 1] in the model."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input((6,))
-    h = keras.layers.Dense(8, activation="tanh")(inp)
+    h = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    h = keras.layers.Dense(8, activation="tanh")(h)
     out = keras.layers.Dense(4)(h)
     return keras.Model(inp, out)
 
 
 def test_odin_eps0_T1_equals_msp(rng):
     model = _tiny_model()
-    x = rng.normal(size=(37, 6)).astype("float32")
+    x = rng.uniform(0, 255, size=(37, 6)).astype("float32")
     got = scores.odin(model, x, temperature=1.0, epsilon=0.0, batch_size=16)
     ref = scores.to_numpy(scores.msp(model.predict(x, verbose=0)))
     assert isinstance(got, np.ndarray) and got.shape == (37,)
@@ -122,7 +124,8 @@ def test_odin_eps0_T1_equals_msp(rng):
 
 def test_odin_perturbation_matches_manual_and_raises_msp(rng):
     model = _tiny_model(1)
-    x = rng.normal(size=(20, 6)).astype("float32")
+    x = rng.uniform(0, 255, size=(20, 6)).astype("float32")
+    x[:, 0], x[:, 1] = 0.0, 255.0  # pixels on the range ends: the step is clipped there
     T, eps = 1000.0, 0.01
     got = scores.get("odin")(model, x, temperature=T, epsilon=eps, batch_size=8)
     assert got.shape == (20,)
@@ -133,7 +136,9 @@ def test_odin_perturbation_matches_manual_and_raises_msp(rng):
         z = model(xt) / T
         loss = -tf.reduce_sum(tf.reduce_max(tf.nn.log_softmax(z), axis=-1))
     g = tape.gradient(loss, xt).numpy()
-    x_tilde = x - eps * np.sign(g)
+    # the step is in pixel units (eps in [0, 1] units) and the image stays in [0, 255]
+    x_tilde = np.clip(x - 255.0 * eps * np.sign(g), 0.0, 255.0)
+    assert np.any(x_tilde[:, :2] != x[:, :2] - 255.0 * eps * np.sign(g[:, :2]))  # clipping acted
     ref = softmax(model.predict(x_tilde, verbose=0).astype(np.float64) / T, axis=-1).max(-1)
     np.testing.assert_allclose(got, ref, rtol=1e-5)
     # the step increases the temperature-scaled MSP
@@ -142,6 +147,15 @@ def test_odin_perturbation_matches_manual_and_raises_msp(rng):
     # a plain function works as logits_fn
     got_fn = scores.odin(lambda v: model(v), x, temperature=T, epsilon=eps)
     np.testing.assert_allclose(got_fn, got, rtol=1e-6)
+    # T = 1 (large score changes): the clipped pixel-unit step, not the unclipped one
+    got1 = scores.odin(model, x, temperature=1.0, epsilon=0.05)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = -tf.reduce_sum(tf.reduce_max(tf.nn.log_softmax(model(xt)), axis=-1))
+    step = 255.0 * 0.05 * np.sign(tape.gradient(loss, xt).numpy())
+    msp1 = lambda v: softmax(model.predict(v, verbose=0).astype(np.float64), axis=-1).max(-1)
+    np.testing.assert_allclose(got1, msp1(np.clip(x - step, 0.0, 255.0)), rtol=1e-5)
+    assert np.max(np.abs(got1 - msp1(x - step))) > 1e-4
 
 
 def test_registry():

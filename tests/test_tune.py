@@ -1,9 +1,10 @@
+import pytest
 """trainers.tune: a KerasTuner search over T, its schedule, lr and width, offline on
 Fashion-MNIST with tiny settings (2 trials x 1 epoch), and its argument errors."""
 import csv
 import json
 
-from trainers import tune
+from amp_tf.cli import tune
 
 
 def run(main, argv):
@@ -17,6 +18,7 @@ TINY = ["--max-trials", 2, "--epochs", 1, "--train-limit", 512, "--width", 4, "-
         "--ood-size", 128, "--verbose", 0]
 
 
+@pytest.mark.slow
 def test_random_search_two_trials(tmp_path, capsys):
     out = tmp_path / "tune"
     best = run(tune.main, TINY + ["--out", out])

@@ -71,19 +71,9 @@ def run_batched(fn, x, batch_size):
 
     Returns numpy arrays concatenated over batches (a tuple if ``fn`` returns one).
     """
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    parts = []
-    for start in range(0, x.shape[0], batch_size):
-        out = fn(tf.convert_to_tensor(x[start:start + batch_size]))
-        if isinstance(out, (tuple, list)):
-            parts.append(tuple(np.asarray(o) for o in out))
-        else:
-            parts.append(np.asarray(out))
-    if isinstance(parts[0], tuple):
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
-    return np.concatenate(parts)
+    from amp_tf.inference import batched
+
+    return batched(lambda xb: fn(tf.convert_to_tensor(xb)), x, batch_size, dtype=None)
 
 
 def float_logits(z):
@@ -109,6 +99,18 @@ def model_logits(model, x, batch_size=256):
     if out.dtype not in (np.float32, np.float64):
         out = out.astype(np.float32)
     return out
+
+
+def perturb_pixels(x, grad, epsilon):
+    """``x - 255 * epsilon * sign(grad)``, clipped to the pixel range [0, 255].
+
+    Input pre-processing (ODIN, Mahalanobis) on raw pixels: ``epsilon`` is in
+    the papers' [0, 1] image units (their step on normalised inputs is
+    ``epsilon / std``, i.e. ``epsilon`` in [0, 1] units), and the perturbed
+    image stays a valid image.
+    """
+    step = tf.cast(255.0 * epsilon, x.dtype) * tf.sign(grad)
+    return tf.clip_by_value(x - step, 0.0, 255.0)
 
 
 def softmax(z, from_logits=True):

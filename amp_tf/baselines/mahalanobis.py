@@ -187,7 +187,7 @@ class Mahalanobis(FittedScore):
                     dist = tf.einsum("bkd,de,bke->bk", diff, prec, diff)
                     loss = tf.reduce_sum(tf.reduce_min(dist, axis=1))  # samples independent
                 grad = tape.gradient(loss, xb)
-                return xb - tf.cast(eps_t, xb.dtype) * tf.sign(grad)
+                return _common.perturb_pixels(xb, grad, eps_t)
 
             self._step = _common.compiled(step)
         step = self._step

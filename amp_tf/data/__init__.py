@@ -12,7 +12,7 @@ Example:
     >>> ood = data.load("digits", split="test")
     >>> batches = data.preprocess(ood.dataset, mean, std, image_size=(28, 28), batch_size=256)
     >>> [n for n in data.fmnist_suite()["ood"]][:2]
-    ['digits', 'fmnist_blur_1']
+    ['digits', 'font_letters']
 
 Names: `names()`; the pattern forms ``"folder:<path>"``, ``"lsun/<category>"``
 and ``"imagenet2012_corrupted/<corruption>_<1..5>"`` are accepted too
@@ -31,7 +31,6 @@ from amp_tf.data.idx import IdxFormatError, read_idx
 from amp_tf.data import tfds_sets as _tfds_sets  # noqa: F401  (registers the tfds entries)
 from amp_tf.data.offline import BLUR_SIGMAS, fashion_mnist_arrays, fmnist_suite, gaussian_blur
 from amp_tf.data.folders import UnreadableImageError
-from amp_tf.data.suites import load_fmnist_suite
 from amp_tf.data import letters as _letters, natural_patches as _natural_patches  # noqa: F401 (register sets)
 from amp_tf.data.corruptions import validation_ood_sets
 from amp_tf.data.groups import GROUPS, group_of, group_summary
@@ -61,7 +60,6 @@ __all__ = [
     "fmnist_suite",
     "gaussian_blur",
     "load",
-    "load_fmnist_suite",
     "names",
     "preprocess",
     "read_idx",

@@ -290,20 +290,22 @@ def fmnist_suite(holdout: bool = False) -> dict:
         holdout: Return the class-holdout (near-OOD) mode instead.
 
     Returns:
-        ``{"id": "fashion_mnist", "ood": ["digits", "fmnist_blur_1", ..., "fmnist_blur_5"]}``,
-        or ``{"id": "fmnist_holdout_id", "ood": ["fmnist_holdout_ood"]}`` with ``holdout=True``.
+        ``{"id": "fashion_mnist", "ood": far + covariate sets, "near": {near OOD set: its ID set}}``
+        (the groups of `amp_tf.data.groups`: far = digits, font_letters,
+        skimage_patches; covariate = blur / JPEG / contrast / pixelate levels 1..5;
+        near = the two class-holdout splits, each needing its own model), or
+        ``{"id": "fmnist_holdout_id", "ood": ["fmnist_holdout_ood"]}`` with ``holdout=True``.
         Load the ID set with split ``"train"``/``"test"`` and the OOD sets with ``"test"``.
 
     Example:
-        >>> fmnist_suite()["ood"][:2]
-        ['digits', 'fmnist_blur_1']
+        >>> fmnist_suite()["ood"][:4]
+        ['digits', 'font_letters', 'skimage_patches', 'fmnist_blur_1']
     """
+    from amp_tf.data.groups import GROUPS, NEAR_ID
+
     if holdout:
-        return {"id": "fmnist_holdout_id", "ood": ["fmnist_holdout_ood"]}
-    return {
-        "id": "fashion_mnist",
-        "ood": ["digits"] + [f"fmnist_blur_{i}" for i in range(1, len(BLUR_SIGMAS) + 1)],
-    }
+        return {"id": "fmnist_holdout_id", "ood": ["fmnist_holdout_ood"], "near": {}}
+    return {"id": "fashion_mnist", "ood": list(GROUPS["far"]) + list(GROUPS["covariate"]), "near": dict(NEAR_ID)}
 
 
 # --- Second class-holdout split (near-OOD) ---------------------------------

@@ -119,6 +119,50 @@ def anchor_backbone(model: keras.Model) -> keras.Model:
     return anchored
 
 
+def _is_pixel_normalization(layer) -> bool:
+    from amp_tf.pixels import PixelNormalization
+
+    return isinstance(layer, PixelNormalization)
+
+
+def model_normalization(model):
+    """``(mean, std)`` of the `PixelNormalization` a model starts with, or None."""
+    from amp_tf.pixels import find_normalization
+
+    layer = find_normalization(model)
+    if layer is None:
+        return None
+    return (keras.ops.convert_to_numpy(layer.mean), keras.ops.convert_to_numpy(layer.std))
+
+
+def anchored_model(model, **kwargs):
+    """An `AnchoredModel` over ``anchor_backbone(model)``, normalising with ``model``'s statistics.
+
+    Starting point of anchored fine-tuning: the result computes exactly
+    ``model``'s function for any anchor (on raw pixels), and trains like any
+    `AnchoredModel`.
+
+    Args:
+        model: a vanilla classifier (e.g. ``build_backbone(..., anchored=False)``),
+            ideally trained, starting with a `PixelNormalization` layer.
+        **kwargs: `AnchoredModel` arguments (``consistency``, ``seed``, ...);
+            ``mean``/``std`` default to the model's own.
+
+    Example:
+        >>> from amp_tf.models import build_backbone
+        >>> vanilla = build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=8)
+        >>> anchored_model(vanilla, seed=0).backbone.input.shape
+        (None, 28, 28, 2)
+    """
+    from amp_tf.anchoring import AnchoredModel
+
+    stats = model_normalization(model)
+    if stats is not None:
+        kwargs.setdefault("mean", stats[0])
+        kwargs.setdefault("std", stats[1])
+    return AnchoredModel(anchor_backbone(model), **kwargs)
+
+
 def _is_functional(model) -> bool:
     from keras.src.models.functional import Functional
 
@@ -133,6 +177,7 @@ class _Rebuilder:
         self.raw: set[int] = set()  # ids of KerasTensors equal to the raw input
         self.copies: dict[int, tuple[str, keras.layers.Layer, keras.layers.Layer]] = {}
         self.entries: list[keras.layers.Layer] = []
+        self.normalization = None
 
     def call(self, layer, *args, **kwargs):
         tensors = [
@@ -148,6 +193,13 @@ class _Rebuilder:
                 f"The model input is combined with other tensors in {where}; the "
                 f"anchored input [c, x - c] cannot be fed there. {_SUPPORTED}"
             )
+        if _is_pixel_normalization(layer):
+            # Raw pixels in: the anchored model normalises c and x - c itself
+            # (AnchoredModel / AnchoredPredictor), so the anchored backbone takes
+            # the normalised [c, x - c] and this layer is dropped; its statistics
+            # are read with `model_normalization(model)`.
+            self.normalization = layer
+            return args[0]
         if isinstance(layer, _PASS_THROUGH):
             out = self._copy(layer, "plain")(*args, **kwargs)
             self.raw.update(id(t) for t in keras.tree.flatten(out))

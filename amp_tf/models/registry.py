@@ -61,6 +61,9 @@ def build_backbone(
     input_shape: tuple[int, int, int],
     num_classes: int,
     anchored: bool = True,
+    mean=None,
+    std=None,
+    check_pixels: bool = True,
     **kwargs,
 ) -> keras.Model:
     """Build a registered backbone as a functional Keras model returning logits.
@@ -71,7 +74,14 @@ def build_backbone(
             model input is ``(H, W, 2C)``: the anchor ``c`` and the residual
             ``x - c`` concatenated on the channel axis.
         num_classes: Number of output logits.
-        anchored: Whether to build the anchored (2C-channel) model.
+        anchored: Whether to build the anchored (2C-channel) model. An anchored
+            backbone takes normalised `[c, x - c]`; `AnchoredModel` and
+            `AnchoredPredictor` own the normalisation and feed it.
+        mean, std: Per-channel statistics of the training images in pixel
+            units (vanilla models only): the model starts with a
+            `PixelNormalization` layer, so it takes raw pixels (uint8 or float
+            0..255) like every amp-tf model. None: 127.5 / 127.5.
+        check_pixels: Reject input that is not raw pixels (vanilla models).
         **kwargs: Builder options, e.g. ``dropout`` or ``weight_decay``
             (L2 kernel regulariser factor; ``None`` = no regulariser, the
             default, weight decay is expected to come from the optimizer).
@@ -111,5 +121,11 @@ def build_backbone(
         shape=(h, w, 2 * c if anchored else c),
         name="anchored_input" if anchored else "input",
     )
-    outputs = _BACKBONES[name](inputs, num_classes, **kwargs)
+    x = inputs
+    if not anchored:
+        from amp_tf.pixels import PixelNormalization
+
+        x = PixelNormalization(mean, std, channels=c, check_pixels=check_pixels,
+                               name="pixel_normalization")(inputs)
+    outputs = _BACKBONES[name](x, num_classes, **kwargs)
     return keras.Model(inputs, outputs, name=f"{name}_anchored" if anchored else name)

@@ -18,10 +18,10 @@ from amp_tf.training import TrainConfig, train  # noqa: E402
 def main(out):
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     rng = np.random.default_rng(0)  # same data on every worker; each reads its shard
-    x = rng.normal(size=(64, 28, 28, 1)).astype("float32")
+    x = rng.integers(0, 256, (64, 28, 28, 1)).astype("uint8")  # raw pixels
     y = rng.integers(0, 10, 64)
     cfg = TrainConfig(arch="resnet_small", backbone_kwargs={"width": 4}, epochs=2, batch_size=16,
-                      lr=0.05, strategy="multiworker", consistency_every=2, value_range=(-4.0, 4.0))
+                      lr=0.05, strategy="multiworker", consistency_every=2)
     model, history = train(cfg, x, y, 10, out_dir=os.path.join(out, "run"), verbose=0)
     np.savez(os.path.join(out, f"weights_{index}.npz"), *model.backbone.get_weights())
     print(json.dumps({"index": index, "loss": history.history["loss"]}))

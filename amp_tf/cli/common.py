@@ -22,6 +22,10 @@ def base_parser(description, defaults):
     g.add_argument("--batch-size", type=int, default=d("batch_size", 128), help="GLOBAL batch size (split over replicas)")
     g.add_argument("--lr", type=float, default=d("lr", 0.1), help="initial learning rate (SGD, momentum 0.9)")
     g.add_argument("--weight-decay", type=float, default=d("weight_decay", 5e-4), help="SGD weight decay")
+    g.add_argument("--weight-decay-mode", default=d("weight_decay_mode", "decoupled"),
+                   choices=["decoupled", "coupled"],
+                   help="decoupled: keras SGD (w -= lr*wd*w); coupled: the paper's PyTorch SGD (g += wd*w "
+                        "before momentum, about 10x stronger at momentum 0.9)")
     g.add_argument("--lr-milestones", default=d("lr_milestones", ""),
                    help="comma-separated epochs where lr is multiplied by --lr-gamma (empty: cosine with warm-up)")
     g.add_argument("--lr-gamma", type=float, default=d("lr_gamma", 0.2), help="lr factor at each milestone")
@@ -29,9 +33,18 @@ def base_parser(description, defaults):
                    help="anchor transform T: preset (all, none, jitter_blur, flip_grayscale, resized_crop) or names joined by '+'")
     g.add_argument("--consistency-every", type=int, default=d("consistency_every", 5),
                    help="apply T on every n-th training step (0 = never)")
+    g.add_argument("--consistency-mode", default=d("consistency_mode", "per_sample"),
+                   choices=["per_sample", "official"],
+                   help="T's draws: per_sample, or official (one draw per batch, the authors' ranges)")
     g.add_argument("--augment", default=d("augment", "crop_flip"), choices=["crop_flip", "none"],
                    help="training-data augmentation")
     g.add_argument("--seed", type=int, default=d("seed", 0), help="seed for data order, anchors, T and init")
+    g.add_argument("--init-from", default=None, metavar="VANILLA.keras",
+                   help="anchored fine-tuning: start the anchored model from this trained vanilla model "
+                        "(anchor_backbone, function-preserving) instead of from scratch")
+    g.add_argument("--finetune-epochs", type=int, default=d("finetune_epochs", 0),
+                   help="epochs of anchored fine-tuning (with --init-from; trainers.fmnist: >0 trains the "
+                        "vanilla twin first and fine-tunes it into the anchored model); 0 = --epochs / off")
     s = p.add_argument_group("scale-out and speed")
     s.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
                    help="tf.distribute strategy (multiworker reads TF_CONFIG; tpu is untested here)")
@@ -45,7 +58,11 @@ def base_parser(description, defaults):
     o = p.add_argument_group("data and output")
     o.add_argument("--data-dir", default=None, help="data folder (tfds data_dir, or the Fashion-MNIST IDX folder)")
     o.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
-    o.add_argument("--out", default=None, help="run folder (default: a new folder under runs/)")
+    o.add_argument("--out", default=None, help="run folder (default: a new folder under runs/); a non-empty "
+                   "folder is refused unless --resume or --overwrite")
+    o.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (its stored settings must match these)")
+    o.add_argument("--overwrite", action="store_true", help="clear --out first")
     o.add_argument("--num-anchors", type=int, default=d("num_anchors", 5), help="K anchors at inference")
     o.add_argument("--positive", default="id", choices=["id", "ood"],
                    help="metric convention: id (paper/ODIN) or ood (OpenOOD v1.5)")
@@ -63,13 +80,18 @@ def train_config(args, **overrides):
 
     milestones = tuple(int(m) for m in str(args.lr_milestones).split(",") if m.strip())
     cfg = TrainConfig(
-        arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, lr_milestones=milestones, lr_gamma=args.lr_gamma,
+        init_from=getattr(args, "init_from", None), arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode,
+        lr_milestones=milestones, lr_gamma=args.lr_gamma, consistency_mode=args.consistency_mode,
         warmup_epochs=0.0 if milestones else min(1.0, args.epochs * 0.1),
         consistency=args.consistency, consistency_every=args.consistency_every, augment=args.augment,
         seed=args.seed, strategy=args.strategy, jit_compile=args.jit_compile,
         mixed_precision=args.mixed_precision,
     )
+    if not cfg.anchored:
+        cfg.init_from = None
+    elif cfg.init_from and getattr(args, "finetune_epochs", 0):
+        cfg.epochs = args.finetune_epochs
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
@@ -84,10 +106,80 @@ def backup_arg(args, model_name):
     return True
 
 
-def run_dir(args, name):
+#: Flags that may differ between a run and its --resume (they change no result).
+RUNTIME_FLAGS = ("out", "resume", "overwrite", "verbose", "dry_run", "no_backup", "backup_dir")
+
+
+def run_folder(args, name, log=print):
+    """The `amp_tf.pipeline.RunFolder` of --out / --resume / --overwrite (default: runs/<name>-<time>)."""
+    from amp_tf.pipeline import RunFolder
+
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    config = {k: v for k, v in sorted(vars(args).items()) if k not in RUNTIME_FLAGS}
+    return RunFolder(out, config, resume=getattr(args, "resume", False),
+                     overwrite=getattr(args, "overwrite", False), log=log)
+
+
+def run_dir(args, name):
+    """A plain output folder (eval CLIs): refused when non-empty unless --overwrite."""
+    import shutil
+
+    out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and any(out.iterdir()):
+        if not getattr(args, "overwrite", False):
+            raise ValueError(f"--out {out} is not empty; pass --overwrite to replace it, or another --out.")
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def check_args(args):
+    """Every common argument checked before any work starts (clear ValueError naming the flag)."""
+    import math
+
+    a = vars(args)
+
+    def need(flag, ok, what):
+        if flag in a and a[flag] is not None and not ok(a[flag]):
+            raise ValueError(f"--{flag.replace('_', '-')}: expected {what}, got {a[flag]!r}.")
+
+    need("epochs", lambda v: v >= 1, "an int >= 1 (an untrained model is never exported)")
+    need("batch_size", lambda v: v >= 1, "an int >= 1")
+    need("lr", lambda v: math.isfinite(v) and v > 0, "a finite learning rate > 0")
+    need("weight_decay", lambda v: math.isfinite(v) and v >= 0, "a finite value >= 0")
+    need("lr_gamma", lambda v: math.isfinite(v) and v > 0, "a finite factor > 0")
+    need("num_anchors", lambda v: v >= 2, "K >= 2 (tau is a standard deviation over anchors)")
+    need("train_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
+    need("eval_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
+    need("limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
+    need("width", lambda v: v >= 1, "an int >= 1")
+    need("consistency_every", lambda v: v >= 0, "an int >= 0 (0 = never)")
+    need("finetune_epochs", lambda v: v >= 0, "an int >= 0")
+    if a.get("init_from") is not None and not Path(a["init_from"]).is_file():
+        raise ValueError(f"--init-from {a['init_from']}: no such file; pass a vanilla .keras model.")
+    need("tpr", lambda v: 0 < v < 1, "a fraction in (0, 1)")
+    if a.get("arch") is not None:
+        from amp_tf.models import backbone_names
+
+        if a["arch"] not in backbone_names():
+            raise ValueError(f"--arch: unknown backbone {a['arch']!r}; known: {', '.join(backbone_names())}.")
+    if a.get("consistency") is not None:
+        from amp_tf import augment
+
+        try:
+            augment.resolve(a["consistency"])
+        except ValueError as err:
+            raise ValueError(f"--{err}") from None
+    if a.get("lr_milestones"):
+        try:
+            ms = [int(m) for m in str(a["lr_milestones"]).split(",") if m.strip()]
+        except ValueError:
+            raise ValueError(f"--lr-milestones: expected comma-separated epochs, got {a['lr_milestones']!r}.")
+        if any(m < 1 for m in ms):
+            raise ValueError(f"--lr-milestones: epochs must be >= 1, got {a['lr_milestones']!r}.")
+    if a.get("resume") and a.get("overwrite"):
+        raise ValueError("--resume and --overwrite: pick one.")
+    return args
 
 
 def versions():
@@ -160,75 +252,6 @@ def check_names(names):
 def first_line(err):
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def load_images(name, split, image_size, channels, resize=None, convert_channels=False, limit=None,
-                data_dir=None, download=False, seed=None, shuffle=False):
-    """Loads a set as uint8 numpy images in the model's geometry, and int64 labels.
-
-    Args:
-        image_size: the model's (height, width).
-        channels: the model's channel count.
-        resize: None (a size mismatch is an error naming --resize) or one of
-            `amp_tf.data.RESIZE_METHODS`.
-        convert_channels: convert grayscale <-> RGB on a channel mismatch
-            (else an error naming --channels).
-        limit: at most this many images (first ones, or a seeded shuffle).
-
-    Returns:
-        ``(images uint8 (N, H, W, C), labels int64 (N,), image_set)``.
-
-    Raises:
-        DataNotFoundError: the data is not on this machine.
-        ValueError: unknown name, size/channel mismatch without the fixing flag, no images.
-    """
-    import numpy as np
-
-    from amp_tf import data
-
-    size = tuple(int(s) for s in image_size)
-    s = data.load(name, split, data_dir=data_dir, download=download, seed=seed, shuffle=shuffle)
-    h, w, c = s.image_shape
-    if c != channels and not convert_channels:
-        raise ValueError(
-            f"{name}: the images have {c} channel(s) but the model takes {channels}; pass --channels "
-            f"to convert {'grayscale to RGB' if c == 1 else 'RGB to grayscale' if c == 3 else 'them'}."
-        )
-    if c != channels and {c, channels} != {1, 3}:
-        raise ValueError(f"{name}: cannot convert {c}-channel images to {channels} channels (only 1 <-> 3).")
-    if (h, w) != size and resize is None:
-        have = f"{h}x{w}" if h is not None else "of varying sizes"
-        raise ValueError(
-            f"{name}: the images are {have} but the model takes {size[0]}x{size[1]}; pass --resize tf "
-            f"(antialiased bilinear) or one of {', '.join(data.RESIZE_METHODS[1:])} to resize them."
-        )
-
-    def fix(x):
-        if x.shape[1:3] != size:
-            x = data.resize_images(x, size, resize)
-        return data.convert_channels(x, channels)
-
-    if s.arrays is not None:  # in memory
-        x, y = data.to_numpy(s, limit)
-        xs, ys = [fix(x)], [y]
-    else:
-        ds = s.dataset if limit is None else s.dataset.take(limit)
-        xs, ys = [], []
-        if h is None or w is None:  # varying sizes: resize per image in the pipeline
-            zeros, ones = np.zeros(channels, np.float32), np.ones(channels, np.float32)
-            ds = data.preprocess(ds, zeros, ones, image_size=size, resize_method=resize,
-                                 channels=channels, batch_size=256)
-            for xb, yb in ds.as_numpy_iterator():
-                xs.append(np.clip(np.round(xb), 0, 255).astype(np.uint8))
-                ys.append(yb)
-        else:
-            for xb, yb in ds.batch(512).as_numpy_iterator():
-                xs.append(fix(xb))
-                ys.append(yb)
-    if not xs or sum(len(v) for v in xs) == 0:
-        why = f" (limit {limit})" if limit is not None else ""
-        raise ValueError(f"{name} (split {split!r}) has no images{why}.")
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), s
 
 
 # --------------------------------------------------------------------------- #
@@ -329,6 +352,7 @@ def parse_cli(parser, argv, kind, cli, default_ood=()):
 
     preset = apply_preset(parser, argv, kind, cli)
     args = parser.parse_args(argv)
+    check_args(args)
     if getattr(args, "dry_run", False):
         sys.stdout.write(json.dumps(resolved_config(args, preset, kind, cli, default_ood), indent=2,
                                     default=str) + "\n")

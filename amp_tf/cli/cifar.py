@@ -1,0 +1,143 @@
+"""CIFAR-10 / CIFAR-100 with the paper's recipe: anchored training, then AMP on the OOD suite.
+
+Paper defaults: SGD (lr 0.1, momentum 0.9, weight decay 5e-4), batch 128, 200
+epochs, lr x 0.2 at epochs 60/120/160, the consistency transform T on every 5th
+batch, random crop (4-pixel padding) + horizontal flip, normalisation with the
+CIFAR training statistics. The ID data comes from tensorflow-datasets (prepared
+in --data-dir, or fetched with --download).
+
+OOD sets (--ood, comma list): by default the paper's sets that tensorflow-datasets
+has (svhn_cropped, dtd, places365_small, all scored on their test/validation
+split, resized to 32x32 with --resize). iSUN, LSUN (resize), LSUN (crop) and
+TinyImageNet (resize / crop) come as image folders: add them as
+``folder:<path>`` entries; the word ``default`` stands for the default list.
+Sets whose data is not on this machine are skipped with one line. At the end:
+report.json / report.md and plots, the .keras model, normalization.json, and
+(anchored runs) serving/ (SavedModel: uint8 images -> prediction, amp_score, is_ood).
+
+    python -m trainers.cifar --dataset cifar10 --arch wrn40_2 --data-dir ~/tensorflow_datasets
+    python -m trainers.cifar --dataset cifar100 --arch resnet34 --strategy mirrored \\
+        --ood default,folder:/data/iSUN,folder:/data/LSUN_resize,folder:/data/LSUN --out runs/c100-r34
+    python -m trainers.cifar --dataset cifar10 --vanilla --out runs/c10-vanilla   # the vanilla twin
+    python -m trainers.cifar --dataset cifar10 --arch resnet_small --epochs 1 --train-limit 512  # smoke run
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from amp_tf.cli.common import (
+    add_preset_flags,
+    backup_arg,
+    base_parser,
+    cli_errors,
+    parse_cli,
+    restrict_choices,
+    run_folder,
+    split_names,
+    train_config,
+    versions,
+)
+
+ARCHS = ("wrn40_2", "resnet18", "resnet34", "resnet_small")
+PAPER_OOD = ("svhn_cropped", "dtd", "places365_small")
+DEFAULTS = dict(arch="wrn40_2", epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
+                lr_milestones="60,120,160", lr_gamma=0.2, consistency="all", consistency_every=5,
+                augment="crop_flip", num_anchors=5)
+
+
+def parser():
+    from amp_tf.data import RESIZE_METHODS
+
+    p = base_parser(__doc__.split("\n\n")[0], DEFAULTS)
+    restrict_choices(p, "arch", ARCHS)
+    g = p.add_argument_group("CIFAR job")
+    g.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"], help="ID data set")
+    g.add_argument("--width", type=int, default=16, help="base width of resnet_small (other archs ignore it)")
+    g.add_argument("--vanilla", action="store_true",
+                   help="train the vanilla twin (same backbone and schedule, no anchoring) instead; "
+                        "scored with MSP, Energy, ODIN, MaxLogit, Entropy; no serving/ export")
+    g.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    g.add_argument("--val-size", type=int, default=5000,
+                   help="ID validation images held out of training: serving threshold, val metrics, OOD "
+                        "callback (never the reported ID test set)")
+    g.add_argument("--eval-limit", type=int, default=None, help="score at most N images per test/OOD set")
+    g.add_argument("--no-plots", action="store_true", help="write the report files only, no PNG plots")
+    g.add_argument("--ood", default="default",
+                   help="comma list of OOD sets (names of amp_tf.data.names(include_patterns=True), "
+                        f"folder:<path>); 'default' = {','.join(PAPER_OOD)}; grayscale sets are "
+                        "converted to RGB, other sizes resized with --resize")
+    g.add_argument("--resize", default="tf", choices=list(RESIZE_METHODS),
+                   help="how OOD images of another size are resized to 32x32")
+    g.add_argument("--ood-callback-every", type=int, default=0,
+                   help="every N epochs log exact OOD metrics (val_ood_*) against an ID-only proxy: "
+                        "heavily blurred ID validation images (no outlier exposure); 0 = off")
+    g.add_argument("--ood-callback-size", type=int, default=1000,
+                   help="ID validation images (and blurred copies) used by the OOD callback")
+    g.add_argument("--ood-callback-sigma", type=float, default=3.0,
+                   help="Gaussian blur sigma (pixels) of the callback's OOD proxy")
+    return add_preset_flags(p)
+
+
+def expand_ood(text):
+    names = []
+    for n in split_names(text):
+        names += list(PAPER_OOD) if n == "default" else [n]
+    return list(dict.fromkeys(names))
+
+
+@cli_errors
+def main(argv=None):
+    args = parse_cli(parser(), argv, "train", "trainers.cifar", default_ood=PAPER_OOD)
+    t0 = time.time()
+    from amp_tf import data
+    from amp_tf.callbacks import OODMetricsCallback
+    from amp_tf.pipeline import load_id, load_ood, run_job
+    from amp_tf.report import render
+
+    def log(msg):
+        print(f"[cifar] {msg}", flush=True)
+
+    ood_names = expand_ood(args.ood)
+    from amp_tf.data import registry
+
+    for n in ood_names:  # unknown names fail before any loading or training
+        registry.resolve(n)
+    name = "vanilla" if args.vanilla else "anchored"
+    d = load_id(args.dataset, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
+                eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
+    ood, skipped = load_ood(ood_names, d.image_shape, resize=args.resize, convert_channels=True,
+                            limit=args.eval_limit, data_dir=args.data_dir, download=args.download,
+                            skip_missing=True, log=log)
+    folder = run_folder(args, f"{args.dataset}-{name}", log=log)  # after every check
+    log(f"run folder: {folder.path}")
+    log(f"ID {args.dataset}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; OOD: "
+        + (", ".join(f"{k} ({len(v)})" for k, v in ood.items()) or "none present"))
+    cfg = train_config(args, anchored=not args.vanilla,
+                       backbone_kwargs={"width": args.width} if args.arch == "resnet_small" else {})
+
+    def callbacks(_):
+        if not args.ood_callback_every:
+            return []
+        n = min(args.ood_callback_size, len(d.x_val))
+        proxy = data.gaussian_blur(d.x_val[:n], args.ood_callback_sigma)
+        return [OODMetricsCallback(d.x_val[:n], {"blur_proxy": proxy}, num_anchors=args.num_anchors,
+                                   every=args.ood_callback_every, positive=args.positive,
+                                   seed=args.seed, verbose=args.verbose)]
+
+    results = run_job(d, ood, {name: cfg}, folder, num_anchors=args.num_anchors, positive=args.positive,
+                      plots=not args.no_plots, callbacks_for=callbacks, verbose=args.verbose,
+                      backup=lambda n: backup_arg(args, n), log=log,
+                      extra={"skipped_ood_sets": skipped, "seed": args.seed, "versions": versions(),
+                             "args": vars(args)})
+    if not results.get("chief", True):
+        return results
+    if ood:
+        print(render(results, "md").split("## Per OOD set")[0])
+    log(f"done in {time.time() - t0:.0f} s; run folder: {results['out']}")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,252 @@
+"""Score a saved model on an ID set and OOD sets; write the report and plots.
+
+An anchored model (`AnchoredModel`, as the trainers save it) is scored with AMP
+over K anchors picked (with --seed) from the ID training split, plus every AMP
+variant and MSP / Energy on the calibrated logits; a plain (vanilla) Keras
+classifier with the logit scores of amp_tf.scores and ODIN. Images go in as
+raw pixels: the model carries its own normalisation (the ID training
+statistics, saved in the .keras file). Nothing is resized or converted unless
+asked: a size mismatch needs --resize, a grayscale/RGB mismatch needs
+--channels. --out must be a new or empty folder (or --overwrite): a training
+run's folder is never written into.
+
+stdout gets the report in --format; --out gets report.json, report.<format> and
+PNG plots (score densities, ROC per OOD set, AUROC vs blur level). Progress goes
+to stderr. User errors (unknown set, data not on this machine, not a model file,
+size or channel mismatch) print one "error: ..." line and exit with code 2.
+
+    python -m eval.ood --model runs/fmnist/anchored.keras --id fashion_mnist \\
+        --ood digits,fmnist_blur_1,fmnist_blur_3,fmnist_blur_5 --out runs/fmnist/eval
+    python -m eval.ood --model runs/fmnist/vanilla.keras --id fashion_mnist --ood digits \\
+        --scores msp,energy,odin --format csv > vanilla.csv
+    python -m eval.ood --model runs/c10/anchored.keras --id cifar10 --data-dir ~/tensorflow_datasets \\
+        --ood svhn_cropped,dtd,folder:/data/iSUN --resize tf --positive ood --format json
+    python -m eval.ood --model runs/fmnist/anchored.keras --id fashion_mnist \\
+        --ood folder:/data/letters_rgb_32 --resize pil_bicubic --channels   # other size, RGB
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from amp_tf.data.loading import load_images
+from amp_tf.cli.common import (
+    add_preset_flags,
+    check_names,
+    cli_errors,
+    parse_cli,
+    split_names,
+    versions,
+)
+
+
+def parser():
+    import argparse
+
+    from amp_tf.data import RESIZE_METHODS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="a .keras model saved by the trainers (anchored or vanilla)")
+    p.add_argument("--id", required=True, help="ID data set name (its train split gives anchors/statistics, "
+                                               "its test split the ID scores)")
+    p.add_argument("--ood", required=True,
+                   help="comma list of OOD set names (amp_tf.data.names(include_patterns=True), folder:<path>)")
+    p.add_argument("--scores", default="all",
+                   help="comma list of scores, or 'all'. Anchored models: amp, amp[sum,exp], "
+                        "amp[mean,divide], amp[sum,divide], msp, energy, neg_tau; vanilla models: "
+                        "amp_tf.scores names (amp, energy, entropy, max_logit, msp, odin)")
+    p.add_argument("--positive", default="id", choices=["id", "ood"],
+                   help="metric convention: id (paper/ODIN) or ood (OpenOOD v1.5)")
+    p.add_argument("--format", default="md", choices=["md", "csv", "json"],
+                   help="printed to stdout and written as report.<format> (report.json is always written)")
+    p.add_argument("--out", default=None, help="report folder, new or empty (default: runs/eval-<model>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="clear a non-empty --out first")
+    p.add_argument("--num-anchors", type=int, default=5, help="K anchors for AMP (anchored models)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the anchor choice")
+    p.add_argument("--data-dir", default=None, help="tfds data_dir (or the Fashion-MNIST IDX folder)")
+    p.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
+    p.add_argument("--limit", type=int, default=None, help="score at most N images per set (ID test and each OOD)")
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="read at most N ID training images (anchor pool, statistics)")
+    p.add_argument("--resize", default=None, choices=list(RESIZE_METHODS),
+                   help="resize images of another size to the model's (default: a size mismatch is an error)")
+    p.add_argument("--channels", action="store_true",
+                   help="convert grayscale <-> RGB to the model's channel count (default: a mismatch is an error)")
+    p.add_argument("--batch-size", type=int, default=256, help="scoring batch size")
+    p.add_argument("--odin-temperature", type=float, default=1000.0, help="ODIN temperature (vanilla models)")
+    p.add_argument("--odin-epsilon", type=float, default=0.0014, help="ODIN input perturbation (vanilla models)")
+    p.add_argument("--no-plots", action="store_true", help="write the report files only, no PNG plots")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="progress messages on stderr")
+    return add_preset_flags(p)
+
+
+ANCHORED_SCORES = ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "msp", "energy", "neg_tau")
+
+
+def load_model(path):
+    """The Keras model in `path` (anchored or plain); ValueError/OSError with a clear message else."""
+    import keras
+
+    import amp_tf.anchoring  # noqa: F401  (registers AnchoredModel)
+    import amp_tf.export  # noqa: F401  (registers ServingHead)
+    import amp_tf.models  # noqa: F401
+    import amp_tf.predictor  # noqa: F401
+
+    path = Path(path)
+    expected = ("expected a .keras file written by model.save(...) (e.g. anchored.keras or vanilla.keras "
+                "from the trainers)")
+    if not path.exists():
+        raise FileNotFoundError(f"--model {path}: no such file; {expected}.")
+    if path.is_dir():
+        raise ValueError(f"--model {path} is a folder (a SavedModel such as serving/?), not a Keras model; "
+                         f"{expected}.")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ValueError(f"--model {path} is not a Keras model file (not a .keras zip archive); {expected}.")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # keras raises many types for a bad file
+        raise ValueError(f"--model {path} could not be loaded as a Keras model "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                         f"{expected}.") from None
+    net = model.backbone if isinstance(model, amp_tf.anchoring.AnchoredModel) else model
+    try:
+        rank = len(net.input_shape) if isinstance(net, keras.Model) else 0
+    except (AttributeError, ValueError):  # subclassed models without a defined input
+        rank = 0
+    if rank != 4:
+        raise ValueError(f"--model {path}: loaded a {type(model).__name__} that is not an image classifier "
+                         f"taking (batch, height, width, channels) images; {expected}.")
+    return model
+
+
+def model_geometry(model):
+    """(anchored, (height, width), channels) of the images the model takes."""
+    from amp_tf.anchoring import AnchoredModel
+
+    anchored = isinstance(model, AnchoredModel)
+    shape = (model.backbone if anchored else model).input_shape
+    h, w, c = shape[1:]
+    if h is None or w is None:
+        raise ValueError(f"the model takes images of any size ({shape}); this CLI needs a fixed input size.")
+    return anchored, (int(h), int(w)), int(c) // 2 if anchored else int(c)
+
+
+def choose_scores(text, anchored):
+    from amp_tf import scores
+
+    # vanilla: the logit scores, plus ODIN (the one model score evaluation.vanilla_scorer runs)
+    valid = (list(ANCHORED_SCORES) if anchored
+             else sorted(scores.names(needs_model=False, needs_fit=False) + ["odin"]))
+    asked = valid if text.strip() == "all" else split_names(text)
+    bad = [s for s in asked if s not in valid]
+    if bad or not asked:
+        raise ValueError(f"--scores: unknown score(s) {', '.join(bad) or '(none given)'} for "
+                         f"{'an anchored' if anchored else 'a vanilla'} model; valid: {', '.join(valid)}, or all.")
+    return list(dict.fromkeys(asked))
+
+
+def _out_folder(args):
+    """--out checked before any work: new or empty (or --overwrite), never a training run's folder."""
+    import datetime as dt
+    import shutil
+
+    stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(args.out) if args.out else Path("runs") / f"eval-{Path(args.model).stem}-{stamp}"
+    if out.exists() and any(out.iterdir()):
+        if (out / "job.json").exists():
+            raise ValueError(f"--out {out} is a training run's folder; write the evaluation elsewhere "
+                             f"(e.g. --out {out}-eval).")
+        if not args.overwrite:
+            raise ValueError(f"--out {out} is not empty; pass --overwrite to replace it, or another --out.")
+        shutil.rmtree(out)
+    return out
+
+
+@cli_errors
+def main(argv=None):
+    args = parse_cli(parser(), argv, "eval", "eval.ood")
+    t0 = time.time()
+
+    def log(msg):
+        if args.verbose:
+            print(f"[eval.ood] {msg}", file=sys.stderr, flush=True)
+
+    import datetime as dt
+
+    import numpy as np
+
+    from amp_tf import data
+    from amp_tf.evaluation import anchored_scorer, ood_results, score_arrays, vanilla_scorer
+    from amp_tf.predictor import select_anchors
+    from amp_tf.report import render, write_report
+
+    ood_names = list(dict.fromkeys(split_names(args.ood)))
+    if not ood_names:
+        raise ValueError("--ood: give at least one OOD set name.")
+    check_names([args.id] + ood_names)  # unknown names fail before anything is loaded
+    if args.num_anchors < 2:
+        raise ValueError(f"--num-anchors: AMP needs at least 2 anchors, got {args.num_anchors}.")
+    model = load_model(args.model)
+    anchored, size, channels = model_geometry(model)
+    names = choose_scores(args.scores, anchored)
+    kind = "anchored" if anchored else "vanilla"
+    log(f"{args.model}: {kind} model, {size[0]}x{size[1]}x{channels} images; scores: {', '.join(names)}")
+    geo = dict(image_size=size, channels=channels, resize=args.resize, convert_channels=args.channels,
+               data_dir=args.data_dir, download=args.download)
+
+    out = _out_folder(args)
+    ood_x = {}  # OOD sets first: a missing or mismatched set fails before the long reads
+    for n in ood_names:
+        ood_x[n], _, _ = load_images(n, "test", limit=args.limit, **geo)
+        log(f"read {n}: {len(ood_x[n])} images")
+
+    if anchored:
+        log(f"reading the {args.id} training split (anchor pool) ...")
+        x_train, _, _ = load_images(args.id, "train", limit=args.train_limit, **geo)
+        if args.num_anchors > len(x_train):
+            raise ValueError(f"--num-anchors {args.num_anchors}: the {args.id} train split has only "
+                             f"{len(x_train)} images.")
+        anchors = select_anchors(x_train, args.num_anchors, seed=args.seed)
+        del x_train
+        scorer = anchored_scorer(model, anchors, args.batch_size)
+    else:
+        scorer = vanilla_scorer(model, names, args.batch_size, odin_temperature=args.odin_temperature,
+                                odin_epsilon=args.odin_epsilon)
+
+    def score(name, x):
+        vals = scorer(x)
+        log(f"scored {name}: {len(x)} images")
+        return {k: v for k, v in vals.items() if k in names or k == "predicted_class"}
+
+    x_id, id_labels, _ = load_images(args.id, "test", limit=args.limit, **geo)
+    id_vals = score(f"{args.id} (test)", x_id)
+    ood_vals = {n: score(n, ood_x.pop(n)) for n in ood_names}
+    acc = None
+    out_classes = (model.backbone if anchored else model).output_shape[-1]
+    if id_labels.min() >= 0 and id_labels.max() < out_classes:
+        acc = float(np.mean(id_vals["predicted_class"] == id_labels))
+    results = {
+        "title": f"{Path(args.model).name}: {args.id} (ID) vs " + ", ".join(ood_names),
+        "id_set": args.id, "ood_sets": ood_names, "positive": args.positive, "seed": args.seed,
+        "model_path": str(args.model), "model_kind": kind,
+        "versions": versions(),
+        "config": {"args": vars(args), "num_anchors": args.num_anchors if anchored else None,
+                   "image_size": list(size), "channels": channels},
+        "models": {kind: {"id_accuracy": acc, "params": int(model.count_params())}},
+        "scores": ood_results(id_vals, ood_vals, kind, args.positive),
+        "wall_time_s": round(time.time() - t0, 1),
+    }
+    paths = write_report(out, results, score_arrays(id_vals, ood_vals, kind),
+                         formats=("json", args.format), plots=not args.no_plots)
+    sys.stdout.write(render(results, args.format))
+    log(f"wrote {', '.join(sorted(paths))} to {out} in {time.time() - t0:.1f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Hyper-parameter search with KerasTuner for anchored training: T, its schedule, lr, width.
+
+Searches the composition of the consistency transform T (presets of
+amp_tf.augment), how often it is applied (``consistency_every``), the learning
+rate and the width of ``resnet_small``, with the objective ``val_ood_auroc``
+(maximised) that `amp_tf.OODMetricsCallback` writes into the Keras logs: AMP
+separating the ID validation images from an ID-only OOD proxy (the same images
+under a heavy Gaussian blur; no outlier exposure), or ``val_accuracy``
+(--objective). Each trial builds and compiles its model with
+amp_tf.training's ``build_model`` / ``compile_model`` from a ``TrainConfig`` and
+trains on the seeded, per-epoch ``epoch_dataset`` (random crop + flip) with a
+constant learning rate. Offline by default: Fashion-MNIST (--id; any set of
+amp_tf.data with a train split works), with small --train-limit / --val-size.
+
+Writes to --out: tuner/ (KerasTuner's directory: an interrupted search resumes
+with the same command; --overwrite starts afresh), trials.csv and trials.md
+(trial id, hyper-parameters, objective and the other validation metrics), and
+best.json (best hyper-parameters and the full TrainConfig); the best config is
+printed at the end.
+
+    python -m trainers.tune                                    # RandomSearch, 10 trials x 3 epochs
+    python -m trainers.tune --tuner hyperband --epochs 9 --objective val_accuracy --out runs/tune-hb
+    python -m trainers.tune --max-trials 2 --epochs 1 --train-limit 512 --val-size 256 --width 4  # smoke
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+import time
+
+from amp_tf.cli.common import cli_errors, run_dir, split_names, versions
+
+OBJECTIVES = ("val_ood_auroc", "val_accuracy")
+#: Reported next to the objective in trials.csv / trials.md.
+METRIC_COLUMNS = ("val_ood_auroc", "val_ood_fpr95", "val_accuracy", "val_loss")
+
+
+def parser():
+    import argparse
+
+    from amp_tf import augment
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s = p.add_argument_group("search")
+    s.add_argument("--tuner", default="random", choices=["random", "hyperband"],
+                   help="keras_tuner.RandomSearch or keras_tuner.Hyperband")
+    s.add_argument("--objective", default="val_ood_auroc", choices=list(OBJECTIVES),
+                   help="maximised: AUROC of AMP on the ID-only blur proxy, or ID validation accuracy")
+    s.add_argument("--max-trials", type=int, default=10, help="number of trials (Hyperband: at most this many)")
+    s.add_argument("--epochs", type=int, default=3, help="epochs per trial (Hyperband: the most a trial gets)")
+    s.add_argument("--hyperband-factor", type=int, default=3, help="Hyperband's reduction factor")
+    s.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming tuner/ in --out")
+    h = p.add_argument_group("search space (comma lists; one value fixes a hyper-parameter)")
+    h.add_argument("--consistency", default=",".join(augment.PRESETS),
+                   help="candidate compositions of T: amp_tf.augment presets or names joined by '+'")
+    h.add_argument("--consistency-every", default="1,2,5,10", help="candidate schedules: T on every n-th step")
+    h.add_argument("--lr", default="0.01,0.3",
+                   help="learning-rate range 'lo,hi' (log-uniform), or one value")
+    h.add_argument("--width", default="8,16,32", help="candidate base widths of resnet_small")
+    t = p.add_argument_group("training (fixed)")
+    t.add_argument("--arch", default="resnet_small", help="backbone (amp_tf.models); --width needs resnet_small")
+    t.add_argument("--batch-size", type=int, default=128, help="batch size")
+    t.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (momentum 0.9)")
+    t.add_argument("--augment", default="crop_flip", choices=["crop_flip", "none"], help="training augmentation")
+    t.add_argument("--seed", type=int, default=0, help="seed of the split, the search, init, anchors and T")
+    d = p.add_argument_group("data and output")
+    d.add_argument("--id", default="fashion_mnist", help="ID data set (amp_tf.data name with a train split)")
+    d.add_argument("--data-dir", default=None, help="data folder (tfds data_dir, or the Fashion-MNIST IDX folder)")
+    d.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
+    d.add_argument("--train-limit", type=int, default=10000, help="training images per trial (0 = all)")
+    d.add_argument("--val-size", type=int, default=2000,
+                   help="ID validation images held out of training (val_accuracy; the OOD callback's ID set)")
+    d.add_argument("--ood-size", type=int, default=1000,
+                   help="validation images (and their blurred copies) scored by the OOD callback")
+    d.add_argument("--blur-sigma", type=float, default=3.0, help="Gaussian blur sigma (pixels) of the OOD proxy")
+    d.add_argument("--num-anchors", type=int, default=5, help="K anchors of the OOD callback")
+    d.add_argument("--out", default=None, help="run folder (default: a new folder under runs/)")
+    d.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="KerasTuner / Keras output")
+    return p
+
+
+def _ints(text, flag):
+    try:
+        vals = [int(v) for v in split_names(text)]
+    except ValueError:
+        raise ValueError(f"{flag}: expected a comma list of integers, got {text!r}.") from None
+    if not vals:
+        raise ValueError(f"{flag}: give at least one value.")
+    return list(dict.fromkeys(vals))
+
+
+def search_space(args):
+    """Validated candidate values: ``{name: list}``, and ``lr`` as ``(lo, hi)``."""
+    from amp_tf import augment
+
+    consistency = list(dict.fromkeys(split_names(args.consistency)))
+    if not consistency:
+        raise ValueError("--consistency: give at least one composition of T.")
+    for c in consistency:
+        augment.resolve(c)  # ValueError names the presets and transforms
+    every = _ints(args.consistency_every, "--consistency-every")
+    if min(every) < 0:
+        raise ValueError(f"--consistency-every: expected values >= 0, got {every}.")
+    try:
+        lr = [float(v) for v in split_names(args.lr)]
+    except ValueError:
+        raise ValueError(f"--lr: expected 'lo,hi' or one value, got {args.lr!r}.") from None
+    if len(lr) not in (1, 2) or min(lr) <= 0:
+        raise ValueError(f"--lr: expected 'lo,hi' or one value, all > 0, got {args.lr!r}.")
+    widths = _ints(args.width, "--width") if args.arch == "resnet_small" else []
+    if widths and min(widths) < 1:
+        raise ValueError(f"--width: expected values >= 1, got {widths}.")
+    return {"consistency": consistency, "consistency_every": every, "lr": (min(lr), max(lr)), "width": widths}
+
+
+def _hp(hp, name, values):
+    return hp.Fixed(name, values[0]) if len(values) == 1 else hp.Choice(name, values)
+
+
+def make_hypermodel(args, space, xtr, ytr, val, ood_id, ood_proxy, num_classes, mean, std):
+    """The `keras_tuner.HyperModel`: `build` = TrainConfig -> build_model -> compile_model;
+    `fit` = epoch_dataset + model.fit with an `OODMetricsCallback` before KerasTuner's callbacks."""
+    import keras
+    import keras_tuner
+    import tensorflow as tf
+
+    from amp_tf.callbacks import OODMetricsCallback
+    from amp_tf.training import TrainConfig, build_model, compile_model, epoch_dataset
+
+    base = TrainConfig(arch=args.arch, anchored=True, epochs=args.epochs, batch_size=args.batch_size,
+                       weight_decay=args.weight_decay, augment=args.augment, seed=args.seed,
+                       mean=tuple(mean.tolist()), std=tuple(std.tolist()))  # no milestones, no warm-up
+    steps = len(xtr) // args.batch_size
+    val_ds = tf.data.Dataset.from_tensor_slices((val[0], val[1])).batch(args.batch_size)
+
+    class AnchoringHyperModel(keras_tuner.HyperModel):
+        def config(self, hp):
+            lo, hi = space["lr"]
+            lr = hp.Fixed("lr", lo) if lo == hi else hp.Float("lr", lo, hi, sampling="log")
+            cfg = dataclasses.replace(
+                base, lr=lr, consistency=_hp(hp, "consistency", space["consistency"]),
+                consistency_every=_hp(hp, "consistency_every", space["consistency_every"]))
+            if space["width"]:
+                cfg.backbone_kwargs = {"width": _hp(hp, "width", space["width"])}
+            return cfg
+
+        def build(self, hp):
+            cfg = self.config(hp)
+            keras.utils.set_random_seed(cfg.seed)  # the same init stream for every trial
+            model = build_model(cfg, xtr.shape[1:], num_classes)
+            compile_model(model, cfg, steps)
+            model(xtr[:2])  # built: KerasTuner saves/restores weights and the build config
+            return model
+
+        def fit(self, hp, model, *args_, epochs=1, initial_epoch=0, callbacks=(), verbose=1, **kwargs):
+            cfg = self.config(hp)
+            ds, n = epoch_dataset(xtr, ytr, cfg.batch_size, cfg.seed, epochs, initial_epoch, cfg.augment,
+                                  cfg.crop_padding)
+            ood_cb = OODMetricsCallback(ood_id, {"blur_proxy": ood_proxy}, num_anchors=args.num_anchors,
+                                        every=1, seed=args.seed, verbose=0)
+            return model.fit(ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=n,
+                             validation_data=val_ds, callbacks=[ood_cb, *callbacks], verbose=verbose,
+                             shuffle=False)
+
+    return AnchoringHyperModel()
+
+
+def make_tuner(args, hypermodel, out):
+    import keras_tuner
+
+    objective = keras_tuner.Objective(args.objective, direction="max")
+    common = dict(objective=objective, seed=args.seed, directory=str(out), project_name="tuner",
+                  overwrite=args.overwrite)
+    if args.tuner == "random":
+        return keras_tuner.RandomSearch(hypermodel, max_trials=args.max_trials, **common)
+    tuner = keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=args.hyperband_factor,
+                                  hyperband_iterations=1, **common)
+    tuner.oracle.max_trials = args.max_trials  # Hyperband has no max_trials of its own
+    return tuner
+
+
+def _value_at(trial, name):
+    """The metric `name` of `trial` at its best step (else its last value), or None."""
+    try:
+        hist = trial.metrics.get_history(name)
+    except (KeyError, ValueError):
+        return None
+    if not hist:
+        return None
+    for obs in hist:
+        if trial.best_step is not None and obs.step == trial.best_step:
+            return float(obs.value[0] if isinstance(obs.value, (list, tuple)) else obs.value)
+    last = hist[-1].value
+    return float(last[0] if isinstance(last, (list, tuple)) else last)
+
+
+def trials_table(tuner, objective):
+    """One row per trial: trial_id, status, the hyper-parameters, the objective, other metrics."""
+    rows = []
+    for tid, trial in sorted(tuner.oracle.trials.items()):
+        row = {"trial_id": tid, "status": str(trial.status)}
+        row.update({k: v for k, v in trial.hyperparameters.values.items()})
+        row[objective] = None if trial.score is None else float(trial.score)
+        row["best_epoch"] = None if trial.best_step is None else int(trial.best_step) + 1
+        for m in METRIC_COLUMNS:
+            if m != objective:
+                row[m] = _value_at(trial, m)
+        rows.append(row)
+    return rows
+
+
+def _columns(rows, objective):
+    cols = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    head = ["trial_id", "status"]
+    hps = [c for c in cols if c not in head + [objective, "best_epoch", *METRIC_COLUMNS]]
+    return head + hps + [objective, "best_epoch"] + [m for m in METRIC_COLUMNS if m != objective and m in cols]
+
+
+def write_tables(out, rows, objective):
+    """trials.csv (all trials, by id) and trials.md (best first)."""
+    cols = _columns(rows, objective)
+    with open(out / "trials.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+
+    def fmt(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    ranked = sorted(rows, key=lambda r: (r.get(objective) is None, -(r.get(objective) or 0.0)))
+    lines = [f"# Trials ({len(rows)}), objective `{objective}` (max), best first", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in ranked]
+    (out / "trials.md").write_text("\n".join(lines) + "\n")
+    return out / "trials.csv", out / "trials.md"
+
+
+@cli_errors
+def main(argv=None):
+    args = parser().parse_args(argv)
+    t0 = time.time()
+    for flag, v, lo in (("--max-trials", args.max_trials, 1), ("--epochs", args.epochs, 1),
+                        ("--batch-size", args.batch_size, 1), ("--val-size", args.val_size, 20),
+                        ("--ood-size", args.ood_size, 10), ("--num-anchors", args.num_anchors, 2),
+                        ("--hyperband-factor", args.hyperband_factor, 2)):
+        if v < lo:
+            raise ValueError(f"{flag}: expected >= {lo}, got {v}.")
+    space = search_space(args)
+    from amp_tf import data
+    from amp_tf.training import write_json
+    from amp_tf.cli.common import check_names
+
+    check_names([args.id])
+    from amp_tf.pipeline import load_id
+
+    d = load_id(args.id, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
+                eval_limit=1, data_dir=args.data_dir, download=args.download)
+    if len(d.x_train) < args.batch_size:
+        raise ValueError(f"{len(d.x_train)} training images, fewer than one batch of {args.batch_size}; "
+                         "lower --batch-size or --val-size, or raise --train-limit.")
+    x_train, y_train, x_val, y_val, mean, std = d.x_train, d.y_train, d.x_val, d.y_val, d.mean, d.std
+    num_classes = d.num_classes
+    n_ood = min(args.ood_size, len(x_val))
+    ood_id, ood_proxy = x_val[:n_ood], data.gaussian_blur(x_val[:n_ood], args.blur_sigma)
+    out = run_dir(args, f"tune-{args.id.replace('/', '_')}")
+    print(f"[tune] run folder: {out}")
+    print(f"[tune] {args.id}: train {len(x_train)}, val {len(x_val)}; OOD proxy: {n_ood} val images blurred "
+          f"(sigma {args.blur_sigma}); {args.tuner} search, objective {args.objective}, "
+          f"{args.max_trials} trial(s) x {args.epochs} epoch(s)")
+    print(f"[tune] space: {json.dumps(space)}")
+
+    hypermodel = make_hypermodel(args, space, x_train, y_train, (x_val, y_val), ood_id, ood_proxy,
+                                 num_classes, mean, std)
+    tuner = make_tuner(args, hypermodel, out)
+    tuner.search(epochs=args.epochs, verbose=args.verbose)
+
+    rows = trials_table(tuner, args.objective)
+    csv_path, md_path = write_tables(out, rows, args.objective)
+    done = [r for r in rows if r.get(args.objective) is not None]
+    if not done:
+        raise ValueError(f"no trial finished with a value of {args.objective}; see {out / 'tuner'}.")
+    best_row = max(done, key=lambda r: r[args.objective])
+    best_hp = tuner.oracle.get_trial(best_row["trial_id"]).hyperparameters
+    cfg = hypermodel.config(best_hp.copy())
+    best = {"trial_id": best_row["trial_id"], "objective": args.objective, "score": best_row[args.objective],
+            "hyperparameters": {k: v for k, v in best_hp.values.items() if not k.startswith("tuner/")},
+            "train_config": cfg.to_dict(), "id_set": args.id, "tuner": args.tuner,
+            "search_space": space, "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+            "args": vars(args), "versions": versions(), "wall_time_s": round(time.time() - t0, 1)}
+    write_json(out / "best.json", best)
+    flags = [f"--lr {cfg.lr:.4g}", f"--consistency {cfg.consistency}",
+             f"--consistency-every {cfg.consistency_every}"]
+    if "width" in cfg.backbone_kwargs:
+        flags.append(f"--width {cfg.backbone_kwargs['width']}")
+    print(f"[tune] trials table: {csv_path}, {md_path}")
+    print(f"[tune] best trial {best['trial_id']}: {args.objective} = {best['score']:.4f}")
+    print(json.dumps(best["hyperparameters"], indent=2))
+    print(f"[tune] as trainer flags: {' '.join(flags)}   (search took {time.time() - t0:.0f} s)")
+    return best
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,351 @@
+"""The one job pipeline: ID data -> train -> save -> export -> evaluate -> report.
+
+Every trainer (`trainers.fmnist`, `trainers.cifar`, `trainers.imagenet` for
+image folders), the tuner and `benchmarks/ood_quality.py` describe a job with
+the same three pieces and run it with `run_job`:
+
+* `IDData`: the ID images as raw pixels, split into train / validation / test
+  (validation held out of training by a seeded permutation; the training
+  indices are kept in their original order), with the per-channel training
+  statistics the models carry.
+* the OOD sets, `{name: raw-pixel images}` (`load_ood`);
+* `{model name: TrainConfig}`: usually an anchored model and its vanilla twin.
+
+`run_job` writes into a `RunFolder` (a temporary sibling renamed into place
+when complete, so a killed run never leaves a folder that looks finished) and
+returns the results dict that `amp_tf.report` renders. The serving threshold is
+set on the ID *validation* images, never on the reported ID test set.
+
+Example:
+    >>> from amp_tf.training import TrainConfig
+    >>> d = load_id("fashion_mnist", val_size=64, train_limit=256, eval_limit=64)
+    >>> ood, _ = load_ood(["digits"], d.image_shape, limit=64)
+    >>> cfg = TrainConfig(epochs=1, batch_size=64, backbone_kwargs={"width": 4})
+    >>> import tempfile, pathlib
+    >>> folder = RunFolder(pathlib.Path(tempfile.mkdtemp()) / "run", config={"doc": 1})
+    >>> results = run_job(d, ood, {"anchored": cfg}, folder, num_anchors=2, verbose=0,
+    ...                   plots=False, log=lambda *a: None)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amp_tf.pixels import check_pixels
+
+
+# --------------------------------------------------------------------------- #
+# ID data
+# --------------------------------------------------------------------------- #
+@dataclasses.dataclass
+class IDData:
+    """The ID images of a job, raw pixels (uint8), split three ways.
+
+    Attributes:
+        name: registry name of the ID set.
+        x_train, y_train: training images and labels.
+        x_val, y_val: ID validation images, held out of training: early
+            stopping, the serving threshold, every selection.
+        x_test, y_test: the reported ID test set.
+        num_classes: class count.
+        mean, std: per-channel statistics of `x_train` in pixel units.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: np.ndarray = None
+    std: np.ndarray = None
+
+    def __post_init__(self):
+        from amp_tf.data.preprocessing import channel_stats
+
+        for k in ("x_train", "x_val", "x_test"):
+            check_pixels(getattr(self, k), k)
+        if self.mean is None or self.std is None:
+            self.mean, self.std = channel_stats(self.x_train)
+
+    @property
+    def image_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    def sizes(self):
+        return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
+
+
+def split_id(name, x_all, y_all, x_test, y_test, val_size, seed=0, train_limit=None, num_classes=None,
+             min_val=20):
+    """`IDData` from a training pool: `val_size` images held out by a seeded permutation.
+
+    The validation images are the first `val_size` of `permutation(seed)`; the
+    rest, in their original order, are the training images (then the first
+    `train_limit` of them).
+    """
+    val_size = int(val_size)
+    if val_size < min_val:
+        raise ValueError(f"val_size: need at least {min_val} ID validation images (serving threshold, "
+                         f"selection), got {val_size}.")
+    if val_size >= len(x_all):
+        raise ValueError(f"val_size: {val_size} leaves no training images out of {len(x_all)}.")
+    if train_limit is not None and int(train_limit) < 1:
+        raise ValueError(f"train_limit: expected an int >= 1 (or no limit), got {train_limit}.")
+    order = np.random.default_rng(seed).permutation(len(x_all))
+    val_idx, train_idx = order[:val_size], np.sort(order[val_size:])
+    if train_limit:
+        train_idx = train_idx[: int(train_limit)]
+    y_all = np.asarray(y_all)
+    n = int(num_classes) if num_classes else int(y_all.max()) + 1
+    return IDData(name, x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx],
+                  np.asarray(x_test), np.asarray(y_test), n)
+
+
+def load_id(name, val_size=5000, seed=0, train_limit=None, eval_limit=None, data_dir=None, download=False):
+    """`split_id` of a registry set's `train` split, with its `test` split (first `eval_limit`)."""
+    from amp_tf import data
+
+    kw = dict(data_dir=data_dir, download=download)
+    train_set = data.load(name, "train", **kw)
+    x_all, y_all = data.to_numpy(train_set)
+    x_test, y_test = data.to_numpy(data.load(name, "test", **kw), limit=eval_limit or None)
+    return split_id(name, x_all, y_all, x_test, y_test, val_size, seed, train_limit,
+                    num_classes=train_set.num_classes)
+
+
+def load_ood(names, image_shape, resize=None, convert_channels=False, limit=None, data_dir=None,
+             download=False, skip_missing=False, log=print):
+    """`({name: raw-pixel images}, {skipped name: reason})` in the ID geometry.
+
+    Unknown names fail before anything loads; with `skip_missing`, sets whose
+    data is not on this machine are skipped with one line each.
+    """
+    from amp_tf.data import DataNotFoundError, registry
+    from amp_tf.data.loading import load_images
+
+    for n in names:
+        registry.resolve(n)
+    ood, skipped = {}, {}
+    for n in names:
+        try:
+            x, _, _ = load_images(n, "test", image_shape[:2], image_shape[-1], resize=resize,
+                                  convert_channels=convert_channels, limit=limit, data_dir=data_dir,
+                                  download=download)
+        except DataNotFoundError as err:
+            if not skip_missing:
+                raise
+            skipped[n] = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            log(f"skipped {n}: {skipped[n]}")
+            continue
+        ood[n] = x
+    return ood, skipped
+
+
+# --------------------------------------------------------------------------- #
+# Run folders
+# --------------------------------------------------------------------------- #
+class RunFolder:
+    """A run's output folder, never mixed with another run and never half-written.
+
+    The run writes into `work` (a hidden sibling `.<name>.partial`) and `commit()`
+    renames it to `path` when complete. A non-empty `path`, or a partial folder
+    left by a killed run, is refused unless `resume=True` (the stored
+    `job.json` must match `config`: it continues the partial run, or
+    re-runs into a copy of a finished one) or `overwrite=True` (both are
+    cleared first).
+
+    Args:
+        path: the final folder.
+        config: the run's settings (JSON-able); stored as `job.json` and
+            compared on resume. Leave out what may differ on resume (verbosity).
+        resume, overwrite: see above (not both).
+    """
+
+    def __init__(self, path, config, resume=False, overwrite=False, log=print):
+        if resume and overwrite:
+            raise ValueError("--resume and --overwrite: pick one.")
+        self.path = Path(path)
+        self.work = self.path.parent / f".{self.path.name}.partial"
+        self.config = json.loads(json.dumps(config, default=str))
+        self.log = log
+        finished = self.path.exists() and any(self.path.iterdir())
+        partial = self.work.exists()
+        if (finished or partial) and not (resume or overwrite):
+            what = "holds an earlier run" if finished else "has an interrupted run (" + str(self.work) + ")"
+            raise ValueError(
+                f"--out {self.path} {what}. Pass --resume to continue it with the same settings, "
+                "--overwrite to replace it, or another --out."
+            )
+        if overwrite:
+            shutil.rmtree(self.path, ignore_errors=True)
+            shutil.rmtree(self.work, ignore_errors=True)
+        if resume:
+            if self.path.exists() and not self.path.is_dir():
+                raise ValueError(f"--out {self.path} is a file, not a run folder.")
+            if not (finished or partial):
+                raise ValueError(f"--resume: {self.path} holds no run to resume; drop --resume.")
+            if not partial:
+                shutil.copytree(self.path, self.work)
+            stored = self.work / "job.json"
+            old = json.loads(stored.read_text()) if stored.exists() else None
+            if old != self.config:
+                diff = sorted(k for k in set(old or {}) | set(self.config)
+                              if (old or {}).get(k) != self.config.get(k))
+                shutil.rmtree(self.work, ignore_errors=True) if not partial else None
+                raise ValueError(
+                    f"--resume: the settings differ from the stored run's in {diff or ['job.json missing']}; "
+                    "rerun with the stored settings, or pass --overwrite to start over."
+                )
+            self.log(f"resuming the run in {self.work} (same settings; completed epochs are restored "
+                     "from its backups)")
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / "job.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
+
+    def commit(self):
+        """Moves the complete run into place; returns its final path."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.work.rename(self.path)
+        return self.path
+
+
+# --------------------------------------------------------------------------- #
+# The job
+# --------------------------------------------------------------------------- #
+def train_models(data, models, out, verbose=1, backup=True, strategy=None, callbacks_for=None, log=print):
+    """Trains `{name: TrainConfig}` on `data` into `out/<name>/`; returns `{name: (model, cfg, seconds)}`.
+
+    The statistics of `data` are filled into each config; `init_from="job:<name>"`
+    starts an anchored model from a model trained earlier in the same dict.
+    """
+    from amp_tf.training import train
+
+    stats = dict(mean=tuple(np.asarray(data.mean).tolist()), std=tuple(np.asarray(data.std).tolist()))
+    trained = {}
+    for name, cfg in models.items():
+        cfg = dataclasses.replace(cfg, **stats)
+        log(f"training the {name} {cfg.arch} on {data.name} for {cfg.epochs} epochs ...")
+        t = time.time()
+        init = None
+        if cfg.init_from and str(cfg.init_from).startswith("job:"):
+            src = str(cfg.init_from)[4:]
+            if src not in trained:
+                raise ValueError(f"{name}: init_from {cfg.init_from!r} names no model trained before it.")
+            init = trained[src][0]
+            log(f"  {name} starts from the trained {src} model (anchor_backbone, function-preserving)")
+        model, _ = train(cfg, data.x_train, data.y_train, data.num_classes, val=(data.x_val, data.y_val),
+                         out_dir=Path(out) / name, verbose=verbose, strategy=strategy,
+                         backup=backup(name) if callable(backup) else backup, init_from=init,
+                         callbacks=(callbacks_for(name) if callbacks_for else ()))
+        trained[name] = (model, cfg, time.time() - t)
+    return trained
+
+
+def score_models(trained, data, ood, num_anchors=5, positive="id", log=print):
+    """Scores trained models on `data.x_test` and `ood`: `(metrics by score, raw values, info)`.
+
+    Anchored models use K anchors from the training images (seeded with the
+    first anchored model's seed); every AMP variant comes from the same logits.
+    """
+    from amp_tf.evaluation import evaluate_model
+    from amp_tf.predictor import select_anchors
+
+    anchored = [n for n, (_, c, _) in trained.items() if c.anchored]
+    anchors = select_anchors(data.x_train, num_anchors, seed=trained[anchored[0]][1].seed) if anchored else None
+    scores, values, info = {}, {}, {}
+    for name, (model, cfg, secs) in trained.items():
+        log(f"scoring the {name} model on {data.name} + {len(ood)} OOD set(s) ...")
+        res, vals, acc = evaluate_model(model, data.x_test, data.y_test, ood or {}, name,
+                                        anchors=anchors if cfg.anchored else None, positive=positive)
+        scores.update(res)
+        values.update(vals)
+        info[name] = {"id_accuracy": acc, "params": int(model.count_params()), "train_time_s": round(secs, 1)}
+    return scores, values, info, anchors
+
+
+def _merge(into, more):
+    for key, per_set in more.items():
+        into.setdefault(key, {}).update(per_set)
+
+
+def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, export=True, plots=True,
+            callbacks_for=None, verbose=1, backup=True, strategy=None, title=None, extra=None, near=(),
+            log=print):
+    """Trains each model, saves it, exports the anchored one, scores all, writes the report.
+
+    Args:
+        data: `IDData`.
+        ood: `{name: raw-pixel images}` (may be empty: no OOD report then).
+        models: `{name: TrainConfig}`; the statistics of `data` are filled in.
+        folder: a `RunFolder`; `folder.commit()` is called at the end.
+        num_anchors: K for AMP (anchors picked from the training images with the
+            first anchored model's seed).
+        positive: metric convention (`"id"` or `"ood"`).
+        tpr: serving threshold: this fraction of ID validation images pass.
+        export: write `serving/` (SavedModel) for the anchored model.
+        callbacks_for: optional `name -> [keras callbacks]`.
+        backup: `train(backup=...)`: True, False or a folder per model (callable name -> value).
+        extra: more top-level keys for the results (e.g. the CLI's args).
+        near: near-OOD splits, `[(IDData of the split's ID classes, {ood name: images})]`:
+            the same model configs are trained on each split (in `near_<id>/`) and
+            scored on its held-out classes; their metrics join the same score keys.
+
+    Returns:
+        The results dict (also in `report.json`), with `out` = the final folder.
+    """
+    from amp_tf.distribute import worker_info
+    from amp_tf.export import export_for_serving
+    from amp_tf.predictor import AnchoredPredictor
+    from amp_tf.report import write_report
+    from amp_tf.training import write_json
+
+    if int(num_anchors) < 2:
+        raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors}.")
+    t0 = time.time()
+    out = folder.work
+    trained = train_models(data, models, out, verbose, backup, strategy, callbacks_for, log)
+    if not worker_info()[2]:
+        log("non-chief worker: training done; the chief writes models and report.")
+        return {"chief": False}
+    scores, values, info, anchors = score_models(trained, data, ood, num_anchors, positive, log)
+    exported = not export
+    for name, (model, cfg, _) in trained.items():
+        model.save(out / f"{name}.keras")
+        if cfg.anchored and not exported:
+            exported = True
+            pred = AnchoredPredictor.from_model(model, anchors)
+            export_for_serving(pred, out / "serving", id_images=data.x_val, tpr=tpr)
+            info[name]["serving_threshold_on"] = f"{len(data.x_val)} ID validation images (tpr {tpr})"
+    ood_names = list(ood)
+    for near_data, near_ood in near:
+        sub = out / f"near_{near_data.name}"
+        near_trained = train_models(near_data, models, sub, verbose, backup, strategy, None, log)
+        s, v, i, _ = score_models(near_trained, near_data, near_ood, num_anchors, positive, log)
+        _merge(scores, s)  # raw values stay out of the plots: they have another ID set
+        info.update({f"{n}@{near_data.name}": m for n, m in i.items()})
+        ood_names += list(near_ood)
+    results = {
+        "title": title or f"{data.name} (ID) vs " + (", ".join(ood_names) or "no OOD set"),
+        "id_set": data.name, "ood_sets": ood_names, "positive": positive,
+        "data": {**data.sizes(), "mean": [float(v) for v in np.asarray(data.mean)],
+                 "std": [float(v) for v in np.asarray(data.std)], "serving_threshold": "ID validation images"},
+        "config": {"train": {n: c.to_dict() for n, (_, c, _) in trained.items()}, "num_anchors": int(num_anchors)},
+        "models": info, "scores": scores,
+        **(extra or {}),
+    }
+    results["wall_time_s"] = round(time.time() - t0, 1)
+    if ood_names:
+        write_report(out, results, values, plots=plots)
+    else:
+        write_json(out / "report.json", results)
+    results["out"] = str(folder.commit())
+    return results

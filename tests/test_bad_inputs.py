@@ -1,0 +1,436 @@
+"""The bad-input table: every careless input a new user tried, and what they get now.
+
+Each case runs here and asserts its clear error (or the correct answer); the
+table in docs/bad_inputs.md is generated from these cases and checked against
+the file, so it cannot drift from the code. Regenerate it with
+
+    AMP_TF_WRITE_DOCS=1 .venv/bin/python -m pytest -q tests/test_bad_inputs.py
+"""
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from amp_tf import data, scores
+from amp_tf.anchoring import AnchoredModel
+from amp_tf.callbacks import OODMetricsCallback
+from amp_tf.cli import fmnist, ood
+from amp_tf.export import export_for_serving
+from amp_tf.models import build_backbone
+from amp_tf.pipeline import RunFolder
+from amp_tf.predictor import AnchoredPredictor, select_anchors
+from tests.helpers import run_cli
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
+CASES = []
+
+
+def case(where, what):
+    """Registers a case: `fn(ctx)` raises the expected error (checked by `expect`) or returns the answer."""
+    def deco(fn):
+        CASES.append((where, what, fn))
+        return fn
+    return deco
+
+
+def expect(kind, pattern, fn, *args, **kwargs):
+    with pytest.raises(kind, match=pattern) as info:
+        fn(*args, **kwargs)
+    return f"{info.type.__name__}: {_first_line(info.value)}"
+
+
+def _first_line(err):
+    text = str(err).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if isinstance(err, tf.errors.OpError):  # the in-graph assertion's own line, not TF's frame dump
+        ours = [ln for ln in lines if re.search(r"\bimages: |expected images", ln)]
+        lines = ours or lines
+    line = re.sub(r"\x1b\[[0-9;]*m", "", lines[0] if lines else "")
+    line = line.split("Summarized data: b'")[-1].split("assertion failed: [")[-1]
+    line = re.sub(r"/tmp/\S+", "<path>", line)
+    return line if len(line) <= 230 else line[:227] + "..."
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    x, y = data.to_numpy(data.load("fashion_mnist", "test"), limit=256)
+    mean, std = data.channel_stats(x)
+    model = AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=mean, std=std)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model(x[:2])
+    vanilla = build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=4, mean=mean, std=std)
+    pred = AnchoredPredictor.from_model(model, select_anchors(x, 5))
+    root = tmp_path_factory.mktemp("bad")
+    export_for_serving(pred, root / "serving", id_images=x[:64])
+    model.save(root / "anchored.keras")
+    served = tf.saved_model.load(str(root / "serving"))
+    return dict(x=x, y=y, mean=mean, std=std, model=model, vanilla=vanilla, pred=pred, root=root,
+                served=served, fn=served.signatures["serving_default"])
+
+
+# ------------------------------------------------------------------ predictor / AMP
+@case("AnchoredPredictor.predict", "`x / 255` (floats in [0, 1])")
+def _(c):
+    return expect(ValueError, r"x / 255", c["pred"].predict, c["x"] / 255.0)
+
+
+@case("AnchoredPredictor.predict", "already normalised `(x - mean) / std`")
+def _(c):
+    return expect(ValueError, "already normalised", c["pred"].predict, (c["x"] - c["mean"]) / c["std"])
+
+
+@case("AnchoredPredictor.predict", "raw 0..255 floats (the old TypeError's natural fix)")
+def _(c):
+    a, b = c["pred"].predict(c["x"][:16].astype("float32")), c["pred"].predict(c["x"][:16])
+    np.testing.assert_allclose(a["amp_score"], b["amp_score"], rtol=1e-5)
+    return "the correct answer: identical to uint8 input"
+
+
+@case("AnchoredPredictor.predict", "uint8 images as loaded")
+def _(c):
+    out = c["pred"].predict(c["x"][:16])
+    assert out["amp_score"].shape == (16,) and np.all(np.isfinite(out["amp_score"]))
+    return "the correct answer (raw pixels are the convention)"
+
+
+@case("AnchoredPredictor.predict", "pixels above 255 (e.g. x * 2)")
+def _(c):
+    return expect(ValueError, "above 255", c["pred"].predict, c["x"].astype("float32") * 2)
+
+
+@case("AnchoredPredictor.predict", "an image with NaN")
+def _(c):
+    bad = c["x"][:8].astype("float32")
+    bad[3, 0, 0, 0] = np.nan
+    return expect(ValueError, "first at index 3", c["pred"].predict, bad)
+
+
+@case("AnchoredPredictor.predict", "32x32 images for a 28x28 model")
+def _(c):
+    return expect(ValueError, r"expected \(batch, 28, 28, 1\)", c["pred"].predict,
+                  np.zeros((2, 32, 32, 1), np.uint8))
+
+
+@case("AnchoredPredictor.predict", "one image without a batch axis (rank 3)")
+def _(c):
+    return expect(ValueError, "expected \\(N, H, W, C\\)", c["pred"].predict, c["x"][0])
+
+
+@case("AnchoredPredictor.predict", "an empty array")
+def _(c):
+    return expect(ValueError, "empty", c["pred"].predict, np.zeros((0, 28, 28, 1), np.uint8))
+
+
+@case("AnchoredPredictor", "anchors picked from `x / 255`")
+def _(c):
+    return expect(ValueError, r"anchors: .*x / 255", AnchoredPredictor.from_model, c["model"], c["x"][:5] / 255.0)
+
+
+@case("AnchoredPredictor", "a single anchor (K = 1)")
+def _(c):
+    return expect(ValueError, "K >= 2", AnchoredPredictor.from_model, c["model"], c["x"][:1])
+
+
+@case("AnchoredPredictor", "calibration='exponential' (a typo)")
+def _(c):
+    return expect(ValueError, "calibration", AnchoredPredictor.from_model, c["model"], c["x"][:5],
+                  calibration="exponential")
+
+
+@case("AnchoredPredictor", "max_batch=0")
+def _(c):
+    return expect(ValueError, "max_batch", AnchoredPredictor.from_model, c["model"], c["x"][:5], max_batch=0)
+
+
+@case("AnchoredPredictor.from_model", "a vanilla model instead of an AnchoredModel")
+def _(c):
+    return expect(TypeError, "AnchoredModel", AnchoredPredictor.from_model, c["vanilla"], c["x"][:5])
+
+
+@case("select_anchors", "k = 1")
+def _(c):
+    return expect(ValueError, "at least 2 anchors", select_anchors, c["x"], 1)
+
+
+@case("select_anchors", "more anchors than images")
+def _(c):
+    return expect(ValueError, "asked for 300 anchors", select_anchors, c["x"], 300)
+
+
+@case("select_anchors", "already-normalised training images")
+def _(c):
+    return expect(ValueError, "already normalised", select_anchors, (c["x"] - c["mean"]) / c["std"], 5)
+
+
+# ------------------------------------------------------------------ training
+@case("AnchoredModel.fit", "already-normalised images")
+def _(c):
+    return expect(ValueError, "already normalised", c["model"].fit, (c["x"] - c["mean"]) / c["std"], c["y"],
+                  epochs=1, verbose=0)
+
+
+@case("AnchoredModel.fit", "`x / 255`")
+def _(c):
+    return expect(ValueError, r"x / 255", c["model"].fit, c["x"] / 255.0, c["y"], epochs=1, verbose=0)
+
+
+@case("AnchoredModel.fit", "images with NaN pixels")
+def _(c):
+    bad = c["x"].astype("float32")
+    bad[5, 1, 1, 0] = np.nan
+    return expect(ValueError, "NaN or Inf", c["model"].fit, bad, c["y"], epochs=1, verbose=0)
+
+
+@case("AnchoredModel.fit", "float labels such as 3.7")
+def _(c):
+    return expect(ValueError, "whole-number class ids", c["model"].fit, c["x"], c["y"] + 0.7, epochs=1,
+                  verbose=0)
+
+
+@case("AnchoredModel.fit", "labels >= num_classes")
+def _(c):
+    return expect(ValueError, r"class ids in \[0, 10\)", c["model"].fit, c["x"], c["y"] + 10, epochs=1,
+                  verbose=0)
+
+
+@case("AnchoredModel", "a backbone over an odd channel count")
+def _(c):
+    return expect(ValueError, "even channel count",
+                  AnchoredModel, build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=4))
+
+
+@case("AnchoredModel", "consistency='blurr' (a typo)")
+def _(c):
+    return expect(ValueError, "unknown transform", AnchoredModel,
+                  build_backbone("resnet_small", (28, 28, 1), 10, width=4), consistency="blurr")
+
+
+@case("AnchoredModel", "consistency_every=-1")
+def _(c):
+    return expect(ValueError, "consistency_every", AnchoredModel,
+                  build_backbone("resnet_small", (28, 28, 1), 10, width=4), consistency_every=-1)
+
+
+@case("AnchoredModel", "mean/std of `x / 255` (in [0, 1] units)")
+def _(c):
+    return expect(ValueError, "pixel units", AnchoredModel, build_backbone("resnet_small", (28, 28, 1), 10, width=4),
+                  mean=c["mean"] / 255, std=c["std"] / 255)
+
+
+@case("AnchoredModel", "std = 0")
+def _(c):
+    return expect(ValueError, "std", AnchoredModel, build_backbone("resnet_small", (28, 28, 1), 10, width=4),
+                  mean=[72.9], std=[0.0])
+
+
+@case("vanilla model (build_backbone)", "called on `x / 255`")
+def _(c):
+    return expect(tf.errors.InvalidArgumentError, r"x / 255", c["vanilla"], c["x"][:8] / 255.0)
+
+
+@case("vanilla model (build_backbone)", "called on normalised images")
+def _(c):
+    return expect(tf.errors.InvalidArgumentError, "already normalised", c["vanilla"],
+                  (c["x"][:8] - c["mean"]) / c["std"])
+
+
+# ------------------------------------------------------------------ export / serving
+@case("export_for_serving", "threshold=nan")
+def _(c):
+    return expect(ValueError, "finite", export_for_serving, c["pred"], c["root"] / "s1", threshold=math.nan)
+
+
+@case("export_for_serving", "tpr=1.0")
+def _(c):
+    return expect(ValueError, r"tpr", export_for_serving, c["pred"], c["root"] / "s2", id_images=c["x"], tpr=1.0)
+
+
+@case("export_for_serving", "both id_images and threshold")
+def _(c):
+    return expect(ValueError, "exactly one", export_for_serving, c["pred"], c["root"] / "s3", id_images=c["x"],
+                  threshold=1.0)
+
+
+@case("export_for_serving", "ID images as `x / 255` (the threshold would inherit the mistake)")
+def _(c):
+    return expect(ValueError, r"id_images: .*x / 255", export_for_serving, c["pred"], c["root"] / "s4",
+                  id_images=c["x"] / 255.0)
+
+
+@case("SavedModel (serving_default)", "a 32x32 batch for a 28x28 model")
+def _(c):
+    return expect(tf.errors.InvalidArgumentError, r"expected images of shape \(N, 28, 28, 1\)", c["fn"],
+                  images=tf.zeros([2, 32, 32, 1], tf.uint8))
+
+
+@case("SavedModel (serving_default)", "RGB images for a grayscale model")
+def _(c):
+    return expect(tf.errors.InvalidArgumentError, r"expected images of shape \(N, 28, 28, 1\)", c["fn"],
+                  images=tf.zeros([2, 28, 28, 3], tf.uint8))
+
+
+@case("SavedModel (serving_default)", "an empty batch")
+def _(c):
+    return expect(tf.errors.InvalidArgumentError, "empty batch", c["fn"], images=tf.zeros([0, 28, 28, 1], tf.uint8))
+
+
+@case("SavedModel (serving_default)", "uint8 images as loaded")
+def _(c):
+    got = c["fn"](images=tf.constant(c["x"][:8]))["amp_score"].numpy()
+    np.testing.assert_allclose(got, c["pred"].predict(c["x"][:8])["amp_score"], rtol=1e-5)
+    return "the correct answer: equals the in-process predictor"
+
+
+# ------------------------------------------------------------------ callback / scores
+@case("OODMetricsCallback", "normalised validation images (checked at construction)")
+def _(c):
+    return expect(ValueError, "already normalised", OODMetricsCallback, (c["x"] - c["mean"]) / c["std"],
+                  {"blur": c["x"]})
+
+
+@case("OODMetricsCallback", "an OOD set of another size")
+def _(c):
+    return expect(ValueError, "differ", OODMetricsCallback, c["x"], {"big": np.zeros((4, 32, 32, 1), np.uint8)})
+
+
+@case("OODMetricsCallback", "num_anchors=1")
+def _(c):
+    return expect(ValueError, "K >= 2", OODMetricsCallback, c["x"], {"blur": c["x"]}, num_anchors=1)
+
+
+@case("scores.get", "'mahalanobis' without `import amp_tf.baselines`")
+def _(c):
+    s = scores.get("mahalanobis")
+    assert hasattr(s, "fit")
+    return "the score (the baselines register themselves on first use)"
+
+
+@case("scores.get", "an unknown score name")
+def _(c):
+    return expect(ValueError, "known scores", scores.get, "maha")
+
+
+@case("data.load", "an unknown set name")
+def _(c):
+    return expect(ValueError, "unknown data set name", data.load, "fashion-mnist", "test")
+
+
+# ------------------------------------------------------------------ CLIs and run folders
+def _cli(main, argv):
+    """Runs a CLI in-process and returns its stderr-style message (it must exit with code 2)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = run_cli(main, argv)
+    assert code == 2, err.getvalue()
+    return err.getvalue().strip().splitlines()[-1]
+
+
+def _fmnist_error(c, *flags):
+    line = _cli(fmnist.main, ["--out", c["root"] / "never", *flags])
+    assert not (c["root"] / "never").exists()  # refused before anything is written
+    return re.sub(r"/tmp/\S+", "<path>", line)
+
+
+@case("trainers.fmnist", "--epochs 0 (would export an untrained model)")
+def _(c):
+    return _fmnist_error(c, "--epochs", "0")
+
+
+@case("trainers.fmnist", "--lr nan")
+def _(c):
+    return _fmnist_error(c, "--lr", "nan")
+
+
+@case("trainers.fmnist", "--num-anchors 1")
+def _(c):
+    return _fmnist_error(c, "--num-anchors", "1")
+
+
+@case("trainers.fmnist", "--train-limit 0 (was: no limit)")
+def _(c):
+    return _fmnist_error(c, "--train-limit", "0")
+
+
+@case("trainers.fmnist", "--batch-size 0")
+def _(c):
+    return _fmnist_error(c, "--batch-size", "0")
+
+
+@case("trainers.fmnist", "--arch resnet19")
+def _(c):
+    return _fmnist_error(c, "--arch", "resnet19")
+
+
+@case("trainers.fmnist", "--consistency blurr")
+def _(c):
+    return _fmnist_error(c, "--consistency", "blurr")
+
+
+@case("trainers.fmnist", "--resume --overwrite")
+def _(c):
+    return _fmnist_error(c, "--resume", "--overwrite")
+
+
+@case("trainers.* --out", "a folder holding an earlier run, no --resume/--overwrite")
+def _(c):
+    out = c["root"] / "done"
+    RunFolder(out, {"seed": 0}, log=lambda m: None).commit()
+    return expect(ValueError, "holds an earlier run", RunFolder, out, {"seed": 1})
+
+
+@case("trainers.* --out", "--resume of a killed run with another --seed")
+def _(c):
+    out = c["root"] / "killed"
+    RunFolder(out, {"seed": 0}, log=lambda m: None)  # never committed: a killed run
+    return expect(ValueError, r"differ .*\['seed'\]", RunFolder, out, {"seed": 1}, resume=True)
+
+
+@case("eval.ood --out", "a training run's folder")
+def _(c):
+    run_like = c["root"] / "trained"
+    run_like.mkdir()
+    (run_like / "job.json").write_text("{}")
+    line = _cli(ood.main, ["--model", c["root"] / "anchored.keras", "--id", "fashion_mnist", "--ood", "digits",
+                           "--out", run_like, "--verbose", "0"])
+    assert "training run's folder" in line
+    return re.sub(r"/tmp/\S+", "<path>", line)
+
+
+@case("eval.ood", "--model pointing at the serving/ folder")
+def _(c):
+    line = _cli(ood.main, ["--model", c["root"] / "serving", "--id", "fashion_mnist", "--ood", "digits",
+                           "--out", c["root"] / "e2", "--verbose", "0"])
+    assert "is a folder" in line
+    return re.sub(r"/tmp/\S+", "<path>", line)
+
+
+# ------------------------------------------------------------------ the table
+def _table(rows):
+    out = ["# Bad inputs and what you get", "",
+           "Generated by `tests/test_bad_inputs.py` (every row is a test that asserts exactly this; "
+           "regenerate with `AMP_TF_WRITE_DOCS=1 .venv/bin/python -m pytest -q tests/test_bad_inputs.py`).",
+           f"{len(rows)} cases. Images are Fashion-MNIST test images, uint8, as `data.load` gives them.", "",
+           "| # | Where | Input | What you get |", "|---:|:---|:---|:---|"]
+    for i, (where, what, got) in enumerate(rows, 1):
+        got = got.replace("|", "\\|")
+        out.append(f"| {i} | {where} | {what} | {got} |")
+    return "\n".join(out) + "\n"
+
+
+def test_every_bad_input_gets_a_clear_answer_and_the_table_is_current(ctx):
+    rows = [(where, what, fn(ctx)) for where, what, fn in CASES]
+    assert len(rows) >= 40
+    for _, _, got in rows:
+        assert got and "Traceback" not in got
+    text = _table(rows)
+    if os.environ.get("AMP_TF_WRITE_DOCS") == "1":
+        DOC.write_text(text)
+    assert DOC.exists(), "generate docs/bad_inputs.md (see the module docstring)"
+    assert DOC.read_text() == text, "docs/bad_inputs.md is out of date: regenerate it (module docstring)"
