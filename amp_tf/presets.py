@@ -67,14 +67,15 @@ LSUN_ORIGINAL = f"${DATA_ENV}/LSUN_original"
 #: Appendix B, CIFAR-10/100 (every architecture): SGD lr 0.1, momentum 0.9, weight decay
 #: 5e-4, batch 128, 200 epochs, lr x 0.2 at 60/120/160; T on every 5th batch (Appendix A);
 #: RandomCrop + RandomHorizontalFlip; K = 5 anchors at inference.
+#: The paper's PyTorch SGD (coupled weight decay) and the official T (one draw per batch).
 CIFAR_RECIPE = dict(epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4, lr_milestones="60,120,160",
                     lr_gamma=0.2, consistency="all", consistency_every=5, augment="crop_flip",
-                    num_anchors=5)
+                    num_anchors=5, weight_decay_mode="coupled", consistency_mode="official")
 #: Appendix B, ImageNet: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 120 epochs,
 #: lr x 0.1 every 30 epochs; T on every 10th batch (Appendix A); 224x224 crops.
 IMAGENET_RECIPE = dict(epochs=120, batch_size=128, lr=0.1, weight_decay=1e-4, lr_milestones="30,60,90",
                        lr_gamma=0.1, consistency="all", consistency_every=10, augment="crop_flip",
-                       num_anchors=5, image_size=224)
+                       num_anchors=5, image_size=224, weight_decay_mode="coupled", consistency_mode="official")
 #: Our offline main job (trainers.fmnist defaults): not in the paper.
 FMNIST_RECIPE = dict(arch="resnet_small", epochs=3, batch_size=128, lr=0.1, weight_decay=5e-4,
                      lr_milestones="", consistency="all", consistency_every=5, augment="crop_flip",

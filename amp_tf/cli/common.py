@@ -66,7 +66,9 @@ def base_parser(description, defaults):
     o.add_argument("--num-anchors", type=int, default=d("num_anchors", 5), help="K anchors at inference")
     o.add_argument("--positive", default="id", choices=["id", "ood"],
                    help="metric convention: id (paper/ODIN) or ood (OpenOOD v1.5)")
-    o.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    o.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
+                   help="Keras progress output: 1 = progress bar, 2 = one line per epoch (default: 1 in a "
+                        "terminal, 2 when stdout is a file or pipe, so logs get no carriage-return updates)")
     return p
 
 
@@ -107,7 +109,8 @@ def backup_arg(args, model_name):
 
 
 #: Flags that may differ between a run and its --resume (they change no result).
-RUNTIME_FLAGS = ("out", "resume", "overwrite", "verbose", "dry_run", "no_backup", "backup_dir")
+RUNTIME_FLAGS = ("out", "resume", "overwrite", "verbose", "dry_run", "no_backup", "backup_dir", "download",
+                 "data_dir")
 
 
 def run_folder(args, name, log=print):
@@ -179,6 +182,10 @@ def check_args(args):
             raise ValueError(f"--lr-milestones: epochs must be >= 1, got {a['lr_milestones']!r}.")
     if a.get("resume") and a.get("overwrite"):
         raise ValueError("--resume and --overwrite: pick one.")
+    if "verbose" in a and a["verbose"] is None:
+        import sys
+
+        args.verbose = 1 if sys.stdout.isatty() else 2
     return args
 
 

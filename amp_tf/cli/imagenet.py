@@ -291,7 +291,8 @@ def main(argv=None):
             raise ValueError(f"{n}: no images.")
         ood_vals[n] = vals
     if anchors is not None:
-        export_for_serving(AnchoredPredictor.from_model(model, anchors), out / "serving",
+        # the paper and the official code calibrate ImageNet with H / tau ("divide")
+        export_for_serving(AnchoredPredictor.from_model(model, anchors, calibration="divide"), out / "serving",
                            id_images=threshold_images)
     acc = float(np.mean(id_vals["predicted_class"] == id_labels))
     results = {"title": f"{id_name} (ID) vs " + (", ".join(ood_vals) or "no OOD set"),
