@@ -314,28 +314,26 @@ def apply_preset(parser, argv, kind, cli):
     return known.preset
 
 
-def resolved_config(args, preset, kind, cli, default_ood=()):
-    """The --dry-run JSON object: preset facts, dataset / arch / ood, and every flag's value."""
+def resolved_config(args, preset, kind, cli, default_ood=(), describe=None):
+    """The --dry-run JSON object: preset facts, dataset / arch / ood, and every flag's value.
+
+    `describe(args) -> (dataset, ood names)` lets a command say what its flags
+    resolve to (e.g. trainers.fmnist's fixed suite); the default reads --dataset /
+    --id and --ood (the word `default` expands to `default_ood`).
+    """
     from amp_tf import presets
 
     p = presets.get(preset) if preset else None
     a = vars(args)
-    dataset = a.get("dataset") or a.get("id")
-    if dataset is None and cli == "trainers.fmnist":
-        dataset = "fmnist_holdout_id" if a.get("holdout") else "fashion_mnist"
-    if dataset is None and cli == "trainers.imagenet":
-        dataset = f"folder:{a['val_folder']}" if a.get("val_folder") else "imagenet2012"
-    if dataset is None and p:
-        dataset = p.dataset
-    if "ood" in a and a["ood"] is not None:
+    dataset, ood = describe(args) if describe else (None, None)
+    dataset = dataset or a.get("dataset") or a.get("id") or (p.dataset if p else None)
+    if ood is None and a.get("ood") is not None:
         ood = []
         for n in split_names(a["ood"]):
             ood += list(default_ood) if n == "default" else [n]
         ood = list(dict.fromkeys(ood))
-    elif "ood_folder" in a:
-        ood = [f"resize_{m}" for m in split_names(a.get("methods") or "")]
-    else:  # trainers.fmnist: the fixed offline suite
-        ood = ["fmnist_holdout_ood"] if a.get("holdout") else list(default_ood)
+    if ood is None:
+        ood = list(default_ood)
     return {
         "preset": preset, "cli": cli, "kind": kind,
         "table": p.table if p else None, "title": p.title if p else None,
@@ -351,7 +349,7 @@ def resolved_config(args, preset, kind, cli, default_ood=()):
     }
 
 
-def parse_cli(parser, argv, kind, cli, default_ood=()):
+def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None):
     """`parser.parse_args(argv)` with `apply_preset` first; on --dry-run prints
     `resolved_config` as JSON to stdout and exits 0 (no data is loaded)."""
     import json
@@ -361,7 +359,7 @@ def parse_cli(parser, argv, kind, cli, default_ood=()):
     args = parser.parse_args(argv)
     check_args(args)
     if getattr(args, "dry_run", False):
-        sys.stdout.write(json.dumps(resolved_config(args, preset, kind, cli, default_ood), indent=2,
+        sys.stdout.write(json.dumps(resolved_config(args, preset, kind, cli, default_ood, describe), indent=2,
                                     default=str) + "\n")
         raise SystemExit(0)
     return args

@@ -79,7 +79,8 @@ def parser():
 
 @cli_errors
 def main(argv=None):
-    args = parse_cli(parser(), argv, "train", "trainers.fmnist", default_ood=tuple(suite()[1]))
+    args = parse_cli(parser(), argv, "train", "trainers.fmnist", default_ood=tuple(suite()[1]),
+                     describe=lambda a: suite(a.holdout))
     t0 = time.time()
     from amp_tf.pipeline import load_id, load_ood, run_job
     from amp_tf.report import render

@@ -215,7 +215,8 @@ def load_id(args):
 
 @cli_errors
 def main(argv=None):
-    args = parse_cli(parser(), argv, "train", "trainers.imagenet", default_ood=DEFAULT_OOD)
+    args = parse_cli(parser(), argv, "train", "trainers.imagenet", default_ood=DEFAULT_OOD,
+                     describe=lambda a: (f"folder:{a.val_folder}" if a.val_folder else "imagenet2012", None))
     t0 = time.time()
     import numpy as np
 

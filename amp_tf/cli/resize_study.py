@@ -138,7 +138,8 @@ def _markdown(study):
 
 @cli_errors
 def main(argv=None):
-    args = parse_cli(parser(), argv, "resize_study", "eval.resize_study")
+    args = parse_cli(parser(), argv, "resize_study", "eval.resize_study",
+                     describe=lambda a: (None, [f"resize_{m}" for m in split_names(a.methods or "")]))
     from amp_tf import data
     from amp_tf.training import write_json
 
