@@ -61,6 +61,27 @@ def get_layer(model, name):
         ) from None
 
 
+def pooled_features(model, layer):
+    """`x -> float features of `layer``, feature maps averaged over their spatial axes.
+
+    The one feature extractor of the feature-space baselines (Mahalanobis, KNN).
+    """
+    out = get_layer(model, layer).output
+    if isinstance(out, (list, tuple)):
+        raise ValueError(f"layer {layer!r} has several outputs")
+    inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]
+    extractor = keras.Model(inputs, out, name=f"{model.name}_{layer}_extractor")
+    rank = len(out.shape)
+
+    def feat(x):
+        f = float_logits(extractor(x, training=False))
+        if rank > 2:  # feature maps: mean over spatial axes (channels last)
+            f = tf.reduce_mean(f, axis=list(range(1, rank - 1)))
+        return f
+
+    return feat
+
+
 def compiled(fn):
     """``tf.function`` without retracing for every new batch size."""
     return tf.function(fn, reduce_retracing=True)

@@ -122,18 +122,7 @@ class KNN(FittedScore):
         return self
 
     def _build(self, model):
-        out = _common.get_layer(model, self.layer).output
-        inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]
-        extractor = keras.Model(inputs, out, name=f"{model.name}_{self.layer}_knn")
-        rank = len(out.shape)
-
-        def feat(x):
-            f = _common.float_logits(extractor(x, training=False))
-            if rank > 2:  # feature maps: mean over spatial axes (channels last)
-                f = tf.reduce_mean(f, axis=list(range(1, rank - 1)))
-            return f
-
-        self._feat_fn = _common.compiled(feat)
+        self._feat_fn = _common.compiled(_common.pooled_features(model, self.layer))
 
     def features(self, x):
         """Unnormalised features ``(N, D)`` (float64) of inputs ``x``."""

@@ -133,21 +133,8 @@ class Mahalanobis(FittedScore):
         return self
 
     def _build(self, model):
-        out = _common.get_layer(model, self.layer).output
-        if isinstance(out, (list, tuple)):
-            raise ValueError(f"layer {self.layer!r} has several outputs")
-        inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]
-        extractor = keras.Model(inputs, out, name=f"{model.name}_{self.layer}_extractor")
-        rank = len(out.shape)
-
-        def feat(x):
-            f = _common.float_logits(extractor(x, training=False))
-            if rank > 2:  # feature maps: mean over spatial axes (channels last)
-                f = tf.reduce_mean(f, axis=list(range(1, rank - 1)))
-            return f
-
-        self._feat = feat
-        self._feat_fn = _common.compiled(feat)
+        self._feat = _common.pooled_features(model, self.layer)
+        self._feat_fn = _common.compiled(self._feat)
 
     # ---------------------------------------------------------------- score
     def features(self, x):
