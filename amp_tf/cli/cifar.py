@@ -27,6 +27,7 @@ from __future__ import annotations
 import sys
 import time
 
+from amp_tf import presets as _presets
 from amp_tf.cli.common import (
     add_preset_flags,
     backup_arg,
@@ -42,9 +43,8 @@ from amp_tf.cli.common import (
 
 ARCHS = ("wrn40_2", "resnet18", "resnet34", "resnet_small")
 PAPER_OOD = ("svhn_cropped", "dtd", "places365_small")
-DEFAULTS = dict(arch="wrn40_2", epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
-                lr_milestones="60,120,160", lr_gamma=0.2, consistency="all", consistency_every=5,
-                augment="crop_flip", num_anchors=5)
+#: The paper's CIFAR recipe (one definition: amp_tf.presets.CIFAR_RECIPE), WRN-40-2.
+DEFAULTS = dict(_presets.CIFAR_RECIPE, arch="wrn40_2")
 
 
 def parser():

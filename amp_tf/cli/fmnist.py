@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 
+from amp_tf import presets as _presets
 from amp_tf.cli.common import (
     add_preset_flags,
     backup_arg,
@@ -31,8 +32,8 @@ from amp_tf.cli.common import (
     versions,
 )
 
-DEFAULTS = dict(arch="resnet_small", epochs=3, batch_size=128, lr=0.1, weight_decay=5e-4,
-                consistency="all", consistency_every=5, num_anchors=5)
+#: The main job's recipe (one definition: amp_tf.presets.FMNIST_RECIPE).
+DEFAULTS = dict(_presets.FMNIST_RECIPE)
 
 
 def suite(holdout=False):

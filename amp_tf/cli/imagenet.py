@@ -31,6 +31,7 @@ from __future__ import annotations
 import sys
 import time
 
+from amp_tf import presets as _presets
 from amp_tf.cli.common import (
     backup_arg,
     add_preset_flags,
@@ -50,9 +51,8 @@ ARCHS = ("resnet50_imagenet", "resnet_small")
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 DEFAULT_OOD = tuple(f"imagenet2012_corrupted/gaussian_blur_{i}" for i in range(1, 6))
-DEFAULTS = dict(arch="resnet50_imagenet", epochs=120, batch_size=128, lr=0.1, weight_decay=1e-4,
-                lr_milestones="30,60,90", lr_gamma=0.1, consistency="all", consistency_every=10,
-                augment="crop_flip", num_anchors=5)
+#: The paper's ImageNet recipe (one definition: amp_tf.presets.IMAGENET_RECIPE), ResNet-50.
+DEFAULTS = dict(_presets.IMAGENET_RECIPE, arch="resnet50_imagenet")
 
 
 def parser():
