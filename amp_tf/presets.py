@@ -76,8 +76,11 @@ CIFAR_RECIPE = dict(epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4, lr_mi
 IMAGENET_RECIPE = dict(epochs=120, batch_size=128, lr=0.1, weight_decay=1e-4, lr_milestones="30,60,90",
                        lr_gamma=0.1, consistency="all", consistency_every=10, augment="crop_flip",
                        num_anchors=5, image_size=224, weight_decay_mode="coupled", consistency_mode="official")
-#: Our offline main job (trainers.fmnist defaults): not in the paper.
-FMNIST_RECIPE = dict(arch="resnet_small", epochs=3, batch_size=128, lr=0.1, weight_decay=5e-4,
+#: Our offline main job (trainers.fmnist defaults): not in the paper. The vanilla twin trains 2
+#: epochs and the anchored model is that vanilla model fine-tuned with anchoring for 1 epoch
+#: (chosen over 3 epochs of anchored training from scratch on validation data: ID validation
+#: accuracy 86.1 vs 84.9 %, validation-OOD FPR95 61.4 vs 75.1 %; BENCHMARKS.md).
+FMNIST_RECIPE = dict(arch="resnet_small", epochs=2, finetune_epochs=1, batch_size=128, lr=0.1, weight_decay=5e-4,
                      lr_milestones="", consistency="all", consistency_every=5, augment="crop_flip",
                      num_anchors=5, width=16, val_size=5000)
 

@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--train-limit", "1536", "--epochs", "4", "--batch-size", "128", "--width", "8",
-        "--skip-vanilla", "--eval-limit", "40", "--val-size", "100", "--num-anchors", "2",
+        "--skip-vanilla", "--finetune-epochs", "0", "--eval-limit", "40", "--val-size", "100", "--num-anchors", "2",
         "--deterministic", "--verbose", "0", "--seed", "3"]
 
 
