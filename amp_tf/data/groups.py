@@ -94,6 +94,8 @@ def group_summary(per_set: dict, ignore_unknown: bool = False) -> dict:
                 continue
             raise
         for metric, value in metrics.items():
+            if isinstance(value, (str, bool)) or value is None:  # e.g. ood_metrics' "positive": "id"
+                continue
             values.setdefault(group, {}).setdefault(metric, []).append(float(value))
     out = {}
     for group in GROUPS:
