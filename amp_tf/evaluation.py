@@ -33,7 +33,7 @@ def amp_variant_name(reduction, calibration):
     return f"amp[{reduction},{calibration}]"
 
 
-def anchored_scorer(model, anchors, batch_size=256, max_batch=None, **predictor_kwargs):
+def anchored_scorer(model, anchors, batch_size=256, max_batch="auto", **predictor_kwargs):
     """A function `images -> {name: (N,) array}` with every AMP variant (traced once).
 
     `model` is the trained `AnchoredModel`; `anchors` and the images are raw
@@ -64,7 +64,7 @@ def anchored_scorer(model, anchors, batch_size=256, max_batch=None, **predictor_
     return lambda images: batched(run, _check(images), batch_size)
 
 
-def anchored_scores(model, anchors, images, batch_size=256, max_batch=None):
+def anchored_scores(model, anchors, images, batch_size=256, max_batch="auto"):
     """`anchored_scorer(...)(images)` in one call."""
     return anchored_scorer(model, anchors, batch_size, max_batch)(images)
 

@@ -157,8 +157,11 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         tau_reduction: `"mean"` (official code) or `"sum"` (paper Eq. 1).
         calibration: `"exp"`: H / (1 + exp(tau)) (paper, CIFAR; default) or
             `"divide"`: H / max(tau, eps) (paper, main text).
-        max_batch: if set, the backbone sees at most this many of the K*B tiled
-            rows at a time (sequentially), which bounds activation memory.
+        max_batch: the backbone sees at most this many of the K*B tiled rows at a
+            time (sequentially, in equal chunks), which bounds activation memory.
+            `"auto"` (default): on CPU about 200k pixels of rows per call (256 rows
+            at 28x28, 196 at 32x32; measured faster per row than one K*B batch,
+            `benchmarks/speed.py`), on GPU one batch; None: always one batch.
         eps: floor for tau with `calibration="divide"`.
 
     `call(images)` returns a dict of tensors: `logits` (mean over anchors), `tau`,
@@ -172,7 +175,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         anchors=None,
         tau_reduction="mean",
         calibration="exp",
-        max_batch=None,
+        max_batch="auto",
         eps=1e-6,
         anchor_shape=None,
         mean=None,
@@ -189,8 +192,8 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
             raise ValueError(f"tau_reduction: expected one of {TAU_REDUCTIONS}, got {tau_reduction!r}.")
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {calibration!r}.")
-        if max_batch is not None and int(max_batch) < 1:
-            raise ValueError(f"max_batch: expected a positive int or None, got {max_batch!r}.")
+        if max_batch not in (None, "auto") and (isinstance(max_batch, str) or int(max_batch) < 1):
+            raise ValueError(f"max_batch: expected a positive int, 'auto' or None, got {max_batch!r}.")
         if anchors is None and anchor_shape is None:
             raise ValueError("anchors: pass the (K, H, W, C) anchor images (see select_anchors).")
         if anchors is not None:
@@ -223,7 +226,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         self.backbone = backbone
         self.tau_reduction = tau_reduction
         self.calibration = calibration
-        self.max_batch = None if max_batch is None else int(max_batch)
+        self.max_batch = max_batch if max_batch in (None, "auto") else int(max_batch)
         self.eps = float(eps)
         self.anchor_shape = anchor_shape
         if anchor_mode not in ANCHOR_MODES:
@@ -339,13 +342,23 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
     def _run_backbone(self, rows):
         return self._run_chunked(self.backbone, rows)
 
+    def chunk_rows(self):
+        """The rows per backbone call: `max_batch`, or the `"auto"` choice (None = one batch)."""
+        if self.max_batch != "auto":
+            return self.max_batch
+        if tf.config.list_logical_devices("GPU"):
+            return None
+        h, w = self.anchor_shape[1:3]
+        return max(32, 200_704 // (h * w))
+
     def _run_chunked(self, model, rows):
-        """`model(rows)`, at most `max_batch` rows at a time (sequentially) when set."""
-        if self.max_batch is None:
+        """`model(rows)`, at most `chunk_rows()` rows at a time (sequentially, equal chunks)."""
+        limit = self.chunk_rows()
+        if limit is None:
             return model(rows, training=False)
-        m = self.max_batch
         n = tf.shape(rows)[0]
-        chunks = (n + m - 1) // m
+        chunks = (n + limit - 1) // limit
+        m = (n + chunks - 1) // chunks  # equal chunks: at most chunks - 1 padded rows
         padded = tf.pad(rows, [[0, chunks * m - n], [0, 0], [0, 0], [0, 0]])
         padded = tf.reshape(padded, tf.concat([[chunks, m], tf.shape(rows)[1:]], 0))
 

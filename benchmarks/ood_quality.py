@@ -268,11 +268,18 @@ def select_training(args, d, log):
     if not args.grid:
         return None
     rows = []
+    anchored_only = {"consistency", "consistency_every", "consistency_mode", "finetune_epochs", "num_anchors"}
+    base = None  # one vanilla twin for every grid point when the grid only changes the anchored model
+    if args.finetune_epochs and not args.skip_vanilla and all(set(p) <= anchored_only for p in args.grid):
+        base, _, _ = _train(args, d, log, anchored=False, seed=args.seed, tag="select-vanilla")
     for point in args.grid:
         a = copy.copy(args)
         for k, v in point.items():
             setattr(a, k, v)
-        model, _, _ = _train(a, d, log, anchored=True, seed=args.seed, tag="select")
+        init = base
+        if init is None and a.finetune_epochs and not a.skip_vanilla:
+            init, _, _ = _train(a, d, log, anchored=False, seed=args.seed, tag="select-vanilla")
+        model, _, _ = _train(a, d, log, anchored=True, seed=args.seed, tag="select", init_from=init)
         fpr = val_fpr95(a, d, model, args.seed)
         rows.append({"setting": point, "val_fpr95": fpr})
         log(f"  select {point}: validation FPR95 (amp) {100 * fpr['amp']:.1f}")
@@ -322,7 +329,9 @@ def _by_set(scores_by_name):
     return out
 
 
-def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag):
+def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag, init_from=None):
+    """One model; with `init_from` (a trained vanilla twin) the anchored model is fine-tuned from it
+    for --finetune-epochs (the main job's way), else trained from scratch for --epochs."""
     from amp_tf.training import train
 
     kw = {"width": args.width}
@@ -332,13 +341,16 @@ def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag):
                 std=tuple(d["std"].tolist()))
     if anchored:
         over["consistency"] = consistency_with_crop_scale(consistency or args.consistency, args.crop_scale)
+    if init_from is not None:
+        over["epochs"] = args.finetune_epochs
     cfg = train_config(args, **over)
-    log(f"training {tag} (seed {seed}, {cfg.epochs} epochs, consistency "
+    log(f"training {tag}{' (fine-tuned from the vanilla twin)' if init_from is not None else ''} "
+        f"(seed {seed}, {cfg.epochs} epochs, consistency "
         f"{cfg.consistency if anchored else '-'}, dropout {dropout}) on {len(d['x_train'])} images ...")
     t = time.time()
     out_dir = Path(args.out) / f"{tag}-seed{seed}" if args.out else None
     model, _ = train(cfg, d["x_train"], d["y_train"], d["num_classes"], val=(d["x_val"], d["y_val"]),
-                     out_dir=out_dir, verbose=args.verbose, backup=not args.no_backup)
+                     out_dir=out_dir, verbose=args.verbose, backup=not args.no_backup, init_from=init_from)
     dt = time.time() - t
     log(f"  trained {tag} in {dt:.0f} s")
     return model, cfg.to_dict(), dt
@@ -356,8 +368,13 @@ def run_seed(args, d, seed, log):
 
     sets = list(d["ood"])
     rows, info, timing, configs = {}, {}, {}, {}
+    finetune = bool(args.finetune_epochs) and not args.skip_vanilla
+    model_v = None
+    if finetune:  # the main job's way: the vanilla twin first, the anchored model fine-tuned from it
+        model_v, configs["vanilla"], timing["train_vanilla"] = _train(args, d, log, anchored=False,
+                                                                      seed=seed, tag="vanilla")
     model_a, configs["anchored"], timing["train_anchored"] = _train(args, d, log, anchored=True,
-                                                                    seed=seed, tag="anchored")
+                                                                    seed=seed, tag="anchored", init_from=model_v)
     anchors = select_anchors(d["x_train"], args.num_anchors, seed=seed)
     t = time.time()
     res, _, acc = evaluate_model(model_a, d["x_test"], d["y_test"], d["ood"], "anchored",
@@ -372,8 +389,9 @@ def run_seed(args, d, seed, log):
     if args.skip_vanilla:
         return rows, models, info, timing, configs
 
-    model_v, configs["vanilla"], timing["train_vanilla"] = _train(args, d, log, anchored=False,
-                                                                  seed=seed, tag="vanilla")
+    if model_v is None:
+        model_v, configs["vanilla"], timing["train_vanilla"] = _train(args, d, log, anchored=False,
+                                                                      seed=seed, tag="vanilla")
     t = time.time()
     res, _, acc = evaluate_model(model_v, d["x_test"], d["y_test"], d["ood"], "vanilla",
                                  positive=args.positive)
