@@ -159,9 +159,10 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
             `"divide"`: H / max(tau, eps) (paper, main text).
         max_batch: the backbone sees at most this many of the K*B tiled rows at a
             time (sequentially, in equal chunks), which bounds activation memory.
-            `"auto"` (default): on CPU about 200k pixels of rows per call (256 rows
-            at 28x28, 196 at 32x32; measured faster per row than one K*B batch,
-            `benchmarks/speed.py`), on GPU one batch; None: always one batch.
+            `"auto"` (default): on CPU about 100k pixels of rows per call (128 rows
+            at 28x28, 98 at 32x32: 1.32x the speed of one K*B batch at K = 5,
+            B = 128, and 1.10x 256-row chunks, `benchmarks/speed.py`), on GPU one
+            batch; None: always one batch.
         eps: floor for tau with `calibration="divide"`.
 
     `call(images)` returns a dict of tensors: `logits` (mean over anchors), `tau`,
@@ -349,7 +350,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         if tf.config.list_logical_devices("GPU"):
             return None
         h, w = self.anchor_shape[1:3]
-        return max(32, 200_704 // (h * w))
+        return max(32, 100_352 // (h * w))
 
     def _run_chunked(self, model, rows):
         """`model(rows)`, at most `chunk_rows()` rows at a time (sequentially, equal chunks)."""
