@@ -34,8 +34,9 @@ def score_images(model, images, score="amp", anchors=None, batch_size=256, **pre
         pred = AnchoredPredictor.from_model(model, anchors, **predictor_kwargs)
         key = "amp_score" if score == "amp" else score
         return pred.predict(images, batch_size)[key]
-    logits = model.predict(images, batch_size=batch_size, verbose=0)
-    return np.asarray(scores.get(score)(logits))
+    from amp_tf import detectors
+
+    return detectors.get(score, anchored=False, batch_size=batch_size).fit(model).score(images)
 
 
 def _checked(images, what):

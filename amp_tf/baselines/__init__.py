@@ -40,8 +40,6 @@ can loop over names::
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from amp_tf import scores
@@ -107,28 +105,12 @@ def fit_and_score(name, model_or_models, x_train=None, y_train=None, x_val=None,
     """
     if not sets:
         raise ValueError("sets must be a non-empty dict {name: inputs}")
+    from amp_tf import detectors
+
     is_ensemble = name in ensemble.NAMES
     if not is_ensemble and isinstance(model_or_models, (list, tuple)):
         raise TypeError(f"score {name!r} takes a single model; only ensemble_* take a list")
-
-    if name in scores.names(needs_fit=True):
-        est = scores.get(name, **kwargs)
-        xs, ys = x_train, y_train
-        if getattr(est, "fit_on", "train") == "val":
-            if x_val is None or y_val is None:
-                warnings.warn(
-                    f"{name}: no validation split given; fitting on the training data "
-                    "(a held-out ID split is the intended use)", stacklevel=2)
-            else:
-                xs, ys = x_val, y_val
-        if xs is None:
-            raise ValueError(f"score {name!r} must be fitted: pass ID training data (x_train, y_train)")
-        est.fit(model_or_models, xs, ys)
-        return {k: np.asarray(est(v)) for k, v in sets.items()}
-
-    score = scores.get(name)
-    if score.needs_model:
-        return {k: scores.to_numpy(score(model_or_models, v, **kwargs)) for k, v in sets.items()}
-    # a logit score: run the model once per set
-    return {k: scores.to_numpy(score(_common.model_logits(model_or_models, v), **kwargs))
-            for k, v in sets.items()}
+    id_train = None if x_train is None else (x_train, y_train)
+    id_val = None if x_val is None or y_val is None else (x_val, y_val)
+    return detectors.fit_and_score(name, model_or_models, sets, id_train=id_train, id_val=id_val,
+                                   anchored=False, **kwargs)

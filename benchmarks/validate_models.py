@@ -1,0 +1,61 @@
+"""Compare trained anchored models on VALIDATION data only (the selection protocol).
+
+For each `.keras` anchored model: ID validation accuracy and AMP's FPR95 (mean over
+`amp_tf.data.corruptions.validation_ood_sets`, built from ID validation images; no
+test image, no test corruption type) for the AMP variants. This is what choices
+between training recipes are made on (BENCHMARKS.md).
+
+    .venv/bin/python benchmarks/validate_models.py runs/readme-main-job/anchored.keras \\
+        runs/finetune-2-1/anchored.keras
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("models", nargs="+", help="anchored .keras files trained on Fashion-MNIST")
+    p.add_argument("--val-size", type=int, default=5000, help="the trainers' held-out validation split")
+    p.add_argument("--seed", type=int, default=0, help="the split seed the models were trained with")
+    p.add_argument("--ood-size", type=int, default=1000, help="validation images per validation OOD set")
+    p.add_argument("--num-anchors", type=int, default=5, help="K")
+    args = p.parse_args(argv)
+    import keras
+    import numpy as np
+
+    import amp_tf  # noqa: F401  (registers the model classes)
+    from amp_tf import metrics
+    from amp_tf.data.corruptions import validation_ood_sets
+    from amp_tf.evaluation import anchored_scorer
+    from amp_tf.pipeline import load_id
+    from amp_tf.predictor import select_anchors
+
+    d = load_id("fashion_mnist", val_size=args.val_size, seed=args.seed, eval_limit=1)
+    xv = d.x_val[: args.ood_size]
+    val_ood = validation_ood_sets(xv, seed=args.seed)
+    variants = ("amp", "amp[sum,exp]", "amp[mean,divide]")
+    print("| model | ID val acc | " + " | ".join(f"val-OOD FPR95 {v}" for v in variants) + " |")
+    print("|:--|--:|" + "--:|" * len(variants))
+    rows = {}
+    for path in args.models:
+        model = keras.models.load_model(path, compile=False)
+        run = anchored_scorer(model, select_anchors(d.x_train, args.num_anchors, seed=args.seed))
+        acc = float(np.mean(run(d.x_val)["predicted_class"] == d.y_val))
+        ref = run(xv)
+        ood = {k: run(v) for k, v in val_ood.items()}
+        fpr = {v: float(np.mean([metrics.ood_metrics(ref[v], o[v])["fpr95"] for o in ood.values()]))
+               for v in variants}
+        rows[path] = {"val_accuracy": acc, "val_ood_fpr95": fpr}
+        print(f"| {path} | {100 * acc:.2f} | " + " | ".join(f"{100 * fpr[v]:.1f}" for v in variants) + " |")
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
