@@ -627,6 +627,8 @@ def goal_check(agg, models):
 
 # --------------------------------------------------------------------------- markdown
 def _pm(entry, set_name, metric, digits=1):
+    if set_name not in entry["mean"]:  # e.g. the ensemble has no near-OOD split models
+        return "–"
     m, s = entry["mean"][set_name][metric], entry["std"][set_name][metric]
     if entry["n_seeds"] > 1:
         return f"{100 * m:.{digits}f} ± {100 * s:.{digits}f}"
