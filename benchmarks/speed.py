@@ -40,7 +40,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]  # amp_tf is installed (pip install -e .): no sys.path edit
+ROOT = Path(__file__).resolve().parents[1]  # amp_tf is installed (pip install -e .)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
