@@ -251,6 +251,23 @@ def _holdout(images, labels, classes):
     return images[keep], labels[keep]
 
 
+def _holdout_id_set(request, classes):
+    """The ID side of a class-holdout split: `classes` only, label j = original class classes[j]."""
+    check_split(request, ("train", "test"))
+    images, labels = _holdout(*fashion_mnist_arrays(request.split, request.data_dir, request.download), classes)
+    remap = np.full(10, -1, np.int64)
+    remap[list(classes)] = np.arange(len(classes))
+    names = tuple(FASHION_MNIST_CLASSES[c] for c in classes)
+    return from_arrays(request, images, remap[labels], len(classes), names)
+
+
+def _holdout_ood_set(request, classes):
+    """The OOD side: the held-out `classes` of the test split, original labels."""
+    check_split(request, ("test",), "the held-out classes are taken from the Fashion-MNIST test set")
+    images, labels = _holdout(*fashion_mnist_arrays("test", request.data_dir, request.download), classes)
+    return from_arrays(request, images, labels, None, FASHION_MNIST_CLASSES)
+
+
 @register("fmnist_holdout_id")
 def load_holdout_id(request: LoadRequest) -> ImageSet:
     """Fashion-MNIST classes 0..5 (labels unchanged), ``train`` or ``test``.
@@ -261,11 +278,7 @@ def load_holdout_id(request: LoadRequest) -> ImageSet:
         >>> s.num_examples, s.num_classes
         (6000, 6)
     """
-    check_split(request, ("train", "test"))
-    images, labels = _holdout(*fashion_mnist_arrays(request.split, request.data_dir, request.download),
-                              HOLDOUT_ID_CLASSES)
-    names = tuple(FASHION_MNIST_CLASSES[c] for c in HOLDOUT_ID_CLASSES)
-    return from_arrays(request, images, labels, len(HOLDOUT_ID_CLASSES), names)
+    return _holdout_id_set(request, HOLDOUT_ID_CLASSES)
 
 
 @register("fmnist_holdout_ood")
@@ -277,10 +290,7 @@ def load_holdout_ood(request: LoadRequest) -> ImageSet:
         >>> data.load("fmnist_holdout_ood", split="test").num_examples
         4000
     """
-    check_split(request, ("test",), "the held-out classes are taken from the Fashion-MNIST test set")
-    images, labels = _holdout(*fashion_mnist_arrays("test", request.data_dir, request.download),
-                              HOLDOUT_OOD_CLASSES)
-    return from_arrays(request, images, labels, None, FASHION_MNIST_CLASSES)
+    return _holdout_ood_set(request, HOLDOUT_OOD_CLASSES)
 
 
 def fmnist_suite(holdout: bool = False) -> dict:
@@ -336,13 +346,7 @@ def load_holdout2_id(request: LoadRequest) -> ImageSet:
         >>> s.num_examples, s.num_classes, s.class_names[2]
         (6000, 6, 'Shirt')
     """
-    check_split(request, ("train", "test"))
-    images, labels = _holdout(*fashion_mnist_arrays(request.split, request.data_dir, request.download),
-                              HOLDOUT2_ID_CLASSES)
-    remap = np.full(10, -1, np.int64)
-    remap[list(HOLDOUT2_ID_CLASSES)] = np.arange(len(HOLDOUT2_ID_CLASSES))
-    names = tuple(FASHION_MNIST_CLASSES[c] for c in HOLDOUT2_ID_CLASSES)
-    return from_arrays(request, images, remap[labels], len(HOLDOUT2_ID_CLASSES), names)
+    return _holdout_id_set(request, HOLDOUT2_ID_CLASSES)
 
 
 @register("fmnist_holdout2_ood")
@@ -354,7 +358,4 @@ def load_holdout2_ood(request: LoadRequest) -> ImageSet:
         >>> data.load("fmnist_holdout2_ood", split="test").num_examples
         4000
     """
-    check_split(request, ("test",), "the held-out classes are taken from the Fashion-MNIST test set")
-    images, labels = _holdout(*fashion_mnist_arrays("test", request.data_dir, request.download),
-                              HOLDOUT2_OOD_CLASSES)
-    return from_arrays(request, images, labels, None, FASHION_MNIST_CLASSES)
+    return _holdout_ood_set(request, HOLDOUT2_OOD_CLASSES)
