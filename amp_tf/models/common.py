@@ -1,7 +1,9 @@
-"""Layer helpers shared by the backbone builders (built-in Keras layers only)."""
+"""Layer helpers shared by the backbone builders."""
 from __future__ import annotations
 
 import keras
+
+from amp_tf.models.batchnorm import BatchNorm
 
 #: PyTorch's BatchNorm defaults (momentum 0.1 == Keras momentum 0.9, eps 1e-5).
 BN_MOMENTUM = 0.9
@@ -28,8 +30,8 @@ def conv(filters, kernel_size, strides=1, *, name, weight_decay=None, use_bias=F
 
 
 def bn(name):
-    """``BatchNormalization`` with PyTorch-matching momentum and epsilon."""
-    return keras.layers.BatchNormalization(
+    """Batch normalisation (fused kernel, :class:`BatchNorm`) with PyTorch-matching momentum and epsilon."""
+    return BatchNorm(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
     )
 
