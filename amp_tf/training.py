@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from amp_tf.anchoring import AnchoredModel
 from amp_tf.compat import patch_multiworker_fit
+from amp_tf.data import tfdata
 from amp_tf.distribute import get_strategy, sync_batchnorm, worker_info
 from amp_tf.models import build_backbone
 from amp_tf.pixels import check_pixels
@@ -150,10 +151,10 @@ def epoch_dataset(x, y, batch_size, seed=0, epochs=1, start_epoch=0, augment="cr
                 xb = _crop_flip(xb, s, padding)
             return xb, yb
 
-        return batches.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return batches.map(fetch, num_parallel_calls=tfdata.map_calls(per_batch=True), deterministic=True)
 
     ds = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
-    return ds.prefetch(tf.data.AUTOTUNE), steps
+    return tfdata.finish(ds), steps
 
 
 def backup_epoch(backup_dir):
@@ -288,7 +289,7 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
     if val is not None:
         val_data = tf.data.Dataset.from_tensor_slices((np.asarray(check_pixels(val[0], "val"), "float32"),
                                                        val[1]))
-        val_data = val_data.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        val_data = tfdata.finish(val_data.batch(cfg.batch_size))
     with strategy.scope():
         model = build_model(cfg, sample.shape[1:], num_classes,
                             init_from=init_from if init_from is not None else cfg.init_from)

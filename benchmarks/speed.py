@@ -57,7 +57,11 @@ TARGETS = {  # None: reported without a target
     "train_overhead": ("<=", 1.05),
     "amp_k_efficiency": (">=", 0.95),
     "folded_speedup": None,
-    "tiled_vs_loop": None,
+    "tiled_vs_loop": (">=", 1.0),
+}
+PEER_TARGETS = {  # amp-tf / PyTorch on the same CPU, images/s (section "peer")
+    "peer_training": (">=", 1.0),
+    "peer_amp_inference": (">=", 1.0),
 }
 DEFAULT_SHAPES = {"resnet_small": (28, 28, 1), "resnet50_imagenet": (224, 224, 3)}
 CYCLE = 5  # training steps per timed cycle = consistency_every
@@ -102,10 +106,21 @@ def parse_args(argv=None):
                    help="compile both training steps with XLA (default: Keras' 'auto')")
     p.add_argument("--mixed-precision", action="store_true",
                    help="bfloat16 compute (mixed_bfloat16 policy) for both models")
+    p.add_argument("--sections", default="core,peer,internals",
+                   help="comma list: core (training overhead, inference, K and batch scaling), "
+                        "peer (amp-tf vs PyTorch on this CPU, training and AMP inference; PyTorch "
+                        "optional), internals (fused BatchNorm vs Keras', the tf.data settings); "
+                        "default: all three")
+    p.add_argument("--peer-rounds", type=int, default=None,
+                   help="alternating rounds of the peer comparison (default 4; 3 with --quick)")
     p.add_argument("--skip-scaling", action="store_true",
                    help="only the headline ratios (no K / batch scaling tables)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (4 if args.quick else 9)
+    args.sections = set(v for v in args.sections.replace(" ", "").split(",") if v)
+    if not args.sections or args.sections - {"core", "peer", "internals"}:
+        p.error("--sections: a comma list of core, peer, internals")
+    args.peer_rounds = args.peer_rounds or (3 if args.quick else 4)
     args.k_list = _ints(args.k_list) if args.k_list else ([1, 2, 5, 10] if args.quick else [1, 2, 5, 10, 20])
     args.batch_list = (_ints(args.batch_list) if args.batch_list
                        else ([32, 128] if args.quick else [32, 128, 512]))
@@ -396,6 +411,126 @@ def check_folded_equals_tiled(inf, x, k):
                for key in ("logits", "tau", "amp_score", "probabilities"))
 
 
+# ------------------------------------------------------------------------ peer
+def bench_peer(args, log):
+    """amp-tf vs PyTorch on this CPU: `benchmarks/peer_speed.py`'s contenders, run here.
+
+    Training: one epoch per contender in alternation: amp-tf's own pipeline
+    (`amp_tf.training.epoch_dataset` + `fit`, what the trainers run), `fit` on arrays,
+    the PyTorch reference loop (2 threads and 1 thread). Inference at K = 5: the
+    `AnchoredPredictor.predict` users call vs PyTorch's loop over anchors.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import peer_speed
+
+    pargs = peer_speed.parse_args([
+        "--n-train", str(3200 if args.quick else 6400), "--rounds", str(args.peer_rounds),
+        "--k", str(args.k), "--no-profile", "--no-env-sweep", "--seed", str(args.seed)])
+    pargs.quick = True  # peer_speed's --quick only drops the no-augmentation torch contender here
+    torch = peer_speed.torch
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count())
+    log(f"  PyTorch: {torch.__version__ if torch is not None else 'not installed: ratios skipped'}")
+    train, info = peer_speed.bench_training(pargs, log)
+    inf = peer_speed.bench_inference(pargs, log)
+    out = {"torch": torch.__version__ if torch is not None else None, "model_check": info,
+           "settings": {"n_train": pargs.n_train, "rounds": pargs.rounds, "batch_size": pargs.batch_size,
+                        "width": pargs.width, "k": pargs.k},
+           "training": train, "inference": inf}
+    if torch is None:
+        out["skipped"] = "PyTorch not installed (pip install torch==2.13.0 for the CPU build)"
+        return out
+    ips = lambda d, n: d[n]["images_per_s"]  # noqa: E731
+    out["ratios"] = {
+        "peer_training": ips(train, "b_train_pipeline") / ips(train, "c_torch"),
+        "peer_training_fit_arrays": ips(train, "a_fit_arrays") / ips(train, "c_torch"),
+        "peer_training_vs_torch_1thread": ips(train, "b_train_pipeline") / ips(train, "c_torch_1thread"),
+        "peer_training_cpu_time": train["c_torch"]["median_cpu_s"] / train["b_train_pipeline"]["median_cpu_s"],
+        "peer_amp_inference": ips(inf, "tf_amp_predict" if "tf_amp_predict" in inf else "tf_amp_call")
+        / ips(inf, "torch_amp_loop"),
+        "peer_vanilla_inference": ips(inf, "tf_vanilla") / ips(inf, "torch_vanilla"),
+    }
+    return out
+
+
+# ------------------------------------------------------------------- internals
+def with_keras_batchnorm(model):
+    """`model` rebuilt with keras.layers.BatchNormalization where it has amp-tf's BatchNorm."""
+    from amp_tf.models.batchnorm import BatchNorm
+
+    def clone(layer):
+        cls = keras.layers.BatchNormalization if isinstance(layer, BatchNorm) else layer.__class__
+        return cls.from_config(layer.get_config())
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def bench_internals(args, log):
+    """Two library choices as ratios: the fused BatchNorm, and tf.data without autotuning."""
+    from amp_tf.data import tfdata
+    from amp_tf.training import epoch_dataset
+
+    b = args.batch_size
+    out = {}
+    # (a) one training step of the anchored backbone: amp-tf BatchNorm vs Keras' BatchNormalization
+    x, y = data(args, b, args.seed + 5)
+    xa = tf.constant(np.concatenate([x, x[::-1]], -1) / 255.0, tf.float32)
+    yt = tf.constant(y)
+    steps = {}
+    for name, model in (("fused", make_backbone(args, True, args.seed)),
+                        ("keras", with_keras_batchnorm(make_backbone(args, True, args.seed)))):
+        opt = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+        opt.build(model.trainable_variables)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        @tf.function
+        def step(model=model, opt=opt, loss_fn=loss_fn):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yt, model(xa, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        steps[f"step_{name}_batchnorm"] = step
+    log("  training step: amp-tf BatchNorm (fused kernel) vs keras.layers.BatchNormalization ...")
+    r = interleaved(steps, args.repeats, args.min_sample_s)
+    out["batchnorm"] = {"timings": r, "ms_per_step": {n: 1e3 * v["median_s"] for n, v in r.items()},
+                        "speedup": r["step_keras_batchnorm"]["median_s"] / r["step_fused_batchnorm"]["median_s"]}
+    # (b) whole fit epochs on amp-tf's pipeline: fixed tuning (the library) vs tf.data autotuning
+    n = b * (25 if args.quick else 50)
+    x, y = data(args, n, args.seed + 6)
+    ds_fixed, st = epoch_dataset(x, y, b, args.seed, epochs=1)
+    on = tf.data.Options()
+    on.autotune.enabled = True
+    ds_auto = ds_fixed.with_options(on)
+    model = AnchoredModel(make_backbone(args, True, args.seed), consistency="all",
+                          consistency_every=CYCLE, seed=args.seed)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fits = {name: (lambda ds=ds: model.fit(ds, epochs=1, steps_per_epoch=st, verbose=0).history["loss"][-1])
+            for name, ds in (("epoch_fixed_tuning", ds_fixed), ("epoch_autotune", ds_auto))}
+    rounds = 6 if args.quick else 10
+    log(f"  fit epochs of {st} steps: tf.data fixed tuning (amp-tf) vs autotuning, {rounds} rounds ...")
+    samples = {name: [] for name in fits}
+    for name in fits:
+        fits[name]()  # warm-up (traces)
+    for i in range(rounds):
+        for name in (list(fits) if i % 2 == 0 else list(fits)[::-1]):
+            t = time.perf_counter()
+            fits[name]()
+            samples[name].append(time.perf_counter() - t)
+    fastest = min(min(v) for v in samples.values())
+    out["tf_data"] = {
+        "steps_per_epoch": st, "autotune_enabled": {"epoch_fixed_tuning": ds_fixed.options().autotune.enabled,
+                                                    "epoch_autotune": ds_auto.options().autotune.enabled},
+        "epochs_s": samples,
+        "median_s": {n: statistics.median(v) for n, v in samples.items()},
+        "max_s": {n: max(v) for n, v in samples.items()},
+        "slow_epochs": {n: sum(t > 1.3 * fastest for t in v) for n, v in samples.items()},
+        "speedup": statistics.median(samples["epoch_autotune"]) / statistics.median(samples["epoch_fixed_tuning"]),
+        "tfdata_settings": {"map_calls_per_batch": tfdata.map_calls(per_batch=True), "prefetch": tfdata.PREFETCH},
+    }
+    return out
+
+
 # ------------------------------------------------------------------------ main
 def machine_info():
     info = {
@@ -443,14 +578,15 @@ def versions():
 
 
 def verdict(name, value):
-    if TARGETS[name] is None:
+    spec = {**TARGETS, **PEER_TARGETS}[name]
+    if spec is None:
         return {"value": value, "target": None, "met": None}
-    op, target = TARGETS[name]
+    op, target = spec
     ok = value <= target if op == "<=" else value >= target
     return {"value": value, "target": f"{op} {target}", "met": bool(ok)}
 
 
-def run(args, log=print):
+def run_core(args, log=print):
     results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     contention = Contention()
     results["load_average_at_start"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -587,6 +723,27 @@ def run(args, log=print):
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     results["targets"] = {name: verdict(name, results[name]) for name in TARGETS}
+    return results
+
+
+def run(args, log=print):
+    """The sections asked for; `targets` holds every ratio with a target that was measured."""
+    results = {"targets": {}}
+    if "core" in args.sections:
+        results.update(run_core(args, log))
+    if "peer" in args.sections:
+        log("[peer] amp-tf vs PyTorch on this CPU (resnet_small width 16, batch %d)" % args.batch_size)
+        sec = Contention()
+        results["peer"] = bench_peer(args, log)
+        results["peer"]["other_processes_cpu_share"] = sec.share()
+        for name, value in results["peer"].get("ratios", {}).items():
+            if name in PEER_TARGETS:
+                results["targets"][name] = verdict(name, value)
+    if "internals" in args.sections:
+        log("[internals] fused BatchNorm and tf.data settings, as ratios")
+        sec = Contention()
+        results["internals"] = bench_internals(args, log)
+        results["internals"]["other_processes_cpu_share"] = sec.share()
     results["peak_rss_bytes"] = vm_hwm_bytes()
     return results
 
@@ -631,7 +788,7 @@ NOTES = [
 ]
 
 
-def print_table(results, args, wall):
+def print_core(results, args):
     t = results["training"]
     ips = results["inference"]["images_per_s"]
     cost = results["cost_model"]
@@ -685,6 +842,49 @@ def print_table(results, args, wall):
                        if v is not None)
         print(f"other processes used {100 * share:.0f}% of the machine's CPU during the run "
               f"({by}){flag}")
+
+
+def print_peer(results):
+    peer = results["peer"]
+    print()
+    print(f"amp-tf vs PyTorch {peer['torch'] or '(not installed)'} on this CPU: resnet_small width "
+          f"{peer['settings']['width']}, batch {peer['settings']['batch_size']}, "
+          f"{peer['settings']['n_train']} images per epoch, {peer['settings']['rounds']} alternating rounds")
+    for n, r in peer["training"].items():
+        print(f"  train {n:<20}{r['images_per_s']:>8.0f} img/s  ({r['median_s']:.2f} s/epoch, "
+              f"cpu {r['median_cpu_s']:.2f} s)")
+    for n, r in peer["inference"].items():
+        print(f"  infer {n:<20}{r['images_per_s']:>8.0f} img/s")
+    if "skipped" in peer:
+        print(f"  peer ratios skipped: {peer['skipped']}")
+        return
+    for n, v in peer["ratios"].items():
+        t = results["targets"].get(n)
+        status = "" if t is None else f"  target {t['target']}: {'met' if t['met'] else 'MISSED'}"
+        print(f"  {n:<34}{v:>7.3f}{status}")
+
+
+def print_internals(results):
+    bn, td = results["internals"]["batchnorm"], results["internals"]["tf_data"]
+    print()
+    ms = bn["ms_per_step"]
+    print(f"fused BatchNorm: training step {ms['step_fused_batchnorm']:.1f} ms vs Keras' BatchNormalization "
+          f"{ms['step_keras_batchnorm']:.1f} ms -> x{bn['speedup']:.3f}")
+    print(f"tf.data, fit epochs of {td['steps_per_epoch']} steps: fixed tuning (amp-tf) median "
+          f"{td['median_s']['epoch_fixed_tuning']:.2f} s (max {td['max_s']['epoch_fixed_tuning']:.2f}, "
+          f"{td['slow_epochs']['epoch_fixed_tuning']} slow) vs autotuning "
+          f"{td['median_s']['epoch_autotune']:.2f} s (max {td['max_s']['epoch_autotune']:.2f}, "
+          f"{td['slow_epochs']['epoch_autotune']} slow) -> x{td['speedup']:.3f}  (slow: > 1.3 x the fastest epoch)")
+
+
+def print_table(results, args, wall):
+    if "training" in results:
+        print_core(results, args)
+    if "peer" in results:
+        print_peer(results)
+    if "internals" in results:
+        print_internals(results)
+    print(f"CPU: {machine_info().get('cpu_model', 'unknown')}, {os.cpu_count()} cores")
     print(f"peak RSS {results['peak_rss_bytes'] / 2**20:.0f} MiB; wall time {wall:.1f} s")
 
 

@@ -419,3 +419,15 @@ def test_seeded_shuffle_is_deterministic():
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_pipelines_run_with_fixed_tuning():
+    """Autotuning off everywhere (its iterator teardown stalls fit/evaluate for seconds)."""
+    from amp_tf.data import tfdata
+    from amp_tf.training import epoch_dataset
+
+    x = np.zeros((10, 6, 6, 1), "uint8")
+    ds, steps = epoch_dataset(x, np.arange(10) % 3, 4)
+    assert steps == 2 and ds.options().autotune.enabled is False
+    assert data.load("digits", split="test").dataset.options().autotune.enabled is False
+    assert tfdata.map_calls() >= tfdata.map_calls(per_batch=True) >= 1

@@ -1,10 +1,15 @@
 """Helpers shared by the baseline modules (private)."""
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import scipy.special
 import tensorflow as tf
+
+#: Compiled inference-mode forward of each model (weakly keyed: freed with the model).
+_LOGIT_FNS = weakref.WeakKeyDictionary()
 
 #: The three scores computed from a set of softmax predictions (passes or members).
 PREDICTIVE_SCORES = ("msp", "entropy", "variance")
@@ -108,12 +113,17 @@ def float_logits(z):
 def model_logits(model, x, batch_size=256):
     """Inference-mode outputs of ``model`` on ``x``: numpy ``(N, K)`` float32/float64.
 
-    Uses ``model.predict`` (``training=False``, batched, its compiled predict
-    function is cached on the model by Keras).
+    One compiled ``model(x, training=False)`` per model (cached), run over
+    numpy batches: no tf.data iterator per call (``model.predict`` builds one,
+    and tearing it down can stall for seconds, see ``amp_tf.data.tfdata``).
     """
     check_model(model)
     x = as_inputs(x)
-    out = model.predict(x, batch_size=int(batch_size), verbose=0)
+    fn = _LOGIT_FNS.get(model)
+    if fn is None:
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        fn = _LOGIT_FNS[model] = tf.function(lambda z: ref()(z, training=False), reduce_retracing=True)
+    out = run_batched(fn, x, batch_size)
     if isinstance(out, (list, tuple, dict)):
         raise ValueError(f"model {model.name!r} must have a single (logits) output")
     out = np.asarray(out)

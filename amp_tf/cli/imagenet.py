@@ -136,6 +136,7 @@ def val_transform(image, size):
 def train_dataset(image_set, batch_size, size, seed, augment=True, limit=None):
     """Repeated, batched (raw-pixel float image, label) stream and its steps per epoch."""
     import tensorflow as tf
+    from amp_tf.data import tfdata
 
     n = image_set.num_examples if limit is None else min(limit, image_set.num_examples or limit)
     if n is None:
@@ -152,13 +153,14 @@ def train_dataset(image_set, batch_size, size, seed, augment=True, limit=None):
         s = tf.stack([tf.cast(seed, tf.int64), i])
         return tf.ensure_shape(train_transform(image, s, size, augment), (size, size, 3)), label
 
-    ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), steps
+    ds = ds.map(fn, num_parallel_calls=tfdata.map_calls())
+    return tfdata.finish(ds.batch(batch_size, drop_remainder=True)), steps
 
 
 def eval_batches(ds, size, limit=None, center_crop=True, batch_size=256):
     """(uint8 crops, labels) batches of `size` for scoring (val transform, or resize only)."""
     import tensorflow as tf
+    from amp_tf.data import tfdata
 
     if limit is not None:
         ds = ds.take(limit)
@@ -171,7 +173,7 @@ def eval_batches(ds, size, limit=None, center_crop=True, batch_size=256):
                                 antialias=True)
         return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8), label
 
-    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return tfdata.finish(ds.map(fn, num_parallel_calls=tfdata.map_calls()).batch(batch_size))
 
 
 def _score_stream(run, batches):

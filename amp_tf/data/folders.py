@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from amp_tf.data import tfdata
 from amp_tf.data.registry import (
-    AUTOTUNE,
     DataNotFoundError,
     ImageSet,
     LoadRequest,
@@ -203,7 +203,7 @@ def load_folder(request: LoadRequest) -> ImageSet:
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), labels_np))
     if request.shuffle:  # shuffle the cheap paths, not decoded images
         ds = ds.shuffle(len(paths), seed=request.seed, reshuffle_each_iteration=True)
-    ds = ds.map(load_one, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(load_one, num_parallel_calls=tfdata.map_calls())
     plain = dataclasses.replace(request, shuffle=False)
     return ImageSet(
         name=request.name,

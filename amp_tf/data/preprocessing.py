@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from amp_tf.data.registry import AUTOTUNE, ImageSet, to_numpy
+from amp_tf.data import tfdata
+from amp_tf.data.registry import ImageSet, to_numpy
 
 RESIZE_METHODS = ("tf", "pil_nearest", "pil_bilinear", "pil_bicubic", "pil_lanczos")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -305,9 +306,9 @@ def _preprocess_dataset(ds, mean, std, image_size, resize_method, channels, batc
         return (tf.cast(image, tf.float32) - mean_t) / std_t
 
     if tuple_like:
-        ds = ds.map(lambda image, *rest: (fix(image), *rest), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda image, *rest: (fix(image), *rest), num_parallel_calls=tfdata.map_calls())
     else:
-        ds = ds.map(fix, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(fix, num_parallel_calls=tfdata.map_calls())
     if batch_size is not None:
         ds = ds.batch(int(batch_size))
-    return ds.prefetch(AUTOTUNE)
+    return tfdata.finish(ds)

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-AUTOTUNE = tf.data.AUTOTUNE
+from amp_tf.data import tfdata
 
 _REGISTRY: dict[str, Callable[["LoadRequest"], "ImageSet"]] = {}
 
@@ -203,9 +203,7 @@ def finish_dataset(ds: tf.data.Dataset, request: LoadRequest, shuffle_buffer: in
     """Shared tail of every loader: optional seeded shuffle, then prefetch."""
     if request.shuffle:
         ds = ds.shuffle(max(1, int(shuffle_buffer)), seed=request.seed, reshuffle_each_iteration=True)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options).prefetch(AUTOTUNE)
+    return tfdata.finish(ds)
 
 
 def from_arrays(

@@ -14,8 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from amp_tf.data import tfdata
 from amp_tf.data.registry import (
-    AUTOTUNE,
     DataNotFoundError,
     ImageSet,
     LoadRequest,
@@ -179,7 +179,7 @@ def load_tfds(request: LoadRequest, tfds_name: str | None = None) -> ImageSet:
             label = tf.constant(-1, tf.int64)
         return image, label
 
-    ds = ds.map(to_pair, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(to_pair, num_parallel_calls=tfdata.map_calls())
 
     num_examples = None
     try:
