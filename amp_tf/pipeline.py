@@ -263,9 +263,12 @@ def score_models(trained, data, ood, num_anchors=5, positive="id", log=print):
     anchors = select_anchors(data.x_train, num_anchors, seed=trained[anchored[0]][1].seed) if anchored else None
     scores, values, info = {}, {}, {}
     for name, (model, cfg, secs) in trained.items():
-        log(f"scoring the {name} model on {data.name} + {len(ood)} OOD set(s) ...")
+        n_images = len(data.x_test) + sum(len(v) for v in (ood or {}).values())
+        log(f"scoring the {name} model on {data.name} + {len(ood)} OOD set(s) ({n_images} images) ...")
+        t = time.time()
         res, vals, acc = evaluate_model(model, data.x_test, data.y_test, ood or {}, name,
                                         anchors=anchors if cfg.anchored else None, positive=positive)
+        log(f"  {name}: {len(res)} scores in {time.time() - t:.0f} s")
         scores.update(res)
         values.update(vals)
         info[name] = {"id_accuracy": acc, "params": int(model.count_params()), "train_time_s": round(secs, 1)}
@@ -311,12 +314,21 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
     if int(num_anchors) < 2:
         raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors}.")
     t0 = time.time()
+    timings = {}  # seconds per phase, in the report
+
+    def lap(phase, since):
+        timings[phase] = round(time.time() - since, 1)
+        return time.time()
+
     out = folder.work
+    t = time.time()
     trained = train_models(data, models, out, verbose, backup, strategy, callbacks_for, log)
+    t = lap("train", t)
     if not worker_info()[2]:
         log("non-chief worker: training done; the chief writes models and report.")
         return {"chief": False}
     scores, values, info, anchors = score_models(trained, data, ood, num_anchors, positive, log)
+    t = lap("score", t)
     exported = not export
     for name, (model, cfg, _) in trained.items():
         model.save(out / f"{name}.keras")
@@ -325,6 +337,7 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
             pred = AnchoredPredictor.from_model(model, anchors)
             export_for_serving(pred, out / "serving", id_images=data.x_val, tpr=tpr)
             info[name]["serving_threshold_on"] = f"{len(data.x_val)} ID validation images (tpr {tpr})"
+    t = lap("save_and_export", t)
     ood_names = list(ood)
     for near_data, near_ood in near:
         sub = out / f"near_{near_data.name}"
@@ -333,6 +346,8 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
         _merge(scores, s)  # raw values stay out of the plots: they have another ID set
         info.update({f"{n}@{near_data.name}": m for n, m in i.items()})
         ood_names += list(near_ood)
+    if near:
+        t = lap("near_ood", t)
     results = {
         "title": title or f"{data.name} (ID) vs " + (", ".join(ood_names) or "no OOD set"),
         "id_set": data.name, "ood_sets": ood_names, "positive": positive,
@@ -342,10 +357,13 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
         "models": info, "scores": scores,
         **(extra or {}),
     }
+    results["timings_s"] = timings
     results["wall_time_s"] = round(time.time() - t0, 1)
     if ood_names:
         write_report(out, results, values, plots=plots)
     else:
         write_json(out / "report.json", results)
+    lap("report", t)
+    log("time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     results["out"] = str(folder.commit())
     return results

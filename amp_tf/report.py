@@ -214,6 +214,8 @@ def _footer(s):
     if s.get("wall_time_s") is not None:
         t = float(s["wall_time_s"])
         parts.append(f"wall time {t:.1f} s ({t / 60:.1f} min)")
+    if s.get("timings_s"):
+        parts.append("phases: " + ", ".join(f"{k} {float(v):.0f} s" for k, v in s["timings_s"].items()))
     versions = s.get("versions") or {}
     if versions:
         parts.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))

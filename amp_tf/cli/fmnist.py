@@ -97,7 +97,7 @@ def main(argv=None):
     ood, _ = load_ood(ood_names, d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
     near = near_splits(args, log) if args.near and not args.holdout else ()
     folder = run_folder(args, "fmnist", log=log)  # after every check: a refused run writes nothing
-    log(f"run folder: {folder.path}")
+    log(f"run folder: {folder.path} (data loaded in {time.time() - t0:.0f} s)")
     log(f"ID {d.name}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; "
         "OOD: " + ", ".join(f"{k} ({len(v)})" for k, v in ood.items()))
     kw = {"backbone_kwargs": {"width": args.width}}
