@@ -280,6 +280,16 @@ def _merge(into, more):
         into.setdefault(key, {}).update(per_set)
 
 
+def _machine_jiffies():
+    """(all, steal) CPU jiffies of the machine from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals[:8]), vals[7]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, export=True, plots=True,
             callbacks_for=None, verbose=1, backup=True, strategy=None, title=None, extra=None, near=(),
             log=print):
@@ -313,7 +323,7 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
 
     if int(num_anchors) < 2:
         raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors}.")
-    t0 = time.time()
+    t0, cpu0, jiffies0 = time.time(), time.process_time(), _machine_jiffies()
     timings = {}  # seconds per phase, in the report
 
     def lap(phase, since):
@@ -359,6 +369,12 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
     }
     results["timings_s"] = timings
     results["wall_time_s"] = round(time.time() - t0, 1)
+    # Wall time depends on the machine's load: the process' CPU time and the share of
+    # the machine's CPU taken by the hypervisor (steal) make runs comparable.
+    results["cpu_time_s"] = round(time.process_time() - cpu0, 1)
+    jiffies1 = _machine_jiffies()
+    if jiffies0 and jiffies1 and jiffies1[0] > jiffies0[0]:
+        results["steal_share"] = round((jiffies1[1] - jiffies0[1]) / (jiffies1[0] - jiffies0[0]), 3)
     if ood_names:
         write_report(out, results, values, plots=plots)
     else:

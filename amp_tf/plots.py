@@ -138,22 +138,28 @@ def plot_densities(score_values, out_path, score_key, id_label="ID"):
 
     ncols = min(len(sets), 4)
     nrows = math.ceil(len(sets) / ncols)
-    fig = _figure((3.3 * ncols, 2.7 * nrows + 0.4))
+    from matplotlib.figure import Figure
+
+    height = 2.5 * nrows + 1.2
+    fig = Figure(figsize=(3.3 * ncols, height), dpi=DPI)  # fixed margins: tight layout doubles the cost
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.55 / height, top=1 - 0.85 / height,
+                        wspace=0.28, hspace=0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    # one filled step outline per histogram (ax.hist draws a patch per bar: 10x slower)
+    id_density, _ = np.histogram(np.clip(id_s, lo, hi), bins=edges, density=True)
     for ax, name in zip(axes.flat, sets):
         auroc = ood_metrics(id_s, ood[name])["auroc"]
-        ax.hist(np.clip(id_s, lo, hi), bins=edges, density=True, alpha=0.5,
-                color="tab:blue", label=id_label)
-        ax.hist(np.clip(ood[name], lo, hi), bins=edges, density=True, alpha=0.5,
-                color="tab:red", label=name)
+        ood_density, _ = np.histogram(np.clip(ood[name], lo, hi), bins=edges, density=True)
+        ax.stairs(id_density, edges, fill=True, alpha=0.5, color="tab:blue", label=id_label)
+        ax.stairs(ood_density, edges, fill=True, alpha=0.5, color="tab:red", label=name)
         ax.set_title(f"{name}: AUROC {100 * auroc:.1f}%", fontsize=9)
-        ax.set_xlabel("score (higher = ID)", fontsize=8)
-        ax.set_ylabel("density", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7, loc="upper left")
     for ax in list(axes.flat)[len(sets):]:
         ax.set_visible(False)
     fig.suptitle(f"Score densities: {score_key}", fontsize=11)
+    fig.supxlabel("score (higher = ID)", fontsize=9)
+    fig.supylabel("density", fontsize=9)
     return _save(fig, out_path)
 
 

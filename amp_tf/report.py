@@ -214,6 +214,10 @@ def _footer(s):
     if s.get("wall_time_s") is not None:
         t = float(s["wall_time_s"])
         parts.append(f"wall time {t:.1f} s ({t / 60:.1f} min)")
+    if s.get("cpu_time_s") is not None:
+        parts.append(f"CPU time {float(s['cpu_time_s']):.0f} s")
+    if s.get("steal_share") is not None:
+        parts.append(f"hypervisor steal {100 * float(s['steal_share']):.0f} % of the machine's CPU")
     if s.get("timings_s"):
         parts.append("phases: " + ", ".join(f"{k} {float(v):.0f} s" for k, v in s["timings_s"].items()))
     versions = s.get("versions") or {}

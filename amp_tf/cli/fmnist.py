@@ -115,7 +115,10 @@ def main(argv=None):
                       log=log,
                       extra={"seed": args.seed, "versions": versions(), "args": vars(args)})
     print(render(results, "md").split("## Per OOD set")[0])
-    log(f"done in {time.time() - t0:.0f} s; report: {results['out']}/report.md")
+    steal = results.get("steal_share")
+    log(f"done in {time.time() - t0:.0f} s (process CPU time {time.process_time():.0f} s"
+        + (f"; the hypervisor took {100 * steal:.0f} % of the machine's CPU" if steal is not None else "")
+        + f"); report: {results['out']}/report.md")
     return results
 
 
