@@ -817,7 +817,8 @@ def print_core(results, args):
             f"loop {ips['loop']:.0f} img/s vs tiled {ips['tiled']:.0f}, tiled in chunks of B "
             f"{ips['tiled_chunked']:.0f} (loop/chunked {results['tiled_chunked_vs_loop']:.3f})"),
     }
-    for name, v in results["targets"].items():
+    for name in TARGETS:
+        v = results["targets"][name]
         status = "info" if v["met"] is None else ("met" if v["met"] else "MISSED")
         print(f"{name:<18}{v['value']:>8.3f}  {v['target'] or '-':<9}{status:<8}"
               f"{cpu[name]:>9.3f}{results['min_time_ratios'][name]:>7.3f}  {detail[name]}")
@@ -905,11 +906,12 @@ def main(argv=None):
         "consistency": "all", "consistency_every": CYCLE, "optimizer": "SGD(0.01, momentum=0.9)",
     }
     results["notes"] = NOTES
-    print_table(results, args, wall)
-    if args.json:
+    if args.json:  # first: a printing problem must not lose the measurements
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=float))
+    print_table(results, args, wall)
+    if args.json:
         print(f"wrote {path}")
     return results
 
