@@ -16,7 +16,7 @@ for arch in resnet_small wrn40_2; do
   for flags in "" "--jit-compile" "--mixed-precision" "--jit-compile --mixed-precision"; do
     tag="${arch}$(echo "$flags" | tr -d ' -' | sed 's/^\(.\)/_\1/')"
     echo "== $arch $flags"
-    timeout 110 "$PY" benchmarks/speed.py --arch "$arch" --batch-size 256 --repeats 5 --skip-scaling \
+    timeout 110 "$PY" benchmarks/speed.py --sections core --arch "$arch" --batch-size 256 --repeats 5 --skip-scaling \
       --min-sample-s 0.2 $flags --json "$OUT/$tag.json" > "$OUT/$tag.log" 2>&1 || echo "   failed or timed out: see $OUT/$tag.log"
   done
 done
