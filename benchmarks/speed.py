@@ -19,6 +19,15 @@ What it measures (every ratio from interleaved repeats, medians reported):
   shape: per anchor concat + backbone, then stack) / tiled time, at K=5.
 * K scaling (K=1: one anchored forward, no tau) and batch-size scaling, in
   images/s; analytic activation sizes and the process' peak RSS.
+
+Sections (`--sections`, default all): `core` is the above; `peer` runs
+`benchmarks/peer_speed.py`'s contenders here and reports `peer_training`
+(amp-tf's training pipeline / the PyTorch reference loop, images/s, target >= 1.0)
+and `peer_amp_inference` (`AnchoredPredictor.predict` / PyTorch's loop over
+anchors, target >= 1.0), skipped with a note when PyTorch is not installed;
+`internals` measures the library's speed choices as ratios (the fused `BatchNorm`
+vs Keras' BatchNormalization on one training step; fit epochs with amp-tf's
+tf.data settings vs tf.data autotuning).
 """
 
 from __future__ import annotations
