@@ -1,10 +1,11 @@
 """The tf.data settings of every amp-tf pipeline: fixed parallelism, autotuning off.
 
 With tf.data autotuning on (any ``AUTOTUNE`` in a pipeline), destroying an
-iterator waits for the autotuner's thread, up to ~5 s on a 2-core machine; Keras
+iterator waits for the autotuner's thread, for seconds on a 2-core machine; Keras
 destroys one at the end of every ``fit`` epoch, ``evaluate`` and ``predict``.
-Measured on 2 cores (``python benchmarks/speed.py --sections pipeline``): one
-50-step training epoch took 5.1 s instead of 3.2 s in about half of the epochs.
+Measured on 2 cores (``python benchmarks/speed.py --quick --sections internals``):
+fit epochs of 25 steps took 5.1, 10.3, 5.1, 5.4, 20.5 and 20.5 s with autotuning
+(multiples of the ~5.1 s period) and 4.8 to 7.9 s with these settings.
 Our pipelines are vectorised (one map call per batch) or decode images in a
 fixed number of parallel calls, so fixed values cost nothing and the stall is gone.
 

@@ -4,9 +4,9 @@ Keras 3 computes batch normalisation from separate ops (moments, then
 ``x * scale + offset``) and differentiates through each of them. TensorFlow has
 one fused kernel for it (``FusedBatchNormV3`` and its gradient; oneDNN on CPU,
 cuDNN on GPU), and its graph optimiser folds the inference form into the
-preceding convolution. On our ``resnet_small`` training step this takes the
-forward + backward + update from 83 to 60 ms on 2 CPU cores
-(``benchmarks/speed.py``, section "batchnorm").
+preceding convolution. One training step of the anchored ``resnet_small``
+(width 32, batch 128) takes 193 ms instead of 270 ms on 2 CPU cores
+(``python benchmarks/speed.py --quick --sections internals``; BENCHMARKS.md section 4).
 
 ``BatchNorm`` is a drop-in subclass: same variables, same config, same maths
 (normalisation with the biased batch variance; moving statistics updated with
