@@ -80,13 +80,15 @@ def vanilla_scorer(model, names=DEFAULT_VANILLA, batch_size=256, odin_temperatur
 
     def run(images):
         images = _check(images)
-        logits = batched(logits_fn, images, batch_size)
+        if "odin" in names:  # ODIN's first forward pass is the logits: computed once
+            odin, logits = scores._odin_and_logits(model, images.astype("float32"), odin_temperature,
+                                                   odin_epsilon, batch_size, odin_cache)
+        else:
+            logits = batched(logits_fn, images, batch_size)
         out = {"predicted_class": logits.argmax(-1)}
         for name in names:
             if name == "odin":
-                out[name] = np.asarray(scores.odin(model, images, temperature=odin_temperature,
-                                                   epsilon=odin_epsilon, batch_size=batch_size,
-                                                   cache=odin_cache))
+                out[name] = np.asarray(odin)
             else:
                 out[name] = scores.to_numpy(scores.get(name)(logits))
         return out

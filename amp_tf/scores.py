@@ -378,8 +378,15 @@ def odin(logits_fn, images, temperature=1000.0, epsilon=0.0014, batch_size=256, 
         raise ValueError("images must be a non-empty batch (B, ...)")
     if not np.issubdtype(images.dtype, np.floating):
         images = images.astype(keras.config.floatx())
-    T = float(temperature)
-    eps = float(epsilon)
+    return _odin_and_logits(logits_fn, images, temperature, epsilon, batch_size, cache)[0]
+
+
+def _odin_and_logits(logits_fn, images, temperature, epsilon, batch_size, cache):
+    """`(odin scores, logits at the unperturbed images)`: ODIN's first forward pass gives
+    the logits every other logit score needs, so a scorer computes them once."""
+    import tensorflow as tf
+
+    T, eps = float(temperature), float(epsilon)
 
     def call(x):
         if isinstance(logits_fn, keras.Model):
@@ -394,21 +401,21 @@ def odin(logits_fn, images, temperature=1000.0, epsilon=0.0014, batch_size=256, 
 
     key = (T, eps)
     if cache is not None and key in cache:
-        step = cache[key]
-        return _run_odin(step, images, batch_size)
+        return _run_odin(cache[key], images, batch_size)
 
     @tf.function(reduce_retracing=True)
     def step(x):  # one compiled graph per input shape, not eager ops per batch
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = _float_logits(call(x))
+            z = logits / T
+            log_msp = tf.reduce_max(z, axis=-1) - tf.reduce_logsumexp(z, axis=-1)
+            loss = -tf.reduce_sum(log_msp)  # per-sample losses are independent
         if eps != 0.0:
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                z = _float_logits(call(x)) / T
-                log_msp = tf.reduce_max(z, axis=-1) - tf.reduce_logsumexp(z, axis=-1)
-                loss = -tf.reduce_sum(log_msp)  # per-sample losses are independent
             grad = tape.gradient(loss, x)
             x = tf.clip_by_value(x - tf.cast(255.0 * eps, x.dtype) * tf.sign(grad), 0.0, 255.0)
-        z = _float_logits(call(x)) / T
-        return tf.exp(tf.reduce_max(z, axis=-1) - tf.reduce_logsumexp(z, axis=-1))
+            z = _float_logits(call(x)) / T
+        return tf.exp(tf.reduce_max(z, axis=-1) - tf.reduce_logsumexp(z, axis=-1)), logits
 
     if cache is not None:
         cache[key] = step

@@ -206,3 +206,19 @@ def test_fitted_score_registration():
         np.testing.assert_allclose(out[0], 0.0)
     finally:
         scores._REGISTRY.pop(name, None)
+
+
+def test_vanilla_scorer_takes_the_logits_from_odins_first_pass(rng):
+    """One forward pass fewer per image: every logit score still equals its definition."""
+    from amp_tf.evaluation import vanilla_scorer
+
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = rng.integers(0, 256, size=(19, 4, 4, 1)).astype("uint8")
+    out = vanilla_scorer(model, ("msp", "energy", "odin", "max_logit"), batch_size=8)(x)
+    logits = model.predict(x.astype("float32"), verbose=0)
+    np.testing.assert_array_equal(out["predicted_class"], logits.argmax(-1))
+    np.testing.assert_allclose(out["max_logit"], logits.max(-1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["energy"], logsumexp(logits, axis=-1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["odin"], scores.odin(model, x, batch_size=8), rtol=1e-6)
+    no_odin = vanilla_scorer(model, ("msp",), batch_size=8)(x)
+    np.testing.assert_allclose(no_odin["msp"], out["msp"], rtol=1e-6)
