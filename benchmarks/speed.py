@@ -46,7 +46,6 @@ import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]  # amp_tf is installed (pip install -e .)
@@ -429,8 +428,7 @@ def bench_peer(args, log):
     the PyTorch reference loop (2 threads and 1 thread). Inference at K = 5: the
     `AnchoredPredictor.predict` users call vs PyTorch's loop over anchors.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import peer_speed
+    import peer_speed  # benchmarks/peer_speed.py: this script's folder is first on sys.path
 
     pargs = peer_speed.parse_args([
         "--n-train", str(3200 if args.quick else 6400), "--rounds", str(args.peer_rounds),

@@ -7,7 +7,9 @@ Measured on 2 cores (``python benchmarks/speed.py --quick --sections internals``
 fit epochs of 25 steps took 5.1, 10.3, 5.1, 5.4, 20.5 and 20.5 s with autotuning
 (multiples of the ~5.1 s period) and 4.8 to 7.9 s with these settings.
 Our pipelines are vectorised (one map call per batch) or decode images in a
-fixed number of parallel calls, so fixed values cost nothing and the stall is gone.
+fixed number of parallel calls (every core); on the training pipeline the fixed
+values lost nothing in that measurement, and the stall is gone. Decode-heavy
+streams (ImageNet folders) were not measured.
 
 Example:
     >>> import tensorflow as tf
