@@ -12,6 +12,10 @@ Example:
 __version__ = "0.1.0"
 
 from amp_tf import metrics, scores  # noqa: E402,F401
+# Every module that defines a Keras serializable (optimizers, layers, models) is
+# imported here, so `keras.saving.load_model` works in a user's script after
+# `import amp_tf` (tests/test_load_anywhere.py checks it in a fresh interpreter).
+from amp_tf import folded, optimizers  # noqa: E402,F401
 from amp_tf.anchoring import AnchoredModel  # noqa: E402
 from amp_tf.augment import ConsistencyAugment  # noqa: E402
 from amp_tf.callbacks import OODMetricsCallback  # noqa: E402

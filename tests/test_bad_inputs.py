@@ -411,6 +411,30 @@ def _(c):
     return re.sub(r"/tmp/\S+", "<path>", line)
 
 
+# ------------------------------------------------------------------ cases: your own Keras model (anchor_backbone, keras.applications)
+# (add this area's cases directly below this line)
+
+
+# ------------------------------------------------------------------ cases: export: SavedModel and LiteRT
+# (add this area's cases directly below this line)
+
+
+# ------------------------------------------------------------------ cases: CLI flags and arguments
+# (add this area's cases directly below this line)
+
+
+# ------------------------------------------------------------------ cases: run folders and saved files
+# (add this area's cases directly below this line)
+
+
+# ------------------------------------------------------------------ cases: tf.data, detectors, callbacks and fit
+# (add this area's cases directly below this line)
+
+
+# ------------------------------------------------------------------ cases: anchor transform T
+# (add this area's cases directly below this line)
+
+
 # ------------------------------------------------------------------ the table
 def _table(rows):
     out = ["# Bad inputs and what you get", "",
