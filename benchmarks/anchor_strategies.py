@@ -21,27 +21,27 @@ group, overall = mean of group means), and the verdict against the target of the
 anchor-luck issue (std <= 2 FPR95 points, mean at least as good as the median
 draw of fixed-5), selecting the recommended strategy on validation only.
 
-    .venv/bin/python benchmarks/anchor_strategies.py --quick
-    .venv/bin/python benchmarks/anchor_strategies.py --model runs/fmnist-X/anchored.keras --draws 10
+    python -m benchmarks.anchor_strategies --quick
+    python -m benchmarks.anchor_strategies --model runs/fmnist-X/anchored.keras --draws 10
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__" and not __package__:  # python benchmarks/anchor_strategies.py
+    sys.exit("run it as a module from the repository root: python -m benchmarks.anchor_strategies")
+
+from benchmarks.harness import Log, cpu_model, write_json  # noqa: E402
 
 STRATEGIES = ("fixed-5", "fixed-10", "strat-10", "pool-5-1000", "pool-10-1000")
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.anchor_strategies", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="a trained anchored .keras (default: train one here)")
     p.add_argument("--epochs", type=int, default=3, help="epochs when training the model here")
@@ -60,16 +60,6 @@ def parse(argv):
     if args.draws < 2:
         p.error("--draws: need >= 2 draws for a spread")
     return args
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def predictor_kwargs(strategy, x_train, y_train, draw):
@@ -101,8 +91,7 @@ def main(argv=None):
     from amp_tf.pipeline import load_id, load_ood
     from amp_tf.training import TrainConfig, train
 
-    def log(msg):
-        print(f"[anchor_strategies {time.time() - t0:6.0f} s] {msg}", flush=True)
+    log = Log("anchor_strategies", width=6)
 
     d = load_id("fashion_mnist", val_size=5000, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=args.eval_limit)
@@ -165,8 +154,7 @@ def main(argv=None):
               f"{'met' if 100 * r['overall_fpr95']['std'] <= 2 else 'missed'}, mean <= median "
               f"{'met' if r['overall_fpr95']['mean'] <= median else 'missed'}.")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
     return out
 
 
