@@ -34,38 +34,52 @@ def bench_profile(args, log, ref=None):
 
     `ref`: the PyTorch reference (`benchmarks.peer_torch`) or None.
     """
-    torch = ref.torch if ref is not None else None
-    b = args.batch_size
-    x, y = make_data(b, args.seed + 3)
-    xt, yt = tf.constant(x), tf.constant(y)
-    out = {}
-    min_s = 0.4 if args.quick else 0.8
+    return {"components_ms_per_step": components(args, log, ref),
+            "pipeline_ms_per_batch": input_pipeline(args, log),
+            "end_to_end": end_to_end(args, log)}
 
-    # --- compute-only components on a fixed batch (no input pipeline) ---
-    def keras_step(model):
-        model.train_on_batch(x[:8], y[:8])
-        it = iter(tf.data.Dataset.from_tensors((xt, yt)).repeat())
-        fn = model.train_function
 
-        def cycle():  # CYCLE steps: T at its real 1-in-5 frequency
-            for _ in range(CYCLE):
-                o = fn(it)
-            sync(o)
-        return cycle
+def cyc(f, n=CYCLE):
+    """Calls `f` n times, then syncs; `.steps` = n."""
+    def run():
+        for _ in range(n):
+            o = f()
+        sync(o)
+    run.steps = n
+    return run
 
+
+def keras_step(model, x, y):
+    """A cycle of CYCLE compiled Keras train steps on a fixed batch (T at its real 1-in-5 frequency)."""
+    model.train_on_batch(x[:8], y[:8])
+    it = iter(tf.data.Dataset.from_tensors((tf.constant(x), tf.constant(y))).repeat())
+    fn = model.train_function
+    return cyc(lambda: fn(it))
+
+
+def components(args, log, ref=None):
+    """Compute-only ms per step of the parts of an anchored step, on a fixed batch (no input pipeline)."""
+    x, y = make_data(args.batch_size, args.seed + 3)
+    xa = np.concatenate([(x - 127.5) / 127.5, (x - x[::-1]) / 127.5], -1).astype("float32")
+    comp = tf_components(args, x, y, xa)
+    if ref is not None:
+        comp.update(torch_components(args, ref, x, y, xa))
+    log("  compute-only components (fixed batch, per step = cycle of 5 / 5) ...")
+    calls, nsteps = {}, {}
+    for n in list(comp):
+        nsteps[n] = getattr(comp[n], "steps", CYCLE)
+        comp[n], calls[n] = repeat_to(comp[n], 0.4 if args.quick else 0.8)
+    res = alternate(comp, 2 * args.rounds + 1, warmup=0)
+    return {n: 1e3 * r["median_s"] / (calls[n] * nsteps[n]) for n, r in res.items()}
+
+
+def tf_components(args, x, y, xa):
+    """`{name: cycle}`: Keras steps with and without T, a pre-anchored backbone step, its parts, T, anchoring."""
+    xt, yt, xa = tf.constant(x), tf.constant(y), tf.constant(xa)
     full = fresh_compile(anchored_model(tf_backbone(args, True, args.seed)))
     no_t = fresh_compile(anchored_model(tf_backbone(args, True, args.seed), consistency="none"))
     bb = tf_backbone(args, True, args.seed)
     van2 = fresh_compile(keras.models.clone_model(bb))
-    xa = tf.constant(np.concatenate([(x - 127.5) / 127.5, (x - x[::-1]) / 127.5], -1).astype("float32"))
-    van2.train_on_batch(xa[:8].numpy(), y[:8])
-    it2 = iter(tf.data.Dataset.from_tensors((xa, yt)).repeat())
-
-    def van2_cycle():
-        for _ in range(CYCLE):
-            o = van2.train_function(it2)
-        sync(o)
-
     opt = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, weight_decay=5e-4)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     opt.build(bb.trainable_variables)
@@ -93,63 +107,51 @@ def bench_profile(args, log, ref=None):
     seed = tf.constant([1, 2], tf.int64)
     t_fn = tf.function(lambda c, s: aug(c, seed=s))
     anchor_fn = tf.function(lambda z, s: anchor_inputs(z, permute_batch(z, s)))
-
-    def cyc(f, n=CYCLE):
-        def run():
-            for _ in range(n):
-                o = f()
-            sync(o)
-        run.steps = n
-        return run
-
-    comp = {
-        "anchored_step_keras": keras_step(full),
-        "anchored_step_noT_keras": keras_step(no_t),
-        "backbone_step_keras_preanchored": van2_cycle,
+    return {
+        "anchored_step_keras": keras_step(full, x, y),
+        "anchored_step_noT_keras": keras_step(no_t, x, y),
+        "backbone_step_keras_preanchored": keras_step(van2, xa.numpy(), y),
         "fwd_bwd_apply_tf_function": cyc(lambda: fwd_bwd_apply(xa, yt)),
         "fwd_bwd_tf_function": cyc(lambda: fwd_bwd(xa, yt)),
         "fwd_only_training": cyc(lambda: fwd_only(xa)),
         "T_alone_per_call": cyc(lambda: t_fn(xt, seed)),
         "anchor_perm_concat": cyc(lambda: anchor_fn(xt, seed)),
     }
-    if torch is not None:
-        tr = ref.TorchTrainer(args, x, y, seed=args.seed)
-        xb = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-        yb = torch.from_numpy(y.astype("int64"))
-        xin = torch.from_numpy(xa.numpy()).permute(0, 3, 1, 2).contiguous()
 
-        def torch_fb():
-            out_ = tr.model(xin)
-            loss = ref.F.cross_entropy(out_, yb)
-            tr.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            tr.opt.step()
-            return loss
 
-        def torch_full():
-            c = xb[torch.randperm(b, generator=tr.g)]
-            view = ref.torch_T(c, tr.g) if tr.step % CYCLE == 0 else c
-            tr.step += 1
-            inp = torch.cat([(view - 127.5) / 127.5, (xb - c) / 127.5], 1)
-            out_ = tr.model(inp)
-            loss = ref.F.cross_entropy(out_, yb)
-            tr.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            tr.opt.step()
-            return loss
-        if not args.quick:
-            comp["torch_anchored_step"] = cyc(lambda: torch_full().detach().numpy())
-        comp["torch_fwd_bwd_apply_preanchored"] = cyc(lambda: torch_fb().detach().numpy(), 1)
-        comp["torch_T_alone_per_call"] = cyc(lambda: ref.torch_T(xb, tr.g).numpy(), 1)
-    log("  compute-only components (fixed batch, per step = cycle of 5 / 5) ...")
-    calls, nsteps = {}, {}
-    for n in list(comp):
-        nsteps[n] = getattr(comp[n], "steps", CYCLE)
-        comp[n], calls[n] = repeat_to(comp[n], min_s)
-    res = alternate(comp, 2 * args.rounds + 1, warmup=0)
-    out["components_ms_per_step"] = {n: 1e3 * r["median_s"] / (calls[n] * nsteps[n]) for n, r in res.items()}
+def torch_components(args, ref, x, y, xa):
+    """`{name: cycle}` of the PyTorch reference: a full anchored step (not with --quick), a
+    pre-anchored forward/backward/step, T alone."""
+    torch, b = ref.torch, args.batch_size
+    tr = ref.TorchTrainer(args, x, y, seed=args.seed)
+    xb = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    yb = torch.from_numpy(y.astype("int64"))
+    xin = torch.from_numpy(xa).permute(0, 3, 1, 2).contiguous()
 
-    # --- input pipeline alone: iterate epoch_dataset ---
+    def step(inp):
+        out_ = tr.model(inp)
+        loss = ref.F.cross_entropy(out_, yb)
+        tr.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        tr.opt.step()
+        return loss
+
+    def torch_full():
+        c = xb[torch.randperm(b, generator=tr.g)]
+        view = ref.torch_T(c, tr.g) if tr.step % CYCLE == 0 else c
+        tr.step += 1
+        return step(torch.cat([(view - 127.5) / 127.5, (xb - c) / 127.5], 1))
+    comp = {}
+    if not args.quick:
+        comp["torch_anchored_step"] = cyc(lambda: torch_full().detach().numpy())
+    comp["torch_fwd_bwd_apply_preanchored"] = cyc(lambda: step(xin).detach().numpy(), 1)
+    comp["torch_T_alone_per_call"] = cyc(lambda: ref.torch_T(xb, tr.g).numpy(), 1)
+    return comp
+
+
+def input_pipeline(args, log):
+    """ms per batch of iterating one epoch of `epoch_dataset`: the library's, prototypes, no augmentation."""
+    b = args.batch_size
     xn, yn = make_data(args.n_train, args.seed)
 
     def iterate(crop=None, prefetch=True, augment=True):
@@ -173,9 +175,12 @@ def bench_profile(args, log, ref=None):
     log("  input pipeline alone (one epoch of epoch_dataset) ...")
     rp = alternate(pipe, args.rounds + 1, log=None)
     steps = args.n_train // b
-    out["pipeline_ms_per_batch"] = {n: 1e3 * r["median_s"] / steps for n, r in rp.items()}
+    return {n: 1e3 * r["median_s"] / steps for n, r in rp.items()}
 
-    # --- prototype fixes end to end (one epoch each, alternating) ---
+
+def end_to_end(args, log):
+    """Prototype fixes end to end: one fit epoch each, alternating (a contender that fails is reported)."""
+    b, steps = args.batch_size, args.n_train // args.batch_size
     x, y = make_data(args.n_train, args.seed)
     e2e = {}
 
@@ -211,6 +216,4 @@ def bench_profile(args, log, ref=None):
     for n, r in r2.items():
         r["images_per_s"] = args.n_train / r["median_s"]
         re_[n] = r
-    out["end_to_end"] = re_
-    return out
-
+    return re_
