@@ -91,7 +91,7 @@ def main(argv=None):
     from amp_tf.pipeline import load_id, load_ood
     from amp_tf.training import TrainConfig, train
 
-    log = Log("anchor_strategies", width=6)
+    log = Log("anchor_strategies", width=6, t0=t0)
 
     d = load_id("fashion_mnist", val_size=5000, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=args.eval_limit)

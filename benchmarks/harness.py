@@ -347,10 +347,13 @@ def write_json(path, obj):
 
 
 class Log:
-    """Prints a line at once (flushed), prefixed by `[name <seconds since start> s]` when named."""
+    """Prints a line at once (flushed), prefixed by `[name <seconds since t0> s]` when named.
 
-    def __init__(self, name=None, width=7):
-        self.name, self.width, self.t0 = name, width, time.time()
+    `t0`: a `time.time()` to count from (default: now).
+    """
+
+    def __init__(self, name=None, width=7, t0=None):
+        self.name, self.width, self.t0 = name, width, time.time() if t0 is None else t0
 
     def __call__(self, msg):
         if self.name:

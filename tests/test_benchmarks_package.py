@@ -58,6 +58,25 @@ def test_no_cli_imports_no_argparse_internals_no_sys_path(path):
     assert "sys.path" not in text, f"{path.name} edits sys.path"
 
 
+def test_harness_doctests():
+    import doctest
+
+    from benchmarks import harness
+
+    r = doctest.testmod(harness)
+    assert r.attempted >= 3 and r.failed == 0
+
+
+def test_alternate_rotates_the_order_and_keeps_every_sample():
+    from benchmarks import harness
+
+    calls = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    res = harness.alternate(fns, rounds=3, warmup=0)
+    assert calls == list("abc" "bca" "cab")
+    assert all(len(r["samples"]) == 3 and r["min_s"] <= r["median_s"] for r in res.values())
+
+
 def test_the_import_checks_can_fail(tmp_path):
     p = tmp_path / "x.py"
     p.write_text("def f():\n    from amp_tf.cli.common import base_parser\nimport amp_tf.cli\n")
