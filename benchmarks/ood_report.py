@@ -155,29 +155,48 @@ def render_groups(res):
 
 
 def render_md(res):
+    """The markdown summary: header, group table, pooled table, goal, per-set tables, Table 8, anchor draws, timing."""
+    agg = res["rows"]
+    keys = _row_order(list(agg))
+    L = _md_header(res) + render_groups(res) + _md_pooled(res, keys) + _md_goal(res.get("goal"))
+    for m in METRICS:
+        sets = res["ood_sets"]
+        L += ["", f"## {LABELS[m]} per OOD set", "",
+              "| model/score | " + " | ".join(sets) + " | mean |", "|:--|" + "--:|" * (len(sets) + 1)]
+        for k in keys:
+            L.append(f"| {k} | " + " | ".join(_pm(agg[k], x, m) for x in sets + ["mean"]) + " |")
+    L += _md_table8(res.get("table8"), res["settings"]) + _md_anchor_draws(res.get("anchor_draws"), res["settings"])
+    L += ["", "## Timing (s)", "", "| phase | seconds |", "|:--|--:|"]
+    for k, v in res["timing"].items():
+        L.append(f"| {k} | {v:.0f} |")
+    return "\n".join(L) + "\n"
+
+
+def _md_header(res):
     from amp_tf.report import convention_line
 
-    agg, models, sets = res["rows"], res["models"], res["ood_sets"]
-    keys = _row_order(list(agg))
-    best = {m: (min if m == "fpr95" else max)(keys, key=lambda k: agg[k]["mean"]["mean"][m]) for m in METRICS}
     s = res["settings"]
-    L = [f"# OOD quality: {res['id_set']} (ID) vs {', '.join(sets)}", "",
-         f"Command: `{res['command']}`  ", f"Date: {res['date']}; wall time {res['wall_time_s'] / 60:.1f} min; "
-         f"machine: {res['machine'].get('cpu_count')} CPUs ({res['machine'].get('cpu_model', '?')}); "
-         f"TensorFlow {res['versions']['tensorflow']}, Keras {res['versions']['keras']}  ",
-         f"Training: {s['arch']} width {s['width']}, {s['epochs']} epochs, batch {s['batch_size']}, "
-         f"lr {s['lr']}, consistency `{s['consistency_effective']}` every {s['consistency_every']} steps; "
-         f"{s['train_images']} training images, {s['val_images']} validation; seeds {s['seeds']}; "
-         f"K = {s['num_anchors']} anchors  ",
-         f"Scored: {s['test_images']} ID test images, OOD " +
-         ", ".join(f"{k} {v}" for k, v in s['ood_images'].items()) + "  ",
-         convention_line(res["positive"]) + " Metrics in %, mean over the OOD sets, then mean ± std "
-         "(ddof = 1) over the seeds; the ensemble is one model (no std). Bold: best per column.", "",
-         ]
-    L += render_groups(res)
-    L += ["## Mean over the sets (all groups pooled; for reference)", "",
-          "| model | score | ID acc | " + " | ".join(LABELS[m] for m in METRICS) + " |",
-          "|:--|:--|--:|" + "--:|" * len(METRICS)]
+    return [f"# OOD quality: {res['id_set']} (ID) vs {', '.join(res['ood_sets'])}", "",
+            f"Command: `{res['command']}`  ", f"Date: {res['date']}; wall time {res['wall_time_s'] / 60:.1f} min; "
+            f"machine: {res['machine'].get('cpu_count')} CPUs ({res['machine'].get('cpu_model', '?')}); "
+            f"TensorFlow {res['versions']['tensorflow']}, Keras {res['versions']['keras']}  ",
+            f"Training: {s['arch']} width {s['width']}, {s['epochs']} epochs, batch {s['batch_size']}, "
+            f"lr {s['lr']}, consistency `{s['consistency_effective']}` every {s['consistency_every']} steps; "
+            f"{s['train_images']} training images, {s['val_images']} validation; seeds {s['seeds']}; "
+            f"K = {s['num_anchors']} anchors  ",
+            f"Scored: {s['test_images']} ID test images, OOD " +
+            ", ".join(f"{k} {v}" for k, v in s['ood_images'].items()) + "  ",
+            convention_line(res["positive"]) + " Metrics in %, mean over the OOD sets, then mean ± std "
+            "(ddof = 1) over the seeds; the ensemble is one model (no std). Bold: best per column.", "",
+            ]
+
+
+def _md_pooled(res, keys):
+    agg, models = res["rows"], res["models"]
+    best = {m: (min if m == "fpr95" else max)(keys, key=lambda k: agg[k]["mean"]["mean"][m]) for m in METRICS}
+    L = ["## Mean over the sets (all groups pooled; for reference)", "",
+         "| model | score | ID acc | " + " | ".join(LABELS[m] for m in METRICS) + " |",
+         "|:--|:--|--:|" + "--:|" * len(METRICS)]
     for k in keys:
         model, score = k.split("/", 1)
         cells = []
@@ -185,53 +204,57 @@ def render_md(res):
             c = _pm(agg[k], "mean", m)
             cells.append(f"**{c}**" if k == best[m] else c)
         L.append(f"| {model} | {score} | {_acc(models, model)} | " + " | ".join(cells) + " |")
-    g = res.get("goal")
-    if g:
-        L += ["", "## Goal: AMP mean FPR95 ≥ 30 % below the best baseline, ID accuracy within 1 point", "",
-              f"Best baseline: `{g['best_baseline']}` {100 * g['best_baseline_fpr95']:.1f}; best logit score "
-              f"of the vanilla twin: `{g['best_vanilla_logit_score']}` "
-              f"{100 * (g['best_vanilla_logit_score_fpr95'] or 0):.1f}. "
-              f"ID accuracy gap (vanilla − anchored): {g['id_accuracy_gap_points']:.2f} points "
-              f"({'within' if g['id_accuracy_within_1_point'] else 'NOT within'} 1 point).", "",
-              "| AMP row | mean FPR95 | reduction vs best baseline | vs best vanilla logit score | FPR95 goal |",
-              "|:--|--:|--:|--:|:--|"]
-        for k in _row_order(list(g["amp"])):
-            v = g["amp"][k]
-            r1, r2 = v["reduction_vs_best_baseline"], v["reduction_vs_best_vanilla_logit_score"]
-            L.append(f"| {k} | {100 * v['fpr95']:.1f} | {100 * r1:+.1f} % | "
-                     f"{'–' if r2 is None else f'{100 * r2:+.1f} %'} | {'met' if v['fpr95_goal_met'] else 'missed'} |")
-    for m in METRICS:
-        L += ["", f"## {LABELS[m]} per OOD set", "",
-              "| model/score | " + " | ".join(sets) + " | mean |", "|:--|" + "--:|" * (len(sets) + 1)]
-        for k in keys:
-            L.append(f"| {k} | " + " | ".join(_pm(agg[k], x, m) for x in sets + ["mean"]) + " |")
-    t8 = res.get("table8")
-    if t8:
-        ks = [str(k) for k in s["table8_k"]]
-        L += ["", f"## Table 8 analogue (seed {t8['seed']}, FPR95 % mean over the OOD sets; "
-                  f"{t8['images_per_set']['id']} ID test images per K)", ""]
-        for score in ("amp", "amp[mean,divide]", "amp[sum,divide]", "neg_tau"):
-            L += [f"`{score}`:", "", "| T \\ K | " + " | ".join(ks) + " | ID acc (K=" + ks[-1] + ") |",
-                  "|:--|" + "--:|" * (len(ks) + 1)]
-            for tr, v in t8["transforms"].items():
-                L.append(f"| {tr} | " + " | ".join(f"{100 * v['K'][k]['mean'][score]['fpr95']:.1f}" for k in ks)
-                         + f" | {100 * v['K'][ks[-1]]['id_accuracy']:.2f} |")
-            L.append("")
-    ad = res.get("anchor_draws")
-    if ad:
-        L += ["", f"## Anchor draws (seed {s['seeds'][0]}'s anchored model, K = {ad['K']}, "
-                  f"{len(ad['draws'])} anchor sets; FPR95 % mean over the OOD sets)", "",
-              "| score | mean ± std | min | max | per draw |", "|:--|--:|--:|--:|:--|"]
-        for score, v in ad["summary"].items():
-            per = ", ".join(f"{100 * x['fpr95'][score]:.1f}" for x in ad["draws"])
-            L.append(f"| {score} | {100 * v['fpr95_mean']:.1f} ± {100 * v['fpr95_std']:.1f} | "
-                     f"{100 * v['fpr95_min']:.1f} | {100 * v['fpr95_max']:.1f} | {per} |")
-        L += ["", "tau (mean reduction) and 1 + exp(tau), quantiles 5 / 50 / 95 %, anchor draw 0:", "",
-              "| set | tau | 1 + exp(tau) |", "|:--|--:|--:|"]
-        for name, v in ad["draws"][0]["tau"].items():
-            L.append(f"| {name} | " + " / ".join(f"{x:.3f}" for x in v["tau_q05_q50_q95"]) + " | "
-                     + " / ".join(f"{x:.3f}" for x in v["one_plus_exp_tau_q05_q50_q95"]) + " |")
-    L += ["", "## Timing (s)", "", "| phase | seconds |", "|:--|--:|"]
-    for k, v in res["timing"].items():
-        L.append(f"| {k} | {v:.0f} |")
-    return "\n".join(L) + "\n"
+    return L
+
+
+def _md_goal(g):
+    if not g:
+        return []
+    L = ["", "## Goal: AMP mean FPR95 ≥ 30 % below the best baseline, ID accuracy within 1 point", "",
+         f"Best baseline: `{g['best_baseline']}` {100 * g['best_baseline_fpr95']:.1f}; best logit score "
+         f"of the vanilla twin: `{g['best_vanilla_logit_score']}` "
+         f"{100 * (g['best_vanilla_logit_score_fpr95'] or 0):.1f}. "
+         f"ID accuracy gap (vanilla − anchored): {g['id_accuracy_gap_points']:.2f} points "
+         f"({'within' if g['id_accuracy_within_1_point'] else 'NOT within'} 1 point).", "",
+         "| AMP row | mean FPR95 | reduction vs best baseline | vs best vanilla logit score | FPR95 goal |",
+         "|:--|--:|--:|--:|:--|"]
+    for k in _row_order(list(g["amp"])):
+        v = g["amp"][k]
+        r1, r2 = v["reduction_vs_best_baseline"], v["reduction_vs_best_vanilla_logit_score"]
+        L.append(f"| {k} | {100 * v['fpr95']:.1f} | {100 * r1:+.1f} % | "
+                 f"{'–' if r2 is None else f'{100 * r2:+.1f} %'} | {'met' if v['fpr95_goal_met'] else 'missed'} |")
+    return L
+
+
+def _md_table8(t8, s):
+    if not t8:
+        return []
+    ks = [str(k) for k in s["table8_k"]]
+    L = ["", f"## Table 8 analogue (seed {t8['seed']}, FPR95 % mean over the OOD sets; "
+             f"{t8['images_per_set']['id']} ID test images per K)", ""]
+    for score in ("amp", "amp[mean,divide]", "amp[sum,divide]", "neg_tau"):
+        L += [f"`{score}`:", "", "| T \\ K | " + " | ".join(ks) + " | ID acc (K=" + ks[-1] + ") |",
+              "|:--|" + "--:|" * (len(ks) + 1)]
+        for tr, v in t8["transforms"].items():
+            L.append(f"| {tr} | " + " | ".join(f"{100 * v['K'][k]['mean'][score]['fpr95']:.1f}" for k in ks)
+                     + f" | {100 * v['K'][ks[-1]]['id_accuracy']:.2f} |")
+        L.append("")
+    return L
+
+
+def _md_anchor_draws(ad, s):
+    if not ad:
+        return []
+    L = ["", f"## Anchor draws (seed {s['seeds'][0]}'s anchored model, K = {ad['K']}, "
+             f"{len(ad['draws'])} anchor sets; FPR95 % mean over the OOD sets)", "",
+         "| score | mean ± std | min | max | per draw |", "|:--|--:|--:|--:|:--|"]
+    for score, v in ad["summary"].items():
+        per = ", ".join(f"{100 * x['fpr95'][score]:.1f}" for x in ad["draws"])
+        L.append(f"| {score} | {100 * v['fpr95_mean']:.1f} ± {100 * v['fpr95_std']:.1f} | "
+                 f"{100 * v['fpr95_min']:.1f} | {100 * v['fpr95_max']:.1f} | {per} |")
+    L += ["", "tau (mean reduction) and 1 + exp(tau), quantiles 5 / 50 / 95 %, anchor draw 0:", "",
+          "| set | tau | 1 + exp(tau) |", "|:--|--:|--:|"]
+    for name, v in ad["draws"][0]["tau"].items():
+        L.append(f"| {name} | " + " / ".join(f"{x:.3f}" for x in v["tau_q05_q50_q95"]) + " | "
+                 + " / ".join(f"{x:.3f}" for x in v["one_plus_exp_tau_q05_q50_q95"]) + " |")
+    return L

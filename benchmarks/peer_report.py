@@ -74,4 +74,6 @@ def report_profile(res):
             print(f"  {n:<36}{r['images_per_s_median']:>8.0f}  x{r['ratio_vs_default']:.3f}")
     if "machine_busy_share" in res:
         print(f"\nmachine CPU busy (all processes) during the run: {100 * res['machine_busy_share']:.0f}%")
+    if (res.get("machine_steal_share") or 0) >= 0.005:
+        print(f"the hypervisor took {100 * res['machine_steal_share']:.0f}% of the machine's CPU (steal)")
     print(f"wall time {res['wall_s']:.0f} s")

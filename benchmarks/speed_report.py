@@ -103,6 +103,9 @@ def print_core(results, args):
                        if v is not None)
         print(f"other processes used {100 * share:.0f}% of the machine's CPU during the run "
               f"({by}){flag}")
+    steal = results["contention"].get("steal_share")
+    if steal is not None and steal >= 0.005:
+        print(f"the hypervisor took {100 * steal:.0f}% of the machine's CPU for other guests (steal)")
 
 
 def print_peer(results):
