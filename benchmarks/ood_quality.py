@@ -149,6 +149,11 @@ def parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_training_flags(p, FMNIST_RECIPE.get)
     add_data_flags(p, FMNIST_RECIPE.get)
+    add_benchmark_flags(p)
+    return p
+
+
+def add_benchmark_flags(p):
     g = p.add_argument_group("OOD-quality benchmark")
     g.add_argument("--quick", action="store_true",
                    help="tiny end-to-end run (a few minutes on 2 CPU cores): " +
@@ -204,7 +209,6 @@ def parser():
                         "per combination, seed --seed; the best mean validation FPR95 is used for every seed)")
     g.add_argument("--val-ood-size", type=int, default=1000,
                    help="ID validation images (and as many per validation OOD set) used for selection")
-    return p
 
 
 

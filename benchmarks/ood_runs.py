@@ -201,11 +201,9 @@ def run_seed(args, d, seed, log):
 
     Returns ``(rows, models, info, timing, train_configs)``.
     """
-    import amp_tf.baselines as bl
     from amp_tf.evaluation import evaluate_model
     from amp_tf.predictor import select_anchors
 
-    sets = list(d["ood"])
     rows, info, timing, configs = {}, {}, {}, {}
     finetune = bool(args.finetune_epochs) and not args.skip_vanilla
     model_v = None
@@ -240,6 +238,16 @@ def run_seed(args, d, seed, log):
     log(f"  vanilla: ID acc {acc:.4f}, scored in {timing['score_vanilla']:.0f} s")
     models["vanilla"] = model_v
 
+    fitted_baselines(args, d, model_v, rows, timing, log)
+    if args.mc_dropout > 0:
+        mc_dropout(args, d, seed, rows, info, timing, configs, log)
+    return rows, models, info, timing, configs
+
+
+def fitted_baselines(args, d, model_v, rows, timing, log):
+    """The fitted baselines of --baselines on the vanilla twin, into `rows` and `timing`."""
+    import amp_tf.baselines as bl
+
     all_sets = {"id": d["x_test"], **d["ood"]}
     n_fit = args.fit_limit or len(d["x_train"])
     for name in (b for b in args.baselines if b in FITTED):
@@ -247,27 +255,32 @@ def run_seed(args, d, seed, log):
         out = bl.fit_and_score(name, model_v, d["x_train"][:n_fit], d["y_train"][:n_fit],
                                d["x_val"], d["y_val"], sets=all_sets)
         timing[f"baseline_{name}"] = time.time() - t
-        rows.update(_rows("vanilla", _by_set({name: out}), sets, args.positive))
+        rows.update(_rows("vanilla", _by_set({name: out}), list(d["ood"]), args.positive))
         log(f"  vanilla/{name} in {timing[f'baseline_{name}']:.0f} s")
 
-    if args.mc_dropout > 0:
-        model_d, configs["dropout"], timing["train_dropout"] = _train(
-            args, d, log, anchored=False, seed=seed, dropout=args.mc_dropout, tag="dropout")
-        t = time.time()
-        res, _, acc = evaluate_model(model_d, d["x_test"], d["y_test"], d["ood"], "dropout",
-                                     vanilla_names=("msp",), positive=args.positive)
-        rows.update(res)
-        mc = {k: bl.mc_dropout_scores(model_d, v, num_passes=args.mc_passes, seed=seed)
-              for k, v in all_sets.items()}
-        vals = {k: {f"mc_dropout_{s}": a for s, a in v.items()} for k, v in mc.items()}
-        rows.update(_rows("dropout", vals, sets, args.positive))
-        timing["score_dropout"] = time.time() - t
-        info["dropout"] = {"id_accuracy": acc, "params": int(model_d.count_params()),
-                           "dropout": args.mc_dropout, "mc_passes": args.mc_passes}
-        log(f"  dropout: ID acc {acc:.4f} (deterministic), MC dropout scored in "
-            f"{timing['score_dropout']:.0f} s")
-        del model_d
-    return rows, models, info, timing, configs
+
+def mc_dropout(args, d, seed, rows, info, timing, configs, log):
+    """A vanilla twin with dropout before the classifier: its MSP and MC dropout, into the dicts given."""
+    import amp_tf.baselines as bl
+    from amp_tf.evaluation import evaluate_model
+
+    sets, all_sets = list(d["ood"]), {"id": d["x_test"], **d["ood"]}
+    model_d, configs["dropout"], timing["train_dropout"] = _train(
+        args, d, log, anchored=False, seed=seed, dropout=args.mc_dropout, tag="dropout")
+    t = time.time()
+    res, _, acc = evaluate_model(model_d, d["x_test"], d["y_test"], d["ood"], "dropout",
+                                 vanilla_names=("msp",), positive=args.positive)
+    rows.update(res)
+    mc = {k: bl.mc_dropout_scores(model_d, v, num_passes=args.mc_passes, seed=seed)
+          for k, v in all_sets.items()}
+    vals = {k: {f"mc_dropout_{s}": a for s, a in v.items()} for k, v in mc.items()}
+    rows.update(_rows("dropout", vals, sets, args.positive))
+    timing["score_dropout"] = time.time() - t
+    info["dropout"] = {"id_accuracy": acc, "params": int(model_d.count_params()),
+                       "dropout": args.mc_dropout, "mc_passes": args.mc_passes}
+    log(f"  dropout: ID acc {acc:.4f} (deterministic), MC dropout scored in "
+        f"{timing['score_dropout']:.0f} s")
+    del model_d
 
 
 def run_ensemble(args, d, members, log):

@@ -53,8 +53,9 @@ DEFAULT_SHAPES = {"resnet_small": (28, 28, 1), "resnet50_imagenet": (224, 224, 3
 
 
 # --------------------------------------------------------------------------- CLI
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed",
+def parser():
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed",
         description="Speed of anchored training and AMP inference vs a vanilla backbone "
         "(one process, interleaved repeats, medians).",
     )
@@ -100,6 +101,12 @@ def parse_args(argv=None):
                    help="alternating rounds of the peer comparison (default 4; 3 with --quick)")
     p.add_argument("--skip-scaling", action="store_true",
                    help="only the headline ratios (no K / batch scaling tables)")
+    return p
+
+
+def parse_args(argv=None):
+    """The flags, with the --quick-dependent defaults filled in and every value checked."""
+    p = parser()
     args = p.parse_args(argv)
     args.repeats = args.repeats or (4 if args.quick else 9)
     args.sections = set(v for v in args.sections.replace(" ", "").split(",") if v)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from amp_tf.anchoring import AnchoredModel
-from benchmarks.harness import interleaved
+from benchmarks.harness import interleaved, rotate
 from benchmarks.speed_core import CYCLE, data, make_backbone
 
 
@@ -76,13 +75,12 @@ def with_keras_batchnorm(model):
 
 def bench_internals(args, log):
     """Two library choices as ratios: the fused BatchNorm, and tf.data without autotuning."""
-    from amp_tf.data import tfdata
-    from amp_tf.training import epoch_dataset
+    return {"batchnorm": batchnorm_ratio(args, log), "tf_data": tf_data_ratio(args, log)}
 
-    b = args.batch_size
-    out = {}
-    # (a) one training step of the anchored backbone: amp-tf BatchNorm vs Keras' BatchNormalization
-    x, y = data(args, b, args.seed + 5)
+
+def batchnorm_ratio(args, log):
+    """One training step of the anchored backbone: amp-tf BatchNorm vs Keras' BatchNormalization."""
+    x, y = data(args, args.batch_size, args.seed + 5)
     xa = tf.constant(np.concatenate([x, x[::-1]], -1) / 255.0, tf.float32)
     yt = tf.constant(y)
     steps = {}
@@ -102,11 +100,17 @@ def bench_internals(args, log):
         steps[f"step_{name}_batchnorm"] = step
     log("  training step: amp-tf BatchNorm (fused kernel) vs keras.layers.BatchNormalization ...")
     r = interleaved(steps, args.repeats, args.min_sample_s)
-    out["batchnorm"] = {"timings": r, "ms_per_step": {n: 1e3 * v["median_s"] for n, v in r.items()},
-                        "speedup": r["step_keras_batchnorm"]["median_s"] / r["step_fused_batchnorm"]["median_s"]}
-    # (b) whole fit epochs on amp-tf's pipeline: fixed tuning (the library) vs tf.data autotuning
-    n = b * (25 if args.quick else 50)
-    x, y = data(args, n, args.seed + 6)
+    return {"timings": r, "ms_per_step": {n: 1e3 * v["median_s"] for n, v in r.items()},
+            "speedup": r["step_keras_batchnorm"]["median_s"] / r["step_fused_batchnorm"]["median_s"]}
+
+
+def tf_data_ratio(args, log):
+    """Whole fit epochs on amp-tf's pipeline: fixed tuning (the library) vs tf.data autotuning."""
+    from amp_tf.data import tfdata
+    from amp_tf.training import epoch_dataset
+
+    b = args.batch_size
+    x, y = data(args, b * (25 if args.quick else 50), args.seed + 6)
     ds_fixed, st = epoch_dataset(x, y, b, args.seed, epochs=1)
     on = tf.data.Options()
     on.autotune.enabled = True
@@ -119,16 +123,11 @@ def bench_internals(args, log):
             for name, ds in (("epoch_fixed_tuning", ds_fixed), ("epoch_autotune", ds_auto))}
     rounds = 6 if args.quick else 10
     log(f"  fit epochs of {st} steps: tf.data fixed tuning (amp-tf) vs autotuning, {rounds} rounds ...")
-    samples = {name: [] for name in fits}
     for name in fits:
         fits[name]()  # warm-up (traces)
-    for i in range(rounds):
-        for name in (list(fits) if i % 2 == 0 else list(fits)[::-1]):
-            t = time.perf_counter()
-            fits[name]()
-            samples[name].append(time.perf_counter() - t)
+    samples, _ = rotate(fits, rounds)  # two contenders: A B, B A, A B, ...
     fastest = min(min(v) for v in samples.values())
-    out["tf_data"] = {
+    return {
         "steps_per_epoch": st, "autotune_enabled": {"epoch_fixed_tuning": ds_fixed.options().autotune.enabled,
                                                     "epoch_autotune": ds_auto.options().autotune.enabled},
         "epochs_s": samples,
@@ -138,4 +137,3 @@ def bench_internals(args, log):
         "speedup": statistics.median(samples["epoch_autotune"]) / statistics.median(samples["epoch_fixed_tuning"]),
         "tfdata_settings": {"map_calls_per_batch": tfdata.map_calls(per_batch=True), "prefetch": tfdata.PREFETCH},
     }
-    return out
