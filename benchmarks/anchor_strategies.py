@@ -21,27 +21,27 @@ group, overall = mean of group means), and the verdict against the target of the
 anchor-luck issue (std <= 2 FPR95 points, mean at least as good as the median
 draw of fixed-5), selecting the recommended strategy on validation only.
 
-    .venv/bin/python benchmarks/anchor_strategies.py --quick
-    .venv/bin/python benchmarks/anchor_strategies.py --model runs/fmnist-X/anchored.keras --draws 10
+    python -m benchmarks.anchor_strategies --quick
+    python -m benchmarks.anchor_strategies --model runs/fmnist-X/anchored.keras --draws 10
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__" and not __package__:  # python benchmarks/anchor_strategies.py
+    sys.exit("run it as a module from the repository root: python -m benchmarks.anchor_strategies")
+
+from benchmarks.harness import Log, cpu_model, write_json  # noqa: E402
 
 STRATEGIES = ("fixed-5", "fixed-10", "strat-10", "pool-5-1000", "pool-10-1000")
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.anchor_strategies", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="a trained anchored .keras (default: train one here)")
     p.add_argument("--epochs", type=int, default=3, help="epochs when training the model here")
@@ -62,16 +62,6 @@ def parse(argv):
     return args
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def predictor_kwargs(strategy, x_train, y_train, draw):
     """`(anchors, AnchoredPredictor kwargs)` of one strategy's draw `draw`."""
     from amp_tf.predictor import select_anchors
@@ -88,21 +78,71 @@ def predictor_kwargs(strategy, x_train, y_train, draw):
     raise ValueError(f"unknown strategy {strategy!r}; see --help")
 
 
+def score_strategy(strategy, model, d, val, ood, num_draws, log):
+    """Mean / std over `num_draws` anchor draws of AMP's validation and test-group metrics, and each draw."""
+    import numpy as np
+
+    from amp_tf import metrics
+    from amp_tf.data.groups import group_summary
+    from amp_tf.evaluation import anchored_scorer
+
+    val_id, val_ood = val
+    draws = []
+    for draw in range(num_draws):
+        anchors, kw = predictor_kwargs(strategy, d.x_train, d.y_train, draw)
+        run = anchored_scorer(model, anchors, **kw)
+        amp = lambda x: run(x)["amp"]  # noqa: E731
+        s_val = amp(val_id)
+        val_m = {n: metrics.ood_metrics(s_val, amp(x)) for n, x in val_ood.items()}
+        s_id = amp(d.x_test)
+        test = {n: metrics.ood_metrics(s_id, amp(x)) for n, x in ood.items()}
+        g = group_summary(test)
+        draws.append({
+            "val_fpr95": float(np.mean([m["fpr95"] for m in val_m.values()])),
+            "val_auroc": float(np.mean([m["auroc"] for m in val_m.values()])),
+            **{f"{grp}_{m}": g[grp][m] for grp in g for m in ("fpr95", "auroc")},
+        })
+        log(f"{strategy} draw {draw}: val FPR95 {100 * draws[-1]['val_fpr95']:.1f}, "
+            f"overall FPR95 {100 * draws[-1]['overall_fpr95']:.1f}")
+    row = {k: {"mean": float(np.mean([r[k] for r in draws])),
+               "std": float(np.std([r[k] for r in draws], ddof=1))} for k in draws[0]}
+    row["draws"] = draws
+    return row
+
+
+def print_summary(out, num_draws):
+    """The strategies' table and the verdict against the anchor-luck target."""
+    rows, median, pick = out["strategies"], out["fixed5_median_overall_fpr95"], out["selected_on_validation"]
+    lines = ["| strategy | val FPR95 | far FPR95 | covariate FPR95 | overall FPR95 | overall AUROC |",
+             "|:---|---:|---:|---:|---:|---:|"]
+    for s, r in rows.items():
+        cell = lambda k: f"{100 * r[k]['mean']:.1f} ± {100 * r[k]['std']:.1f}"  # noqa: E731
+        lines.append(f"| `{s}` | {cell('val_fpr95')} | {cell('far_fpr95')} | {cell('covariate_fpr95')} | "
+                     f"{cell('overall_fpr95')} | {cell('overall_auroc')} |")
+    print("\n".join(lines))
+    print(f"\nmean ± std over {num_draws} anchor draws on one model; positive = ID; values in %. "
+          f"CPU: {out['cpu']} ({out['cores']} cores); wall {out['wall_time_s']} s.")
+    if median is not None:
+        r = rows[pick]
+        print(f"selected on validation (lowest mean + std of val FPR95): {pick}; its test overall FPR95 "
+              f"{100 * r['overall_fpr95']['mean']:.1f} ± {100 * r['overall_fpr95']['std']:.1f} vs the fixed-5 "
+              f"median draw {100 * median:.1f}: std <= 2 points "
+              f"{'met' if 100 * r['overall_fpr95']['std'] <= 2 else 'missed'}, mean <= median "
+              f"{'met' if r['overall_fpr95']['mean'] <= median else 'missed'}.")
+
+
 def main(argv=None):
     args = parse(argv)
     t0 = time.time()
     import keras
     import numpy as np
 
-    from amp_tf import metrics
     from amp_tf.data.corruptions import validation_ood_sets
-    from amp_tf.data.groups import GROUPS, group_summary
-    from amp_tf.evaluation import anchored_scorer
+    from amp_tf.data.groups import GROUPS
     from amp_tf.pipeline import load_id, load_ood
     from amp_tf.training import TrainConfig, train
 
-    def log(msg):
-        print(f"[anchor_strategies {time.time() - t0:6.0f} s] {msg}", flush=True)
+    log = Log("anchor_strategies", width=6, t0=t0)
 
     d = load_id("fashion_mnist", val_size=5000, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=args.eval_limit)
@@ -120,53 +160,16 @@ def main(argv=None):
         log(f"training the anchored resnet_small (width {args.width}, {args.epochs} epochs, "
             f"{len(d.x_train)} images) ...")
         model, _ = train(cfg, d.x_train, d.y_train, d.num_classes, verbose=0, backup=False)
-    rows = {}
-    for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
-        draws = []
-        for draw in range(args.draws):
-            anchors, kw = predictor_kwargs(strategy, d.x_train, d.y_train, draw)
-            run = anchored_scorer(model, anchors, **kw)
-            amp = lambda x: run(x)["amp"]  # noqa: E731
-            s_val = amp(val_id)
-            val = {n: metrics.ood_metrics(s_val, amp(x)) for n, x in val_ood.items()}
-            s_id = amp(d.x_test)
-            test = {n: metrics.ood_metrics(s_id, amp(x)) for n, x in ood.items()}
-            g = group_summary(test)
-            draws.append({
-                "val_fpr95": float(np.mean([m["fpr95"] for m in val.values()])),
-                "val_auroc": float(np.mean([m["auroc"] for m in val.values()])),
-                **{f"{grp}_{m}": g[grp][m] for grp in g for m in ("fpr95", "auroc")},
-            })
-            log(f"{strategy} draw {draw}: val FPR95 {100 * draws[-1]['val_fpr95']:.1f}, "
-                f"overall FPR95 {100 * draws[-1]['overall_fpr95']:.1f}")
-        keys = list(draws[0])
-        rows[strategy] = {k: {"mean": float(np.mean([r[k] for r in draws])),
-                              "std": float(np.std([r[k] for r in draws], ddof=1))} for k in keys}
-        rows[strategy]["draws"] = draws
+    rows = {strategy: score_strategy(strategy, model, d, (val_id, val_ood), ood, args.draws, log)
+            for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]}
     base = rows.get("fixed-5")
     median = float(np.median([r["overall_fpr95"] for r in base["draws"]])) if base else None
     pick = min(rows, key=lambda s: rows[s]["val_fpr95"]["mean"] + rows[s]["val_fpr95"]["std"])
     out = {"cpu": cpu_model(), "cores": os.cpu_count(), "args": vars(args), "wall_time_s": round(time.time() - t0),
            "strategies": rows, "fixed5_median_overall_fpr95": median, "selected_on_validation": pick}
-    lines = ["| strategy | val FPR95 | far FPR95 | covariate FPR95 | overall FPR95 | overall AUROC |",
-             "|:---|---:|---:|---:|---:|---:|"]
-    for s, r in rows.items():
-        cell = lambda k: f"{100 * r[k]['mean']:.1f} ± {100 * r[k]['std']:.1f}"  # noqa: E731
-        lines.append(f"| `{s}` | {cell('val_fpr95')} | {cell('far_fpr95')} | {cell('covariate_fpr95')} | "
-                     f"{cell('overall_fpr95')} | {cell('overall_auroc')} |")
-    print("\n".join(lines))
-    print(f"\nmean ± std over {args.draws} anchor draws on one model; positive = ID; values in %. "
-          f"CPU: {out['cpu']} ({out['cores']} cores); wall {out['wall_time_s']} s.")
-    if median is not None:
-        r = rows[pick]
-        print(f"selected on validation (lowest mean + std of val FPR95): {pick}; its test overall FPR95 "
-              f"{100 * r['overall_fpr95']['mean']:.1f} ± {100 * r['overall_fpr95']['std']:.1f} vs the fixed-5 "
-              f"median draw {100 * median:.1f}: std <= 2 points "
-              f"{'met' if 100 * r['overall_fpr95']['std'] <= 2 else 'missed'}, mean <= median "
-              f"{'met' if r['overall_fpr95']['mean'] <= median else 'missed'}.")
+    print_summary(out, args.draws)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
     return out
 
 

@@ -3,7 +3,7 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 # Measures, for resnet_small (28x28x1) and wrn40_2 (32x32x3): training step time of
 # the anchored vs the vanilla model and AMP K=5 inference vs vanilla, with and without
-# XLA and bfloat16, via benchmarks/speed.py (one process per setting, headline ratios
+# XLA and bfloat16, via `python -m benchmarks.speed` (one process per setting, headline ratios
 # only). Prints one table and writes OUT_DIR/gpu_check.json. Budget: <= 8 minutes.
 # No test needs it; on a CPU-only machine it runs too, slowly.
 set -euo pipefail
@@ -16,7 +16,7 @@ for arch in resnet_small wrn40_2; do
   for flags in "" "--jit-compile" "--mixed-precision" "--jit-compile --mixed-precision"; do
     tag="${arch}$(echo "$flags" | tr -d ' -' | sed 's/^\(.\)/_\1/')"
     echo "== $arch $flags"
-    timeout 110 "$PY" benchmarks/speed.py --sections core --arch "$arch" --batch-size 256 --repeats 5 --skip-scaling \
+    timeout 110 "$PY" -m benchmarks.speed --sections core --arch "$arch" --batch-size 256 --repeats 5 --skip-scaling \
       --min-sample-s 0.2 $flags --json "$OUT/$tag.json" > "$OUT/$tag.log" 2>&1 || echo "   failed or timed out: see $OUT/$tag.log"
   done
 done

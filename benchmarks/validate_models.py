@@ -5,21 +5,23 @@ For each `.keras` anchored model: ID validation accuracy and AMP's FPR95 (mean o
 test image, no test corruption type) for the AMP variants. This is what choices
 between training recipes are made on (BENCHMARKS.md).
 
-    .venv/bin/python benchmarks/validate_models.py runs/readme-main-job/anchored.keras \\
+    python -m benchmarks.validate_models runs/readme-main-job/anchored.keras \\
         runs/finetune-2-1/anchored.keras
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__" and not __package__:  # python benchmarks/validate_models.py
+    sys.exit("run it as a module from the repository root: python -m benchmarks.validate_models")
+
+import benchmarks  # noqa: E402,F401  (quiet TensorFlow logs before TensorFlow starts)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.validate_models", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("models", nargs="+", help="anchored .keras files trained on Fashion-MNIST")
     p.add_argument("--val-size", type=int, default=5000, help="the trainers' held-out validation split")

@@ -1,0 +1,91 @@
+"""benchmarks/ is a small package: every module imports, none is long, none reaches into amp_tf.cli."""
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+MODULES = sorted(p for p in BENCH.glob("*.py"))
+MAX_LINES = 450
+
+
+def _imports(path):
+    """Every module name `path` imports (module level and inside functions)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            out.append("." * node.level + (node.module or ""))
+    return out
+
+
+def test_the_package_has_the_benchmarks_and_the_harness():
+    names = {p.stem for p in MODULES}
+    assert {"__init__", "harness", "speed", "peer_speed", "ood_quality"} <= names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_module_imports(path):
+    if path.stem == "peer_torch":
+        pytest.importorskip("torch")
+    name = "benchmarks" if path.stem == "__init__" else f"benchmarks.{path.stem}"
+    module = importlib.import_module(name)
+    assert module.__doc__, f"{path.name}: no module docstring"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_no_long_files(path):
+    n = len(path.read_text().splitlines())
+    assert n <= MAX_LINES, f"{path.name}: {n} lines (> {MAX_LINES}); split it by concern"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_no_cli_imports_no_argparse_internals_no_sys_path(path):
+    bad = [m for m in _imports(path) if m == "amp_tf.cli" or m.startswith("amp_tf.cli.")]
+    assert not bad, f"{path.name} imports {bad}: build TrainConfig and data directly"
+    assert not [m for m in _imports(path) if m.startswith(".")], f"{path.name}: use absolute imports"
+    text = path.read_text()
+    assert "_actions" not in text, f"{path.name} reads argparse's private _actions"
+    assert "sys.path" not in text, f"{path.name} edits sys.path"
+
+
+def test_harness_doctests():
+    import doctest
+
+    from benchmarks import harness
+
+    r = doctest.testmod(harness)
+    assert r.attempted >= 3 and r.failed == 0
+
+
+def test_alternate_rotates_the_order_and_keeps_every_sample():
+    from benchmarks import harness
+
+    calls = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    res = harness.alternate(fns, rounds=3, warmup=0)
+    assert calls == list("abc" "bca" "cab")
+    assert all(len(r["samples"]) == 3 and r["min_s"] <= r["median_s"] for r in res.values())
+
+
+def test_the_import_checks_can_fail(tmp_path):
+    p = tmp_path / "x.py"
+    p.write_text("def f():\n    from amp_tf.cli.common import base_parser\nimport amp_tf.cli\n")
+    assert sorted(_imports(p)) == ["amp_tf.cli", "amp_tf.cli.common", "amp_tf.cli.common.base_parser"]
+
+
+@pytest.mark.slow
+def test_run_as_a_path_names_the_module_command():
+    r = subprocess.run([sys.executable, str(BENCH / "speed.py"), "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode != 0
+    assert "python -m benchmarks.speed" in r.stderr
