@@ -19,45 +19,56 @@ tensorflow-addons), in one of two modes:
   convention) instead of torchvision's half-pixel resize; colour jitter is
   brightness (additive, +-0.4 of the range), contrast and saturation 0.4 in random
   order instead of brightness-only x[0.5, 1.5]; jitter and blur each have their
-  own p=0.8 switch instead of one shared switch; blur sigma [0.1, 2] with a fixed
-  5-tap kernel instead of sigma [0.1, 5] and kernel size in {3, 5, 7, 9}.
-* `mode="official"`: the authors' official code. torchvision transforms applied
-  to a batch tensor draw ONE set of parameters per call, so every image of the
-  batch (per replica, under a distribution strategy) gets the same transform:
+  own p=0.8 switch instead of one shared switch; blur sigma [0.1, 2] with a 5x5
+  kernel instead of a 3-wide, 9-tall kernel with sigma [0.1, 5]; and it acts on
+  pixels in `value_range` (`AnchoredModel`: 0..255, normalised afterwards) with
+  clips to that range, not on the normalised tensor with torchvision's [0, 1] clamps.
+* `mode="official"`: the official code's transform, exactly (LLNL/AMP's training
+  script and `ANT` class): torchvision's
+
+      RandomResizedCrop(scale=(0.6, 1)) -> RandomHorizontalFlip()
+      -> RandomApply([ColorJitter(0.5), GaussianBlur(kernel_size=(3, 9), sigma=(0.1, 5))], p=0.8)
+      -> RandomGrayscale(p=0.2)
+
+  applied to the *normalised* anchor batch (the official T runs after `Normalize`;
+  `on_normalised` tells `AnchoredModel` to normalise first). torchvision transforms
+  applied to a batch tensor draw ONE set of parameters per call, so every image of
+  the batch (per replica, under a distribution strategy) gets the same transform:
 
   ================ =====================================================
   `resized_crop`    RandomResizedCrop(scale=(0.6, 1.0), ratio=(3/4, 4/3)) back to
-                    the input size: torchvision's 10 tries then centre-crop
-                    fallback, integer boxes, bilinear resize with half-pixel
-                    centres (as torch's `interpolate(align_corners=False)`).
+                    the input size (the official code: to 32, its input size):
+                    torchvision's 10 tries then centre-crop fallback, integer
+                    boxes, bilinear resize with half-pixel centres.
   `flip`            horizontal flip, p = 0.5.
-  `color_jitter`    ColorJitter(brightness=0.5): x <- black + (x - black) * f,
-                    f ~ U[0.5, 1.5], clipped to the range (black = `value_range` low).
-  `blur`            GaussianBlur: kernel size from {3, 5, 7, 9}, sigma ~ U(0.1, 5.0),
-                    reflect padding (drawn per call).
+  `color_jitter`    ColorJitter(0.5) = brightness only: `x <- clamp(f * x, 0, 1)`,
+                    f ~ U[0.5, 1.5]. On the normalised tensor this scales around
+                    the channel mean and sends every below-mean value to 0.
+                    (`OFFICIAL_PARAMS` also takes contrast, saturation and hue,
+                    applied in a random order per call as torchvision's; each
+                    blend clamps to [0, 1]; saturation and hue leave 1 channel as is.)
+  `blur`            GaussianBlur(kernel_size=(3, 9)): torchvision's (x, y), i.e. a
+                    fixed kernel 3 taps wide and 9 tall, ONE sigma ~ U(0.1, 5) for
+                    both axes, reflect padding.
   (jitter, blur)    applied together under ONE p = 0.8 switch
-                    (RandomApply([jitter, blur], p=0.8)); a switch shared by
-                    whichever of the two are named.
-  `grayscale`       RandomGrayscale p = 0.2 (RGB only; luminance of the pixel
-                    values, i.e. per-channel ranges respected); not in Algorithm 1.
+                    (RandomApply([jitter, blur], p=0.8)).
+  `grayscale`       RandomGrayscale p = 0.2: 0.2989 R + 0.587 G + 0.114 B of the
+                    normalised channels, no clamp; 1 channel: unchanged.
   ================ =====================================================
 
-  Composition followed: the order of the names, which for the presets is
-  Algorithm 1's (crop, flip, jitter, blur) with grayscale last. Algorithm 1
-  exactly is `OFFICIAL_COMPOSITION` = `"resized_crop+flip+color_jitter+blur"`;
-  `"all"` adds the paper text's fifth corruption, grayscale. One deliberate
-  difference: the ops act in the images' own `value_range` (as torchvision would
-  on un-normalised images), e.g. brightness scales towards the range's low end
-  (black) and clips to the range, rather than scaling normalised values around
-  the mean and clamping to [0, 1] as torchvision would if handed normalised tensors.
+  Composition followed: the order of the names; `"all"` is the official code's
+  (crop, flip, jitter, blur, grayscale). `OFFICIAL_COMPOSITION` =
+  `"resized_crop+flip+color_jitter+blur"` is the paper's Algorithm 1, which leaves
+  out grayscale. `value_range` is not used in this mode. Checked against
+  torchvision itself on fixed parameters in `tests/test_augment_official.py`.
 
 Both modes are
 
 * stateless: randomness is a pure function of a `seed` tensor of shape (2,), so a
   training step is reproducible from (model seed, step, replica id) and resumes
   exactly after a restart,
-* range-aware: `value_range` is the range of the (normalised) input, e.g.
-  `((0 - mean) / std, (255 - mean) / std)`; colour ops work in that range and clip to it,
+* range-aware (per-sample mode): `value_range` is the range of the input, e.g.
+  `(0, 255)` for pixels; colour ops work in that range and clip to it,
 * graph/XLA friendly: resizing is written with gathers (XLA has no CropAndResize).
 
 Per-sample names (the paper's Table 8 ablation uses the presets):
@@ -88,7 +99,7 @@ Example:
 >>> y = t(x, seed=[1, 2])
 >>> tuple(y.shape)
 (4, 28, 28, 1)
->>> t = ConsistencyAugment(OFFICIAL_COMPOSITION, value_range=(-1.0, 1.0), mode="official")
+>>> t = ConsistencyAugment("all", mode="official")  # takes the normalised tensor
 >>> tuple(t(x, seed=[1, 2]).shape)
 (4, 28, 28, 1)
 """
