@@ -138,6 +138,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             self.augment = consistency
         else:
             self.augment = ConsistencyAugment(consistency, value_range=(0.0, 255.0), mode=consistency_mode)
+        self.augment.check_shape((shape[1], shape[2], self.image_channels))  # official T: torchvision's limits
         self.normalizer = PixelNormalization(mean, std, channels=self.image_channels,
                                              check_pixels=check_pixels, name="pixel_normalization")
         self.seed = int(seed)

@@ -655,6 +655,36 @@ class ConsistencyAugment(keras.layers.Layer):
         `Normalize`) rather than pixels in `value_range` (per-sample mode)."""
         return self.mode == "official"
 
+    def check_shape(self, image_shape):
+        """Raises a clear `ValueError` if `T` cannot take `(..., H, W, C)` images.
+
+        Official mode has torchvision's limits: colour jitter and grayscale take 1 or
+        3 channels; the 3x9 blur's reflect padding needs images at least 5 pixels
+        tall and 2 wide. Per-sample mode takes any shape.
+        """
+        if self.mode != "official" or len(image_shape) < 3:
+            return
+        h, w, c = image_shape[-3:]
+        colour = [n for n in self.names if n in OFFICIAL_COLOUR]
+        if colour and c is not None and c not in (1, 3):
+            raise ValueError(
+                f"images: mode='official' {colour} take 1- or 3-channel images (torchvision's "
+                f"colour ops), got {c} channels. Leave {colour} out of the consistency "
+                "transform, or use mode='per_sample'."
+            )
+        kx, ky = OFFICIAL_PARAMS["blur_kernel_size"]
+        if "blur" in self.names and ((h is not None and h <= ky // 2) or (w is not None and w <= kx // 2)):
+            raise ValueError(
+                f"images: mode='official' 'blur' ({kx} wide, {ky} tall, reflect padding) needs images "
+                f"at least {ky // 2 + 1} pixels tall and {kx // 2 + 1} wide; got {h}x{w}. Leave 'blur' "
+                "out of the consistency transform for such small images."
+            )
+
+    def __call__(self, images, *args, **kwargs):
+        shape = getattr(images, "shape", None)
+        self.check_shape(tuple(np.shape(images) if shape is None else shape))  # before Keras wraps errors
+        return super().__call__(images, *args, **kwargs)
+
     def call(self, images, seed=(0, 0)):
         if not self.names:
             return images
@@ -669,14 +699,6 @@ class ConsistencyAugment(keras.layers.Layer):
         return images
 
     def _call_official(self, images, seed, lo, hi):
-        c = images.shape[-1]
-        colour = [n for n in self.names if n in OFFICIAL_COLOUR]
-        if colour and c not in (1, 3):
-            raise ValueError(
-                f"images: mode='official' {colour} take 1- or 3-channel images (torchvision's "
-                f"colour ops), got {c} channels. Leave {colour} out of the consistency "
-                "transform, or use mode='per_sample'."
-            )
         n = len(self.names)
         seeds = tf.random.experimental.stateless_split(seed, n + 1)
         # RandomApply([jitter, blur], p): one switch for the group, drawn once per call.
