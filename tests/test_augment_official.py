@@ -546,14 +546,14 @@ def test_official_in_tf_function_and_xla():
     x = _normalised(3, 9, shape=(4, 16, 16))
     x[1:] = x[:1]
     t = ConsistencyAugment("all", mode="official")
-    eager = [t(x, seed=[s, 3]).numpy() for s in range(3)]
+    eager = [t(x, seed=[s, 3]).numpy() for s in range(2)]
     graph = tf.function(lambda z, s: t(z, seed=s))
-    for s in range(3):
+    for s in range(2):
         np.testing.assert_allclose(graph(x, tf.constant([s, 3], tf.int64)).numpy(), eager[s], atol=1e-5)
     # XLA: compiles (gather-based resize), deterministic, batch-wide. Its stateless
     # random numbers differ from the non-XLA kernels' (TensorFlow's, in both modes).
     xla = tf.function(lambda z, s: t(z, seed=s), jit_compile=True)
-    for s in range(3):
+    for s in range(2):
         a = xla(x, tf.constant([s, 3], tf.int64)).numpy()
         np.testing.assert_array_equal(a, xla(x, tf.constant([s, 3], tf.int64)).numpy())
         np.testing.assert_array_equal(a, np.repeat(a[:1], 4, axis=0))
