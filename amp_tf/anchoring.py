@@ -138,6 +138,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             self.augment = consistency
         else:
             self.augment = ConsistencyAugment(consistency, value_range=(0.0, 255.0), mode=consistency_mode)
+        self.augment.check_shape((shape[1], shape[2], self.image_channels))  # official T: torchvision's limits
         self.normalizer = PixelNormalization(mean, std, channels=self.image_channels,
                                              check_pixels=check_pixels, name="pixel_normalization")
         self.seed = int(seed)
@@ -180,16 +181,19 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             )
         perm_seed, aug_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         anchors = permute_batch(x, perm_seed)
+        n = self.normalizer
+        # official T acts on the normalised anchors (torchvision's ran after Normalize); ours on pixels
+        pre = n.normalise(anchors) if self.augment.on_normalised else anchors
         if self.augment.names and not (apply_consistency is False):
             view = tf.cond(
                 tf.convert_to_tensor(apply_consistency),
-                lambda: self.augment(anchors, seed=aug_seed),
-                lambda: anchors,
+                lambda: self.augment(pre, seed=aug_seed),
+                lambda: pre,
             )
         else:
-            view = anchors
-        n = self.normalizer
-        rows = tf.concat([n.normalise(view), n.scale(x - anchors)], axis=-1)
+            view = pre
+        view = view if self.augment.on_normalised else n.normalise(view)
+        rows = tf.concat([view, n.scale(x - anchors)], axis=-1)
         return self.backbone(rows, training=training)
 
     # -- training ----------------------------------------------------------

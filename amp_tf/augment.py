@@ -19,45 +19,56 @@ tensorflow-addons), in one of two modes:
   convention) instead of torchvision's half-pixel resize; colour jitter is
   brightness (additive, +-0.4 of the range), contrast and saturation 0.4 in random
   order instead of brightness-only x[0.5, 1.5]; jitter and blur each have their
-  own p=0.8 switch instead of one shared switch; blur sigma [0.1, 2] with a fixed
-  5-tap kernel instead of sigma [0.1, 5] and kernel size in {3, 5, 7, 9}.
-* `mode="official"`: the authors' official code. torchvision transforms applied
-  to a batch tensor draw ONE set of parameters per call, so every image of the
-  batch (per replica, under a distribution strategy) gets the same transform:
+  own p=0.8 switch instead of one shared switch; blur sigma [0.1, 2] with a 5x5
+  kernel instead of a 3-wide, 9-tall kernel with sigma [0.1, 5]; and it acts on
+  pixels in `value_range` (`AnchoredModel`: 0..255, normalised afterwards) with
+  clips to that range, not on the normalised tensor with torchvision's [0, 1] clamps.
+* `mode="official"`: the official code's transform, exactly (LLNL/AMP's training
+  script and `ANT` class): torchvision's
+
+      RandomResizedCrop(scale=(0.6, 1)) -> RandomHorizontalFlip()
+      -> RandomApply([ColorJitter(0.5), GaussianBlur(kernel_size=(3, 9), sigma=(0.1, 5))], p=0.8)
+      -> RandomGrayscale(p=0.2)
+
+  applied to the *normalised* anchor batch (the official T runs after `Normalize`;
+  `on_normalised` tells `AnchoredModel` to normalise first). torchvision transforms
+  applied to a batch tensor draw ONE set of parameters per call, so every image of
+  the batch (per replica, under a distribution strategy) gets the same transform:
 
   ================ =====================================================
   `resized_crop`    RandomResizedCrop(scale=(0.6, 1.0), ratio=(3/4, 4/3)) back to
-                    the input size: torchvision's 10 tries then centre-crop
-                    fallback, integer boxes, bilinear resize with half-pixel
-                    centres (as torch's `interpolate(align_corners=False)`).
+                    the input size (the official code: to 32, its input size):
+                    torchvision's 10 tries then centre-crop fallback, integer
+                    boxes, bilinear resize with half-pixel centres.
   `flip`            horizontal flip, p = 0.5.
-  `color_jitter`    ColorJitter(brightness=0.5): x <- black + (x - black) * f,
-                    f ~ U[0.5, 1.5], clipped to the range (black = `value_range` low).
-  `blur`            GaussianBlur: kernel size from {3, 5, 7, 9}, sigma ~ U(0.1, 5.0),
-                    reflect padding (drawn per call).
+  `color_jitter`    ColorJitter(0.5) = brightness only: `x <- clamp(f * x, 0, 1)`,
+                    f ~ U[0.5, 1.5]. On the normalised tensor this scales around
+                    the channel mean and sends every below-mean value to 0.
+                    (`OFFICIAL_PARAMS` also takes contrast, saturation and hue,
+                    applied in a random order per call as torchvision's; each
+                    blend clamps to [0, 1]; saturation and hue leave 1 channel as is.)
+  `blur`            GaussianBlur(kernel_size=(3, 9)): torchvision's (x, y), i.e. a
+                    fixed kernel 3 taps wide and 9 tall, ONE sigma ~ U(0.1, 5) for
+                    both axes, reflect padding.
   (jitter, blur)    applied together under ONE p = 0.8 switch
-                    (RandomApply([jitter, blur], p=0.8)); a switch shared by
-                    whichever of the two are named.
-  `grayscale`       RandomGrayscale p = 0.2 (RGB only; luminance of the pixel
-                    values, i.e. per-channel ranges respected); not in Algorithm 1.
+                    (RandomApply([jitter, blur], p=0.8)).
+  `grayscale`       RandomGrayscale p = 0.2: 0.2989 R + 0.587 G + 0.114 B of the
+                    normalised channels, no clamp; 1 channel: unchanged.
   ================ =====================================================
 
-  Composition followed: the order of the names, which for the presets is
-  Algorithm 1's (crop, flip, jitter, blur) with grayscale last. Algorithm 1
-  exactly is `OFFICIAL_COMPOSITION` = `"resized_crop+flip+color_jitter+blur"`;
-  `"all"` adds the paper text's fifth corruption, grayscale. One deliberate
-  difference: the ops act in the images' own `value_range` (as torchvision would
-  on un-normalised images), e.g. brightness scales towards the range's low end
-  (black) and clips to the range, rather than scaling normalised values around
-  the mean and clamping to [0, 1] as torchvision would if handed normalised tensors.
+  Composition followed: the order of the names; `"all"` is the official code's
+  (crop, flip, jitter, blur, grayscale). `OFFICIAL_COMPOSITION` =
+  `"resized_crop+flip+color_jitter+blur"` is the paper's Algorithm 1, which leaves
+  out grayscale. `value_range` is not used in this mode. Checked against
+  torchvision itself on fixed parameters in `tests/test_augment_official.py`.
 
 Both modes are
 
 * stateless: randomness is a pure function of a `seed` tensor of shape (2,), so a
   training step is reproducible from (model seed, step, replica id) and resumes
   exactly after a restart,
-* range-aware: `value_range` is the range of the (normalised) input, e.g.
-  `((0 - mean) / std, (255 - mean) / std)`; colour ops work in that range and clip to it,
+* range-aware (per-sample mode): `value_range` is the range of the input, e.g.
+  `(0, 255)` for pixels; colour ops work in that range and clip to it,
 * graph/XLA friendly: resizing is written with gathers (XLA has no CropAndResize).
 
 Per-sample names (the paper's Table 8 ablation uses the presets):
@@ -88,7 +99,7 @@ Example:
 >>> y = t(x, seed=[1, 2])
 >>> tuple(y.shape)
 (4, 28, 28, 1)
->>> t = ConsistencyAugment(OFFICIAL_COMPOSITION, value_range=(-1.0, 1.0), mode="official")
+>>> t = ConsistencyAugment("all", mode="official")  # takes the normalised tensor
 >>> tuple(t(x, seed=[1, 2]).shape)
 (4, 28, 28, 1)
 """
@@ -270,7 +281,7 @@ def grayscale(images, seed, lo, hi, p=0.2):
     return _select(_coin(seed, tf.shape(images)[0], p), _gray(images), images)
 
 
-# -- official mode: one parameter draw per batch ---------------------------------
+# -- official mode: torchvision's ops on the normalised tensor, one draw per batch --
 
 MODES = ("per_sample", "official")
 
@@ -279,15 +290,21 @@ OFFICIAL_TRANSFORMS = {}
 #: Algorithm 1 of the paper (Appendix C): crop, flip, RandomApply([jitter, blur], 0.8).
 OFFICIAL_COMPOSITION = ("resized_crop", "flip", "color_jitter", "blur")
 
-#: The official code's ranges (see the module docstring).
+#: The official code's transform (LLNL/AMP, the training script and `ANT`):
+#: RandomResizedCrop(scale=(0.6, 1)), RandomHorizontalFlip(), RandomApply([ColorJitter(0.5),
+#: GaussianBlur(kernel_size=(3, 9), sigma=(0.1, 5))], p=0.8), RandomGrayscale(p=0.2).
 OFFICIAL_PARAMS = dict(
     crop_scale=(0.6, 1.0),
     crop_ratio=(3 / 4, 4 / 3),
     crop_tries=10,
     flip_p=0.5,
+    # ColorJitter's arguments as torchvision takes them; ColorJitter(0.5) is brightness only.
     brightness=0.5,
-    blur_sigma=(0.1, 5.0),
-    blur_kernel_sizes=(3, 5, 7, 9),
+    contrast=0.0,
+    saturation=0.0,
+    hue=0.0,
+    blur_kernel_size=(3, 9),  # torchvision's (x, y): 3 taps wide, 9 tall
+    blur_sigma=(0.1, 5.0),  # one sigma for both axes per call
     jitter_blur_p=0.8,  # one switch for jitter and blur together
     grayscale_p=0.2,
 )
@@ -295,12 +312,16 @@ OFFICIAL_PARAMS = dict(
 #: Transforms that share the single RandomApply(p=0.8) switch in official mode.
 OFFICIAL_SHARED_SWITCH = ("color_jitter", "blur")
 
+#: Transforms that, like torchvision's, take only 1- or 3-channel images.
+OFFICIAL_COLOUR = ("color_jitter", "grayscale")
+
 
 def register_official_transform(name):
     """Adds a batch-wide transform `fn(images, seed, lo, hi) -> images` for `mode="official"`.
 
-    Transforms named in `OFFICIAL_SHARED_SWITCH` are applied unconditionally by
-    `fn`; the layer applies the shared p=0.8 switch around them.
+    Official transforms act on the normalised tensor as torchvision's do and
+    ignore `lo`, `hi`. Those named in `OFFICIAL_SHARED_SWITCH` are applied
+    unconditionally by `fn`; the layer applies the shared p=0.8 switch around them.
     """
 
     def deco(fn):
@@ -374,8 +395,183 @@ def resize_window(images, i, j, ch, cw):
     return cols_a + (cols_b - cols_a) * wx[None, None, :, None]
 
 
+# torchvision's functional ops for float tensors, on NHWC batches. Factors may be
+# scalar tensors. Every blend clamps to [0, 1] whatever the input's range is: on
+# normalised images (the official T runs after Normalize) that clamp is part of T.
+
+
+def _blend(a, b, ratio):
+    """torchvision's `_blend`: `ratio * a + (1 - ratio) * b`, clamped to [0, 1]."""
+    ratio = tf.cast(ratio, a.dtype)
+    return tf.clip_by_value(ratio * a + (1.0 - ratio) * b, 0.0, 1.0)
+
+
+def rgb_to_grayscale(images):
+    """torchvision's `rgb_to_grayscale`: 0.2989 R + 0.587 G + 0.114 B, one channel.
+
+    A 1-channel image is returned as it is (torchvision clones it).
+
+    Example:
+
+    >>> tuple(rgb_to_grayscale(tf.ones([2, 4, 4, 3])).shape)
+    (2, 4, 4, 1)
+    """
+    if images.shape[-1] == 1:
+        return images
+    r, g, b = tf.unstack(images, axis=-1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b)[..., None]
+
+
+def adjust_brightness(images, factor):
+    """torchvision's `adjust_brightness`: `factor * x` clamped to [0, 1]."""
+    return _blend(images, tf.zeros_like(images), factor)
+
+
+def adjust_contrast(images, factor):
+    """torchvision's `adjust_contrast`: blend with each image's mean grey level, clamp."""
+    mean = tf.reduce_mean(rgb_to_grayscale(images), axis=[1, 2, 3], keepdims=True)
+    return _blend(images, mean, factor)
+
+
+def adjust_saturation(images, factor):
+    """torchvision's `adjust_saturation`: blend with the grey image, clamp; 1 channel: unchanged."""
+    if images.shape[-1] == 1:
+        return images
+    return _blend(images, rgb_to_grayscale(images), factor)
+
+
+def _rgb_to_hsv(images):
+    r, g, b = tf.unstack(images, axis=-1)
+    maxc, minc = tf.reduce_max(images, axis=-1), tf.reduce_min(images, axis=-1)
+    eqc = tf.equal(maxc, minc)
+    cr = maxc - minc
+    ones = tf.ones_like(maxc)
+    s = cr / tf.where(eqc, ones, maxc)
+    div = tf.where(eqc, ones, cr)
+    rc, gc, bc = (maxc - r) / div, (maxc - g) / div, (maxc - b) / div
+    is_r, is_g = tf.equal(maxc, r), tf.equal(maxc, g)
+    hr = tf.cast(is_r, images.dtype) * (bc - gc)
+    hg = tf.cast(is_g & ~is_r, images.dtype) * (2.0 + rc - bc)
+    hb = tf.cast(~is_g & ~is_r, images.dtype) * (4.0 + gc - rc)
+    h = tf.truncatemod((hr + hg + hb) / 6.0 + 1.0, 1.0)  # torch.fmod
+    return h, s, maxc
+
+
+def _hsv_to_rgb(h, s, v):
+    i = tf.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = tf.math.floormod(tf.cast(i, tf.int32), 6)
+    p = tf.clip_by_value(v * (1.0 - s), 0.0, 1.0)
+    q = tf.clip_by_value(v * (1.0 - s * f), 0.0, 1.0)
+    t = tf.clip_by_value(v * (1.0 - s * (1.0 - f)), 0.0, 1.0)
+    mask = tf.one_hot(i, 6, dtype=h.dtype)  # a one-hot sum, as torchvision's einsum
+    sextants = ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))
+    return tf.stack([tf.reduce_sum(mask * tf.stack(c, axis=-1), axis=-1) for c in sextants], axis=-1)
+
+
+def adjust_hue(images, factor):
+    """torchvision's `adjust_hue`: rotate the hue by `factor` in [-0.5, 0.5]; 1 channel: unchanged."""
+    if images.shape[-1] == 1:
+        return images
+    h, s, v = _rgb_to_hsv(images)
+    return _hsv_to_rgb(tf.math.floormod(h + tf.cast(factor, images.dtype), 1.0), s, v)
+
+
+#: ColorJitter's ops by torchvision's index (the order its random permutation shuffles).
+JITTER_OPS = {"brightness": adjust_brightness, "contrast": adjust_contrast,
+              "saturation": adjust_saturation, "hue": adjust_hue}
+
+
+def jitter_ranges(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
+    """ColorJitter's argument rules: each op's factor range `(low, high)`, or None when off.
+
+    A number `v` means `[max(0, 1 - v), 1 + v]` (hue: `[-v, v]`), a pair is taken as is.
+
+    Example:
+
+    >>> jitter_ranges(0.5)["brightness"], jitter_ranges(0.5)["hue"]
+    ((0.5, 1.5), None)
+    """
+    out = {}
+    for name, v in dict(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue).items():
+        center, bound = (0.0, (-0.5, 0.5)) if name == "hue" else (1.0, (0.0, float("inf")))
+        if np.ndim(v) == 0:
+            if v < 0:
+                raise ValueError(f"{name}: a single number must be >= 0, got {v}.")
+            lo, hi = center - float(v), center + float(v)
+            lo = lo if name == "hue" else max(lo, 0.0)
+        else:
+            lo, hi = (float(t) for t in v)
+        if not bound[0] <= lo <= hi <= bound[1]:
+            raise ValueError(f"{name}: expected a range within {bound}, got {(lo, hi)}.")
+        out[name] = None if lo == hi == center else (lo, hi)
+    return out
+
+
+def color_jitter(images, seed, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
+    """torchvision's `ColorJitter` with one draw for the batch: factors and a random op order.
+
+    Ops that are off are skipped, as torchvision skips them inside its permutation.
+    """
+    ranges = jitter_ranges(brightness, contrast, saturation, hue)
+    active = [k for k in JITTER_OPS if ranges[k] is not None]
+    if not active:
+        return images
+    s = tf.random.experimental.stateless_split(seed, len(active) + 1)
+    factors = {k: _uniform(s[i], [], *ranges[k]) for i, k in enumerate(active)}
+    if len(active) == 1:
+        return JITTER_OPS[active[0]](images, factors[active[0]])
+    order = tf.argsort(_uniform(s[-1], [len(active)]))
+    out = images
+    for step in range(len(active)):
+        branches = [lambda z=out, k=k: JITTER_OPS[k](z, factors[k]) for k in active]
+        out = tf.switch_case(order[step], branches)
+    return out
+
+
+def gaussian_kernel1d(size, sigma, dtype=tf.float32):
+    """torchvision's `_get_gaussian_kernel1d`: `size` taps at -(size-1)/2 .. (size-1)/2, normalised."""
+    x = tf.cast(tf.range(size), dtype) - (size - 1) * 0.5
+    pdf = tf.exp(-0.5 * tf.square(x / tf.cast(sigma, dtype)))
+    return pdf / tf.reduce_sum(pdf)
+
+
+def gaussian_blur(images, kernel_size, sigma):
+    """torchvision's `gaussian_blur`: reflect padding, one kernel for the whole batch.
+
+    Args:
+        images: (B, H, W, C) float tensor.
+        kernel_size: odd int, or torchvision's `(x, y)` pair: x taps across the
+            width, y down the height (`(3, 9)` is 3 wide, 9 tall).
+        sigma: a number or scalar tensor (both axes), or an `(x, y)` pair.
+
+    Example:
+
+    >>> x = tf.random.stateless_uniform([2, 12, 12, 3], seed=[1, 2])
+    >>> tuple(gaussian_blur(x, (3, 9), 2.0).shape)
+    (2, 12, 12, 3)
+    """
+    kx, ky = (kernel_size, kernel_size) if np.ndim(kernel_size) == 0 else kernel_size
+    sx, sy = (sigma, sigma) if not isinstance(sigma, (tuple, list)) else sigma
+    h, w, c = images.shape[1], images.shape[2], images.shape[3]
+    if min(kx, ky) <= 0 or kx % 2 == 0 or ky % 2 == 0:
+        raise ValueError(f"kernel_size: expected odd positive sizes, got {kernel_size!r}.")
+    rx, ry = int(kx) // 2, int(ky) // 2
+    if (h is not None and ry >= h) or (w is not None and rx >= w):
+        raise ValueError(
+            f"images: a {kx}x{ky} (width x height) blur kernel needs images at least {ry + 1} "
+            f"pixels tall and {rx + 1} wide (reflect padding); got {h}x{w}. Leave 'blur' out "
+            "of the consistency transform for such small images."
+        )
+    kv = gaussian_kernel1d(int(ky), sy, images.dtype)
+    kh = gaussian_kernel1d(int(kx), sx, images.dtype)
+    x = tf.pad(images, [[0, 0], [ry, ry], [rx, rx], [0, 0]], mode="REFLECT")
+    x = tf.nn.depthwise_conv2d(x, tf.tile(kv[:, None, None, None], [1, 1, c, 1]), [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(x, tf.tile(kh[None, :, None, None], [1, 1, c, 1]), [1, 1, 1, 1], "VALID")
+
+
 @register_official_transform("resized_crop")
-def official_resized_crop(images, seed, lo, hi, scale=None, ratio=None):
+def official_resized_crop(images, seed, lo=None, hi=None, scale=None, ratio=None):
     scale = scale or OFFICIAL_PARAMS["crop_scale"]
     ratio = ratio or OFFICIAL_PARAMS["crop_ratio"]
     h, w = images.shape[1], images.shape[2]
@@ -384,58 +580,27 @@ def official_resized_crop(images, seed, lo, hi, scale=None, ratio=None):
 
 
 @register_official_transform("flip")
-def official_flip(images, seed, lo, hi):
+def official_flip(images, seed, lo=None, hi=None):
     return tf.where(_scalar_coin(seed, OFFICIAL_PARAMS["flip_p"]), tf.reverse(images, axis=[2]), images)
 
 
 @register_official_transform("color_jitter")
-def official_color_jitter(images, seed, lo, hi):
-    b = OFFICIAL_PARAMS["brightness"]
-    f = tf.cast(_uniform(seed, [], max(0.0, 1.0 - b), 1.0 + b), images.dtype)
-    return tf.clip_by_value(lo + (images - lo) * f, lo, hi)
-
-
-def gaussian_blur(images, kernel_size, sigma, max_kernel_size=None):
-    """torchvision's `gaussian_blur` (reflect padding), one kernel for the whole batch.
-
-    `kernel_size` (odd) and `sigma` may be scalar tensors. The kernel has
-    `max_kernel_size` taps (default `kernel_size`, then static) with those beyond
-    `kernel_size // 2` set to zero: with reflect padding that equals the
-    `kernel_size`-tap blur exactly, so a drawn kernel size needs no dynamic shapes.
-    """
-    h, w, c = images.shape[1], images.shape[2], images.shape[3]
-    rmax = int(max_kernel_size if max_kernel_size is not None else kernel_size) // 2
-    rmax = min(rmax, h - 1, w - 1)  # reflect padding needs pad < size
-    radius = tf.minimum(tf.cast(kernel_size, tf.int32) // 2, rmax)
-    sig = tf.cast(sigma, images.dtype)
-    xs = tf.range(-rmax, rmax + 1)
-    k = tf.exp(-0.5 * tf.square(tf.cast(xs, images.dtype) / sig))
-    k = tf.where(tf.abs(xs) <= radius, k, tf.zeros_like(k))
-    k = k / tf.reduce_sum(k)
-    kc = tf.tile(k[:, None], [1, c])  # (taps, C)
-    x = tf.pad(images, [[0, 0], [rmax, rmax], [rmax, rmax], [0, 0]], mode="REFLECT")
-    x = tf.nn.depthwise_conv2d(x, kc[:, None, :, None], [1, 1, 1, 1], "VALID")
-    return tf.nn.depthwise_conv2d(x, kc[None, :, :, None], [1, 1, 1, 1], "VALID")
+def official_color_jitter(images, seed, lo=None, hi=None):
+    p = OFFICIAL_PARAMS
+    return color_jitter(images, seed, p["brightness"], p["contrast"], p["saturation"], p["hue"])
 
 
 @register_official_transform("blur")
-def official_blur(images, seed, lo, hi):
-    sizes = OFFICIAL_PARAMS["blur_kernel_sizes"]
-    s = tf.random.experimental.stateless_split(seed, 2)
-    k_idx = tf.random.stateless_uniform([], seed=s[0], minval=0, maxval=len(sizes), dtype=tf.int32)
-    kernel_size = tf.gather(tf.constant(sizes, tf.int32), k_idx)
-    sigma = _uniform(s[1], [], *OFFICIAL_PARAMS["blur_sigma"])
-    return gaussian_blur(images, kernel_size, sigma, max_kernel_size=max(sizes))
+def official_blur(images, seed, lo=None, hi=None):
+    sigma = _uniform(seed, [], *OFFICIAL_PARAMS["blur_sigma"])
+    return gaussian_blur(images, OFFICIAL_PARAMS["blur_kernel_size"], sigma)
 
 
 @register_official_transform("grayscale")
-def official_grayscale(images, seed, lo, hi):
-    if images.shape[-1] != 3:
-        return images
-    # luminance of the pixels: map each channel's range to [0, 1] and back, so that
-    # per-channel normalisation (different ranges) stays within range.
-    span = hi - lo
-    gray = lo + _gray((images - lo) / span) * span
+def official_grayscale(images, seed, lo=None, hi=None):
+    if images.shape[-1] == 1:
+        return images  # torchvision's grayscale of one channel is the image
+    gray = tf.broadcast_to(rgb_to_grayscale(images), tf.shape(images))
     return tf.where(_scalar_coin(seed, OFFICIAL_PARAMS["grayscale_p"]), gray, images)
 
 
@@ -449,11 +614,12 @@ class ConsistencyAugment(keras.layers.Layer):
             with `+`, or a list of names; see the module docstring.
         value_range: `(low, high)` of the input images: `(0, 255)` for raw pixels,
             `((0 - mean) / std, (255 - mean) / std)` for normalised ones (scalars or
-            per-channel sequences). Colour ops clip to it.
+            per-channel sequences). Per-sample colour ops clip to it; official mode
+            does not use it (torchvision's ops clamp to [0, 1]).
         mode: `"per_sample"` (default): each image draws its own parameters (this
-            library's ranges); `"official"`: one draw per batch with the authors'
-            official ranges, jitter and blur under one p=0.8 switch. See the module
-            docstring for both and how they differ.
+            library's ranges), on pixels; `"official"`: the official code's
+            torchvision transform, one draw per batch, on the normalised tensor
+            (`on_normalised`). See the module docstring for both.
 
     Call with `seed`, an int tensor of shape (2,): the same seed gives the same output.
     """
@@ -482,6 +648,42 @@ class ConsistencyAugment(keras.layers.Layer):
         if np.any(hi <= lo):
             raise ValueError(f"value_range: high must exceed low, got {value_range!r}.")
         self._lo, self._hi = lo, hi
+
+    @property
+    def on_normalised(self):
+        """Whether `T` takes the normalised tensor (official mode: the official T ran after
+        `Normalize`) rather than pixels in `value_range` (per-sample mode)."""
+        return self.mode == "official"
+
+    def check_shape(self, image_shape):
+        """Raises a clear `ValueError` if `T` cannot take `(..., H, W, C)` images.
+
+        Official mode has torchvision's limits: colour jitter and grayscale take 1 or
+        3 channels; the 3x9 blur's reflect padding needs images at least 5 pixels
+        tall and 2 wide. Per-sample mode takes any shape.
+        """
+        if self.mode != "official" or len(image_shape) < 3:
+            return
+        h, w, c = image_shape[-3:]
+        colour = [n for n in self.names if n in OFFICIAL_COLOUR]
+        if colour and c is not None and c not in (1, 3):
+            raise ValueError(
+                f"images: mode='official' {colour} take 1- or 3-channel images (torchvision's "
+                f"colour ops), got {c} channels. Leave {colour} out of the consistency "
+                "transform, or use mode='per_sample'."
+            )
+        kx, ky = OFFICIAL_PARAMS["blur_kernel_size"]
+        if "blur" in self.names and ((h is not None and h <= ky // 2) or (w is not None and w <= kx // 2)):
+            raise ValueError(
+                f"images: mode='official' 'blur' ({kx} wide, {ky} tall, reflect padding) needs images "
+                f"at least {ky // 2 + 1} pixels tall and {kx // 2 + 1} wide; got {h}x{w}. Leave 'blur' "
+                "out of the consistency transform for such small images."
+            )
+
+    def __call__(self, images, *args, **kwargs):
+        shape = getattr(images, "shape", None)
+        self.check_shape(tuple(np.shape(images) if shape is None else shape))  # before Keras wraps errors
+        return super().__call__(images, *args, **kwargs)
 
     def call(self, images, seed=(0, 0)):
         if not self.names:

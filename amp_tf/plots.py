@@ -23,7 +23,8 @@ import numpy as np
 
 from amp_tf.metrics import METRIC_KEYS, METRIC_LABELS, _check_scores, ood_metrics
 
-__all__ = ["roc_curve", "plot_densities", "plot_roc", "plot_metric_vs_level", "DPI"]
+__all__ = ["roc_curve", "plot_densities", "plot_roc", "plot_metric_vs_corruption", "plot_metric_vs_level",
+           "CORRUPTION_FAMILIES", "DPI"]
 
 DPI = 110
 _BINS = 40
@@ -210,10 +211,115 @@ def _levels(names, prefix):
     return dict(sorted(found.items()))
 
 
-def plot_metric_vs_level(results, out_path, prefix="fmnist_blur_", metric="auroc"):
-    """Metric vs corruption level for OOD sets named ``prefix + N`` (one line per score key).
+def _level_lines(results, prefix, metric):
+    """``{score_key: (levels, metric values in %)}`` for the sets named ``prefix + N``."""
+    lines = {}
+    for key, per_set in results.get("scores", {}).items():
+        levels = _levels(per_set, prefix)
+        if levels:
+            lines[key] = (list(levels), [100 * float(per_set[n][metric]) for n in levels.values()])
+    return lines
 
-    Mirrors the AMP paper's Fig. 5 (AUROC vs corruption severity).
+
+def _line_styles(keys):
+    """``{key: plot kwargs}``: one colour per score name, one line style and marker per model.
+
+    Keys are ``"<model>/<score>"``; the same score of two models shares its colour.
+    """
+    from matplotlib import colormaps
+
+    split = [k.split("/", 1) if "/" in k else ["", k] for k in keys]
+    models = list(dict.fromkeys(m for m, _ in split))
+    scores = list(dict.fromkeys(sc for _, sc in split))
+    colours = colormaps["tab10" if len(scores) <= 10 else "tab20"].colors
+    dashes, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D")
+    return {k: dict(color=colours[scores.index(sc) % len(colours)],
+                    ls=dashes[models.index(m) % len(dashes)], marker=markers[models.index(m) % len(markers)])
+            for k, (m, sc) in zip(keys, split)}
+
+
+def _plot_level_panels(panels, out_path, metric, xlabel):
+    """One panel per ``{title: lines}`` entry, shared y axis, the legend outside on the right."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    keys = list(dict.fromkeys(k for lines in panels.values() for k in lines))
+    styles = _line_styles(keys)
+    ncols = 2 if len(panels) > 1 else 1
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(3.4 * ncols + 2.4, 2.8 * nrows + 0.5 * (nrows > 1)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    chance = metric == "auroc"
+    for ax, (title, lines) in zip(axes.flat, panels.items()):
+        if chance:
+            ax.axhline(50.0, color="grey", lw=1, ls=(0, (1, 2)))
+        for key in keys:
+            if key in lines:
+                ax.plot(*lines[key], lw=1.5, ms=4, **styles[key])
+        ax.set_xticks(sorted({x for xs, _ in lines.values() for x in xs}))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(_axis_label(metric))
+    handles = [Line2D([], [], lw=1.5, ms=4, **styles[k]) for k in keys]
+    labels = list(keys)
+    if chance:
+        handles.append(Line2D([], [], color="grey", lw=1, ls=(0, (1, 2))))
+        labels.append("chance (50%)")
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="model/score",
+               title_fontsize=8, frameon=False)
+    title = f"{METRIC_LABELS[metric]} vs corruption level"
+    if len(panels) > 1:
+        fig.suptitle(f"{title} (ID test images, corrupted)", fontsize=10)
+    else:
+        axes[0, 0].set_title(title, fontsize=10)
+    return _save(fig, out_path)
+
+
+#: The corruption families of the covariate-shift sets ``fmnist_<family>_<N>`` (panel titles).
+CORRUPTION_FAMILIES = {"blur": "Gaussian blur", "jpeg": "JPEG", "contrast": "contrast", "pixelate": "pixelate"}
+
+
+def plot_metric_vs_corruption(results, out_path, families=tuple(CORRUPTION_FAMILIES), prefix="fmnist_",
+                              metric="auroc"):
+    """Metric vs corruption level, one panel per corruption family, one line per score key.
+
+    Mirrors the AMP paper's Fig. 5 (AUROC vs corruption severity) for every
+    family the results have: sets named ``prefix + family + "_" + N``. Each score
+    name keeps one colour in every panel; each model has its own line style; the
+    legend sits outside the panels.
+
+    Args:
+        results: results dict with ``"scores": {score_key: {ood_set: metrics}}``.
+        out_path: PNG file to write.
+        families: corruption family names, in panel order.
+        prefix: set-name prefix before the family name.
+        metric: one of :data:`amp_tf.metrics.METRIC_KEYS`.
+
+    Returns:
+        ``out_path`` as a string, or ``None`` (nothing written) when no family has a set.
+
+    Example::
+
+        plot_metric_vs_corruption(results, "run/auroc_vs_corruption.png")
+    """
+    if metric not in METRIC_KEYS:
+        raise ValueError(f"metric must be one of {METRIC_KEYS}, got {metric!r}")
+    panels = {}
+    for fam in families:
+        lines = _level_lines(results, f"{prefix}{fam}_", metric)
+        if lines:
+            panels[CORRUPTION_FAMILIES.get(fam, fam)] = lines
+    if not panels:
+        return None
+    return _plot_level_panels(panels, out_path, metric, "corruption level")
+
+
+def plot_metric_vs_level(results, out_path, prefix="fmnist_blur_", metric="auroc"):
+    """Metric vs corruption level for OOD sets named ``prefix + N``: one panel, one line per score key.
 
     Args:
         results: results dict with ``"scores": {score_key: {ood_set: metrics}}``.
@@ -231,23 +337,7 @@ def plot_metric_vs_level(results, out_path, prefix="fmnist_blur_", metric="auroc
     """
     if metric not in METRIC_KEYS:
         raise ValueError(f"metric must be one of {METRIC_KEYS}, got {metric!r}")
-    lines = {}
-    for key, per_set in results.get("scores", {}).items():
-        levels = _levels(per_set, prefix)
-        if levels:
-            lines[key] = (list(levels), [100 * float(per_set[n][metric]) for n in levels.values()])
+    lines = _level_lines(results, prefix, metric)
     if not lines:
         return None
-    fig = _figure((5.2, 4.0))
-    ax = fig.add_subplot()
-    all_levels = set()
-    for key, (xs, ys) in lines.items():
-        ax.plot(xs, ys, marker="o", lw=1.6, label=key)
-        all_levels.update(xs)
-    ax.set_xticks(sorted(all_levels))
-    ax.set_xlabel(f"corruption level N ({prefix}N)")
-    ax.set_ylabel(_axis_label(metric))
-    ax.set_title(f"{METRIC_LABELS[metric]} vs corruption level")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, out_path)
+    return _plot_level_panels({prefix + "N": lines}, out_path, metric, f"corruption level N ({prefix}N)")

@@ -32,7 +32,7 @@ import re
 import numpy as np
 
 from amp_tf.metrics import METRIC_KEYS, METRIC_LABELS, metrics_table
-from amp_tf.plots import plot_densities, plot_metric_vs_level, plot_roc, roc_curve
+from amp_tf.plots import plot_densities, plot_metric_vs_corruption, plot_metric_vs_level, plot_roc, roc_curve
 
 __all__ = [
     "summarize",
@@ -42,6 +42,7 @@ __all__ = [
     "roc_curve",
     "plot_densities",
     "plot_roc",
+    "plot_metric_vs_corruption",
     "plot_metric_vs_level",
 ]
 
@@ -357,8 +358,9 @@ def write_report(out_dir, results, score_values=None, formats=("json", "md"), pl
 
     Plots (``plots=True``): ``densities_<score>.png`` per score key and
     ``roc_<set>.png`` per OOD set (both need ``score_values``; ``/`` and other
-    odd characters in names become ``_``), and ``auroc_vs_blur.png`` when
-    the results contain ``fmnist_blur_<N>`` sets.
+    odd characters in names become ``_``), and ``auroc_vs_corruption.png`` (one
+    panel per corruption family) when the results contain ``fmnist_<family>_<N>``
+    sets (blur, jpeg, contrast, pixelate).
 
     Args:
         out_dir: run folder.
@@ -402,5 +404,6 @@ def write_report(out_dir, results, score_values=None, formats=("json", "md"), pl
         for name in sets:
             fname = f"roc_{_safe_name(name)}.png"
             put(fname, plot_roc(score_values, os.path.join(out_dir, fname), name))
-    put("auroc_vs_blur.png", plot_metric_vs_level(s, os.path.join(out_dir, "auroc_vs_blur.png")))
+    fname = "auroc_vs_corruption.png"
+    put(fname, plot_metric_vs_corruption(s, os.path.join(out_dir, fname)))
     return written

@@ -433,6 +433,29 @@ def _(c):
 
 # ------------------------------------------------------------------ cases: anchor transform T
 # (add this area's cases directly below this line)
+@case("AnchoredModel", "consistency_mode='batch' (a typo)")
+def _(c):
+    return expect(ValueError, "mode", AnchoredModel, build_backbone("resnet_small", (28, 28, 1), 10, width=4),
+                  consistency_mode="batch")
+
+
+@case("AnchoredModel(consistency_mode='official')", "a backbone for 4-channel images, colour jitter in T")
+def _(c):
+    import keras
+
+    inp = keras.Input((12, 12, 8))
+    backbone = keras.Model(inp, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inp)))
+    return expect(ValueError, "1- or 3-channel", AnchoredModel, backbone, consistency="all",
+                  consistency_mode="official", num_classes=10)
+
+
+@case("ConsistencyAugment(mode='official')", "'blur' on images 4 pixels tall (the 3x9 kernel needs 5)")
+def _(c):
+    from amp_tf.augment import ConsistencyAugment
+
+    t = ConsistencyAugment("blur", mode="official")
+    return expect(ValueError, "at least 5 pixels tall", t, np.zeros((2, 4, 28, 1), np.float32))
+
 
 
 # ------------------------------------------------------------------ the table

@@ -250,7 +250,7 @@ def test_eval_anchored_md(saved_models, tmp_path, capsys):
     assert rep["config"]["num_anchors"] == 5
     assert 0.0 <= rep["models"]["anchored"]["id_accuracy"] <= 1.0
     assert printed.startswith("# anchored.keras: fashion_mnist (ID)") and "`anchored/amp[sum,exp]`" in printed
-    for f in ("report.md", "roc_digits.png", "densities_anchored_amp.png", "auroc_vs_blur.png"):
+    for f in ("report.md", "roc_digits.png", "densities_anchored_amp.png", "auroc_vs_corruption.png"):
         assert (out / f).exists(), f
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from amp_tf import report
 from amp_tf.metrics import METRIC_KEYS, ood_metrics
-from amp_tf.plots import plot_metric_vs_level, plot_roc, roc_curve
+from amp_tf import plots
+from amp_tf.plots import plot_metric_vs_corruption, plot_metric_vs_level, plot_roc, roc_curve
 
-SETS = {"digits": -2.0, "fmnist_blur_1": -0.4, "fmnist_blur_2": -1.0}
+SETS = {"digits": -2.0, "fmnist_blur_1": -0.4, "fmnist_blur_2": -1.0, "fmnist_jpeg_1": -0.2, "fmnist_jpeg_3": -0.5}
 KEYS = {"anchored/amp": 1.0, "vanilla/msp": 0.6}  # separation factor per score
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -175,7 +176,7 @@ def test_write_report_all_files(run, tmp_path):
     out = tmp_path / "nested" / "run"
     paths = report.write_report(out, results, score_values, formats=("json", "md", "csv"))
     expected = {"report.json", "report.md", "report.csv", "densities_anchored_amp.png",
-                "densities_vanilla_msp.png", "auroc_vs_blur.png"}
+                "densities_vanilla_msp.png", "auroc_vs_corruption.png"}
     expected |= {f"roc_{name}.png" for name in SETS}
     assert set(paths) == expected
     assert {p.name for p in out.iterdir()} == expected
@@ -190,7 +191,7 @@ def test_write_report_all_files(run, tmp_path):
 def test_write_report_without_scores_or_plots(run, tmp_path):
     results, _ = run
     paths = report.write_report(tmp_path, results)  # no score_values: only the level plot
-    assert set(paths) == {"report.json", "report.md", "auroc_vs_blur.png"}
+    assert set(paths) == {"report.json", "report.md", "auroc_vs_corruption.png"}
     paths = report.write_report(tmp_path / "b", results, formats=("csv",), plots=False)
     assert set(paths) == {"report.csv"}
 
@@ -202,5 +203,41 @@ def test_plot_helpers_edge_cases(run, tmp_path):
     assert not (tmp_path / "x.png").exists()
     p = plot_metric_vs_level(results, tmp_path / "fpr.png", metric="fpr95")
     _assert_png(p)
+    assert plot_metric_vs_corruption(no_blur, tmp_path / "y.png") is None
+    assert not (tmp_path / "y.png").exists()
+    with pytest.raises(ValueError, match="metric"):
+        plot_metric_vs_corruption(results, tmp_path / "z.png", metric="nope")
     with pytest.raises(ValueError, match="nope"):
         plot_roc(score_values, tmp_path / "r.png", "nope")
+
+
+def _png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_corruption_plot_one_panel_per_family(run, tmp_path):
+    results, _ = run
+    two = _png_size(plot_metric_vs_corruption(results, tmp_path / "two.png"))  # blur and jpeg
+    only_blur = {"scores": {k: {n: m for n, m in v.items() if "blur" in n} for k, v in results["scores"].items()}}
+    one = _png_size(plot_metric_vs_corruption(only_blur, tmp_path / "one.png"))
+    four_sets = {k: dict(v, **{f"fmnist_{fam}_2": v["fmnist_blur_2"] for fam in ("contrast", "pixelate")})
+                 for k, v in results["scores"].items()}
+    four = _png_size(plot_metric_vs_corruption({"scores": four_sets}, tmp_path / "four.png"))
+    assert two[0] > one[0] * 1.4 and two[1] == one[1]  # a second column of panels
+    assert four[0] == two[0] and four[1] > two[1] * 1.6  # and a second row
+
+
+def test_line_styles_one_colour_per_score_one_style_per_model():
+    keys = ["vanilla/msp", "vanilla/energy", "anchored/amp", "anchored/msp", "anchored/energy",
+            "anchored/amp[sum,exp]"]
+    st = plots._line_styles(keys)
+    assert st["vanilla/msp"]["color"] == st["anchored/msp"]["color"]
+    assert st["vanilla/energy"]["color"] == st["anchored/energy"]["color"]
+    scores = {k.split("/")[1]: st[k]["color"] for k in keys}
+    assert len(set(scores.values())) == len(scores) == 4  # msp, energy, amp, amp[sum,exp]
+    assert {st[k]["ls"] for k in keys if k.startswith("vanilla")} == {"-"}
+    assert {st[k]["ls"] for k in keys if k.startswith("anchored")} == {"--"}
+    many = plots._line_styles([f"m/s{i}" for i in range(14)])
+    assert len({v["color"] for v in many.values()}) == 14
