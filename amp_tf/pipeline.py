@@ -178,7 +178,7 @@ def check_run_folder(path, config, resume=False, overwrite=False):
     ``"replace"`` (`overwrite=True` over an earlier run).
 
     Raises:
-        ValueError: `--out` is a file; it holds a run (or a killed run) and
+        ValueError: `--out` is a file, or `.` / `..`; it holds a run (or a killed run) and
             neither `resume` nor `overwrite` is set; `resume` with no interrupted
             run, of a finished run (nothing to resume: it is refused, its files
             stay as they are), or with other settings than the stored `job.json`;
@@ -190,6 +190,8 @@ def check_run_folder(path, config, resume=False, overwrite=False):
         'new'
     """
     path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"--out {path}: name a run folder of its own (e.g. runs/my-run), not {path}.")
     work = path.parent / f".{path.name}.partial"
     config = json.loads(json.dumps(config, default=str))
     if resume and overwrite:

@@ -165,3 +165,23 @@ def test_a_good_file_loads_and_bad_ones_say_what_they_are(good):
         check_keras_file(folder / "missing.keras")
     with pytest.raises(ValueError, match="is a folder"):
         check_keras_file(folder)
+
+
+def test_example_reads_a_folder_of_images_as_raw_pixels(tmp_path):
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("load_and_score", ROOT / "examples" / "load_and_score.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rng = np.random.default_rng(0)
+    pics = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    for i, p in enumerate(pics):
+        Image.fromarray(p).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    x = example.read_images(tmp_path, 28, 28, 1)
+    assert x.shape == (3, 28, 28, 1) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x[..., 0], pics)  # raw pixels, unscaled
+    np.save(tmp_path / "a.npy", pics)
+    assert example.read_images(tmp_path / "a.npy", 28, 28, 1).shape == (3, 28, 28, 1)

@@ -190,6 +190,9 @@ def test_refusals_touch_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".killed.partial", "file", "notes"]
     assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
     assert check_run_folder(tmp_path / "new", {"seed": 0}) == "new" and not (tmp_path / "new").exists()
+    for cwd in (".", "..", "runs/.."):
+        with pytest.raises(ValueError, match="name a run folder of its own"):
+            check_run_folder(cwd, {"seed": 0}, overwrite=True)
 
 
 def test_resume_continues_an_interrupted_run_and_replaces_a_stale_copy(tmp_path):
