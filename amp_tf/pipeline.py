@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -153,69 +154,198 @@ def load_ood(names, image_shape, resize=None, convert_channels=False, limit=None
 # --------------------------------------------------------------------------- #
 # Run folders
 # --------------------------------------------------------------------------- #
+class RunFolderLost(FileNotFoundError):
+    """The work folder of a run in progress was deleted or taken over by another run: nothing is committed."""
+
+
+def _stored_config(folder):
+    """The `job.json` of a run folder, or None when it has none (or it is unreadable)."""
+    try:
+        return json.loads((Path(folder) / "job.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _non_empty_dir(path):
+    return path.is_dir() and any(path.iterdir())
+
+
+def check_run_folder(path, config, resume=False, overwrite=False):
+    """Refuses a run folder that would mix runs, before anything is loaded or written. Touches nothing.
+
+    Returns the state RunFolder will start from: ``"new"``, ``"interrupted"``
+    (a `.<name>.partial` left by a killed run: resumed with `resume=True`) or
+    ``"replace"`` (`overwrite=True` over an earlier run).
+
+    Raises:
+        ValueError: `--out` is a file, or `.` / `..`; it holds a run (or a killed run) and
+            neither `resume` nor `overwrite` is set; `resume` with no interrupted
+            run, of a finished run (nothing to resume: it is refused, its files
+            stay as they are), or with other settings than the stored `job.json`;
+            `overwrite` of a folder that holds no amp-tf run (no `job.json`).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> check_run_folder(pathlib.Path(tempfile.mkdtemp()) / "run", {"seed": 0})
+        'new'
+    """
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"--out {path}: name a run folder of its own (e.g. runs/my-run), not {path}.")
+    work = path.parent / f".{path.name}.partial"
+    config = json.loads(json.dumps(config, default=str))
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite: pick one.")
+    for p in (path, work):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"--out {path}: {p} is a file, not a run folder; pass another --out.")
+    finished, partial = _non_empty_dir(path), work.exists()
+    if overwrite:
+        if finished and _stored_config(path) is None:
+            raise ValueError(f"--overwrite: {path} holds no job.json, so it is no amp-tf run folder and is "
+                             "left alone; remove it yourself, or pass another --out.")
+        return "replace" if finished or partial else "new"
+    if not resume:
+        if finished or partial:
+            what = "holds an earlier run" if finished else f"has an interrupted run ({work})"
+            raise ValueError(f"--out {path} {what}. Pass --resume to continue it with the same settings, "
+                             "--overwrite to replace it, or another --out.")
+        return "new"
+    if not partial:
+        if finished and _stored_config(path) is not None:
+            raise ValueError(f"--resume: the run in {path} is already complete; there is nothing to resume, "
+                             "and its files are left as they are. Pass --overwrite to run it again, or "
+                             "another --out.")
+        what = "holds no amp-tf run (no job.json)" if finished else "holds no run to resume"
+        raise ValueError(f"--resume: {path} {what}; drop --resume.")
+    old = _stored_config(work)
+    if old is None:
+        raise ValueError(f"--resume: the interrupted run in {work} has no job.json (its folder was deleted or "
+                         "replaced during the run), so its settings are unknown; pass --overwrite to start over.")
+    if old != config:
+        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        raise ValueError(f"--resume: the settings differ from the stored run's in {diff}; rerun with the "
+                         "stored settings, or pass --overwrite to start over.")
+    return "interrupted"
+
+
 class RunFolder:
     """A run's output folder, never mixed with another run and never half-written.
 
-    The run writes into `work` (a hidden sibling `.<name>.partial`) and `commit()`
-    renames it to `path` when complete. A non-empty `path`, or a partial folder
-    left by a killed run, is refused unless `resume=True` (the stored
-    `job.json` must match `config`: it continues the partial run, or
-    re-runs into a copy of a finished one) or `overwrite=True` (both are
-    cleared first).
+    The run writes into `work` (a hidden sibling `.<name>.partial`, holding
+    `job.json`) and `commit()` renames it to `path` when complete. The rules
+    (`check_run_folder`, which a CLI can call before it loads any data):
+
+    * a new `path`: the run starts;
+    * a non-empty `path`, or a partial folder left by a killed run: refused,
+      unless `resume=True` (continues the *interrupted* run; its stored
+      `job.json` must equal `config`) or `overwrite=True` (starts afresh; the
+      earlier run in `path` is deleted only by `commit()`, so a run that
+      fails or is refused on the way leaves it as it was; a non-empty folder
+      without `job.json` is never replaced);
+    * `resume=True` of a *finished* run: refused, its files untouched (there is
+      nothing to resume; `overwrite=True` runs it again).
+
+    If the work folder is deleted, or taken over by another run (a second
+    `--overwrite` or `--resume` of the same `--out`), while this run is in
+    progress, `commit()` (and `check_intact()`, between phases) raises
+    `RunFolderLost` and commits nothing.
 
     Args:
         path: the final folder.
         config: the run's settings (JSON-able); stored as `job.json` and
             compared on resume. Leave out what may differ on resume (verbosity).
         resume, overwrite: see above (not both).
+        log: where the "resuming ..." line goes.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> run = RunFolder(pathlib.Path(tempfile.mkdtemp()) / "run", {"seed": 0}, log=lambda m: None)
+        >>> _ = (run.work / "report.md").write_text("done")
+        >>> run.commit().name
+        'run'
     """
 
+    OWNER = ".owner"  # a token of the process that writes the work folder (removed at commit)
+
     def __init__(self, path, config, resume=False, overwrite=False, log=print):
-        if resume and overwrite:
-            raise ValueError("--resume and --overwrite: pick one.")
+        import uuid
+
         self.path = Path(path)
         self.work = self.path.parent / f".{self.path.name}.partial"
         self.config = json.loads(json.dumps(config, default=str))
         self.log = log
-        finished = self.path.exists() and any(self.path.iterdir())
-        partial = self.work.exists()
-        if (finished or partial) and not (resume or overwrite):
-            what = "holds an earlier run" if finished else "has an interrupted run (" + str(self.work) + ")"
-            raise ValueError(
-                f"--out {self.path} {what}. Pass --resume to continue it with the same settings, "
-                "--overwrite to replace it, or another --out."
-            )
-        if overwrite:
-            shutil.rmtree(self.path, ignore_errors=True)
+        self.state = check_run_folder(self.path, self.config, resume, overwrite)
+        if self.state == "replace":  # the earlier run in `path` stays until this one is complete
             shutil.rmtree(self.work, ignore_errors=True)
-        if resume:
-            if self.path.exists() and not self.path.is_dir():
-                raise ValueError(f"--out {self.path} is a file, not a run folder.")
-            if not (finished or partial):
-                raise ValueError(f"--resume: {self.path} holds no run to resume; drop --resume.")
-            if not partial:
-                shutil.copytree(self.path, self.work)
-            stored = self.work / "job.json"
-            old = json.loads(stored.read_text()) if stored.exists() else None
-            if old != self.config:
-                diff = sorted(k for k in set(old or {}) | set(self.config)
-                              if (old or {}).get(k) != self.config.get(k))
-                shutil.rmtree(self.work, ignore_errors=True) if not partial else None
-                raise ValueError(
-                    f"--resume: the settings differ from the stored run's in {diff or ['job.json missing']}; "
-                    "rerun with the stored settings, or pass --overwrite to start over."
-                )
-            self.log(f"resuming the run in {self.work} (same settings; completed epochs are restored "
-                     "from its backups)")
+        if self.state == "interrupted":
+            self.log(f"resuming the interrupted run in {self.work} (same settings; completed epochs are "
+                     "restored from its backups)")
+        self._token = uuid.uuid4().hex
         self.work.mkdir(parents=True, exist_ok=True)
         (self.work / "job.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
+        (self.work / self.OWNER).write_text(self._token)
+
+    def check_intact(self):
+        """Raises `RunFolderLost` unless the work folder is still this run's (job.json and owner token)."""
+        try:
+            mine = (self.work / self.OWNER).read_text() == self._token
+        except OSError:
+            mine = False
+        if not mine or _stored_config(self.work) != self.config:
+            raise RunFolderLost(
+                f"the run folder {self.work} was deleted or taken over by another run while this run was in "
+                f"progress; nothing was committed to {self.path}. Start the run again (--overwrite)."
+            )
+
+    @contextlib.contextmanager
+    def guard(self):
+        """Wraps a run's work: an `OSError` because the work folder vanished becomes `RunFolderLost`.
+
+        Example:
+            >>> import pathlib, tempfile
+            >>> run = RunFolder(pathlib.Path(tempfile.mkdtemp()) / "run", {}, log=lambda m: None)
+            >>> with run.guard():
+            ...     shutil.rmtree(run.work)
+            ...     (run.work / "report.md").write_text("x")
+            Traceback (most recent call last):
+            ...
+            amp_tf.pipeline.RunFolderLost: the run folder ... was deleted or taken over by another run ...
+        """
+        try:
+            yield self.work
+        except OSError as err:
+            if not isinstance(err, RunFolderLost):
+                self.check_intact()
+            raise
 
     def commit(self):
-        """Moves the complete run into place; returns its final path."""
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        """Moves the complete run into place; returns its final path.
+
+        Raises:
+            RunFolderLost: the work folder is gone or no longer this run's.
+            FileExistsError: `path` was filled by someone else during the run.
+        """
+        self.check_intact()
+        if _non_empty_dir(self.path):
+            if self.state == "new" or _stored_config(self.path) is None:
+                raise FileExistsError(f"{self.path} was filled while this run was in progress; the complete "
+                                      f"run stays in {self.work}: move it yourself.")
+            shutil.rmtree(self.path)  # the earlier run that --overwrite replaces
+        elif self.path.is_dir():
+            self.path.rmdir()
+        (self.work / self.OWNER).unlink()
         self.work.rename(self.path)
         return self.path
+
+    def discard(self):
+        """Removes the work folder of a run refused after `RunFolder` was made (a resumed one is kept).
+
+        For checks that need the data: call it when such a check refuses the run,
+        so that a refusal leaves nothing behind (an earlier run in `path` is untouched).
+        """
+        if self.state != "interrupted" and self.work.is_dir():
+            shutil.rmtree(self.work)
 
 
 # --------------------------------------------------------------------------- #

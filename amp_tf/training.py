@@ -40,6 +40,7 @@ from amp_tf.anchoring import AnchoredModel
 from amp_tf.compat import patch_multiworker_fit
 from amp_tf.data import tfdata
 from amp_tf.distribute import get_strategy, sync_batchnorm, worker_info
+from amp_tf.files import write_json  # noqa: F401  (its old home; import it from amp_tf.files)
 from amp_tf.models import build_backbone
 from amp_tf.pixels import check_pixels
 
@@ -260,8 +261,6 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
             backup_dir = Path(backup) / sub
         if backup:
             cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
-            if os.environ.get("AMP_TF_TEST_KILL_AFTER_BACKUP") == "1":  # tests/test_resume.py only
-                cbs.insert(1, _KillAfterFirstBackup())
         (out_dir / sub / "checkpoints").mkdir(parents=True, exist_ok=True)
         cbs.append(keras.callbacks.ModelCheckpoint(str(out_dir / sub / "checkpoints" / "last.keras")))
         cbs.append(keras.callbacks.TensorBoard(str(out_dir / sub / "tensorboard"), update_freq="epoch"))
@@ -347,30 +346,3 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     cfg = TrainConfig(anchored=True, epochs=int(epochs), **config)
     n = num_classes or int(vanilla.output_shape[-1])
     return train(cfg, x, y, n, init_from=vanilla, **train_kw)
-
-
-class _KillAfterFirstBackup(keras.callbacks.Callback):
-    """Test hook: SIGKILL this process right after the first epoch's backup (a deterministic kill)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def write_json(path, obj):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)

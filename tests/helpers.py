@@ -52,3 +52,24 @@ def run_cli(main, argv):
         return main([str(a) for a in argv])
     except SystemExit as exit_:
         return exit_.code
+
+
+#: The tiny main job (trainers.fmnist, near-OOD included) that the end-to-end tests share.
+MAIN_JOB_ARGS = ["--train-limit", "768", "--eval-limit", "120", "--val-size", "200", "--epochs", "1",
+                 "--batch-size", "64", "--width", "4", "--verbose", "0", "--near"]
+_MAIN_JOB = {}
+
+
+def tiny_main_job(tmp_path_factory):
+    """The run folder of one tiny trainers.fmnist run (MAIN_JOB_ARGS), made once per test session.
+
+    Test modules that call it share the run (this module is imported once), so
+    every end-to-end check of a run's files costs one training.
+    """
+    if "out" not in _MAIN_JOB:
+        from amp_tf.cli import fmnist
+
+        out = tmp_path_factory.mktemp("fmnist")
+        fmnist.main([*MAIN_JOB_ARGS, "--out", str(out)])
+        _MAIN_JOB["out"] = out
+    return _MAIN_JOB["out"]

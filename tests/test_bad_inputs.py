@@ -425,6 +425,76 @@ def _(c):
 
 # ------------------------------------------------------------------ cases: run folders and saved files
 # (add this area's cases directly below this line)
+@case("trainers.* --out (RunFolder)", "--resume of a finished run")
+def _(c):
+    out = c["root"] / "finished"
+    folder = RunFolder(out, {"seed": 0}, log=lambda m: None)
+    (folder.work / "report.md").write_text("done")
+    folder.commit()
+    got = expect(ValueError, "already complete", RunFolder, out, {"seed": 0}, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == ["job.json", "report.md"]  # nothing redone or touched
+    return re.sub(r"/tmp/\S+", "<path>", got)
+
+
+@case("trainers.* --out (RunFolder)", "--overwrite of a folder that holds no run (no job.json)")
+def _(c):
+    mine = c["root"] / "my_notes"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    got = expect(ValueError, "left alone", RunFolder, mine, {"seed": 0}, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep"
+    return re.sub(r"/tmp/\S+", "<path>", got)
+
+
+@case("trainers.* --out (RunFolder)", "the `.partial` run folder deleted while the run is in progress")
+def _(c):
+    import shutil
+
+    from amp_tf.pipeline import RunFolderLost
+
+    folder = RunFolder(c["root"] / "deleted", {"seed": 0}, log=lambda m: None)
+    shutil.rmtree(folder.work)
+    (folder.work / "anchored").mkdir(parents=True)  # training recreates what it writes
+    got = expect(RunFolderLost, "deleted or taken over", folder.commit)
+    assert not folder.path.exists()  # nothing committed (the CLI exits with code 2, no "done")
+    return re.sub(r"/tmp/\S+", "<path>", got)
+
+
+def _bad_keras(c, name, content):
+    from amp_tf.files import load_keras_model
+
+    path = c["root"] / name
+    path.write_bytes(content)
+    got = expect(ValueError, "is not a Keras model: the file is", load_keras_model, path, "--model")
+    return re.sub(r"/tmp/\S+", "<path>", got)
+
+
+@case("amp_tf.files.load_keras_model", "a truncated `.keras` file (cut off while copied)")
+def _(c):
+    data = (c["root"] / "anchored.keras").read_bytes()
+    return _bad_keras(c, "truncated.keras", data[: len(data) // 2])
+
+
+@case("amp_tf.files.load_keras_model", "an HDF5 weights file renamed `.keras`")
+def _(c):
+    c["model"].save_weights(c["root"] / "w.weights.h5")
+    return _bad_keras(c, "h5.keras", (c["root"] / "w.weights.h5").read_bytes())
+
+
+@case("amp_tf.files.load_keras_model", "a text file renamed `.keras`")
+def _(c):
+    return _bad_keras(c, "text.keras", b"model: resnet\n")
+
+
+@case("amp_tf.files.load_run", "the folder of an unfinished run")
+def _(c):
+    from amp_tf.files import load_run
+
+    folder = RunFolder(c["root"] / "unfinished", {"seed": 0}, log=lambda m: None)
+    folder.path.mkdir()
+    got = expect(ValueError, "no finished amp-tf run folder.*--resume", load_run, folder.path)
+    return re.sub(r"/tmp/\S+", "<path>", got)
+
 
 
 # ------------------------------------------------------------------ cases: tf.data, detectors, callbacks and fit

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf.cli import fmnist
+from tests.helpers import tiny_main_job
 
 pytestmark = pytest.mark.slow  # an end-to-end run of the main job
 
@@ -20,10 +20,7 @@ VANILLA = {"msp", "energy", "odin", "max_logit", "entropy"}
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fmnist")
-    fmnist.main(["--train-limit", "768", "--eval-limit", "120", "--val-size", "200", "--epochs", "1",
-                 "--batch-size", "64", "--width", "4", "--verbose", "0", "--near", "--out", str(out)])
-    return out
+    return tiny_main_job(tmp_path_factory)  # shared with tests/test_load_anywhere.py
 
 
 def test_report_json_has_every_field(run):

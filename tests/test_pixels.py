@@ -83,11 +83,14 @@ def test_run_folder_refuses_mixing_and_commits_atomically(tmp_path):
     assert not folder.work.exists()
     with pytest.raises(ValueError, match="holds an earlier run.*--resume.*--overwrite"):
         RunFolder(out, {"seed": 1})
-    with pytest.raises(ValueError, match=r"differ.*\['seed'\]"):
+    with pytest.raises(ValueError, match="already complete"):
         RunFolder(out, {"seed": 1}, resume=True)
     assert (out / "report.md").read_text() == "a"  # untouched by the refusals
     again = RunFolder(out, {"seed": 1}, overwrite=True, log=lambda m: None)
-    assert not out.exists() and json.loads((again.work / "job.json").read_text()) == {"seed": 1}
+    assert json.loads((again.work / "job.json").read_text()) == {"seed": 1}
+    assert (out / "report.md").read_text() == "a"  # replaced only when the new run is complete
+    again.commit()
+    assert not (out / "report.md").exists() and json.loads((out / "job.json").read_text()) == {"seed": 1}
 
 
 def test_run_folder_resumes_only_an_identical_interrupted_run(tmp_path):

@@ -1,15 +1,17 @@
-"""Kill-and-resume: a SIGKILLed trainers.fmnist run, rerun with --resume, ends with the weights of an
-uninterrupted one.
+"""Run folders: resume after a kill, a finished run, a folder that disappears, refusals that leave nothing.
 
-The kill is deterministic: the victim runs with AMP_TF_TEST_KILL_AFTER_BACKUP=1, which makes the
-training function SIGKILL its own process right after the first epoch's backup is written (no
-sleep races).
-
-Exact under these settings: --deterministic (TF op determinism), the default
-strategy, in-memory data (epoch order and augmentation are functions of
-(seed, epoch)), BackupAndRestore at epoch ends (weights + optimizer state + epoch).
+The end-to-end test SIGKILLs a trainers.fmnist run from the test side as soon as its first backup
+(`training_metadata.json` after epoch 1) is on disk, reruns it with --resume, and checks that it ends
+with the weights of an uninterrupted run. Exact under these settings: --deterministic (TF op
+determinism), the default strategy, in-memory data (epoch order and augmentation are functions of
+(seed, epoch)), BackupAndRestore at epoch ends (weights + optimizer state + epoch); the kill may land
+anywhere after the first backup.
 """
+import contextlib
+import io
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,51 +19,189 @@ import time
 from pathlib import Path
 
 import keras
-
-import amp_tf  # noqa: F401  (registers AnchoredModel for load_model)
 import numpy as np
 import pytest
+
+import amp_tf  # noqa: F401  (registers AnchoredModel for load_model)
+from amp_tf.cli import fmnist
+from amp_tf.pipeline import RunFolder, RunFolderLost, check_run_folder
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--train-limit", "1536", "--epochs", "4", "--batch-size", "128", "--width", "8",
         "--skip-vanilla", "--finetune-epochs", "0", "--eval-limit", "40", "--val-size", "100", "--num-anchors", "2",
-        "--deterministic", "--verbose", "0", "--seed", "3"]
+        "--deterministic", "--verbose", "0", "--seed", "3", "--no-plots"]
+LOST_ARGS = [*ARGS]
+LOST_ARGS[ARGS.index("--epochs") + 1] = "2"
+LOST_ARGS[ARGS.index("--train-limit") + 1] = "512"
+QUIET = lambda m: None  # noqa: E731
 
 
-def _cmd(out):
-    return [sys.executable, "-m", "trainers.fmnist", *ARGS, "--out", str(out)]
+def _cmd(out, args=ARGS):
+    return [sys.executable, "-m", "trainers.fmnist", *args, "--out", str(out)]
 
 
-def _env(**extra):
-    return dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", **extra)
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _start(out, args=ARGS):
+    return subprocess.Popen(_cmd(out, args), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_first_backup(proc, out, model="anchored", timeout=600):
+    """Polls until `out`'s run has written its first epoch's backup; False if the process ended first."""
+    meta = out.parent / f".{out.name}.partial" / model / "backup" / "training_metadata.json"
+    end = time.time() + timeout
+    while proc.poll() is None and time.time() < end:
+        try:
+            if json.loads(meta.read_text())["epoch"] >= 1:
+                return True
+        except (OSError, ValueError, KeyError):  # not there yet, or being written
+            pass
+        time.sleep(0.02)
+    return False
+
+
+def _refused(argv):
+    """trainers.fmnist in-process: its error line (it must exit with code 2)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert run_cli(fmnist.main, argv) == 2, err.getvalue()
+    return err.getvalue()
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.mark.slow
-def test_sigkill_mid_training_then_resume_is_exact(tmp_path):
-    ref = subprocess.Popen(_cmd(tmp_path / "ref"), cwd=ROOT, env=_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    victim = subprocess.run(_cmd(tmp_path / "run"), cwd=ROOT, env=_env(AMP_TF_TEST_KILL_AFTER_BACKUP="1"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    assert victim.returncode == -signal.SIGKILL, "the run was not killed after its first backup"
+def test_sigkill_mid_training_then_resume_is_exact_and_a_finished_run_is_not_redone(tmp_path):
+    run, ref_out, lost_out = tmp_path / "run", tmp_path / "ref", tmp_path / "lost"
+    ref = _start(ref_out)
+    victim = _start(run)
+    assert _wait_for_first_backup(victim, run), victim.communicate()[1][-3000:]
+    victim.send_signal(signal.SIGKILL)  # the kill comes from outside, as a preemption would
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    # the run folder deleted mid-run: the run fails loudly and commits nothing
+    lost = _start(lost_out, LOST_ARGS)
+    assert _wait_for_first_backup(lost, lost_out)
+    shutil.rmtree(lost_out.parent / f".{lost_out.name}.partial", ignore_errors=True)
     partial = tmp_path / ".run.partial"
     assert (partial / "anchored" / "backup" / "training_metadata.json").exists()
-    assert not (tmp_path / "run").exists()  # a killed run never looks finished
-    rerun = subprocess.run(_cmd(tmp_path / "run"), cwd=ROOT, env=_env(), capture_output=True, text=True,
-                           timeout=600)
-    assert rerun.returncode == 2 and "--resume" in rerun.stderr  # never silently resumed
-    changed = subprocess.run(_cmd(tmp_path / "run") + ["--resume", "--lr", "0.05"], cwd=ROOT, env=_env(),
-                             capture_output=True, text=True, timeout=600)
-    assert changed.returncode == 2 and "['lr']" in changed.stderr  # settings must match
-    assert not (tmp_path / "run" / "anchored.keras").exists()
-    resumed = subprocess.run(_cmd(tmp_path / "run") + ["--resume"], cwd=ROOT, env=_env(), capture_output=True,
-                             text=True, timeout=600)
+    assert not run.exists()  # a killed run never looks finished
+    argv = [*ARGS, "--out", run]
+    assert "has an interrupted run" in _refused(argv)  # never silently resumed
+    assert "['lr']" in _refused(argv + ["--resume", "--lr", "0.05"])  # the settings must match
+    resumed = subprocess.run(_cmd(run) + ["--resume"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                             timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming the interrupted run" in resumed.stdout
     _, err = ref.communicate(timeout=600)
     assert ref.returncode == 0, err[-3000:]
-    a = keras.models.load_model(tmp_path / "ref" / "anchored.keras")
-    b = keras.models.load_model(tmp_path / "run" / "anchored.keras")
+    a = keras.models.load_model(ref_out / "anchored.keras")
+    b = keras.models.load_model(run / "anchored.keras")
     wa, wb = a.backbone.get_weights(), b.backbone.get_weights()
     assert len(wa) == len(wb) > 0
     for x, y in zip(wa, wb):
         np.testing.assert_array_equal(x, y)
     assert a.optimizer.iterations.numpy() == b.optimizer.iterations.numpy() == 4 * (1536 // 128)
+    # --resume of the finished run: refused, nothing retrained, no file touched
+    before = _files(run)
+    assert "already complete" in _refused(argv + ["--resume"])
+    assert _files(run) == before and not partial.exists()
+    # the run whose folder was deleted: exit code 2, no "done", nothing committed
+    out, err = lost.communicate(timeout=600)
+    assert lost.returncode == 2 and "done in" not in out, out[-2000:] + err[-2000:]
+    assert "error: " in err and not lost_out.exists()
+
+
+# ------------------------------------------------------------------ RunFolder (fast)
+def _finished(out, config):
+    folder = RunFolder(out, config, log=QUIET)
+    (folder.work / "report.md").write_text("first")
+    return folder.commit()
+
+
+def test_resume_of_a_finished_run_is_refused_and_leaves_it_untouched(tmp_path):
+    out = _finished(tmp_path / "run", {"seed": 0})
+    before = _files(out)
+    for config in ({"seed": 0}, {"seed": 1}):
+        with pytest.raises(ValueError, match="already complete; there is nothing to resume"):
+            RunFolder(out, config, resume=True)
+    assert _files(out) == before and not (tmp_path / ".run.partial").exists()
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_a_deleted_work_folder_fails_the_commit_and_commits_nothing(tmp_path):
+    out = tmp_path / "run"
+    folder = RunFolder(out, {"seed": 0}, log=QUIET)
+    shutil.rmtree(folder.work)  # deleted mid-run; training recreates sub-folders as it writes
+    (folder.work / "anchored" / "checkpoints").mkdir(parents=True)
+    (folder.work / "report.md").write_text("x")
+    with pytest.raises(RunFolderLost, match="deleted or taken over.*nothing was committed"):
+        folder.commit()
+    assert not out.exists()
+    with pytest.raises(RunFolderLost):
+        with folder.guard():
+            shutil.rmtree(folder.work)
+            (folder.work / "anchored.keras").write_bytes(b"")
+
+
+def test_a_work_folder_taken_over_by_another_run_is_not_committed_by_the_first(tmp_path):
+    out = tmp_path / "run"
+    first = RunFolder(out, {"seed": 0}, log=QUIET)
+    second = RunFolder(out, {"seed": 0}, overwrite=True, log=QUIET)  # same settings, same --out
+    with pytest.raises(RunFolderLost):
+        first.commit()
+    assert second.commit() == out
+
+
+def test_overwrite_keeps_the_earlier_run_until_the_new_one_is_complete(tmp_path):
+    out = _finished(tmp_path / "run", {"seed": 0})
+    new = RunFolder(out, {"seed": 1}, overwrite=True, log=QUIET)
+    assert (out / "report.md").read_text() == "first"
+    new.discard()  # e.g. a check that needs the data refused the run
+    assert not new.work.exists() and (out / "report.md").read_text() == "first"
+    again = RunFolder(out, {"seed": 1}, overwrite=True, log=QUIET)
+    (again.work / "report.md").write_text("second")
+    again.commit()
+    assert (out / "report.md").read_text() == "second"
+    assert json.loads((out / "job.json").read_text()) == {"seed": 1} and not (out / RunFolder.OWNER).exists()
+
+
+def test_refusals_touch_nothing(tmp_path):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("keep")
+    with pytest.raises(ValueError, match="no job.json, so it is no amp-tf run folder and is left alone"):
+        RunFolder(mine, {"seed": 0}, overwrite=True)
+    with pytest.raises(ValueError, match="holds no amp-tf run"):
+        RunFolder(mine, {"seed": 0}, resume=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a run folder"):
+        RunFolder(tmp_path / "file", {"seed": 0})
+    killed = RunFolder(tmp_path / "killed", {"seed": 0}, log=QUIET)
+    (killed.work / "job.json").unlink()
+    with pytest.raises(ValueError, match="has no job.json"):
+        RunFolder(tmp_path / "killed", {"seed": 0}, resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".killed.partial", "file", "notes"]
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
+    assert check_run_folder(tmp_path / "new", {"seed": 0}) == "new" and not (tmp_path / "new").exists()
+    for cwd in (".", "..", "runs/.."):
+        with pytest.raises(ValueError, match="name a run folder of its own"):
+            check_run_folder(cwd, {"seed": 0}, overwrite=True)
+
+
+def test_resume_continues_an_interrupted_run_and_replaces_a_stale_copy(tmp_path):
+    out = _finished(tmp_path / "run", {"seed": 0})
+    killed = RunFolder(tmp_path / "run", {"seed": 0}, overwrite=True, log=QUIET)
+    (killed.work / "backup").mkdir()
+    said = []
+    resumed = RunFolder(out, {"seed": 0}, resume=True, log=said.append)
+    assert resumed.state == "interrupted" and "resuming the interrupted run" in said[0]
+    assert (resumed.work / "backup").is_dir()
+    resumed.commit()
+    assert (out / "backup").is_dir() and not (out / "report.md").exists()
