@@ -184,7 +184,7 @@ class FoldedAnchoredPredictor(AnchoredPredictor):
         if self.anchor_mode != "fixed":
             raise ValueError("anchor_mode: the folded predictor supports fixed anchors only "
                              "(per-image anchors have no per-anchor stem term to share).")
-        self.stem, self.rest_model = _rest_model(backbone)
+        self.stem, self.rest_model = _rest_model(self.backbone)  # an AnchoredModel gives its backbone
 
     def stem_outputs(self, images):
         """The stem conv's output for every (anchor, image) pair: (K*B, H', W', F).
