@@ -62,8 +62,9 @@ def main(argv=None):
 
     served = tf.saved_model.load(f"{args.out}/serving")  # keep a reference while calling it
     saved = served.signatures["serving_default"](images=tf.constant(images))
-    lite = TFLiteModel(f"{args.out}/model.tflite", num_threads=1)(images)
-    print(f"LiteRT runtime: {TFLiteModel(f'{args.out}/model.tflite').runtime}")
+    runner = TFLiteModel(f"{args.out}/model.tflite", num_threads=1)  # checks inputs, any N
+    lite = runner(images)
+    print(f"LiteRT runtime: {runner.runtime}")
     print(" # | class (SavedModel / .tflite) | AMP score (SavedModel / .tflite) | OOD?")
     for i in range(len(images)):
         print(f"{i:2d} | {int(saved['predicted_class'][i])} / {int(lite['predicted_class'][i])}"
