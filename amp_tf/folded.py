@@ -15,8 +15,10 @@ padding ("same" zero padding is linear too) and dilation, because both terms use
 the stem layer's own convolution op.
 
 `FoldedAnchoredPredictor` subclasses `AnchoredPredictor` and only overrides
-`per_anchor_logits`, so its outputs, input checks, `predict`, serialisation and
-`amp_tf.export.export_for_serving` are the same.
+`per_anchor_logits`, so its outputs, input checks, `predict`, serialisation,
+`amp_tf.export.export_for_serving` and `amp_tf.export.export_tflite` (which
+traces `fixed_shape_outputs`: the rest of the backbone on all K*B stem outputs
+in one call) are the same.
 
 How much this saves is the stem's share of the backbone's work: small for
 3x3 stems over few channels (resnet_small, the CIFAR ResNets, WRN), larger for
@@ -30,8 +32,9 @@ Example:
 >>> backbone = build_backbone("resnet_small", (28, 28, 1), 10, anchored=True, width=8)
 >>> train = np.random.uniform(0, 255, (50, 28, 28, 1)).astype("float32")
 >>> anchors = select_anchors(train, k=5)
->>> folded = FoldedAnchoredPredictor(backbone, anchors).predict(train[:4])
->>> tiled = AnchoredPredictor(backbone, anchors).predict(train[:4])
+>>> stats = dict(mean=127.0, std=74.0)   # the training images' statistics, pixel units
+>>> folded = FoldedAnchoredPredictor(backbone, anchors, **stats).predict(train[:4])
+>>> tiled = AnchoredPredictor(backbone, anchors, **stats).predict(train[:4])
 >>> bool(np.allclose(folded["amp_score"], tiled["amp_score"], atol=1e-5))
 True
 """
@@ -181,7 +184,7 @@ class FoldedAnchoredPredictor(AnchoredPredictor):
         if self.anchor_mode != "fixed":
             raise ValueError("anchor_mode: the folded predictor supports fixed anchors only "
                              "(per-image anchors have no per-anchor stem term to share).")
-        self.stem, self.rest_model = _rest_model(backbone)
+        self.stem, self.rest_model = _rest_model(self.backbone)  # an AnchoredModel gives its backbone
 
     def stem_outputs(self, images):
         """The stem conv's output for every (anchor, image) pair: (K*B, H', W', F).

@@ -446,7 +446,7 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
         The results dict (also in `report.json`), with `out` = the final folder.
     """
     from amp_tf.distribute import worker_info
-    from amp_tf.export import export_for_serving
+    from amp_tf.export import export_for_serving, export_tflite
     from amp_tf.predictor import AnchoredPredictor
     from amp_tf.report import write_report
     from amp_tf.training import write_json
@@ -475,7 +475,8 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
         if cfg.anchored and not exported:
             exported = True
             pred = AnchoredPredictor.from_model(model, anchors)
-            export_for_serving(pred, out / "serving", id_images=data.x_val, tpr=tpr)
+            head = export_for_serving(pred, out / "serving", id_images=data.x_val, tpr=tpr)
+            export_tflite(head, out / "model.tflite")  # the same model for LiteRT (builtin ops, batch 1)
             info[name]["serving_threshold_on"] = f"{len(data.x_val)} ID validation images (tpr {tpr})"
     t = lap("save_and_export", t)
     ood_names = list(ood)

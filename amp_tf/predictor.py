@@ -22,7 +22,15 @@ Choices and where they come from:
 
 Raw pixels in: images and anchors are in pixel units (uint8, or float in
 0..255); the predictor normalises both with the training statistics it carries
-(`mean`/`std`, taken from the `AnchoredModel` by `from_model`).
+(`mean`/`std`, taken from the `AnchoredModel` by `from_model`). There is no
+default: a bare backbone without `mean`/`std` is refused (a guessed 127.5 /
+127.5 moved AMP scores by up to 1.6); pass `mean=0, std=1` for a backbone that
+takes raw pixels as they are.
+
+Deployment formats that need fixed shapes and no control flow (TFLite) trace
+`fixed_shape_outputs`: the same numbers as `call`, with the K*B rows in one
+backbone call instead of the sequential chunks of `max_batch`, and without the
+in-graph input checks (the caller checks; `amp_tf.export.TFLiteModel` does).
 
 Example:
 
@@ -131,6 +139,30 @@ def amp_outputs(logits_kbn, tau_reduction="mean", calibration="exp", eps=1e-6):
     }
 
 
+_NO_STATS = (
+    "mean/std: AnchoredPredictor(backbone, anchors) needs the training images' per-channel mean "
+    "and std in pixel units (the backbone was trained on (x - mean) / std). Pass mean=..., std=... "
+    "(e.g. amp_tf.data.channel_stats(train_images)), or use AnchoredPredictor.from_model("
+    "anchored_model, anchors), which takes them from the model; pass mean=0, std=1 if the backbone "
+    "takes raw pixels unnormalised."
+)
+
+
+def _backbone_and_stats(backbone, mean, std):
+    """`(backbone, mean, std)`: an `AnchoredModel` gives its own; a bare backbone needs both."""
+    from amp_tf.anchoring import AnchoredModel
+
+    if isinstance(backbone, AnchoredModel):
+        n = backbone.normalizer
+        mean = keras.ops.convert_to_numpy(n.mean) if mean is None else mean
+        std = keras.ops.convert_to_numpy(n.std) if std is None else std
+        backbone = backbone.backbone
+    if mean is None or std is None:
+        given = "neither" if mean is None and std is None else ("std only" if mean is None else "mean only")
+        raise ValueError(f"{_NO_STATS} Got {given}.")
+    return backbone, mean, std
+
+
 @keras.saving.register_keras_serializable(package="amp_tf")
 class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
     """K-anchor inference for a trained anchored backbone, on raw pixels.
@@ -140,11 +172,15 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
 
     Args:
         backbone: the trained backbone over 2C channels (e.g. `model.backbone` of an
-            `AnchoredModel`).
+            `AnchoredModel`), or the `AnchoredModel` itself (its backbone and
+            statistics are used, as `from_model` does).
         anchors: (K, H, W, C) anchors from the training data in pixel units, K >= 2
             (see `select_anchors`). Stored as a non-trainable weight, so they
             travel with saved models.
-        mean, std: the training statistics in pixel units (as the `AnchoredModel`'s).
+        mean, std: the training statistics in pixel units (as the `AnchoredModel`'s),
+            required for a bare backbone: the images are normalised with
+            `(x - mean) / std` as in training. `mean=0, std=1` says explicitly
+            that the backbone takes raw pixels unnormalised (identity).
         check_pixels: refuse input that is not raw pixels (see `amp_tf.pixels`).
         anchor_mode: `"fixed"`: the same K anchors for every image (`anchors`
             holds them); `"per_image"`: `anchors` is a pool of P training images
@@ -189,6 +225,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")  # tau and calibration in float32 always
         super().__init__(**kwargs)
+        backbone, mean, std = _backbone_and_stats(backbone, mean, std)
         if tau_reduction not in TAU_REDUCTIONS:
             raise ValueError(f"tau_reduction: expected one of {TAU_REDUCTIONS}, got {tau_reduction!r}.")
         if calibration not in CALIBRATIONS:
@@ -345,6 +382,8 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
 
     def chunk_rows(self):
         """The rows per backbone call: `max_batch`, or the `"auto"` choice (None = one batch)."""
+        if getattr(self, "_one_batch", False):
+            return None
         if self.max_batch != "auto":
             return self.max_batch
         if tf.config.list_logical_devices("GPU"):
@@ -377,6 +416,24 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         return amp_outputs(
             self.per_anchor_logits(images), self.tau_reduction, self.calibration, self.eps
         )
+
+    def fixed_shape_outputs(self, images):
+        """`call`'s outputs with the K*B rows in one backbone call and no in-graph checks.
+
+        The trace TFLite can lower (`amp_tf.export.export_tflite`): no `tf.map_fn`
+        over chunks and no assertions, so trace it on a fixed-shape batch. The
+        numbers are those of `call` (the same backbone on the same rows). The
+        caller checks the input: raw pixels of the anchors' (H, W, C).
+
+        Args:
+            images: (B, H, W, C) raw pixels (uint8 or float 0..255).
+        """
+        self._one_batch = True
+        try:
+            logits = self.per_anchor_logits(tf.cast(images, tf.float32))
+        finally:
+            self._one_batch = False
+        return amp_outputs(logits, self.tau_reduction, self.calibration, self.eps)
 
     def predict(self, images, batch_size=256, verbose=0):
         """Runs `call` over an in-memory array in batches; returns a dict of numpy arrays.

@@ -417,6 +417,103 @@ def _(c):
 
 # ------------------------------------------------------------------ cases: export: SavedModel and LiteRT
 # (add this area's cases directly below this line)
+def _lite(c):
+    """The ctx predictor as a .tflite (exported once, from the same ServingHead as the SavedModel)."""
+    if "lite" not in c:
+        from amp_tf.export import TFLiteModel, export_tflite, serving_head
+
+        head = serving_head(c["pred"], id_images=c["x"][:64])
+        export_tflite(head, c["root"] / "model.tflite")
+        c["lite"] = TFLiteModel(c["root"] / "model.tflite", num_threads=1)
+    return c["lite"]
+
+
+@case("SavedModel (serving_default)", "one image without a batch axis (rank 3)")
+def _(c):
+    return expect(tf.errors.InvalidArgumentError, r"got another rank\. One image without its batch axis", c["fn"],
+                  images=tf.constant(c["x"][0]))
+
+
+@case("export_for_serving", "into a folder that is not empty (was: wrote beside its files)")
+def _(c):
+    used = c["root"] / "used"
+    used.mkdir(exist_ok=True)
+    (used / "notes.txt").write_text("mine")
+    got = expect(ValueError, "not empty", export_for_serving, c["pred"], used, id_images=c["x"][:64])
+    assert [p.name for p in used.iterdir()] == ["notes.txt"]
+    return got
+
+
+@case("export_for_serving", "a serving threshold from one ID image")
+def _(c):
+    return expect(ValueError, "at least 20", export_for_serving, c["pred"], c["root"] / "s5", id_images=c["x"][:1])
+
+
+@case("export_for_serving", "a model trained under `mixed_bfloat16` (was: crash, bfloat16 threshold)")
+def _(c):
+    import keras
+
+    from tests.helpers import tiny_backbone
+
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        pred = AnchoredPredictor(tiny_backbone(h=28, w=28, c=1, n=10), select_anchors(c["x"], 5),
+                                 mean=c["mean"], std=c["std"])
+        export_for_serving(pred, c["root"] / "mixed", id_images=c["x"][:64])
+    finally:
+        keras.config.set_dtype_policy(policy)
+    out = tf.saved_model.load(str(c["root"] / "mixed")).signatures["serving_default"](images=tf.constant(c["x"][:4]))
+    assert out["amp_score"].dtype == tf.float32 and np.all(np.isfinite(out["amp_score"].numpy()))
+    return "the correct answer: exported and served in float32 (its weights are float32)"
+
+
+@case("AnchoredPredictor", "a bare backbone without mean/std (was: silently 127.5 / 127.5)")
+def _(c):
+    return expect(ValueError, r"^mean/std: .*from_model", AnchoredPredictor, c["model"].backbone, c["x"][:5])
+
+
+@case("export_tflite", "a per-image-anchor predictor (int64 hash: no TFLite builtins)")
+def _(c):
+    from amp_tf.export import export_tflite
+
+    pool = AnchoredPredictor.from_model(c["model"], select_anchors(c["x"], 12), anchor_mode="per_image",
+                                        num_anchors=5)
+    return expect(ValueError, "anchor_mode='fixed'", export_tflite, pool, c["root"] / "pool.tflite", threshold=1.0)
+
+
+@case("export_tflite", "a path that exists")
+def _(c):
+    from amp_tf.export import export_tflite
+
+    (c["root"] / "taken.tflite").write_bytes(b"mine")
+    return expect(ValueError, "existing file", export_tflite, c["pred"], c["root"] / "taken.tflite", threshold=1.0)
+
+
+@case(".tflite (TFLiteModel)", "float pixels instead of uint8")
+def _(c):
+    return expect(TypeError, r"got dtype float32", _lite(c), c["x"][:2].astype("float32"))
+
+
+@case(".tflite (TFLiteModel)", "a 32x32 batch for a 28x28 model")
+def _(c):
+    return expect(ValueError, r"expected images of shape \(N, 28, 28, 1\).*another size", _lite(c),
+                  np.zeros((2, 32, 32, 1), np.uint8))
+
+
+@case(".tflite (TFLiteModel)", "one image without a batch axis (rank 3)")
+def _(c):
+    return expect(ValueError, "another rank", _lite(c), c["x"][0])
+
+
+@case(".tflite (TFLiteModel)", "uint8 images as loaded (any count; the model's batch is 1)")
+def _(c):
+    got = _lite(c)(c["x"][:8])
+    want = c["fn"](images=tf.constant(c["x"][:8]))
+    np.testing.assert_allclose(got["amp_score"], want["amp_score"].numpy(), rtol=1e-4)
+    np.testing.assert_array_equal(got["is_ood"], want["is_ood"].numpy())
+    return "the correct answer: equals the SavedModel (amp_score within 1e-4, same verdicts)"
+
 
 
 # ------------------------------------------------------------------ cases: CLI flags and arguments

@@ -27,8 +27,11 @@ print(json.dumps({
 """
 
 
-@pytest.fixture
-def exported(tmp_path, rng):
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One export shared by the tests that only read it."""
+    rng = np.random.default_rng(0)
+    tmp_path = tmp_path_factory.mktemp("export")
     model = tiny_backbone(h=8, w=8, c=1, n=4)
     train_u8 = rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
     pred = AnchoredPredictor(model, select_anchors(train_u8, 5), mean=MEAN, std=STD)
@@ -90,7 +93,8 @@ def test_savedmodel_checks_shape_in_graph(exported, rng):
     assert fn.structured_input_signature[1]["images"].shape.rank == 4
     want = r"expected images of shape \(N, 8, 8, 1\)"
     for bad, why in [((2, 9, 8, 1), "another size"), ((2, 8, 8, 3), "another size"),
-                     ((0, 8, 8, 1), "empty batch")]:
+                     ((0, 8, 8, 1), "empty batch"), ((8, 8, 1), r"another rank\. One image without its batch axis"),
+                     ((1, 2, 8, 8, 1), "another rank")]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=want + ".*" + why):
             fn(images=tf.zeros(bad, tf.uint8))
     assert fn(images=tf.zeros((2, 8, 8, 1), tf.uint8))["amp_score"].shape == (2,)
@@ -131,3 +135,68 @@ def test_export_bad_arguments(tmp_path, rng):
     # float pixels are valid ID images (they need not be uint8)
     head = export_for_serving(pred, tmp_path / "b", id_images=pixel_images(rng, (20, 8, 8, 1)))
     assert np.isfinite(float(head.threshold.numpy()))
+    assert not (tmp_path / "a").exists()  # no refusal left anything behind
+
+
+def test_too_few_id_images_are_refused_and_an_unresolved_tpr_warns(tmp_path, rng):
+    import warnings
+
+    model = tiny_backbone(h=8, w=8, c=1, n=4)
+    pred = AnchoredPredictor(model, pixel_images(rng, (3, 8, 8, 1)), mean=MEAN, std=STD)
+    for n in (1, 19):
+        with pytest.raises(ValueError, match=rf"id_images: {n} image\(s\) cannot set a serving threshold.*at least 20"):
+            export_for_serving(pred, tmp_path / "a", id_images=pixel_images(rng, (n, 8, 8, 1), np.uint8))
+    assert not (tmp_path / "a").exists()
+    with pytest.warns(UserWarning, match=r"50 images cannot resolve tpr=0.99.*at least 100"):
+        head = export_for_serving(pred, tmp_path / "b", id_images=pixel_images(rng, (50, 8, 8, 1), np.uint8),
+                                  tpr=0.99)
+    assert (tmp_path / "b" / "saved_model.pb").exists() and np.isfinite(float(head.threshold.numpy()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 20 images resolve tpr 0.95: no warning
+        export_for_serving(pred, tmp_path / "c", id_images=pixel_images(rng, (20, 8, 8, 1), np.uint8))
+
+
+def test_a_used_path_is_refused_before_any_work(tmp_path, rng):
+    model = tiny_backbone(h=8, w=8, c=1, n=4)
+    pred = AnchoredPredictor(model, pixel_images(rng, (3, 8, 8, 1)), mean=MEAN, std=STD)
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"^path: .*used is a folder that is not empty"):
+        export_for_serving(pred, used, threshold=1.0)
+    assert sorted(p.name for p in used.iterdir()) == ["notes.txt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="existing file"):
+        export_for_serving(pred, tmp_path / "file", threshold=1.0)
+    # an empty folder is fine, and nothing but the SavedModel is left beside it
+    (tmp_path / "empty").mkdir()
+    export_for_serving(pred, tmp_path / "empty", threshold=1.0)
+    assert (tmp_path / "empty" / "saved_model.pb").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "used"]
+
+
+def test_mixed_bfloat16_model_exports_in_float32(tmp_path, rng):
+    """issue 18 cause 1: a model trained under mixed_bfloat16 exports (was: bfloat16 threshold crash)."""
+    import keras
+    import tensorflow as tf
+
+    from amp_tf.export import float32_predictor
+
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = tiny_backbone(h=8, w=8, c=1, n=4)
+        pred = AnchoredPredictor(model, pixel_images(rng, (3, 8, 8, 1)), mean=MEAN, std=STD)
+        head = export_for_serving(pred, tmp_path / "serving", id_images=pixel_images(rng, (30, 8, 8, 1), np.uint8))
+    finally:
+        keras.config.set_dtype_policy(policy)
+    assert model.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert head.compute_dtype == "float32" and head.predictor.backbone.get_layer("stem_conv").compute_dtype == "float32"
+    images = pixel_images(rng, (6, 8, 8, 1), np.uint8)
+    fn = tf.saved_model.load(str(tmp_path / "serving")).signatures["serving_default"]
+    out = fn(images=tf.constant(images))
+    assert out["amp_score"].dtype == tf.float32 and out["is_ood"].dtype == tf.bool
+    # float32: the same weights as the trained model, computed in float32 (close to the bfloat16 scores)
+    want = float32_predictor(pred).predict(images)["amp_score"]
+    np.testing.assert_allclose(out["amp_score"].numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(out["amp_score"].numpy(), pred.predict(images)["amp_score"], rtol=0.05)

@@ -13,6 +13,8 @@ from amp_tf.models import build_backbone
 from amp_tf.predictor import AnchoredPredictor, select_anchors
 from tests.helpers import pixel_images
 
+STATS = dict(mean=127.5, std=127.5)  # pixel statistics (the tests compare predictors, any will do)
+
 # Loads the SavedModel in a fresh interpreter (no amp_tf) and prints its outputs as JSON.
 LOAD_SCRIPT = r"""
 import json, sys
@@ -102,8 +104,8 @@ def test_max_batch_chunks_give_the_same_outputs(rng):
     model = _resnet_small(seed=1)
     anchors = pixel_images(rng, (3, 28, 28, 1))
     x = pixel_images(rng, (5, 28, 28, 1))
-    whole = FoldedAnchoredPredictor(model, anchors).predict(x)
-    chunked = FoldedAnchoredPredictor(model, anchors, max_batch=4).predict(x)  # 15 rows, 4 chunks
+    whole = FoldedAnchoredPredictor(model, anchors, **STATS).predict(x)
+    chunked = FoldedAnchoredPredictor(model, anchors, max_batch=4, **STATS).predict(x)  # 15 rows, 4 chunks
     _assert_same(chunked, whole)
 
 
@@ -131,8 +133,8 @@ def test_follows_weight_and_anchor_updates(rng):
     model = _custom_stem(1, "same")
     anchors = pixel_images(rng, (3, 11, 11, 2))
     x = pixel_images(rng, (4, 11, 11, 2))
-    folded = FoldedAnchoredPredictor(model, anchors)
-    tiled = AnchoredPredictor(model, anchors)
+    folded = FoldedAnchoredPredictor(model, anchors, **STATS)
+    tiled = AnchoredPredictor(model, anchors, **STATS)
     before = folded.predict(x)["amp_score"]
     stem, _ = find_stem(model)
     stem.kernel.assign(stem.kernel * 1.5 + 0.1)
@@ -155,8 +157,8 @@ def test_sequential_backbone(rng):
     ])
     anchors = pixel_images(rng, (3, 8, 8, 1))
     x = pixel_images(rng, (5, 8, 8, 1))
-    _assert_same(FoldedAnchoredPredictor(model, anchors).predict(x),
-                 AnchoredPredictor(model, anchors).predict(x))
+    _assert_same(FoldedAnchoredPredictor(model, anchors, **STATS).predict(x),
+                 AnchoredPredictor(model, anchors, **STATS).predict(x))
 
 
 def _functional(first):
@@ -179,7 +181,7 @@ def _functional(first):
 def test_error_when_first_weighted_layer_is_not_conv2d(first, match):
     model = _functional(first())
     with pytest.raises(ValueError, match=match):
-        FoldedAnchoredPredictor(model, np.zeros((2, 8, 8, 1), "float32"))
+        FoldedAnchoredPredictor(model, np.zeros((2, 8, 8, 1), "float32"), **STATS)
     with pytest.raises(ValueError, match=match):
         split_stem(model)
 
@@ -213,8 +215,8 @@ def test_mixed_precision_backbone_is_close(rng):
         model = _custom_stem(2, "same")
         anchors = pixel_images(rng, (3, 11, 11, 2))
         x = pixel_images(rng, (4, 11, 11, 2))
-        folded = FoldedAnchoredPredictor(model, anchors).predict(x)
-        tiled = AnchoredPredictor(model, anchors).predict(x)
+        folded = FoldedAnchoredPredictor(model, anchors, **STATS).predict(x)
+        tiled = AnchoredPredictor(model, anchors, **STATS).predict(x)
     finally:
         keras.config.set_dtype_policy(policy)
     assert model.get_layer("stem_conv").compute_dtype == "float16"
@@ -226,8 +228,8 @@ def test_mixed_precision_backbone_is_close(rng):
 def test_config_round_trip_and_weights_not_duplicated(rng):
     model = _custom_stem(2, "valid")
     anchors = pixel_images(rng, (3, 11, 11, 2))
-    folded = FoldedAnchoredPredictor(model, anchors)
-    tiled = AnchoredPredictor(model, anchors)
+    folded = FoldedAnchoredPredictor(model, anchors, **STATS)
+    tiled = AnchoredPredictor(model, anchors, **STATS)
     x = pixel_images(rng, (2, 11, 11, 2))
     folded(x), tiled(x)
     assert len(folded.weights) == len(tiled.weights) == len({id(v) for v in folded.weights})

@@ -6,6 +6,8 @@ import tensorflow as tf
 from amp_tf.predictor import AnchoredPredictor, select_anchors
 from tests.helpers import linear_backbone, linear_logits_numpy, pixel_images, tiny_backbone
 
+STATS = dict(mean=127.5, std=127.5)  # pixel statistics where any will do
+
 
 def _data(rng, n=12, h=4, w=4, c=1):
     """Raw pixels, float in [0, 255]."""
@@ -24,9 +26,9 @@ def _reference(model, x, anchors, reduction, calibration, mean=0.0, std=1.0, eps
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("calibration", ["exp", "divide"])
-@pytest.mark.parametrize("mean,std", [(0.0, 1.0), (None, None), (90.0, 60.0)])
+@pytest.mark.parametrize("mean,std", [(0.0, 1.0), (127.5, 127.5), (90.0, 60.0)])
 def test_outputs_match_numpy_reference(rng, reduction, calibration, mean, std):
-    """mean 0 / std 1 is the identity; None is 127.5 / 127.5; the reference normalises."""
+    """mean 0 / std 1 is the identity (explicitly); the reference normalises."""
     model = linear_backbone()
     if mean == 0.0:  # keep logits moderate in pixel units
         model.layers[-1].kernel.assign(model.layers[-1].kernel / 255.0)
@@ -34,8 +36,7 @@ def test_outputs_match_numpy_reference(rng, reduction, calibration, mean, std):
     anchors = select_anchors(_data(rng, 30), 5, seed=1)
     out = AnchoredPredictor(model, anchors, tau_reduction=reduction, calibration=calibration,
                             mean=mean, std=std).predict(x)
-    ref_mean, ref_std = (127.5, 127.5) if mean is None else (mean, std)
-    h, tau, hc, amp = _reference(model, x, anchors, reduction, calibration, ref_mean, ref_std)
+    h, tau, hc, amp = _reference(model, x, anchors, reduction, calibration, mean, std)
     np.testing.assert_allclose(out["logits"], h, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out["tau"], tau, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["calibrated_logits"], hc, rtol=1e-4, atol=1e-5)
@@ -78,16 +79,16 @@ def test_bad_inputs_raise(rng):
     with pytest.raises(ValueError, match="k >= 2|at least 2"):
         select_anchors(imgs, 1)
     with pytest.raises(ValueError, match="K >= 2"):
-        AnchoredPredictor(model, imgs[:1])
+        AnchoredPredictor(model, imgs[:1], **STATS)
     with pytest.raises(ValueError, match="shape"):
-        AnchoredPredictor(model, imgs[0])
+        AnchoredPredictor(model, imgs[0], **STATS)
     with pytest.raises(ValueError, match="channels|channel"):
-        AnchoredPredictor(model, np.repeat(imgs[:3], 3, axis=-1))
+        AnchoredPredictor(model, np.repeat(imgs[:3], 3, axis=-1), **STATS)
     with pytest.raises(ValueError, match="tau_reduction"):
-        AnchoredPredictor(model, imgs[:3], tau_reduction="median")
+        AnchoredPredictor(model, imgs[:3], tau_reduction="median", **STATS)
     with pytest.raises(ValueError, match="calibration"):
-        AnchoredPredictor(model, imgs[:3], calibration="log")
-    pred = AnchoredPredictor(model, imgs[:3])
+        AnchoredPredictor(model, imgs[:3], calibration="log", **STATS)
+    pred = AnchoredPredictor(model, imgs[:3], **STATS)
     with pytest.raises(ValueError, match="rank 4|\\(N, H, W, C\\)"):
         pred.predict(imgs[0])
     with pytest.raises(ValueError, match="like the anchors"):
@@ -112,7 +113,7 @@ def test_bad_inputs_raise(rng):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"looks like `x / 255`"):
         pred(tf.constant(imgs / 255.0))
     with pytest.raises(ValueError, match=r"anchors: .*looks like `x / 255`"):
-        AnchoredPredictor(model, imgs[:3] / 255.0)
+        AnchoredPredictor(model, imgs[:3] / 255.0, **STATS)
     with pytest.raises(ValueError, match="looks already normalised"):
         select_anchors(imgs - 127.5, 3)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):  # statistics of x / 255
@@ -191,6 +192,24 @@ def test_from_model_takes_the_statistics(rng):
     np.testing.assert_allclose(pred.predict(x)["amp_score"], direct["amp_score"], atol=1e-6)
     with pytest.raises(TypeError, match="AnchoredModel"):
         AnchoredPredictor.from_model(model.backbone, anchors)
+    # the AnchoredModel itself carries its statistics: the constructor takes them from it
+    own = AnchoredPredictor(model, anchors, check_pixels=False)
+    np.testing.assert_allclose(own.predict(x)["amp_score"], direct["amp_score"], atol=1e-6)
+
+
+def test_a_bare_backbone_without_statistics_is_refused(rng):
+    """No silent 127.5 / 127.5: mean and std are given, taken from the model, or identity on request."""
+    model = tiny_backbone(c=1)
+    anchors = pixel_images(rng, (3, 8, 8, 1))
+    for kwargs, given in [({}, "neither"), ({"mean": 60.0}, "mean only"), ({"std": 30.0}, "std only")]:
+        with pytest.raises(ValueError, match=r"^mean/std: .*from_model.*mean=0, std=1.*Got " + given):
+            AnchoredPredictor(model, anchors, **kwargs)
+    identity = AnchoredPredictor(model, anchors, mean=0, std=1)
+    np.testing.assert_allclose(identity.normalizer.mean.numpy(), [0.0])
+    np.testing.assert_allclose(identity.normalizer.std.numpy(), [1.0])
+    # a saved predictor carries its statistics: the config round trip needs none
+    clone = AnchoredPredictor.from_config(identity.get_config())
+    np.testing.assert_allclose(clone.normalizer.std.numpy(), [1.0])
 
 
 # ------------------------------------------------------------------ anchor strategies
