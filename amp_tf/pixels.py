@@ -99,6 +99,40 @@ def check_pixels(images, what="images"):
     return x
 
 
+def check_images(images, image_shape=None, pixels=True, what="images"):
+    """The input check of every entry point: a non-empty batch of the model's image shape, raw pixels.
+
+    The same messages as `AnchoredPredictor.predict` (rank, empty, shape; then
+    `check_pixels` when `pixels`). Tensors are converted to numpy.
+
+    Args:
+        images: numpy-like batch or eager tensor.
+        image_shape: the shape of one input, e.g. (28, 28, 1); None dims match
+            anything; None: any shape.
+        pixels: also apply `check_pixels` (models that normalise raw pixels).
+        what: the argument's name in the message.
+
+    Example:
+
+    >>> check_images(np.zeros((2, 32, 32, 1), np.uint8), (28, 28, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: images: expected (batch, 28, 28, 1), got (2, 32, 32, 1). Resize or convert channels in preprocessing.
+    """
+    x = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
+    want = None if image_shape is None else tuple(image_shape)
+    if x.ndim < 1 or (want is not None and x.ndim != len(want) + 1) or (want is None and pixels and x.ndim != 4):
+        form = "(N, H, W, C)" if want is None or len(want) == 3 else f"(N, {', '.join(map(str, want))})"
+        raise ValueError(f"{what}: expected {form}, got shape {x.shape}.")
+    if len(x) == 0:
+        raise ValueError(f"{what}: got an empty array; pass at least one image.")
+    if want is not None and any(w is not None and g != w for g, w in zip(x.shape[1:], want)):
+        dims = ", ".join("any" if w is None else str(w) for w in want)
+        raise ValueError(f"{what}: expected (batch, {dims}), got {tuple(x.shape)}. "
+                         "Resize or convert channels in preprocessing.")
+    return check_pixels(x, what) if pixels else x
+
+
 def graph_check_pixels(x):
     """The `check_pixels` rule in-graph (float32 tensor in, same tensor out)."""
     lo, hi = tf.reduce_min(x), tf.reduce_max(x)
