@@ -251,7 +251,9 @@ class AnchoredModel(WrapsBackbone, keras.Model):
 
         Images: a non-empty (N, H, W, C) batch of this model's size, raw pixels
         (`amp_tf.pixels.check_images`); labels: class ids in `[0, num_classes)`
-        (`label_problem`). A `tf.data.Dataset` is checked on its first batch here,
+        (`label_problem`). A `tf.data.Dataset` is checked on its first batch here
+        (one extra iterator: a pipeline with a large shuffle buffer fills it once
+        more; a seeded `reshuffle_each_iteration` shuffle starts one draw later),
         and every batch in-graph during training with the same messages.
         """
         if isinstance(x, tf.data.Dataset):
