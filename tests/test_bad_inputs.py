@@ -463,7 +463,8 @@ def _(c):
 
 @case("AnchoredModel.fit (tf.data)", "labels >= num_classes in the first batch")
 def _(c):
-    return _refused_before_training(c, ValueError, r"^y: labels must be class ids in \[0, 10\)", _ds(c["x"], c["y"] + 10))
+    return _refused_before_training(c, ValueError, r"^y: labels must be class ids in \[0, 10\)",
+                                    _ds(c["x"], c["y"] + 10))
 
 
 @case("AnchoredModel.fit (tf.data)", "a label >= num_classes in a later batch (was: a graph traceback)")
@@ -525,14 +526,16 @@ def _(c):
 @case("OODMetricsCallback in fit", "32x32 images for a 28x28 model (was: refused after the first epoch)")
 def _(c):
     big = np.zeros((4, 32, 32, 1), np.uint8)
-    return _refused_before_training(c, ValueError, r"^id_images: expected \(batch, 28, 28, 1\)", c["x"][:32], c["y"][:32],
+    return _refused_before_training(c, ValueError, r"^id_images: expected \(batch, 28, 28, 1\)",
+                                    c["x"][:32], c["y"][:32],
                                     callbacks=[OODMetricsCallback(big, {"big": big}, verbose=0)])
 
 
 @case("OODMetricsCallback in fit", "RGB images for a grayscale model")
 def _(c):
     rgb = np.zeros((4, 28, 28, 3), np.uint8)
-    return _refused_before_training(c, ValueError, r"^id_images: expected \(batch, 28, 28, 1\)", c["x"][:32], c["y"][:32],
+    return _refused_before_training(c, ValueError, r"^id_images: expected \(batch, 28, 28, 1\)",
+                                    c["x"][:32], c["y"][:32],
                                     callbacks=[OODMetricsCallback(rgb, {"rgb": rgb}, verbose=0)])
 
 

@@ -5,7 +5,6 @@ import warnings
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from scipy.special import softmax
 
 import amp_tf.baselines as bl
