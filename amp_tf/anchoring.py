@@ -36,12 +36,14 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from amp_tf.augment import ConsistencyAugment
-from amp_tf.pixels import PixelNormalization, check_pixels
+from amp_tf.pixels import GRAPH_MESSAGES, PixelNormalization, check_images
 from amp_tf.serialization import WrapsBackbone
 
 
@@ -198,23 +200,19 @@ class AnchoredModel(WrapsBackbone, keras.Model):
 
     # -- training ----------------------------------------------------------
     def _check_labels(self, y):
+        """In-graph label checks (tf.data batches): the messages of `label_problem`, first."""
         if self.num_classes is None or y is None or isinstance(y, (dict, list, tuple)):
             return []
-        if not (y.dtype.is_integer) or len(y.shape) > 2:
+        if not (y.dtype.is_integer or y.dtype.is_floating) or _one_hot(y.shape):
             return []
-        return [
-            tf.debugging.assert_non_negative(
-                y, message="labels: expected integer class ids in [0, num_classes); got a negative label."
-            ),
-            tf.debugging.assert_less(
-                y,
-                tf.cast(self.num_classes, y.dtype),
-                message=(
-                    f"labels: expected integer class ids in [0, {self.num_classes}); got a label "
-                    f">= {self.num_classes}. Check the dataset's labels or the backbone's num_classes."
-                ),
-            ),
-        ]
+        checks = []
+        if y.dtype.is_floating:
+            checks.append(tf.debugging.Assert(tf.reduce_all(tf.equal(y, tf.round(y))), [LABELS_FRACTIONAL]))
+        lo, hi = tf.reduce_min(y), tf.reduce_max(y)
+        inside = tf.logical_and(lo >= 0, hi < tf.cast(self.num_classes, y.dtype))
+        message = labels_out_of_range(self.num_classes)
+        checks.append(tf.debugging.Assert(tf.logical_or(tf.size(y) == 0, inside), [message, "min:", lo, "max:", hi]))
+        return checks
 
     def consistency_active(self, step):
         """Whether `T` is applied at optimizer step `step` (0-based): every n-th step."""
@@ -227,8 +225,9 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         step = self.optimizer.iterations
         seed = replica_seed(self.seed, step)
         apply_t = self.consistency_active(step)
-        with tf.control_dependencies(self._check_labels(y)):
+        with tf.control_dependencies(self._check_labels(y)):  # the checks run before the loss
             x = tf.identity(x)
+            y = tf.identity(y) if isinstance(y, tf.Tensor) else y
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True, seed=seed, apply_consistency=apply_t)
             # compute_loss returns the per-replica share of the global loss
@@ -245,29 +244,59 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`, with up-front checks of in-memory images and labels.
+    @property
+    def image_shape(self):
+        """(H, W, C) of the images this model takes (raw pixels; the backbone sees 2C channels)."""
+        h, w, c2 = self.backbone.input_shape[1:]
+        return (h, w, c2 // 2)
 
-        Images must be raw pixels without NaN/Inf; labels whole-number class ids.
+    def check_inputs(self, x, y=None, what=("x", "y")):
+        """The input contract of `fit`/`evaluate`/`predict`, before any step: numpy, tensors and tf.data alike.
+
+        Images: a non-empty (N, H, W, C) batch of this model's size, raw pixels
+        (`amp_tf.pixels.check_images`); labels: class ids in `[0, num_classes)`
+        (`label_problem`). A `tf.data.Dataset` is checked on its first batch here
+        (one extra iterator: a pipeline with a large shuffle buffer fills it once
+        more; a seeded `reshuffle_each_iteration` shuffle starts one draw later),
+        and every batch in-graph during training with the same messages.
         """
-        if isinstance(x, np.ndarray) and self.normalizer.check:
-            check_pixels(x, "x")
-        if y is not None and not isinstance(y, tf.data.Dataset):
-            arr = np.asarray(y)
-            if arr.dtype.kind == "f":
-                if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-                    raise ValueError(
-                        "y: labels must be whole-number class ids; got non-integer values "
-                        f"(e.g. {float(arr[np.argmax(arr != np.round(arr))])}). Pass integer labels."
-                    )
-        if y is not None and self.num_classes is not None:
-            arr = np.asarray(y)
-            if arr.dtype.kind in "iu" and arr.size and (arr.min() < 0 or arr.max() >= self.num_classes):
-                raise ValueError(
-                    f"y: labels must be class ids in [0, {self.num_classes}); got values in "
-                    f"[{arr.min()}, {arr.max()}]. Check the labels or the backbone's num_classes."
-                )
-        return super().fit(x, y, *args, **kwargs)
+        if isinstance(x, tf.data.Dataset):
+            first = next(iter(x.take(1)), None)
+            if first is None:
+                raise ValueError(f"{what[0]}: the dataset is empty; pass a dataset with at least one batch.")
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(first if isinstance(first, tuple) else (first,))
+        if isinstance(x, (np.ndarray, tf.Tensor)):
+            check_images(x, self.image_shape, self.normalizer.check, what[0])
+        if isinstance(y, (np.ndarray, tf.Tensor, list)):
+            problem = label_problem(y, self.num_classes, what[1])
+            if problem:
+                raise ValueError(problem)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with the input contract checked before any step (`check_inputs`).
+
+        Also checks `validation_data` up front. An in-graph check that fails on a
+        later tf.data batch raises ValueError with its message first.
+        """
+        self.check_inputs(x, y)
+        val = kwargs.get("validation_data")
+        if val is not None:
+            vx, vy = (val, None) if isinstance(val, tf.data.Dataset) else (tuple(val) + (None,))[:2]
+            self.check_inputs(vx, vy, ("validation_data images", "validation_data labels"))
+        with _message_first(labels_out_of_range(self.num_classes)):
+            return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, with the input contract checked first (`check_inputs`)."""
+        self.check_inputs(x, y)
+        with _message_first(labels_out_of_range(self.num_classes)):
+            return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict` (logits of `x` anchored by its own batch), inputs checked first."""
+        self.check_inputs(x)
+        with _message_first(labels_out_of_range(self.num_classes)):
+            return super().predict(x, *args, **kwargs)
 
     # -- saving ------------------------------------------------------------
     def get_config(self):
@@ -281,6 +310,63 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             num_classes=self.num_classes,
         )
         return config
+
+
+LABELS_FRACTIONAL = ("y: labels must be whole-number class ids; got non-integer values. "
+                     "Pass integer labels.")
+
+
+def labels_out_of_range(num_classes):
+    """The first line for labels outside `[0, num_classes)` (numpy and in-graph alike)."""
+    return (f"y: labels must be class ids in [0, {num_classes}); got values outside it. "
+            "Check the labels or num_classes (the width of the backbone output).")
+
+
+def _one_hot(shape):
+    return len(shape) >= 2 and shape[-1] is not None and shape[-1] > 1
+
+
+def label_problem(y, num_classes=None, what="y"):
+    """Why `y` are not class ids in `[0, num_classes)`, or None (one-hot/soft labels pass).
+
+    Example:
+
+    >>> label_problem(np.array([0, 3.7]), 10)
+    'y: labels must be whole-number class ids; got non-integer values (e.g. 3.7). Pass integer labels.'
+    """
+    arr = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+    if arr.size == 0 or arr.dtype.kind not in "fiu" or _one_hot(arr.shape):
+        return None
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            return LABELS_FRACTIONAL.replace("y:", f"{what}:", 1).replace(
+                "values.", f"values (e.g. {float(arr[bad].flat[0]):g}).")
+    lo, hi = arr.min(), arr.max()
+    if num_classes is not None and (lo < 0 or hi >= num_classes):
+        return labels_out_of_range(num_classes).replace("y:", f"{what}:", 1).replace(
+            "values outside it", f"values in [{lo:g}, {hi:g}]")
+    return None
+
+
+class _message_first:
+    """Re-raises a failed in-graph input check (InvalidArgumentError) as ValueError, its message first."""
+
+    def __init__(self, *messages):
+        self.messages = (*GRAPH_MESSAGES, LABELS_FRACTIONAL, *messages)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if isinstance(err, tf.errors.InvalidArgumentError):
+            text = str(err.message)
+            found = [m for m in self.messages if m in text]
+            if found:
+                data = re.findall(r"\[(min:|max:)\] \[([^\]]*)\]", text[text.index(found[0]):])
+                extra = f" ({', '.join(f'{k[:-1]} {v}' for k, v in data)})" if data else ""
+                raise ValueError(found[0] + extra) from None
+        return False
 
 
 def _replica_id():

@@ -1,5 +1,9 @@
 """`OODMetricsCallback`: exact OOD metrics in `logs`, for checkpointing and tuning.
 
+The images are checked when the callback is made (raw pixels, one size) and
+against the model when training begins (its image size and channels), so a
+mistake stops `fit` before its first step.
+
 Every `every` epochs it scores ID and OOD validation images and writes, for the
 mean over OOD sets, `val_ood_fpr95`, `val_ood_auroc`, `val_ood_aupr_in`,
 `val_ood_aupr_out`, `val_ood_detection_accuracy`, and per set
@@ -142,6 +146,18 @@ class OODMetricsCallback(keras.callbacks.Callback):
             for name, m in per_set.items():
                 out[f"{self.prefix}{name}_{k}"] = float(m[k])
         return out
+
+    def on_train_begin(self, logs=None):
+        """Checks the images against the model being trained, before its first step."""
+        from amp_tf.detectors import model_inputs
+        from amp_tf.pixels import check_images
+
+        shape, _ = model_inputs(self.model)
+        sets = [("id_images", self.id_images), ("anchors", self.anchors),
+                *((f"ood_sets[{k!r}]", v) for k, v in self.ood_sets.items())]
+        for what, images in sets:
+            if images is not None:
+                check_images(images, shape, pixels=False, what=what)  # pixels were checked in __init__
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}

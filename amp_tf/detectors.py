@@ -43,9 +43,55 @@ AMP_VARIANTS = {"amp": ("mean", "exp"), "amp[sum,exp]": ("sum", "exp"),
                 "amp[mean,divide]": ("mean", "divide"), "amp[sum,divide]": ("sum", "divide"),
                 "neg_tau": ("mean", "exp")}
 
+_PLAIN, _ANCHORED, _ENSEMBLE = "plain", "anchored", "ensemble"
+#: Every detector name and the model kinds it scores: a plain classifier (its logits), an
+#: `AnchoredModel` (through `AnchoredPredictor`), or a list of plain models. A static table, so
+#: `names()` does not depend on what was imported (tests check it against the score registry).
+KINDS = {
+    "amp": (_PLAIN, _ANCHORED), "msp": (_PLAIN, _ANCHORED), "energy": (_PLAIN, _ANCHORED),
+    "max_logit": (_PLAIN,), "entropy": (_PLAIN,), "odin": (_PLAIN,),
+    **{v: (_ANCHORED,) for v in AMP_VARIANTS if v != "amp"},
+    **{n: (_PLAIN,) for n in ("mahalanobis", "gram", "temperature_scaling", "knn", "react",
+                              "mc_dropout_msp", "mc_dropout_entropy", "mc_dropout_variance")},
+    **{n: (_ENSEMBLE,) for n in ("ensemble_msp", "ensemble_entropy", "ensemble_variance")},
+}
+
+
+def model_kind(model):
+    """`"anchored"` (an `AnchoredModel`), `"ensemble"` (a list of models) or `"plain"`."""
+    from amp_tf.anchoring import AnchoredModel
+
+    if isinstance(model, (list, tuple)):
+        return _ENSEMBLE
+    return _ANCHORED if isinstance(model, AnchoredModel) else _PLAIN
+
+
+def model_inputs(model):
+    """`(input_shape, raw_pixels)` of a model: the shape of one input (None when unknown) and
+    whether it takes raw pixels (an `AnchoredModel`, or a model with a checking `PixelNormalization`)."""
+    from amp_tf.pixels import find_normalization
+
+    if isinstance(model, (list, tuple)):
+        return model_inputs(model[0]) if model else (None, False)
+    if model_kind(model) == _ANCHORED:
+        h, w, c2 = model.backbone.input_shape[1:]
+        return (h, w, c2 // 2), bool(model.normalizer.check)
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        shape = None
+    shape = tuple(shape[1:]) if isinstance(shape, tuple) and len(shape) > 1 else None
+    norm = find_normalization(model)
+    return shape, bool(norm is not None and norm.check)
+
 
 class Detector:
-    """The protocol: `fit(model, id_train=None, id_val=None)` returns self; `score(images)` -> (N,) numpy."""
+    """The protocol: `fit(model, id_train=None, id_val=None)` returns self; `score(images)` -> (N,) numpy.
+
+    `fit` checks the model (its kind: plain, anchored or a list) and the ID images;
+    `score` checks the images against the fitted model's input shape (and raw
+    pixels when the model normalises them), with the messages of `AnchoredPredictor`.
+    """
 
     name = None
     #: which ID split `fit` uses: None (no fitting), "train" or "val"
@@ -57,11 +103,25 @@ class Detector:
         self.model = None
 
     def fit(self, model, id_train=None, id_val=None):
-        self.model = model
+        self._bind(model)
         return self
 
     def score(self, images):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _bind(self, model):
+        """Checks the model kind for this name; records its input shape and pixel check."""
+        kind, kinds = model_kind(model), KINDS.get(self.name, (_PLAIN,))
+        if kind not in kinds:
+            raise TypeError(_kind_error(self.name, kind, model))
+        self.input_shape, self.raw_pixels = model_inputs(model)
+        self.model = model
+
+    def _inputs(self, images, what="images"):
+        """`images` checked against the fitted model (the predictor's messages)."""
+        from amp_tf.pixels import check_images
+
+        return check_images(images, self.input_shape, self.raw_pixels, what)
 
     def _check_fitted(self):
         if self.model is None:
@@ -71,6 +131,17 @@ class Detector:
         return f"{type(self).__name__}({self.name!r})"
 
 
+def _kind_error(name, kind, model):
+    got = {_ANCHORED: "an AnchoredModel", _ENSEMBLE: "a list of models"}.get(kind, type(model).__name__)
+    if _ANCHORED in KINDS.get(name, ()) and _PLAIN not in KINDS[name]:
+        return (f"detector {name!r}: AMP needs an AnchoredModel, got {got}. For a plain classifier use "
+                f"one of {names(anchored=False)}.")
+    if _ENSEMBLE in KINDS.get(name, ()):
+        return f"detector {name!r} scores a list of models (the ensemble's members), got {got}."
+    return (f"detector {name!r} scores a plain classifier, got {got}. For an AnchoredModel use one of "
+            f"{names(anchored=True)}.")
+
+
 class LogitDetector(Detector):
     """A pure logit score applied to the model's logits (batched inference)."""
 
@@ -78,7 +149,8 @@ class LogitDetector(Detector):
         self._check_fitted()
         from amp_tf.baselines._common import model_logits
 
-        logits = model_logits(self.model, np.asarray(images), self.options.get("batch_size", 256))
+        x = self._inputs(images)
+        logits = model_logits(self.model, x, self.options.get("batch_size", 256))
         opts = {k: v for k, v in self.options.items() if k != "batch_size"}
         return _scores.to_numpy(_scores.get(self.name)(logits, **opts))
 
@@ -88,9 +160,10 @@ class ModelDetector(Detector):
 
     def score(self, images):
         self._check_fitted()
+        x = self._inputs(images)
         if self.name == "odin":
             self.options.setdefault("cache", {})  # one compiled step for every scored set
-        return np.asarray(_scores.to_numpy(_scores.get(self.name)(self.model, images, **self.options)))
+        return np.asarray(_scores.to_numpy(_scores.get(self.name)(self.model, x, **self.options)))
 
 
 class FittedDetector(Detector):
@@ -102,6 +175,8 @@ class FittedDetector(Detector):
         self.fit_on = getattr(self.estimator, "fit_on", "train")
 
     def fit(self, model, id_train=None, id_val=None):
+        self._bind(model)
+        self.model = None  # fitted only once the estimator is
         if self.fit_on == "val" and id_val is None and id_train is not None:
             import warnings
 
@@ -112,33 +187,36 @@ class FittedDetector(Detector):
             raise ValueError(f"detector {self.name!r} is fitted on ID {self.fit_on} data: pass "
                              f"id_{self.fit_on}=(images, labels).")
         x, y = split if isinstance(split, tuple) else (split, None)
+        x = self._inputs(x, f"id_{'val' if split is id_val else 'train'} images")
         self.estimator.fit(model, x, y)
         self.model = model
         return self
 
     def score(self, images):
         self._check_fitted()
-        return np.asarray(self.estimator.score(images))
+        return np.asarray(self.estimator.score(self._inputs(images)))
 
 
 class AMPDetector(Detector):
-    """AMP of an `AnchoredModel` (one of `AMP_VARIANTS`), anchors from the ID training images."""
+    """AMP of an `AnchoredModel` (`AMP_VARIANTS`, or its `msp`/`energy`), anchors from the ID training images.
+
+    On a plain classifier, `amp`, `msp` and `energy` are the logit functions.
+    """
 
     fit_on = "train"
 
     def fit(self, model, id_train=None, id_val=None):
-        from amp_tf.anchoring import AnchoredModel
         from amp_tf.predictor import AnchoredPredictor, select_anchors
 
-        if not isinstance(model, AnchoredModel):
-            if self.name == "amp":  # a plain classifier: AMP's formula on its logits
-                self.__class__ = LogitDetector
-                self.options = {k: v for k, v in self.options.items() if k == "batch_size"}
-                return LogitDetector.fit(self, model, id_train, id_val)
-            raise TypeError(f"detector {self.name!r}: AMP needs an AnchoredModel, got {type(model).__name__}.")
+        self._bind(model)
+        if model_kind(model) != _ANCHORED:  # a plain classifier: the formula on its logits
+            self.__class__ = LogitDetector
+            self.options = {k: v for k, v in self.options.items() if k == "batch_size"}
+            return self
+        self.model = None
         if id_train is None:
             raise ValueError(f"detector {self.name!r}: pass id_train=(images, labels) to pick the anchors from.")
-        x = id_train[0] if isinstance(id_train, tuple) else id_train
+        x = self._inputs(id_train[0] if isinstance(id_train, tuple) else id_train, "id_train images")
         opts = dict(self.options)
         k, seed = int(opts.pop("num_anchors", 5)), int(opts.pop("seed", 0))
         self.batch_size = int(opts.pop("batch_size", 256))
@@ -148,35 +226,47 @@ class AMPDetector(Detector):
             self.predictor = AnchoredPredictor.from_model(model, pool, **opts)
         else:
             self.predictor = AnchoredPredictor.from_model(model, select_anchors(x, k, seed=seed), **opts)
+        self._fn = None
         self.model = model
         return self
 
     def score(self, images):
         self._check_fitted()
+        from amp_tf.inference import batched
         from amp_tf.predictor import amp_outputs
 
-        red, cal = AMP_VARIANTS[self.name]
+        x = self._inputs(images)
+        red, cal = AMP_VARIANTS.get(self.name, AMP_VARIANTS["amp"])
+        key = {"neg_tau": "tau", "msp": "msp", "energy": "energy"}.get(self.name, "amp_score")
+        sign = -1.0 if self.name == "neg_tau" else 1.0
         pred = self.predictor
         if getattr(self, "_fn", None) is None:
             import tensorflow as tf
 
             @tf.function(reduce_retracing=True)
             def fn(x):
-                o = amp_outputs(pred.per_anchor_logits(pred.normalizer.pixels(x)), red, cal, pred.eps)
-                return -o["tau"] if self.name == "neg_tau" else o["amp_score"]
+                return sign * amp_outputs(pred.per_anchor_logits(pred.normalizer.pixels(x)), red, cal, pred.eps)[key]
 
             self._fn = fn
-        from amp_tf.inference import batched
-
-        return batched(self._fn, np.asarray(images), self.batch_size)
+        return batched(self._fn, x, self.batch_size)
 
 
 def names(anchored=None):
-    """Detector names: every registered score, plus the AMP variants of anchored models."""
-    out = set(_scores.names()) | set(AMP_VARIANTS)
-    if anchored is True:
-        out = set(AMP_VARIANTS) | {"msp", "energy"}
-    return sorted(out)
+    """Detector names, independent of what was imported.
+
+    Args:
+        anchored: None: every name; True: the names that score an `AnchoredModel`
+            (`get(name).fit(anchored_model, ...)` works for each); False: those
+            that score a plain classifier (or, `ensemble_*`, a list of them).
+            Scores a user registers in `amp_tf.scores` are listed as plain.
+    """
+    table = dict(KINDS)
+    table.update({n: (_PLAIN,) for n in _scores._REGISTRY if n not in KINDS})  # a user's own scores
+    if anchored is None:
+        return sorted(table)
+    if anchored:
+        return sorted(n for n, kinds in table.items() if _ANCHORED in kinds)
+    return sorted(n for n, kinds in table.items() if _PLAIN in kinds or _ENSEMBLE in kinds)
 
 
 def get(name, anchored=None, **options):
@@ -185,18 +275,20 @@ def get(name, anchored=None, **options):
     Args:
         name: a name of `names()`.
         anchored: True for an `AnchoredModel`, False for a plain classifier, None:
-            decided by the model given to `fit` (`amp` is AMP through the
-            predictor on an anchored model, the logit function on a plain one).
+            decided by the model given to `fit` (`amp`, `msp` and `energy` go through
+            the predictor on an anchored model, the logit function on a plain one).
     """
-    if name in AMP_VARIANTS and anchored is not False:
-        return AMPDetector(name, **options)
-    if name in AMP_VARIANTS and name != "amp":
+    kinds = KINDS.get(name)
+    if kinds is None and name not in _scores._REGISTRY:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(names())}.")
+    kinds = kinds or (_PLAIN,)  # a score registered by the user: a plain classifier's
+    if anchored is True and _ANCHORED not in kinds:
+        raise ValueError(f"detector {name!r} does not score an AnchoredModel; use one of {names(anchored=True)}.")
+    if anchored is False and _ANCHORED in kinds and _PLAIN not in kinds:
         raise ValueError(f"detector {name!r} needs an anchored model (AnchoredModel).")
-    try:
-        fitted = _is_fitted(name)
-    except ValueError:
-        raise ValueError(f"unknown detector {name!r}; known: {', '.join(names())}.") from None
-    if fitted:
+    if _ANCHORED in kinds and anchored is not False:
+        return AMPDetector(name, **options)
+    if _is_fitted(name):
         return FittedDetector(name, **options)
     return (ModelDetector if _scores.get(name).needs_model else LogitDetector)(name, **options)
 

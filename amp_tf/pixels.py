@@ -11,6 +11,12 @@ natural mistakes, which otherwise give a silently wrong answer:
 * values below 0: the images are already normalised (`(x - mean) / std`);
 * values in [0, 1] that are not whole numbers: the images were divided by 255.
 
+The `x / 255` rule judges the whole array (numpy entry points; in-graph, the
+batch): a single image whose pixels are all at most `DARK_MAX` (0.5) is taken
+for what it can be, a legitimate dark image in pixel units, and passes; a
+batch of several such images, or one with a pixel above 0.5, does not come out
+of an image decoder in pixel units and is refused with the override named.
+
 The rule was measured on every offline set (ID, OOD, corrupted, resized: all
 pass, see `tests/test_pixels.py`); a legitimate image never has a negative
 value, and a batch whose every pixel is at most 1.0 *and* fractional does not
@@ -26,7 +32,7 @@ Example:
 >>> x = np.full((2, 4, 4, 1), 72.9, "float32")
 >>> float(np.abs(norm(x)).max()) < 1e-5
 True
->>> check_pixels(np.full((1, 4, 4, 1), 0.5, "float32"))
+>>> check_pixels(np.full((2, 4, 4, 1), 0.5, "float32"))
 Traceback (most recent call last):
 ...
 ValueError: images: all values are in [0, 1] and fractional: this looks like `x / 255`. amp-tf models take raw pixels (uint8, or float in 0..255) and normalise themselves; pass the images as loaded (or set check_pixels=False if your pixels really are in [0, 1]).
@@ -47,12 +53,19 @@ _NEGATIVE = (
     "amp-tf models take raw pixels (uint8, or float in 0..255) and normalise themselves; pass "
     "the images as loaded (or set check_pixels=False if your preprocessing is your own)."
 )
+_NAN = "images: contain NaN or Inf values; clean or drop them."
 _ABOVE = "images: contain values above 255: expected raw pixels in 0..255 (uint8, or float in pixel units)."
 _SCALED = (
     "images: all values are in [0, 1] and fractional: this looks like `x / 255`. amp-tf models "
     "take raw pixels (uint8, or float in 0..255) and normalise themselves; pass the images as "
     "loaded (or set check_pixels=False if your pixels really are in [0, 1])."
 )
+
+
+#: The first line of every in-graph check (a caller re-raises the one it finds, e.g. AnchoredModel.fit).
+GRAPH_MESSAGES = (_NEGATIVE, _ABOVE, _SCALED, _NAN)
+#: A single image whose pixels are all at most this is judged a dark image, not `x / 255`.
+DARK_MAX = 0.5
 
 
 def _named(message, what):
@@ -64,7 +77,8 @@ def check_pixels(images, what="images"):
 
     Checks NaN/Inf (naming the first bad image), negative values (already
     normalised), values above 255, and an all-in-[0, 1] fractional batch
-    (`x / 255`). uint8 input passes without a scan.
+    (`x / 255`; one image alone with every pixel <= `DARK_MAX` passes as a
+    dark image). uint8 input passes without a scan.
 
     Args:
         images: numpy-like batch.
@@ -94,17 +108,58 @@ def check_pixels(images, what="images"):
         raise ValueError(_named(_NEGATIVE, what) + f" (min {lo:.4g})")
     if hi > 255:
         raise ValueError(_named(_ABOVE, what) + f" (max {hi:.4g})")
-    if hi <= 1.0 and x.dtype.kind == "f" and np.any(x != np.round(x)):
+    if hi <= 1.0 and x.dtype.kind == "f" and (hi > DARK_MAX or _several(x)) and np.any(x != np.round(x)):
         raise ValueError(_named(_SCALED, what))
     return x
+
+
+def check_images(images, image_shape=None, pixels=True, what="images"):
+    """The input check of every entry point: a non-empty batch of the model's image shape, raw pixels.
+
+    The same messages as `AnchoredPredictor.predict` (rank, empty, shape; then
+    `check_pixels` when `pixels`). Tensors are converted to numpy.
+
+    Args:
+        images: numpy-like batch or eager tensor.
+        image_shape: the shape of one input, e.g. (28, 28, 1); None dims match
+            anything; None: any shape.
+        pixels: also apply `check_pixels` (models that normalise raw pixels).
+        what: the argument's name in the message.
+
+    Example:
+
+    >>> check_images(np.zeros((2, 32, 32, 1), np.uint8), (28, 28, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: images: expected (batch, 28, 28, 1), got (2, 32, 32, 1). Resize or convert channels in preprocessing.
+    """
+    x = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
+    want = None if image_shape is None else tuple(image_shape)
+    if x.ndim < 1 or (want is not None and x.ndim != len(want) + 1) or (want is None and pixels and x.ndim != 4):
+        form = "(N, H, W, C)" if want is None or len(want) == 3 else f"(N, {', '.join(map(str, want))})"
+        raise ValueError(f"{what}: expected {form}, got shape {x.shape}.")
+    if len(x) == 0:
+        raise ValueError(f"{what}: got an empty array; pass at least one image.")
+    if want is not None and any(w is not None and g != w for g, w in zip(x.shape[1:], want)):
+        dims = ", ".join("any" if w is None else str(w) for w in want)
+        raise ValueError(f"{what}: expected (batch, {dims}), got {tuple(x.shape)}. "
+                         "Resize or convert channels in preprocessing.")
+    return check_pixels(x, what) if pixels else x
+
+
+def _several(x):
+    """More than one image (a batch of them, or not an image array at all)."""
+    return x.ndim not in (3, 4) or (x.ndim == 4 and len(x) > 1)
 
 
 def graph_check_pixels(x):
     """The `check_pixels` rule in-graph (float32 tensor in, same tensor out)."""
     lo, hi = tf.reduce_min(x), tf.reduce_max(x)
     fractional = tf.reduce_any(tf.not_equal(x, tf.round(x)))
+    if len(x.shape) == 4:  # one image alone with nothing above DARK_MAX may be a dark image
+        fractional = tf.logical_and(fractional, tf.logical_or(tf.shape(x)[0] > 1, hi > DARK_MAX))
     checks = [
-        tf.debugging.assert_all_finite(x, "images: contain NaN or Inf values; clean or drop them."),
+        tf.debugging.assert_all_finite(x, _NAN),
         tf.debugging.Assert(tf.logical_or(tf.size(x) == 0, lo >= 0.0), [_NEGATIVE, "min:", lo]),
         tf.debugging.Assert(tf.logical_or(tf.size(x) == 0, hi <= 255.0), [_ABOVE, "max:", hi]),
         tf.debugging.Assert(

@@ -596,6 +596,189 @@ def _(c):
 
 # ------------------------------------------------------------------ cases: tf.data, detectors, callbacks and fit
 # (add this area's cases directly below this line)
+def _fresh(c):
+    """A fresh width-4 AnchoredModel for cases that may train (the shared model stays as the export saw it)."""
+    if "fresh" not in c:
+        model = AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=c["mean"], std=c["std"])
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        c["fresh"] = model
+    return c["fresh"]
+
+
+def _ds(x, y, batch=32):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def _refused_before_training(c, kind, pattern, x, y=None, **kwargs):
+    model = _fresh(c)
+    steps = int(model.optimizer.iterations.numpy()) if model.optimizer.built else 0
+    got = expect(kind, pattern, model.fit, x, y, epochs=1, verbose=0, **kwargs)
+    assert (int(model.optimizer.iterations.numpy()) if model.optimizer.built else 0) == steps
+    return got
+
+
+@case("AnchoredModel.fit (tf.data)", "float labels such as 3.7 (were truncated and trained on)")
+def _(c):
+    return _refused_before_training(c, ValueError, "^y: labels must be whole-number", _ds(c["x"], c["y"] + 0.7))
+
+
+@case("AnchoredModel.fit (tf tensors)", "float labels such as 3.7")
+def _(c):
+    return _refused_before_training(c, ValueError, "^y: labels must be whole-number", tf.constant(c["x"]),
+                                    tf.constant(c["y"] + 0.7))
+
+
+@case("AnchoredModel.fit (tf.data)", "labels >= num_classes in the first batch")
+def _(c):
+    return _refused_before_training(c, ValueError, r"^y: labels must be class ids in \[0, 10\)",
+                                    _ds(c["x"], c["y"] + 10))
+
+
+@case("AnchoredModel.fit (tf.data)", "a label >= num_classes in a later batch (was: a graph traceback)")
+def _(c):
+    late = c["y"].copy()
+    late[-1] = 12
+    return expect(ValueError, r"^y: labels must be class ids in \[0, 10\).*max 12", _fresh(c).fit, _ds(c["x"], late),
+                  epochs=1, verbose=0)
+
+
+@case("AnchoredModel.fit (tf.data)", "`x / 255`")
+def _(c):
+    return _refused_before_training(c, ValueError, r"^x: .*x / 255", _ds(c["x"] / 255.0, c["y"]))
+
+
+@case("AnchoredModel.fit (tf.data)", "32x32 images for a 28x28 model")
+def _(c):
+    return _refused_before_training(c, ValueError, r"^x: expected \(batch, 28, 28, 1\)",
+                                    _ds(np.zeros((8, 32, 32, 1), np.uint8), c["y"][:8]))
+
+
+@case("AnchoredModel.fit", "32x32 images for a 28x28 model")
+def _(c):
+    return _refused_before_training(c, ValueError, r"^x: expected \(batch, 28, 28, 1\)",
+                                    np.zeros((8, 32, 32, 1), np.uint8), c["y"][:8])
+
+
+@case("AnchoredModel.fit", "empty arrays (was: `{}` and Keras' warning)")
+def _(c):
+    return _refused_before_training(c, ValueError, "^x: got an empty array", c["x"][:0], c["y"][:0])
+
+
+@case("AnchoredModel.fit (tf.data)", "an empty dataset")
+def _(c):
+    return _refused_before_training(c, ValueError, "^x: the dataset is empty", _ds(c["x"][:0], c["y"][:0]))
+
+
+@case("AnchoredModel.fit", "validation_data as `x / 255` (was: refused after the first epoch)")
+def _(c):
+    return _refused_before_training(c, ValueError, r"^validation_data images: .*x / 255", c["x"], c["y"],
+                                    validation_data=(c["x"] / 255.0, c["y"]))
+
+
+@case("AnchoredModel.fit (tf.data)", "validation_data as `x / 255`")
+def _(c):
+    return _refused_before_training(c, ValueError, r"^validation_data images: .*x / 255", _ds(c["x"], c["y"]),
+                                    validation_data=_ds(c["x"] / 255.0, c["y"]))
+
+
+@case("AnchoredModel.fit", "a batch of one image at width 4 (129 images, batch 128; was: SIGSEGV in oneDNN)")
+def _(c):
+    model = AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=c["mean"], std=c["std"])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    hist = model.fit(c["x"][:129], c["y"][:129], batch_size=128, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+    return "trains (strided 1x1 convs avoid the crashing kernel, amp_tf/models/conv.py)"
+
+
+@case("OODMetricsCallback in fit", "32x32 images for a 28x28 model (was: refused after the first epoch)")
+def _(c):
+    big = np.zeros((4, 32, 32, 1), np.uint8)
+    return _refused_before_training(c, ValueError, r"^id_images: expected \(batch, 28, 28, 1\)",
+                                    c["x"][:32], c["y"][:32],
+                                    callbacks=[OODMetricsCallback(big, {"big": big}, verbose=0)])
+
+
+@case("OODMetricsCallback in fit", "RGB images for a grayscale model")
+def _(c):
+    rgb = np.zeros((4, 28, 28, 3), np.uint8)
+    return _refused_before_training(c, ValueError, r"^id_images: expected \(batch, 28, 28, 1\)",
+                                    c["x"][:32], c["y"][:32],
+                                    callbacks=[OODMetricsCallback(rgb, {"rgb": rgb}, verbose=0)])
+
+
+@case("detectors.names", "called before and after `import amp_tf.baselines` (was: 10, then 21 names)")
+def _(c):
+    from amp_tf import detectors
+
+    before = detectors.names()
+    import amp_tf.baselines  # noqa: F401
+
+    assert detectors.names() == before == sorted(detectors.KINDS) and len(before) == 21
+    return f"the same {len(before)} names (a static table; tests/test_detectors.py also checks a fresh process)"
+
+
+@case("detectors.get", "'msp' / 'energy' on an AnchoredModel (listed by names(anchored=True); was: an error)")
+def _(c):
+    from amp_tf import detectors
+
+    from amp_tf.evaluation import anchored_scorer
+
+    ref = anchored_scorer(c["model"], select_anchors(c["x"], 3, seed=0))(c["x"][:8])
+    for name in ("msp", "energy"):
+        s = detectors.get(name, num_anchors=3).fit(c["model"], id_train=(c["x"], c["y"])).score(c["x"][:8])
+        np.testing.assert_allclose(s, ref[name], rtol=1e-5, atol=1e-6)
+    return "the scores, through AnchoredPredictor (on the calibrated mean logits, as eval.ood reports them)"
+
+
+@case("detectors.get", "'mahalanobis' fitted on an AnchoredModel")
+def _(c):
+    from amp_tf import detectors
+
+    return expect(TypeError, "scores a plain classifier, got an AnchoredModel", detectors.get("mahalanobis").fit,
+                  c["model"], id_train=(c["x"], c["y"]))
+
+
+@case("detector.score", "32x32 images after valid ones (energy; was: scores without a word)")
+def _(c):
+    from amp_tf import detectors
+
+    det = detectors.get("energy").fit(c["vanilla"])
+    det.score(c["x"][:8])
+    return expect(ValueError, r"^images: expected \(batch, 28, 28, 1\)", det.score, np.zeros((2, 32, 32, 1), np.uint8))
+
+
+@case("detector.score", "RGB images after valid ones (mahalanobis)")
+def _(c):
+    from amp_tf import detectors
+
+    det = detectors.get("mahalanobis").fit(c["vanilla"], id_train=(c["x"], c["y"]))
+    det.score(c["x"][:8])
+    return expect(ValueError, r"^images: expected \(batch, 28, 28, 1\)", det.score, np.zeros((2, 28, 28, 3), np.uint8))
+
+
+@case("check_pixels (every entry point)", "one legitimate dark image in float pixel units (all values <= 0.5)")
+def _(c):
+    from amp_tf.pixels import check_pixels
+
+    dark = (c["x"][:1] * 0.0015).astype("float32")
+    check_pixels(dark)
+    c["pred"].predict(np.concatenate([c["x"][:3], dark]), batch_size=3)  # the last batch is the dark image alone
+    return "accepted (judged as a whole; several such images, or a pixel above 0.5, read as `x / 255`)"
+
+
+@case("data.load('folder:<path>')", "a folder of 16-bit grayscale PNGs (was: 99.7 % of pixels 255)")
+def _(c):
+    from PIL import Image
+
+    folder = c["root"] / "png16"
+    folder.mkdir()
+    v = (c["x"][:4, ..., 0].astype(np.uint16) * 257)
+    for i, a in enumerate(v):
+        Image.fromarray(a).save(folder / f"{i}.png")
+    got = data.to_numpy(data.load(f"folder:{folder}"))[0]
+    np.testing.assert_array_equal(got, c["x"][:4])
+    return "the 8-bit images exactly (16-bit values scaled by 1/257, not clipped)"
+
 
 
 # ------------------------------------------------------------------ cases: anchor transform T

@@ -78,3 +78,15 @@ def test_callback_checks_arguments_at_construction(rng):
     cb = OODMetricsCallback(x, ood, num_anchors=2, verbose=0)
     assert cb.id_images.shape == x.shape and set(cb.ood_sets) == {"a"}
     OODMetricsCallback(x.astype("uint8"), ood, anchors=x[:2], score="energy")
+
+
+@pytest.mark.parametrize("shape", [(4, 10, 10, 1), (4, 8, 8, 3)])
+def test_callback_images_of_another_size_are_refused_before_the_first_step(rng, shape):
+    x, y = _data(rng, 32)
+    model = AnchoredModel(tiny_backbone(), consistency_every=0)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    wrong = np.zeros(shape, "uint8")
+    cb = OODMetricsCallback(wrong, {"a": wrong}, verbose=0)
+    with pytest.raises(ValueError, match=r"^id_images: expected \(batch, 8, 8, 1\), got \(4, "):
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[cb])
+    assert model.optimizer.iterations.numpy() == 0

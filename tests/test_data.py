@@ -242,6 +242,25 @@ def test_folder_class_subfolders(tmp_path, rng):
     np.testing.assert_array_equal(x[0, ..., 0], x[0, ..., 2])  # gray image repeated
 
 
+def test_folder_of_16_bit_pngs_is_scaled_not_saturated(tmp_path, rng):
+    gray = rng.integers(0, 65536, (9, 7), dtype=np.uint16)
+    Image.fromarray(gray).save(tmp_path / "a_gray16.png")  # Pillow writes 16-bit grayscale
+    assert Image.open(tmp_path / "a_gray16.png").mode.startswith("I")
+    rgb = rng.integers(0, 65536, (9, 7, 3), dtype=np.uint16)
+    (tmp_path / "b_rgb16.png").write_bytes(tf.io.encode_png(tf.constant(rgb)).numpy())
+    s = data.load(f"folder:{tmp_path}")
+    x = data.to_numpy(s)[0]
+    assert s.image_shape == (9, 7, 3) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x[0, ..., 0], np.round(gray / 257.0).astype(np.uint8))  # gray -> RGB
+    assert np.abs(x[1].astype(int) - rgb / 257.0).max() <= 1.0
+    assert (x == 255).mean() < 0.02  # was 99.7 % saturated
+    only_gray = tmp_path / "gray"
+    only_gray.mkdir()
+    Image.fromarray(gray).save(only_gray / "g.png")
+    np.testing.assert_array_equal(data.to_numpy(data.load(f"folder:{only_gray}"))[0][0, ..., 0],
+                                  folders.to_8bit(gray))
+
+
 def test_folder_mixed_sizes_streams(tmp_path, rng):
     _png(tmp_path / "a.png", rng.integers(0, 256, (8, 10, 3), dtype=np.uint8))
     _png(tmp_path / "b.png", rng.integers(0, 256, (12, 6, 3), dtype=np.uint8))

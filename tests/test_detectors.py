@@ -1,4 +1,7 @@
 """One detector protocol: every registered score and the AMP variants, fit then score, by name."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -42,8 +45,8 @@ def test_ensemble_detector_takes_a_list(setup):
     assert s.shape == (10,)
 
 
-@pytest.mark.parametrize("name", ["amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "neg_tau"])
-def test_amp_variants_equal_the_evaluation_scorer(setup, name):
+@pytest.mark.parametrize("name", detectors.names(anchored=True))
+def test_every_anchored_name_scores_an_anchored_model_like_the_evaluation_scorer(setup, name):
     x, y, _, anchored = setup
     det = detectors.get(name, num_anchors=3, seed=1).fit(anchored, id_train=(x, y))
     ref = anchored_scorer(anchored, select_anchors(x, 3, seed=1))(x[:24])[name]
@@ -68,3 +71,56 @@ def test_clear_errors(setup):
     with pytest.raises(TypeError, match="AnchoredModel"):
         detectors.get("amp[sum,divide]").fit(vanilla, id_train=(x, y))
     assert set(detectors.names()) >= {"amp", "knn", "react", "odin", "neg_tau", "ensemble_msp"}
+
+
+def test_names_are_a_static_table_that_matches_the_registry(setup):
+    import amp_tf.baselines  # noqa: F401  (registers the baselines)
+
+    assert set(scores.names()) <= set(detectors.names())
+    assert set(detectors.names()) == set(detectors.KINDS) | set(scores.names())
+    assert set(detectors.names(anchored=True)) == {"amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]",
+                                                   "msp", "energy", "neg_tau"}
+    assert "neg_tau" not in detectors.names(anchored=False) and "mahalanobis" in detectors.names(anchored=False)
+
+
+@pytest.mark.slow
+def test_names_do_not_depend_on_what_was_imported():
+    code = ("from amp_tf import detectors; a = detectors.names(); import amp_tf.baselines; "
+            "b = detectors.names(); print(len(a), len(b)); assert a == b")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["21", "21"]
+
+
+def test_each_name_refuses_the_model_kind_it_is_not_listed_for(setup):
+    x, y, vanilla, anchored = setup
+    for name in detectors.names(anchored=False):
+        if name not in detectors.names(anchored=True):
+            with pytest.raises(TypeError, match="scores a (plain classifier|list of models).*got an AnchoredModel"):
+                detectors.get(name).fit(anchored, id_train=(x, y), id_val=(x, y))
+    with pytest.raises(TypeError, match="takes? a single model|scores a plain classifier, got a list"):
+        detectors.get("energy").fit([vanilla, vanilla])
+    with pytest.raises(ValueError, match="does not score an AnchoredModel"):
+        detectors.get("max_logit", anchored=True)
+
+
+@pytest.mark.parametrize("name", ["energy", "max_logit", "mahalanobis", "amp", "odin"])
+def test_after_valid_images_a_wrong_size_is_still_refused(setup, name):
+    x, y, vanilla, anchored = setup
+    model = anchored if name == "amp" else vanilla
+    det = detectors.get(name).fit(model, id_train=(x[:64], y[:64]))
+    assert det.score(x[:8]).shape == (8,)  # the compiled forward is cached now
+    with pytest.raises(ValueError, match=r"images: expected \(batch, 16, 16, 1\), got \(2, 20, 20, 1\)"):
+        det.score(np.zeros((2, 20, 20, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"images: expected \(batch, 16, 16, 1\), got \(2, 16, 16, 3\)"):
+        det.score(np.zeros((2, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="empty array"):
+        det.score(np.zeros((0, 16, 16, 1), np.uint8))
+
+
+def test_fit_checks_the_id_images_against_the_model(setup):
+    x, y, vanilla, anchored = setup
+    with pytest.raises(ValueError, match=r"id_train images: expected \(batch, 16, 16, 1\)"):
+        detectors.get("mahalanobis").fit(vanilla, id_train=(np.zeros((8, 28, 28, 1), np.uint8), y[:8]))
+    with pytest.raises(ValueError, match=r"id_train images: .*x / 255"):
+        detectors.get("amp").fit(anchored, id_train=(x / 255.0, y))

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from amp_tf import data
 from amp_tf.pipeline import RunFolder
-from amp_tf.pixels import PixelNormalization, check_pixels, check_stats
+from amp_tf.pixels import PixelNormalization, check_images, check_pixels, check_stats
 
 
 def _offline_sets():
@@ -63,7 +63,7 @@ def test_layer_normalises_checks_in_graph_and_round_trips(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="already normalised"):
         layer(-x)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"x / 255"):
-        layer(x / 255.0)
+        layer(np.concatenate([x, x]) / 255.0)  # (one image this dark alone passes: see the dark-image test)
     off = PixelNormalization([10.0, 20.0], [2.0, 4.0], check_pixels=False)  # the escape hatch
     np.testing.assert_allclose(off(-x).numpy(), (-x - [10.0, 20.0]) / [2.0, 4.0], rtol=1e-6)
     inp = keras.Input((3, 3, 2))
@@ -106,3 +106,29 @@ def test_run_folder_resumes_only_an_identical_interrupted_run(tmp_path):
     assert (resumed.work / "backup").exists() and "resuming" in said[0]
     with pytest.raises(ValueError, match="no run to resume"):
         RunFolder(tmp_path / "fresh", {"lr": 0.1}, resume=True)
+
+
+def test_a_dark_image_is_not_mistaken_for_x_over_255():
+    x, _ = data.to_numpy(data.load("fashion_mnist", "test"), limit=64)
+    dark = (x[:1] * 0.0015).astype("float32")  # one legitimate dark image: every pixel <= 0.5
+    assert 0 < dark.max() <= 0.5 and np.any(dark != np.round(dark))
+    check_pixels(dark)
+    layer = PixelNormalization(72.9, 90.0)
+    layer(dark)  # in-graph too, as the last batch of one image of a larger array
+    check_pixels(np.concatenate([x.astype("float32"), dark]))  # judged as a whole
+    with pytest.raises(ValueError, match=r"x / 255.*check_pixels=False"):  # the override is named
+        check_pixels(np.concatenate([dark, dark]))
+    with pytest.raises(ValueError, match=r"x / 255"):
+        check_pixels(x[:1] / 255.0)  # one real image divided by 255 still is refused
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"x / 255"):
+        layer(x[:1] / 255.0)
+
+
+def test_check_images_gives_the_predictor_messages():
+    with pytest.raises(ValueError, match=r"^images: expected \(batch, 28, 28, 1\), got \(2, 28, 28, 3\)\. Resize"):
+        check_images(np.zeros((2, 28, 28, 3), np.uint8), (28, 28, 1))
+    with pytest.raises(ValueError, match=r"^x: expected \(N, H, W, C\), got shape \(28, 28, 1\)"):
+        check_images(np.zeros((28, 28, 1), np.uint8), (28, 28, 1), what="x")
+    with pytest.raises(ValueError, match="^images: got an empty array"):
+        check_images(tf.zeros([0, 28, 28, 1], tf.uint8), (None, None, 1))
+    assert check_images(tf.zeros([2, 5, 5, 1]), (None, None, 1)).shape == (2, 5, 5, 1)

@@ -12,7 +12,8 @@ files are found up front and reported by name: by default they are skipped with
 a warning giving their count and names, with ``strict=True`` loading raises.
 Hidden files (names starting with ``.``) are ignored. Images that are all
 grayscale give C=1, otherwise every image is converted to RGB (C=3; alpha is
-dropped, palettes are expanded). Sets of one image size that fit in memory
+dropped, palettes are expanded). 16-bit images are scaled to 8 bits (``round(v / 257)``:
+65535 is 255), not clipped. Sets of one image size that fit in memory
 (`MAX_IN_MEMORY_BYTES`) are held in memory; others are decoded again on the fly. The ``split`` argument is only
 recorded: a folder is one split.
 """
@@ -40,7 +41,9 @@ from amp_tf.data.registry import (
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: Pillow's modes of 16-bit images (a 16-bit grayscale PNG opens as "I;16" or "I"): scaled by 1/257.
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 #: Uniform-size folders up to this many decoded bytes are held in memory.
 MAX_IN_MEMORY_BYTES = 1024**3
 #: Names listed in a warning/error before "... and N more".
@@ -62,9 +65,32 @@ def _decode(path: str, gray: bool | None) -> np.ndarray:
         im.load()
         if gray is None:
             gray = im.mode in _GRAY_MODES
-        im = im.convert("L" if gray else "RGB")
-        arr = np.asarray(im, dtype=np.uint8)
+        if im.mode in _SIXTEEN_BIT_MODES:
+            arr = to_8bit(np.asarray(im))
+            if not gray:
+                arr = np.repeat(arr[..., None], 3, axis=-1)
+        else:
+            arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def to_8bit(values) -> np.ndarray:
+    """16-bit pixels (0..65535) as uint8 pixels: ``round(v / 257)``, so 65535 -> 255 and 257 -> 1.
+
+    Pillow's own ``convert("L")`` clips a 16-bit image at 255 instead (a mid-grey
+    16-bit image would load all white).
+
+    Example:
+        >>> to_8bit(np.array([0, 257, 32896, 65535], np.uint16)).tolist()
+        [0, 1, 128, 255]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size and (v.min() < 0 or v.max() > 65535):
+        raise ValueError(
+            f"image: values in [{v.min():.6g}, {v.max():.6g}] are not 16-bit pixels (0..65535); "
+            "save the image as 8- or 16-bit PNG/TIFF."
+        )
+    return np.round(v / 257.0).astype(np.uint8)
 
 
 def _scan(root: Path) -> tuple[list[tuple[Path, int]], list[str], list[tuple[str, str]]]:

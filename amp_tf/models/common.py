@@ -4,6 +4,7 @@ from __future__ import annotations
 import keras
 
 from amp_tf.models.batchnorm import BatchNorm
+from amp_tf.models.conv import Conv2D
 
 #: PyTorch's BatchNorm defaults (momentum 0.1 == Keras momentum 0.9, eps 1e-5).
 BN_MOMENTUM = 0.9
@@ -16,8 +17,11 @@ def regularizer(weight_decay: float | None):
 
 
 def conv(filters, kernel_size, strides=1, *, name, weight_decay=None, use_bias=False):
-    """He-normal ``Conv2D`` with "same" padding, no bias by default (BN follows)."""
-    return keras.layers.Conv2D(
+    """He-normal ``Conv2D`` with "same" padding, no bias by default (BN follows).
+
+    Our :class:`~amp_tf.models.conv.Conv2D`: a strided 1x1 conv avoids a oneDNN kernel crash.
+    """
+    return Conv2D(
         filters,
         kernel_size,
         strides=strides,
