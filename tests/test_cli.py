@@ -652,3 +652,23 @@ def test_mixed_precision_main_job_end_to_end(tmp_path, capsys):
     fn = tf.saved_model.load(str(out / "serving")).signatures["serving_default"]
     got = fn(images=tf.zeros([2, 28, 28, 1], tf.uint8))
     assert got["amp_score"].dtype == tf.float32 and got["is_ood"].shape == (2,)
+
+
+@pytest.mark.slow
+def test_cifar_finetune_from_your_vanilla_model(vanilla_model, tmp_path, capsys):
+    """trainers.cifar --init-from: the given model is the scored vanilla twin, the anchored one is
+    fine-tuned from it (tfds mock data)."""
+    import tensorflow_datasets as tfds
+
+    out, given = tmp_path / "run", vanilla_model / "rgb32.keras"
+    with tfds.testing.mock_data(num_examples=64):
+        res = run(cifar.main, [
+            "--dataset", "cifar10", "--init-from", given, "--finetune-epochs", "1", "--train-limit", "32",
+            "--val-size", "20", "--eval-limit", "16", "--batch-size", "16", "--download", "--ood", "svhn_cropped",
+            "--out", out, "--verbose", "0", "--no-plots", "--no-backup"])
+    assert isinstance(res, dict), capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    assert list(rep["config"]["train"]) == ["vanilla", "anchored"]
+    assert rep["config"]["train"]["vanilla"]["given"] == str(given)
+    assert rep["config"]["train"]["anchored"]["epochs"] == 1 and rep["args"]["width"] is None
+    assert {"vanilla/msp", "anchored/amp"} <= set(rep["scores"]) and (out / "serving").is_dir()
