@@ -282,11 +282,17 @@ class GivenModel:
         """The model, loaded once and checked against `data` (an `IDData`): image shape and classes."""
         import keras
 
-        import amp_tf  # noqa: F401  (registers every serializable)
+        import amp_tf
         from amp_tf.anchoring import AnchoredModel
 
         if self.model is None:
-            self.model = keras.saving.load_model(self.path, compile=False)
+            amp_tf.import_all()  # every serializable registered, also in a CLI process
+            try:
+                self.model = keras.saving.load_model(self.path, compile=False)
+            except Exception as err:  # keras raises many types for a bad file
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise ValueError(f"{self.path} could not be loaded as a Keras model ({type(err).__name__}: "
+                                 f"{first}); give a model saved with model.save('name.keras').") from None
         if isinstance(self.model, AnchoredModel) != self.anchored:
             want = "an anchored" if self.anchored else "a vanilla"
             raise ValueError(f"{self.path}: expected {want} model, got a {type(self.model).__name__}.")

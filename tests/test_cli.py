@@ -556,6 +556,13 @@ def test_init_from_combinations_that_cannot_work_are_refused_leaving_nothing(van
     # one check needs the model's outputs: after loading it and the data, before any folder or training
     err = user_error(fmnist.main, ["--init-from", vanilla_model / "five_classes.keras", *TINY, "--out", out], capsys)
     assert "has 5 outputs" in err and "fashion_mnist" in err and "10 classes" in err
+    import zipfile
+
+    foreign = tmp_path / "foreign.keras"  # a .keras archive of a class nobody registered
+    with zipfile.ZipFile(foreign, "w") as z:
+        z.writestr("config.json", json.dumps({"class_name": "NotAModel", "module": "elsewhere", "config": {}}))
+    err = user_error(fmnist.main, ["--init-from", foreign, *TINY, "--out", out], capsys)
+    assert "could not be loaded as a Keras model" in err
     assert not out.exists() and not (tmp_path / ".D.partial").exists()
     for main, flags, msg in (
             (cifar.main, ["--init-from", v, "--vanilla"], "--init-from with --vanilla"),
