@@ -27,7 +27,6 @@ size or channel mismatch) print one "error: ..." line and exit with code 2.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import zipfile
