@@ -3,29 +3,84 @@
 Importing the package registers its Keras serializables, so `.keras` files
 saved by amp-tf load with `keras.models.load_model` after `import amp_tf`.
 
+One exception keeps the command-line tools quick to answer a typo: when the
+process *is* one of our CLIs (``python -m trainers.<x>`` / ``python -m eval.<x>``,
+or an ``amp-*`` console script), this file imports nothing heavy; the public
+names below are then loaded on first access (PEP 562 ``__getattr__``), and the
+CLI calls `import_all` right after its arguments are parsed and checked, so a
+bad flag is refused before TensorFlow is imported (docs/architecture.md, "CLIs
+parse first"). In every other process (a user's script, a notebook, pytest)
+`import amp_tf` imports and registers everything, eagerly.
+
 Example:
 
 >>> import amp_tf
 >>> from amp_tf import AnchoredModel, AnchoredPredictor, build_backbone, select_anchors
 """
 
+import importlib as _importlib
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
 
-from amp_tf import metrics, scores  # noqa: E402,F401
-# Every module that defines a Keras serializable (optimizers, layers, models) is
-# imported here, so `keras.saving.load_model` works in a user's script after
-# `import amp_tf` (tests/test_load_anywhere.py checks it in a fresh interpreter).
-from amp_tf import folded, optimizers  # noqa: E402,F401
-from amp_tf.anchoring import AnchoredModel  # noqa: E402
-from amp_tf.augment import ConsistencyAugment  # noqa: E402
-from amp_tf.callbacks import OODMetricsCallback  # noqa: E402
-from amp_tf.export import ServingHead, export_for_serving  # noqa: E402
-from amp_tf.models import anchor_backbone, build_backbone  # noqa: E402
-from amp_tf.predictor import AnchoredPredictor, select_anchors  # noqa: E402
-from amp_tf.training import finetune_anchored  # noqa: E402
+#: Public name -> the module that defines it (imported by `import_all`).
+_PUBLIC = {
+    "AnchoredModel": "amp_tf.anchoring", "ConsistencyAugment": "amp_tf.augment",
+    "OODMetricsCallback": "amp_tf.callbacks", "ServingHead": "amp_tf.export",
+    "export_for_serving": "amp_tf.export", "anchor_backbone": "amp_tf.models",
+    "build_backbone": "amp_tf.models", "AnchoredPredictor": "amp_tf.predictor",
+    "select_anchors": "amp_tf.predictor", "finetune_anchored": "amp_tf.training",
+}
+#: Modules imported for their side effect: every module that defines a Keras
+#: serializable (optimizers, schedules, layers, models), so `keras.saving.load_model`
+#: works in a user's script after `import amp_tf` (tests/test_load_anywhere.py).
+_SUBMODULES = ("amp_tf.metrics", "amp_tf.scores", "amp_tf.folded", "amp_tf.optimizers")
 
-__all__ = [
-    "AnchoredModel", "AnchoredPredictor", "ConsistencyAugment", "OODMetricsCallback",
-    "ServingHead", "anchor_backbone", "build_backbone", "export_for_serving", "finetune_anchored", "metrics",
-    "scores", "select_anchors",
-]
+#: The CLIs' console scripts (setup.py) and the packages of the `python -m` shells.
+CLI_SCRIPTS = ("amp-fmnist", "amp-cifar", "amp-imagenet", "amp-tune", "amp-eval-ood", "amp-resize-study")
+CLI_PACKAGES = ("trainers.", "eval.")
+
+__all__ = sorted([*_PUBLIC, "metrics", "scores"])
+
+
+def running_as_cli():
+    """True when this process was started as one of amp-tf's command-line tools.
+
+    Example:
+        >>> running_as_cli()  # a doctest or a user's script is no CLI
+        False
+    """
+    main = _sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and str(spec.name).startswith(CLI_PACKAGES):
+        return True
+    return bool(_sys.argv) and _os.path.basename(str(_sys.argv[0])) in CLI_SCRIPTS
+
+
+def import_all():
+    """Imports every public name and every Keras serializable (what `import amp_tf` does
+    outside a CLI); idempotent, and cheap once done.
+
+    Example:
+        >>> import amp_tf
+        >>> amp_tf.import_all()
+        >>> "CoupledSGD" in str(amp_tf.optimizers.CoupledSGD)
+        True
+    """
+    for name in _SUBMODULES:
+        _importlib.import_module(name)
+    g = globals()
+    for name, module in _PUBLIC.items():
+        g[name] = getattr(_importlib.import_module(module), name)
+
+
+def __getattr__(name):  # PEP 562: only reached for names not yet imported (CLI processes)
+    if name in _PUBLIC or name in ("metrics", "scores", "folded", "optimizers"):
+        import_all()
+        return globals()[name]
+    raise AttributeError(f"module 'amp_tf' has no attribute {name!r}")
+
+
+if not running_as_cli():
+    import_all()

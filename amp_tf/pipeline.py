@@ -355,15 +355,22 @@ def train_models(data, models, out, verbose=1, backup=True, strategy=None, callb
     """Trains `{name: TrainConfig}` on `data` into `out/<name>/`; returns `{name: (model, cfg, seconds)}`.
 
     The statistics of `data` are filled into each config; `init_from="job:<name>"`
-    starts an anchored model from a model trained earlier in the same dict.
+    starts an anchored model from a model trained (or given) earlier in the same
+    dict. A `GivenModel` is not trained: it is loaded, checked against `data`
+    and scored as it is. Each model trains under its own dtype policy
+    (`--mixed-precision`); the global policy is restored after each one.
     """
     from amp_tf.training import train
 
     stats = dict(mean=tuple(np.asarray(data.mean).tolist()), std=tuple(np.asarray(data.std).tolist()))
     trained = {}
     for name, cfg in models.items():
+        if isinstance(cfg, GivenModel):
+            log(f"the {name} model is the given {cfg.path} (scored, not trained)")
+            trained[name] = (cfg.load(data), cfg, 0.0)
+            continue
         cfg = dataclasses.replace(cfg, **stats)
-        log(f"training the {name} {cfg.arch} on {data.name} for {cfg.epochs} epochs ...")
+        log(f"training the {name} {cfg.arch or 'model'} on {data.name} for {cfg.epochs} epochs ...")
         t = time.time()
         init = None
         if cfg.init_from and str(cfg.init_from).startswith("job:"):
@@ -371,13 +378,97 @@ def train_models(data, models, out, verbose=1, backup=True, strategy=None, callb
             if src not in trained:
                 raise ValueError(f"{name}: init_from {cfg.init_from!r} names no model trained before it.")
             init = trained[src][0]
-            log(f"  {name} starts from the trained {src} model (anchor_backbone, function-preserving)")
-        model, _ = train(cfg, data.x_train, data.y_train, data.num_classes, val=(data.x_val, data.y_val),
-                         out_dir=Path(out) / name, verbose=verbose, strategy=strategy,
-                         backup=backup(name) if callable(backup) else backup, init_from=init,
-                         callbacks=(callbacks_for(name) if callbacks_for else ()))
+            log(f"  {name} starts from the {src} model (anchor_backbone, function-preserving)")
+        with dtype_policy(cfg.mixed_precision):
+            model, _ = train(cfg, data.x_train, data.y_train, data.num_classes, val=(data.x_val, data.y_val),
+                             out_dir=Path(out) / name, verbose=verbose, strategy=strategy,
+                             backup=backup(name) if callable(backup) else backup, init_from=init,
+                             callbacks=(callbacks_for(name) if callbacks_for else ()))
         trained[name] = (model, cfg, time.time() - t)
     return trained
+
+
+@dataclasses.dataclass
+class GivenModel:
+    """A trained model that a job scores instead of training (e.g. the vanilla twin of --init-from).
+
+    Attributes:
+        path: its `.keras` file (recorded in the report).
+        anchored: whether it is an `AnchoredModel` (the vanilla twin: False).
+        seed: the seed recorded with it (anchors come from the first anchored config).
+        model: the loaded model, when already loaded (`load` fills it in).
+
+    Example:
+        >>> GivenModel("runs/x/vanilla.keras").to_dict()
+        {'given': 'runs/x/vanilla.keras', 'anchored': False, 'trained_here': False}
+    """
+
+    path: str
+    anchored: bool = False
+    seed: int = 0
+    model: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def load(self, data=None):
+        """The model, loaded once and checked against `data` (an `IDData`): image shape and classes."""
+        import keras
+
+        import amp_tf
+        from amp_tf.anchoring import AnchoredModel
+
+        if self.model is None:
+            amp_tf.import_all()  # every serializable registered, also in a CLI process
+            try:
+                self.model = keras.saving.load_model(self.path, compile=False)
+            except Exception as err:  # keras raises many types for a bad file
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise ValueError(f"{self.path} could not be loaded as a Keras model ({type(err).__name__}: "
+                                 f"{first}); give a model saved with model.save('name.keras').") from None
+        if isinstance(self.model, AnchoredModel) != self.anchored:
+            want = "an anchored" if self.anchored else "a vanilla"
+            raise ValueError(f"{self.path}: expected {want} model, got a {type(self.model).__name__}.")
+        if data is not None:
+            shape, classes = tuple(self.model.input_shape[1:]), int(self.model.output_shape[-1])
+            if shape != tuple(data.image_shape) or classes != int(data.num_classes):
+                raise ValueError(
+                    f"{self.path}: the model takes {shape} images and has {classes} outputs; the ID set "
+                    f"{data.name} is {tuple(data.image_shape)} with {data.num_classes} classes. Give a model "
+                    "trained on this data set.")
+        return self.model
+
+    def to_dict(self):
+        return {"given": str(self.path), "anchored": self.anchored, "trained_here": False}
+
+
+class dtype_policy:
+    """Context manager: the global Keras dtype policy ``mixed_bfloat16`` inside when `mixed`
+    (else unchanged), and the previous policy restored on exit, also after an error.
+
+    Example:
+        >>> import keras
+        >>> with dtype_policy(True):
+        ...     keras.mixed_precision.global_policy().name
+        'mixed_bfloat16'
+        >>> keras.mixed_precision.global_policy().name
+        'float32'
+    """
+
+    def __init__(self, mixed):
+        self.mixed = bool(mixed)
+        self.before = None
+
+    def __enter__(self):
+        import keras
+
+        self.before = keras.mixed_precision.global_policy()
+        if self.mixed:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        return self
+
+    def __exit__(self, *exc):
+        import keras
+
+        keras.mixed_precision.set_global_policy(self.before)
+        return False
 
 
 def score_models(trained, data, ood, num_anchors=5, positive="id", log=print):
@@ -428,7 +519,8 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
     Args:
         data: `IDData`.
         ood: `{name: raw-pixel images}` (may be empty: no OOD report then).
-        models: `{name: TrainConfig}`; the statistics of `data` are filled in.
+        models: `{name: TrainConfig or GivenModel}`; the statistics of `data` are filled
+            into the configs; a `GivenModel` is scored (and saved) as it is.
         folder: a `RunFolder`; `folder.commit()` is called at the end.
         num_anchors: K for AMP (anchors picked from the training images with the
             first anchored model's seed).
@@ -453,6 +545,9 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
 
     if int(num_anchors) < 2:
         raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors}.")
+    if near and any(isinstance(c, GivenModel) for c in models.values()):
+        raise ValueError("near: the near-OOD splits train their own models on other classes; a given model "
+                         "cannot be theirs. Drop the near splits or the given model.")
     t0, cpu0, jiffies0 = time.time(), time.process_time(), _machine_jiffies()
     timings = {}  # seconds per phase, in the report
 

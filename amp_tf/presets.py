@@ -13,7 +13,7 @@ hyper-parameters from its Appendix B), as defaults for the command-line tools:
 
 Explicit flags override preset values; ``--dry-run`` prints the resolved
 configuration as JSON and exits 0 without loading data (the plumbing is
-`trainers.common.parse_cli`). Values are argparse defaults keyed by the flag's
+`amp_tf.cli.common.parse_cli`). Values are argparse defaults keyed by the flag's
 ``dest`` (``lr_milestones`` for ``--lr-milestones``).
 
 OOD sets that tensorflow-datasets does not have (iSUN, LSUN (resize / crop /
@@ -39,7 +39,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from amp_tf.data.groups import GROUPS as _GROUPS
+#: The far-OOD and covariate-shift sets of the Fashion-MNIST suite (= amp_tf.data.groups.GROUPS;
+#: spelled out here so that this module, which every CLI reads before parsing, imports no
+#: TensorFlow; tests/test_presets.py checks that the two agree).
+FMNIST_FAR = ("digits", "font_letters", "skimage_patches")
+FMNIST_COVARIATE = tuple(f"fmnist_{kind}_{level}" for kind in ("blur", "jpeg", "contrast", "pixelate")
+                         for level in range(1, 6))
 
 #: Environment variable that holds the folder of the non-tfds OOD sets.
 DATA_ENV = "AMP_DATA"
@@ -327,7 +332,7 @@ register(Preset(
     title="Fashion-MNIST, resnet_small (width 16), vs the offline suite: far-OOD (sklearn digits, "
           "rendered letters, photo patches) and covariate shift (blur, JPEG, contrast, pixelate 1..5)",
     dataset="fashion_mnist", arch="resnet_small", trainer="trainers.fmnist",
-    ood=tuple(_GROUPS["far"]) + tuple(_GROUPS["covariate"]),
+    ood=FMNIST_FAR + FMNIST_COVARIATE,
     scores="all", metrics=("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy"),
     paper_methods=("MSP", "Energy", "ODIN", "MaxLogit", "Entropy", "AMP"),
     train={k: v for k, v in FMNIST_RECIPE.items() if k != "arch"},

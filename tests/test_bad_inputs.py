@@ -518,6 +518,96 @@ def _(c):
 
 # ------------------------------------------------------------------ cases: CLI flags and arguments
 # (add this area's cases directly below this line)
+def _given(c, name):
+    """A model file for --init-from (written once per module): the vanilla twin, or an anchored model."""
+    path = c["root"] / f"{name}.keras"
+    if not path.exists():
+        (c["vanilla"] if name == "vanilla" else c["model"]).save(path)
+    return path
+
+
+@case("trainers.fmnist --init-from", "an anchored model (anchored.keras of a run)")
+def _(c):
+    return _fmnist_error(c, "--init-from", _given(c, "anchored"))
+
+
+@case("trainers.fmnist --init-from", "a truncated .keras file")
+def _(c):
+    bad = c["root"] / "truncated.keras"
+    bad.write_bytes(_given(c, "vanilla").read_bytes()[:1500])
+    return _fmnist_error(c, "--init-from", bad)
+
+
+@case("trainers.fmnist --init-from", "with --width 8 (the given model's width is fixed; was: ignored, recorded)")
+def _(c):
+    return _fmnist_error(c, "--init-from", _given(c, "vanilla"), "--width", "8")
+
+
+@case("trainers.fmnist --init-from", "with --epochs 5 (nothing trains from scratch)")
+def _(c):
+    return _fmnist_error(c, "--init-from", _given(c, "vanilla"), "--epochs", "5")
+
+
+@case("trainers.fmnist --init-from", "with --near (the near splits need their own models)")
+def _(c):
+    return _fmnist_error(c, "--init-from", _given(c, "vanilla"), "--near")
+
+
+@case("trainers.cifar --init-from", "with --vanilla")
+def _(c):
+    from amp_tf.cli import cifar
+
+    line = _cli(cifar.main, ["--init-from", _given(c, "vanilla"), "--vanilla", "--out", c["root"] / "never"])
+    assert not (c["root"] / "never").exists()
+    return re.sub(r"/tmp/\S+", "<path>", line)
+
+
+@case("trainers.cifar", "--width 8 with --arch wrn40_2 (was: ignored, recorded)")
+def _(c):
+    from amp_tf.cli import cifar
+
+    line = _cli(cifar.main, ["--arch", "wrn40_2", "--width", "8", "--out", c["root"] / "never"])
+    return re.sub(r"/tmp/\S+", "<path>", line)
+
+
+@case("trainers.fmnist", "--near --holdout (the holdout set has no near-OOD group)")
+def _(c):
+    return _fmnist_error(c, "--near", "--holdout")
+
+
+@case("trainers.fmnist", "--skip-vanilla --finetune-epochs 2 (nothing to fine-tune)")
+def _(c):
+    return _fmnist_error(c, "--skip-vanilla", "--finetune-epochs", "2")
+
+
+@case("trainers.fmnist", "--num-anchors 50 --train-limit 20 (was: refused after training)")
+def _(c):
+    return _fmnist_error(c, "--num-anchors", "50", "--train-limit", "20", "--batch-size", "8")
+
+
+@case("trainers.fmnist", "--batch-size 128 --train-limit 64 (was: refused after the folder was made)")
+def _(c):
+    return _fmnist_error(c, "--batch-size", "128", "--train-limit", "64")
+
+
+@case("trainers.fmnist", "--data-dir '' (was: silently ignored)")
+def _(c):
+    return _fmnist_error(c, "--data-dir", "")
+
+
+@case("trainers.fmnist", "--data-dir of an empty folder (was: silently ignored)")
+def _(c):
+    empty = c["root"] / "empty_data"
+    empty.mkdir(exist_ok=True)
+    return _fmnist_error(c, "--data-dir", empty)
+
+
+@case("eval.ood", "--limit 0 (the older spelling of --eval-limit: both accepted)")
+def _(c):
+    line = _cli(ood.main, ["--model", c["root"] / "anchored.keras", "--id", "fashion_mnist", "--ood", "digits",
+                           "--limit", "0", "--out", c["root"] / "never"])
+    return re.sub(r"/tmp/\S+", "<path>", line)
+
 
 
 # ------------------------------------------------------------------ cases: run folders and saved files

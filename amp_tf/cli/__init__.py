@@ -3,6 +3,9 @@
 Each command is a module with `parser()` and `main(argv=None)`; `trainers/*.py`
 and `eval/*.py` are thin shells over them (`python -m trainers.fmnist`), and
 `setup.py` installs console entry points (`amp-fmnist`, `amp-cifar`, ...).
+Every command parses and checks its flags before TensorFlow is imported
+(`common.parse_cli`; docs/architecture.md, "CLIs parse first"), so a bad flag
+is answered in well under a second.
 
 | command                | module                       | what it does                                   |
 |------------------------|------------------------------|------------------------------------------------|

@@ -19,6 +19,8 @@ report.json / report.md and plots, the .keras model, normalization.json, and
     python -m trainers.cifar --dataset cifar100 --arch resnet34 --strategy mirrored \\
         --ood default,folder:/data/iSUN,folder:/data/LSUN_resize,folder:/data/LSUN --out runs/c100-r34
     python -m trainers.cifar --dataset cifar10 --vanilla --out runs/c10-vanilla   # the vanilla twin
+    python -m trainers.cifar --dataset cifar10 --init-from runs/c10-vanilla/vanilla.keras --finetune-epochs 20 \\
+        --out runs/c10-ft      # that vanilla model is the twin (scored); the anchored one is fine-tuned from it
     python -m trainers.cifar --dataset cifar10 --arch resnet_small --epochs 1 --train-limit 512  # smoke run
 """
 
@@ -29,11 +31,15 @@ import time
 
 from amp_tf import presets as _presets
 from amp_tf.cli.common import (
+    add_limit_alias,
     add_preset_flags,
     backup_arg,
     base_parser,
+    check_data,
+    check_names,
     cli_errors,
     parse_cli,
+    refuse_with,
     restrict_choices,
     run_folder,
     split_names,
@@ -48,7 +54,7 @@ DEFAULTS = dict(_presets.CIFAR_RECIPE, arch="wrn40_2")
 
 
 def parser():
-    from amp_tf.data import RESIZE_METHODS
+    from amp_tf.cli.names import RESIZE_METHODS
 
     p = base_parser(__doc__.split("\n\n")[0], DEFAULTS)
     restrict_choices(p, "arch", ARCHS)
@@ -63,6 +69,7 @@ def parser():
                    help="ID validation images held out of training: serving threshold, val metrics, OOD "
                         "callback (never the reported ID test set)")
     g.add_argument("--eval-limit", type=int, default=None, help="score at most N images per test/OOD set")
+    add_limit_alias(g)
     g.add_argument("--no-plots", action="store_true", help="write the report files only, no PNG plots")
     g.add_argument("--ood", default="default",
                    help="comma list of OOD sets (names of amp_tf.data.names(include_patterns=True), "
@@ -80,6 +87,34 @@ def parser():
     return add_preset_flags(p)
 
 
+def combine(args, given):
+    """The flags that only make sense together, checked before any work (no TensorFlow).
+
+    What the run records is what it uses: flags that cannot apply are refused
+    when written, and recorded as None.
+    """
+    check_names(expand_ood(args.ood))
+    if args.vanilla and args.ood_callback_every:
+        raise ValueError("--ood-callback-every with --vanilla: the OOD callback scores AMP, which needs an "
+                         "anchored model; drop one of the two flags.")
+    if args.init_from:
+        if args.vanilla:
+            raise ValueError("--init-from with --vanilla: --init-from gives the vanilla twin (scored, not "
+                             "retrained) and fine-tunes the anchored model from it; drop --vanilla.")
+        for flag in ("arch", "width"):
+            refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
+        if args.finetune_epochs:
+            refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
+                        f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs.")
+        args.arch, args.width = None, None  # not used: recorded as such
+        return
+    refuse_with("finetune_epochs", given, "fine-tuning needs --init-from (a trained vanilla model).")
+    args.finetune_epochs = 0
+    if args.arch != "resnet_small":
+        refuse_with("width", given, f"only resnet_small has a --width; {args.arch} has a fixed width.")
+        args.width = None
+
+
 def expand_ood(text):
     names = []
     for n in split_names(text):
@@ -89,24 +124,25 @@ def expand_ood(text):
 
 @cli_errors
 def main(argv=None):
-    args = parse_cli(parser(), argv, "train", "trainers.cifar", default_ood=PAPER_OOD)
+    args = parse_cli(parser(), argv, "train", "trainers.cifar", default_ood=PAPER_OOD, combine=combine)
     t0 = time.time()
     from amp_tf import data
     from amp_tf.callbacks import OODMetricsCallback
-    from amp_tf.pipeline import load_id, load_ood, run_job
+    from amp_tf.pipeline import GivenModel, load_id, load_ood, run_job
     from amp_tf.report import render
 
     def log(msg):
         print(f"[cifar] {msg}", flush=True)
 
     ood_names = expand_ood(args.ood)
-    from amp_tf.data import registry
-
-    for n in ood_names:  # unknown names fail before any loading or training
-        registry.resolve(n)
     name = "vanilla" if args.vanilla else "anchored"
     d = load_id(args.dataset, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
+    check_data(args, d)
+    models = {}
+    if args.init_from:  # the given vanilla twin: loaded and checked against the data before any folder
+        models["vanilla"] = GivenModel(str(args.init_from), seed=args.seed)
+        models["vanilla"].load(d)
     ood, skipped = load_ood(ood_names, d.image_shape, resize=args.resize, convert_channels=True,
                             limit=args.eval_limit, data_dir=args.data_dir, download=args.download,
                             skip_missing=True, log=log)
@@ -114,8 +150,12 @@ def main(argv=None):
     log(f"run folder: {folder.path}")
     log(f"ID {args.dataset}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; OOD: "
         + (", ".join(f"{k} ({len(v)})" for k, v in ood.items()) or "none present"))
-    cfg = train_config(args, anchored=not args.vanilla,
-                       backbone_kwargs={"width": args.width} if args.arch == "resnet_small" else {})
+    if args.init_from:
+        models["anchored"] = train_config(args, anchored=True, arch=None, init_from="job:vanilla",
+                                          epochs=args.finetune_epochs or args.epochs)
+    else:
+        models[name] = train_config(args, anchored=not args.vanilla,
+                                    backbone_kwargs={"width": args.width} if args.width else {})
 
     def callbacks(_):
         if not args.ood_callback_every:
@@ -126,7 +166,7 @@ def main(argv=None):
                                    every=args.ood_callback_every, positive=args.positive,
                                    seed=args.seed, verbose=args.verbose)]
 
-    results = run_job(d, ood, {name: cfg}, folder, num_anchors=args.num_anchors, positive=args.positive,
+    results = run_job(d, ood, models, folder, num_anchors=args.num_anchors, positive=args.positive,
                       plots=not args.no_plots, callbacks_for=callbacks, verbose=args.verbose,
                       backup=lambda n: backup_arg(args, n), log=log,
                       extra={"skipped_ood_sets": skipped, "seed": args.seed, "versions": versions(),

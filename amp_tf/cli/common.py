@@ -73,29 +73,36 @@ def base_parser(description, defaults):
 
 
 def train_config(args, **overrides):
-    import tensorflow as tf
+    """The `TrainConfig` of the common flags; `overrides` (e.g. ``anchored=False``) win.
 
+    ``init_from`` is kept for an anchored model only (a vanilla model is never
+    initialised from another); an anchored model fine-tuned from a file trains
+    --finetune-epochs epochs when > 0 (else --epochs), unless `overrides` set them.
+    """
     from amp_tf.training import TrainConfig
 
     if getattr(args, "deterministic", False):
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
 
     milestones = tuple(int(m) for m in str(args.lr_milestones).split(",") if m.strip())
-    cfg = TrainConfig(
-        init_from=getattr(args, "init_from", None), arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode,
+    fields = dict(
+        init_from=getattr(args, "init_from", None), arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode,
         lr_milestones=milestones, lr_gamma=args.lr_gamma, consistency_mode=args.consistency_mode,
-        warmup_epochs=0.0 if milestones else min(1.0, args.epochs * 0.1),
+        warmup_epochs=0.0 if milestones else min(1.0, (args.epochs or 1) * 0.1),
         consistency=args.consistency, consistency_every=args.consistency_every, augment=args.augment,
         seed=args.seed, strategy=args.strategy, jit_compile=args.jit_compile,
         mixed_precision=args.mixed_precision,
     )
+    fields.update(overrides)
+    cfg = TrainConfig(**fields)
     if not cfg.anchored:
         cfg.init_from = None
-    elif cfg.init_from and getattr(args, "finetune_epochs", 0):
+    elif (cfg.init_from and not str(cfg.init_from).startswith("job:") and "epochs" not in overrides
+          and getattr(args, "finetune_epochs", 0)):
         cfg.epochs = args.finetune_epochs
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
     return cfg
 
 
@@ -137,8 +144,14 @@ def run_dir(args, name):
 
 
 def check_args(args):
-    """Every common argument checked before any work starts (clear ValueError naming the flag)."""
+    """Every common argument checked before any work starts (clear ValueError naming the flag).
+
+    Pure Python: runs before TensorFlow is imported (amp_tf/__init__), so a bad
+    flag is answered at once.
+    """
     import math
+
+    from amp_tf.cli import names
 
     a = vars(args)
 
@@ -154,25 +167,18 @@ def check_args(args):
     need("num_anchors", lambda v: v >= 2, "K >= 2 (tau is a standard deviation over anchors)")
     need("train_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
     need("eval_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
-    need("limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
     need("width", lambda v: v >= 1, "an int >= 1")
     need("consistency_every", lambda v: v >= 0, "an int >= 0 (0 = never)")
     need("finetune_epochs", lambda v: v >= 0, "an int >= 0")
-    if a.get("init_from") is not None and not Path(a["init_from"]).is_file():
-        raise ValueError(f"--init-from {a['init_from']}: no such file; pass a vanilla .keras model.")
     need("tpr", lambda v: 0 < v < 1, "a fraction in (0, 1)")
+    if a.get("init_from") is not None:
+        init_from_info(a["init_from"])
+    # a dry run loads nothing: a data folder that is not there yet is fine
+    check_data_dir(a.get("data_dir"), a.get("download", False) or a.get("dry_run", False))
     if a.get("arch") is not None:
-        from amp_tf.models import backbone_names
-
-        if a["arch"] not in backbone_names():
-            raise ValueError(f"--arch: unknown backbone {a['arch']!r}; known: {', '.join(backbone_names())}.")
+        names.check_arch(a["arch"])
     if a.get("consistency") is not None:
-        from amp_tf import augment
-
-        try:
-            augment.resolve(a["consistency"])
-        except ValueError as err:
-            raise ValueError(f"--{err}") from None
+        names.check_consistency(a["consistency"])
     if a.get("lr_milestones"):
         try:
             ms = [int(m) for m in str(a["lr_milestones"]).split(",") if m.strip()]
@@ -182,11 +188,99 @@ def check_args(args):
             raise ValueError(f"--lr-milestones: epochs must be >= 1, got {a['lr_milestones']!r}.")
     if a.get("resume") and a.get("overwrite"):
         raise ValueError("--resume and --overwrite: pick one.")
+    if (a.get("num_anchors") is not None and a.get("train_limit") is not None
+            and a["num_anchors"] > a["train_limit"]):
+        raise ValueError(f"--num-anchors {a['num_anchors']}: the anchors are picked among the training images, "
+                         f"and --train-limit keeps {a['train_limit']}; lower --num-anchors or raise --train-limit.")
+    if ("epochs" in a and a.get("batch_size") is not None and a.get("train_limit") is not None
+            and a["batch_size"] > a["train_limit"]):  # trainers (eval's --batch-size is for scoring)
+        raise ValueError(f"--batch-size {a['batch_size']}: --train-limit keeps {a['train_limit']} training "
+                         "images, fewer than one batch; lower --batch-size or raise --train-limit.")
     if "verbose" in a and a["verbose"] is None:
         import sys
 
         args.verbose = 1 if sys.stdout.isatty() else 2
     return args
+
+
+def check_data(args, d):
+    """Checks that need the ID data's sizes (an `amp_tf.pipeline.IDData`): after loading,
+    before any folder is written or any training starts."""
+    n = len(d.x_train)
+    if getattr(args, "num_anchors", None) is not None and args.num_anchors > n:
+        raise ValueError(f"--num-anchors {args.num_anchors}: the anchors are picked among the {n} training "
+                         f"images of {d.name}; lower --num-anchors.")
+    if getattr(args, "batch_size", None) is not None and args.batch_size > n:
+        raise ValueError(f"--batch-size {args.batch_size}: {d.name} keeps only {n} training images, fewer "
+                         "than one batch; lower --batch-size, or raise --train-limit.")
+
+
+def check_data_dir(path, download=False):
+    """--data-dir given but unusable (empty text, a file, a missing or empty folder) is refused.
+
+    Without this, the loaders fall back to their default places and the flag is
+    silently ignored. With --download a new or empty folder is the download target.
+
+    Example:
+        >>> check_data_dir(None)  # the flag not given: the defaults
+    """
+    if path is None:
+        return
+    if not str(path).strip():
+        raise ValueError("--data-dir: empty path; omit the flag to use the default data places, or give a "
+                         "folder that holds the data.")
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"--data-dir {p} is a file; give the folder that holds the data.")
+    if download:
+        return
+    if not p.exists():
+        raise ValueError(f"--data-dir {p}: no such folder; give a folder that holds the data, or add "
+                         "--download to fetch it into this folder.")
+    if not any(p.iterdir()):
+        raise ValueError(f"--data-dir {p} is an empty folder; give a folder that holds the data, or add "
+                         "--download to fetch it into this folder.")
+
+
+def init_from_info(path):
+    """`(class name, input shape or None)` of the --init-from `.keras` file, read from its
+    config.json without Keras; refuses what cannot be fine-tuned (checked before any work).
+
+    Raises:
+        ValueError: not a file, not a `.keras` archive, or an anchored model.
+    """
+    import json
+    import zipfile
+
+    p = Path(path)
+    fix = "pass a vanilla Keras model saved with model.save('name.keras') (e.g. vanilla.keras of a run)"
+    if not p.is_file():
+        raise ValueError(f"--init-from {path}: no such file; {fix}.")
+    try:
+        with zipfile.ZipFile(p) as z:
+            config = json.loads(z.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        raise ValueError(f"--init-from {path} is not a Keras model file (not a .keras archive with a "
+                         f"config.json); {fix}.") from None
+    name = str(config.get("class_name", ""))
+    if name == "AnchoredModel" or str(config.get("registered_name", "")).endswith(">AnchoredModel"):
+        raise ValueError(f"--init-from {path} is an anchored model (AnchoredModel): fine-tuning starts from "
+                         f"a vanilla model, which becomes the anchored one; {fix}. To continue training "
+                         "an anchored run, use --resume on its --out.")
+    shape = None
+    for layer in (config.get("config") or {}).get("layers") or ():
+        if layer.get("class_name") == "InputLayer":
+            shape = tuple((layer.get("config") or {}).get("batch_shape") or ())[1:] or None
+            break
+    return name, shape
+
+
+def explicit_flags(parser, argv):
+    """The `dest`s of the flags written on the command line (not defaults, not --preset values)."""
+    unset = object()
+    ns = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
+    parser.parse_known_args(argv, namespace=ns)
+    return {k for k, v in vars(ns).items() if v is not unset}
 
 
 def versions():
@@ -248,12 +342,12 @@ def cli_errors(main):
     return wrapped
 
 
-def check_names(names):
-    """Resolves every data set name up front (unknown names fail before any work)."""
-    from amp_tf.data import registry
+def check_names(data_names):
+    """Checks every data set name up front (unknown names fail before any work; no TensorFlow)."""
+    from amp_tf.cli import names
 
-    for name in names:
-        registry.resolve(name)
+    for name in data_names:
+        names.check_data_name(name)
 
 
 def first_line(err):
@@ -349,17 +443,48 @@ def resolved_config(args, preset, kind, cli, default_ood=(), describe=None):
     }
 
 
-def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None):
-    """`parser.parse_args(argv)` with `apply_preset` first; on --dry-run prints
-    `resolved_config` as JSON to stdout and exits 0 (no data is loaded)."""
+def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=None):
+    """`parser.parse_args(argv)` with `apply_preset` first, then every check that needs no data.
+
+    Order: parse, `check_args`, then `combine(args, given)` (the command's checks of
+    flags that only make sense together; `given` = the flags written on the command
+    line), all before TensorFlow is imported. On --dry-run prints `resolved_config`
+    as JSON to stdout and exits 0 (no data is loaded). Otherwise imports the
+    package (`amp_tf.import_all`) and returns the args.
+    """
     import json
     import sys
 
     preset = apply_preset(parser, argv, kind, cli)
     args = parser.parse_args(argv)
     check_args(args)
+    if combine is not None:
+        combine(args, explicit_flags(parser, argv))
     if getattr(args, "dry_run", False):
+        if callable(default_ood):
+            default_ood = default_ood()
         sys.stdout.write(json.dumps(resolved_config(args, preset, kind, cli, default_ood, describe), indent=2,
                                     default=str) + "\n")
         raise SystemExit(0)
+    heavy_imports()
     return args
+
+
+def heavy_imports():
+    """Imports TensorFlow and registers every amp-tf serializable (after the cheap checks)."""
+    import amp_tf
+
+    amp_tf.import_all()
+
+
+def add_limit_alias(group):
+    """Accepts ``--limit N`` as another spelling of ``--eval-limit N`` (eval.ood's older
+    name); the help documents --eval-limit only."""
+    group.add_argument("--limit", type=int, dest="eval_limit", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return group
+
+
+def refuse_with(flag, given, reason):
+    """ValueError when `flag` (a dest) was written on the command line: it would be ignored."""
+    if flag in given:
+        raise ValueError(f"--{flag.replace('_', '-')}: {reason}")

@@ -14,6 +14,8 @@ uint8 images -> prediction, tau, amp_score, is_ood).
     python -m trainers.fmnist                 # defaults: vanilla 2 epochs + anchored fine-tuning 1 epoch
     python -m trainers.fmnist --epochs 3 --finetune-epochs 0   # anchored from scratch instead
     python -m trainers.fmnist --epochs 10 --width 32 --out runs/fmnist-long
+    python -m trainers.fmnist --init-from runs/fmnist-X/vanilla.keras --finetune-epochs 1 --out runs/ft
+                                              # your vanilla model is the twin; the anchored one is fine-tuned from it
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ import time
 
 from amp_tf import presets as _presets
 from amp_tf.cli.common import (
+    add_limit_alias,
     add_preset_flags,
     backup_arg,
     base_parser,
+    check_data,
     cli_errors,
+    init_from_info,
     parse_cli,
+    refuse_with,
     run_folder,
     train_config,
     versions,
@@ -35,14 +41,16 @@ from amp_tf.cli.common import (
 
 #: The main job's recipe (one definition: amp_tf.presets.FMNIST_RECIPE).
 DEFAULTS = dict(_presets.FMNIST_RECIPE)
+#: The images of every set of the suite (Fashion-MNIST and its holdout splits).
+IMAGE_SHAPE = (28, 28, 1)
 
 
 def suite(holdout=False):
-    """`(ID set, OOD sets)` of the offline benchmark (`amp_tf.data.fmnist_suite`)."""
-    from amp_tf.data import fmnist_suite
-
-    s = fmnist_suite(holdout=holdout)
-    return s["id"], list(s["ood"])
+    """`(ID set, OOD sets)` of the offline benchmark: `amp_tf.data.fmnist_suite`'s names, spelled
+    out so that --dry-run imports no TensorFlow (tests/test_cli.py checks that they agree)."""
+    if holdout:
+        return "fmnist_holdout_id", ["fmnist_holdout_ood"]
+    return "fashion_mnist", [*_presets.FMNIST_FAR, *_presets.FMNIST_COVARIATE]
 
 
 def near_splits(args, log):
@@ -54,6 +62,7 @@ def near_splits(args, log):
     for ood_name, id_name in fmnist_suite()["near"].items():
         d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                     eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
+        check_data(args, d)
         ood, _ = load_ood([ood_name], d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
         log(f"near-OOD split {id_name}: train {len(d.x_train)}; OOD {ood_name} ({len(ood[ood_name])})")
         out.append((d, ood))
@@ -63,7 +72,7 @@ def near_splits(args, log):
 def parser():
     p = base_parser(__doc__.split("\n\n")[0], DEFAULTS)
     g = p.add_argument_group("Fashion-MNIST job")
-    g.add_argument("--width", type=int, default=16, help="resnet_small base width")
+    g.add_argument("--width", type=int, default=16, help="resnet_small base width (not with --init-from)")
     g.add_argument("--holdout", action="store_true",
                    help="near-OOD mode: train on classes 0-5, classes 6-9 are the OOD set")
     g.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
@@ -71,21 +80,85 @@ def parser():
                    help="ID validation images held out of training (serving threshold, OOD callback)")
     g.add_argument("--eval-limit", type=int, default=2000,
                    help="score at most N images per test/OOD set (the first N; 2000 keeps the job short)")
+    add_limit_alias(g)
     g.add_argument("--near", action="store_true",
                    help="add the near-OOD group: the two Fashion-MNIST class-holdout splits, each with its own "
                         "anchored and vanilla model (trains 4 more models)")
     g.add_argument("--skip-vanilla", action="store_true",
-                   help="train and score the anchored model only (from scratch, --epochs)")
+                   help="train and score the anchored model only (from scratch, --epochs; with --init-from: "
+                        "fine-tuned from that model, which is then not scored)")
     g.add_argument("--no-plots", action="store_true", help="write the report files only, no PNG plots")
+    for a in p._actions:  # the common help, said for this job
+        if a.dest == "init_from":
+            a.help = ("your trained vanilla model: it IS the vanilla twin (scored, not retrained) and the "
+                      "anchored model is fine-tuned from it for --finetune-epochs epochs (0: --epochs); "
+                      "not with --width, --arch or --near")
     return add_preset_flags(p)
+
+
+def combine(args, given):
+    """The flags that only make sense together, checked before any work (no TensorFlow).
+
+    What the job records (job.json, report.json) is what it uses: flags that
+    --init-from makes meaningless are refused when written, and recorded as None.
+    """
+    if args.near and args.holdout:
+        raise ValueError("--near with --holdout: the holdout set (classes 0-5 vs 6-9) is itself a near-OOD "
+                         "split and has no near-OOD group of its own; drop one of the two flags.")
+    if args.init_from:
+        for flag in ("arch", "width"):
+            refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
+        if args.finetune_epochs:
+            refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
+                        f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs. Use --finetune-epochs N "
+                        "(or --finetune-epochs 0 --epochs N).")
+        if args.near:
+            raise ValueError("--near with --init-from: the near-OOD splits train their own models on 6 of the "
+                             "10 classes, so the given model cannot be their twin; drop --near.")
+        _, shape = init_from_info(args.init_from)
+        if shape is not None and tuple(shape) != IMAGE_SHAPE:
+            raise ValueError(f"--init-from {args.init_from} takes {tuple(shape)} images; this job's images are "
+                             f"{IMAGE_SHAPE} (Fashion-MNIST). Give a model trained on Fashion-MNIST.")
+        args.arch, args.width = None, None  # not used: recorded as such
+    elif args.skip_vanilla:
+        refuse_with("finetune_epochs", given, "with --skip-vanilla (and no --init-from) the anchored model "
+                    "trains from scratch for --epochs; there is no vanilla model to fine-tune.")
+        args.finetune_epochs = 0  # not used: recorded as such
+
+
+def job_models(args, given=None):
+    """`{name: TrainConfig or GivenModel}` of the job, in training order (the flags' recipe).
+
+    * default: the vanilla twin trains --epochs, then the anchored model is
+      fine-tuned from it for --finetune-epochs;
+    * --init-from V: V is the vanilla twin (`given`, scored as it is), the
+      anchored model is fine-tuned from it; with --skip-vanilla only the latter;
+    * --finetune-epochs 0 or --skip-vanilla: the anchored model from scratch.
+    """
+    from amp_tf.pipeline import GivenModel
+
+    if args.init_from:
+        epochs = args.finetune_epochs or args.epochs
+        anchored = dict(anchored=True, arch=None, epochs=epochs)
+        if args.skip_vanilla:
+            return {"anchored": train_config(args, init_from=str(args.init_from), **anchored)}
+        vanilla = given if given is not None else GivenModel(str(args.init_from), seed=args.seed)
+        return {"vanilla": vanilla, "anchored": train_config(args, init_from="job:vanilla", **anchored)}
+    kw = {"backbone_kwargs": {"width": args.width}}
+    if args.finetune_epochs and not args.skip_vanilla:
+        return {"vanilla": train_config(args, anchored=False, **kw),
+                "anchored": train_config(args, anchored=True, epochs=args.finetune_epochs,
+                                         init_from="job:vanilla", **kw)}
+    names = [("anchored", True)] + ([] if args.skip_vanilla else [("vanilla", False)])
+    return {name: train_config(args, anchored=anchored, init_from=None, **kw) for name, anchored in names}
 
 
 @cli_errors
 def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.fmnist", default_ood=tuple(suite()[1]),
-                     describe=lambda a: suite(a.holdout))
+                     describe=lambda a: suite(a.holdout), combine=combine)
     t0 = time.time()
-    from amp_tf.pipeline import load_id, load_ood, run_job
+    from amp_tf.pipeline import GivenModel, load_id, load_ood, run_job
     from amp_tf.report import render
 
     def log(msg):
@@ -94,21 +167,18 @@ def main(argv=None):
     id_name, ood_names = suite(args.holdout)
     d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
+    check_data(args, d)
+    given = None
+    if args.init_from:  # loaded and checked against the data before any folder or training
+        given = GivenModel(str(args.init_from), seed=args.seed)
+        given.load(d)
     ood, _ = load_ood(ood_names, d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-    near = near_splits(args, log) if args.near and not args.holdout else ()
+    near = near_splits(args, log) if args.near else ()
+    models = job_models(args, given)
     folder = run_folder(args, "fmnist", log=log)  # after every check: a refused run writes nothing
     log(f"run folder: {folder.path} (data loaded in {time.time() - t0:.0f} s)")
     log(f"ID {d.name}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; "
         "OOD: " + ", ".join(f"{k} ({len(v)})" for k, v in ood.items()))
-    kw = {"backbone_kwargs": {"width": args.width}}
-    if args.finetune_epochs and not args.init_from and not args.skip_vanilla:
-        # the default: the vanilla twin first, then the anchored model fine-tuned from it
-        models = {"vanilla": train_config(args, anchored=False, **kw),
-                  "anchored": train_config(args, anchored=True, epochs=args.finetune_epochs,
-                                           init_from="job:vanilla", **kw)}
-    else:
-        models = {name: train_config(args, anchored=anchored, **kw)
-                  for name, anchored in [("anchored", True)] + ([] if args.skip_vanilla else [("vanilla", False)])}
     results = run_job(d, ood, models, folder, num_anchors=args.num_anchors, positive=args.positive, near=near,
                       plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
                       title=f"{d.name} (ID) vs the offline OOD suite" + (" (with near-OOD)" if near else ""),

@@ -30,16 +30,20 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from amp_tf import presets as _presets
 from amp_tf.cli.common import (
+    add_limit_alias,
     backup_arg,
     add_preset_flags,
     base_parser,
     check_names,
     cli_errors,
+    init_from_info,
     first_line,
     parse_cli,
+    refuse_with,
     restrict_choices,
     run_folder,
     split_names,
@@ -73,6 +77,7 @@ def parser():
     g.add_argument("--train-limit", type=int, default=None,
                    help="use N (shuffled) training images per epoch (smoke runs)")
     g.add_argument("--eval-limit", type=int, default=None, help="score at most N images per ID/OOD set")
+    add_limit_alias(g)
     g.add_argument("--anchor-pool", type=int, default=1024,
                    help="the K anchors are picked (with --seed) among this many shuffled training images")
     g.add_argument("--no-plots", action="store_true", help="write the report files only, no PNG plots")
@@ -86,6 +91,47 @@ def parser():
                    help="the first N validation images set the serving threshold and are left out of the "
                         "reported ID set (never both)")
     return add_preset_flags(p)
+
+
+def combine(args, given):
+    """The flags that only make sense together, checked before any work (no TensorFlow).
+
+    What the run records is what it uses: flags that cannot apply are refused
+    when written, and recorded as None.
+    """
+    ood_names = []
+    for n in split_names(args.ood):
+        ood_names += list(DEFAULT_OOD) if n == "default" else [n]
+    check_names(ood_names)
+    if bool(args.train_folder) != bool(args.val_folder):
+        raise ValueError("pass both --train-folder and --val-folder (class subfolders), or neither "
+                         "(tfds imagenet2012 in --data-dir).")
+    for flag in ("train_folder", "val_folder"):
+        folder = getattr(args, flag)
+        if folder is not None and not Path(folder).is_dir():
+            raise ValueError(f"--{flag.replace('_', '-')} {folder}: no such folder; give a folder with one "
+                             "subfolder of images per class.")
+    if args.init_from:
+        if args.vanilla:
+            raise ValueError("--init-from with --vanilla: --init-from fine-tunes an anchored model from your "
+                             "vanilla one; drop --vanilla.")
+        for flag in ("arch", "width"):
+            refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
+        if args.finetune_epochs:
+            refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
+                        f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs.")
+        _, shape = init_from_info(args.init_from)
+        want = (args.image_size, args.image_size, 3)
+        if shape is not None and tuple(shape) != want:
+            raise ValueError(f"--init-from {args.init_from} takes {tuple(shape)} images; this job trains on "
+                             f"{want} crops (--image-size {args.image_size}).")
+        args.arch, args.width = None, None  # not used: recorded as such
+        return
+    refuse_with("finetune_epochs", given, "fine-tuning needs --init-from (a trained vanilla model).")
+    args.finetune_epochs = 0
+    if args.arch != "resnet_small":
+        refuse_with("width", given, f"only resnet_small has a --width; {args.arch} has a fixed width.")
+        args.width = None
 
 
 # --------------------------------------------------------------------------- #
@@ -217,7 +263,7 @@ def load_id(args):
 
 @cli_errors
 def main(argv=None):
-    args = parse_cli(parser(), argv, "train", "trainers.imagenet", default_ood=DEFAULT_OOD,
+    args = parse_cli(parser(), argv, "train", "trainers.imagenet", default_ood=DEFAULT_OOD, combine=combine,
                      describe=lambda a: (f"folder:{a.val_folder}" if a.val_folder else "imagenet2012", None))
     t0 = time.time()
     import numpy as np
@@ -226,6 +272,7 @@ def main(argv=None):
     from amp_tf.distribute import worker_info
     from amp_tf.evaluation import anchored_scorer, ood_results, score_arrays, vanilla_scorer
     from amp_tf.export import export_for_serving
+    from amp_tf.pipeline import dtype_policy
     from amp_tf.predictor import AnchoredPredictor, select_anchors
     from amp_tf.report import render, write_report
     from amp_tf.training import train, write_json
@@ -233,24 +280,34 @@ def main(argv=None):
     ood_names = []
     for n in split_names(args.ood):
         ood_names += list(DEFAULT_OOD) if n == "default" else [n]
-    check_names(ood_names)
     id_name, train_set, val_set, seed = load_id(args)
     num_classes = int(train_set.num_classes)
-    folder = run_folder(args, f"imagenet-{'vanilla' if args.vanilla else 'anchored'}")
-    out = folder.work
-    print(f"[imagenet] run folder: {folder.path}")
     size = args.image_size
     mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
     ds, steps = train_dataset(train_set, args.batch_size, size, seed, args.augment == "crop_flip",
                               args.train_limit)
     name = "vanilla" if args.vanilla else "anchored"
+    init = None
+    if args.init_from:  # loaded and checked before any folder or training
+        from amp_tf.pipeline import GivenModel
+
+        init = GivenModel(str(args.init_from)).load()
+        if tuple(init.input_shape[1:]) != (size, size, 3) or int(init.output_shape[-1]) != num_classes:
+            raise ValueError(f"--init-from {args.init_from}: the model takes {tuple(init.input_shape[1:])} images "
+                             f"and has {init.output_shape[-1]} outputs; this job is {(size, size, 3)} with "
+                             f"{num_classes} classes.")
     cfg = train_config(args, anchored=not args.vanilla, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       backbone_kwargs={"width": args.width} if args.arch == "resnet_small" else {})
+                       backbone_kwargs={"width": args.width} if args.width else {},
+                       **({"arch": None, "epochs": args.finetune_epochs or args.epochs} if init else {}))
+    folder = run_folder(args, f"imagenet-{name}")  # after every check: a refused run writes nothing
+    out = folder.work
+    print(f"[imagenet] run folder: {folder.path}")
     print(f"[imagenet] {id_name}: {train_set.num_examples} training images, {num_classes} classes, "
           f"{steps} steps/epoch; training the {name} {cfg.arch} for {cfg.epochs} epochs ...")
     t = time.time()
-    model, _ = train(cfg, ds, steps, num_classes, out_dir=out / name, verbose=args.verbose,
-                     backup=backup_arg(args, name))
+    with dtype_policy(cfg.mixed_precision):
+        model, _ = train(cfg, ds, steps, num_classes, out_dir=out / name, verbose=args.verbose,
+                         backup=backup_arg(args, name), init_from=init)
     train_time = time.time() - t
     if not worker_info()[2]:
         print("[imagenet] non-chief worker: training done; the chief writes model and report.")

@@ -27,14 +27,13 @@ size or channel mismatch) print one "error: ..." line and exit with code 2.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import zipfile
 from pathlib import Path
 
-from amp_tf.data.loading import load_images
 from amp_tf.cli.common import (
+    add_limit_alias,
     add_preset_flags,
     check_names,
     cli_errors,
@@ -47,7 +46,7 @@ from amp_tf.cli.common import (
 def parser():
     import argparse
 
-    from amp_tf.data import RESIZE_METHODS
+    from amp_tf.cli.names import RESIZE_METHODS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -70,7 +69,9 @@ def parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor choice")
     p.add_argument("--data-dir", default=None, help="tfds data_dir (or the Fashion-MNIST IDX folder)")
     p.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
-    p.add_argument("--limit", type=int, default=None, help="score at most N images per set (ID test and each OOD)")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="score at most N images per set (ID test and each OOD)")
+    add_limit_alias(p)
     p.add_argument("--train-limit", type=int, default=None,
                    help="read at most N ID training images (anchor pool, statistics)")
     p.add_argument("--resize", default=None, choices=list(RESIZE_METHODS),
@@ -88,39 +89,45 @@ def parser():
 ANCHORED_SCORES = ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "msp", "energy", "neg_tau")
 
 
+_EXPECTED = ("expected a .keras file written by model.save(...) (e.g. anchored.keras or vanilla.keras "
+             "from the trainers)")
+
+
+def check_model_path(path):
+    """The checks of --model that need no TensorFlow: a file, and a .keras zip archive."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--model {path}: no such file; {_EXPECTED}.")
+    if path.is_dir():
+        raise ValueError(f"--model {path} is a folder (a SavedModel such as serving/?), not a Keras model; "
+                         f"{_EXPECTED}.")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ValueError(f"--model {path} is not a Keras model file (not a .keras zip archive); {_EXPECTED}.")
+    return path
+
+
 def load_model(path):
     """The Keras model in `path` (anchored or plain); ValueError/OSError with a clear message else."""
     import keras
 
-    import amp_tf.anchoring  # noqa: F401  (registers AnchoredModel)
-    import amp_tf.export  # noqa: F401  (registers ServingHead)
-    import amp_tf.models  # noqa: F401
-    import amp_tf.predictor  # noqa: F401
+    import amp_tf
 
-    path = Path(path)
-    expected = ("expected a .keras file written by model.save(...) (e.g. anchored.keras or vanilla.keras "
-                "from the trainers)")
-    if not path.exists():
-        raise FileNotFoundError(f"--model {path}: no such file; {expected}.")
-    if path.is_dir():
-        raise ValueError(f"--model {path} is a folder (a SavedModel such as serving/?), not a Keras model; "
-                         f"{expected}.")
-    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise ValueError(f"--model {path} is not a Keras model file (not a .keras zip archive); {expected}.")
+    amp_tf.import_all()  # registers every serializable (AnchoredModel, ServingHead, CoupledSGD, ...)
+    path = check_model_path(path)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # keras raises many types for a bad file
         raise ValueError(f"--model {path} could not be loaded as a Keras model "
                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                         f"{expected}.") from None
-    net = model.backbone if isinstance(model, amp_tf.anchoring.AnchoredModel) else model
+                         f"{_EXPECTED}.") from None
+    net = model.backbone if isinstance(model, amp_tf.AnchoredModel) else model
     try:
         rank = len(net.input_shape) if isinstance(net, keras.Model) else 0
     except (AttributeError, ValueError):  # subclassed models without a defined input
         rank = 0
     if rank != 4:
         raise ValueError(f"--model {path}: loaded a {type(model).__name__} that is not an image classifier "
-                         f"taking (batch, height, width, channels) images; {expected}.")
+                         f"taking (batch, height, width, channels) images; {_EXPECTED}.")
     return model
 
 
@@ -150,10 +157,10 @@ def choose_scores(text, anchored):
     return list(dict.fromkeys(asked))
 
 
-def _out_folder(args):
-    """--out checked before any work: new or empty (or --overwrite), never a training run's folder."""
+def _out_path(args):
+    """--out (default runs/eval-<model>-<time>), checked: new or empty (or --overwrite), never a
+    training run's folder. No side effect: runs before any work."""
     import datetime as dt
-    import shutil
 
     stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
     out = Path(args.out) if args.out else Path("runs") / f"eval-{Path(args.model).stem}-{stamp}"
@@ -163,34 +170,47 @@ def _out_folder(args):
                              f"(e.g. --out {out}-eval).")
         if not args.overwrite:
             raise ValueError(f"--out {out} is not empty; pass --overwrite to replace it, or another --out.")
+    return out
+
+
+def _out_folder(args):
+    """`_out_path`, cleared when --overwrite replaces it."""
+    import shutil
+
+    out = _out_path(args)
+    if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     return out
 
 
+def combine(args, given):
+    """Checks of eval.ood's flags that need no data and no TensorFlow (run before both)."""
+    ood_names = list(dict.fromkeys(split_names(args.ood or "")))
+    if not ood_names and not getattr(args, "dry_run", False):
+        raise ValueError("--ood: give at least one OOD set name.")
+    check_names([n for n in [args.id] + ood_names if n is not None])  # unknown names: before any loading
+    if not args.dry_run:  # a dry run reads nothing (--model may be missing or not there yet)
+        check_model_path(args.model)
+        _out_path(args)
+
+
 @cli_errors
 def main(argv=None):
-    args = parse_cli(parser(), argv, "eval", "eval.ood")
+    args = parse_cli(parser(), argv, "eval", "eval.ood", combine=combine)
     t0 = time.time()
 
     def log(msg):
         if args.verbose:
             print(f"[eval.ood] {msg}", file=sys.stderr, flush=True)
 
-    import datetime as dt
-
     import numpy as np
 
-    from amp_tf import data
+    from amp_tf.data.loading import load_images
     from amp_tf.evaluation import anchored_scorer, ood_results, score_arrays, vanilla_scorer
     from amp_tf.predictor import select_anchors
     from amp_tf.report import render, write_report
 
     ood_names = list(dict.fromkeys(split_names(args.ood)))
-    if not ood_names:
-        raise ValueError("--ood: give at least one OOD set name.")
-    check_names([args.id] + ood_names)  # unknown names fail before anything is loaded
-    if args.num_anchors < 2:
-        raise ValueError(f"--num-anchors: AMP needs at least 2 anchors, got {args.num_anchors}.")
     model = load_model(args.model)
     anchored, size, channels = model_geometry(model)
     names = choose_scores(args.scores, anchored)
@@ -202,7 +222,7 @@ def main(argv=None):
     out = _out_folder(args)
     ood_x = {}  # OOD sets first: a missing or mismatched set fails before the long reads
     for n in ood_names:
-        ood_x[n], _, _ = load_images(n, "test", limit=args.limit, **geo)
+        ood_x[n], _, _ = load_images(n, "test", limit=args.eval_limit, **geo)
         log(f"read {n}: {len(ood_x[n])} images")
 
     if anchored:
@@ -223,7 +243,7 @@ def main(argv=None):
         log(f"scored {name}: {len(x)} images")
         return {k: v for k, v in vals.items() if k in names or k == "predicted_class"}
 
-    x_id, id_labels, _ = load_images(args.id, "test", limit=args.limit, **geo)
+    x_id, id_labels, _ = load_images(args.id, "test", limit=args.eval_limit, **geo)
     id_vals = score(f"{args.id} (test)", x_id)
     ood_vals = {n: score(n, ood_x.pop(n)) for n in ood_names}
     acc = None

@@ -15,7 +15,7 @@ images of every variant as PNG files under images/<set>/.
         --ood-folder /data/LSUN_original --channels --out runs/c100-r34/resize
     python -m eval.resize_study --preset table7-resize --model runs/c100-r34/anchored.keras
     python -m eval.resize_study --model runs/fmnist/anchored.keras --id fashion_mnist \\
-        --ood-folder my_photos --channels --methods pil_nearest,pil_lanczos --limit 500
+        --ood-folder my_photos --channels --methods pil_nearest,pil_lanczos --eval-limit 500
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 from amp_tf.cli import ood
-from amp_tf.data.loading import load_images
 from amp_tf.cli.common import check_names, cli_errors, parse_cli, split_names
 
 #: Every method, in the order of the paper's table (then tf).
@@ -71,7 +70,7 @@ def parser():
         elif a.dest == "channels":
             a.help = ("convert grayscale <-> RGB to the model's channel count (ID set and the folder; "
                       "default: a mismatch is an error)")
-        elif a.dest == "limit":
+        elif a.dest == "eval_limit" and a.help != argparse.SUPPRESS:
             a.help = ("use at most N images of the folder (the same ones for every method) "
                       "and of the ID test set")
         elif a.dest == "out":
@@ -91,7 +90,8 @@ def _forward(args, ood_names, out):
     """eval.ood's argv for the resolved `args` (every flag eval.ood knows, --ood = the variants)."""
     argv = []
     for a in ood.parser()._actions:
-        if not a.option_strings or a.dest in ("help", "ood", "out", "preset", "dry_run"):
+        if (not a.option_strings or a.dest in ("help", "ood", "out", "preset", "dry_run")
+                or a.help == argparse.SUPPRESS):  # hidden aliases (--limit) repeat a flag
             continue
         value = getattr(args, a.dest, None)
         if isinstance(a, argparse._StoreTrueAction):
@@ -136,25 +136,34 @@ def _markdown(study):
     return "\n".join(lines) + "\n"
 
 
-@cli_errors
-def main(argv=None):
-    args = parse_cli(parser(), argv, "resize_study", "eval.resize_study",
-                     describe=lambda a: (None, [f"resize_{m}" for m in split_names(a.methods or "")]))
-    from amp_tf import data
-    from amp_tf.training import write_json
+def combine(args, given):
+    """Checks of the study's flags that need no data and no TensorFlow (run before both)."""
+    from amp_tf.cli.names import RESIZE_METHODS
 
     if args.ood:
         raise ValueError("--ood: not used by the resize study; its OOD sets are the variants of --ood-folder "
                          "(--methods). Use eval.ood for other OOD sets.")
-    methods = list(dict.fromkeys(split_names(args.methods)))
-    bad = [m for m in methods if m not in data.RESIZE_METHODS]
+    methods = list(dict.fromkeys(split_names(args.methods or "")))
+    bad = [m for m in methods if m not in RESIZE_METHODS]
     if bad or not methods:
         raise ValueError(f"--methods: unknown resize method(s) {', '.join(bad) or '(none given)'}; "
-                         f"use {', '.join(data.RESIZE_METHODS)}.")
+                         f"use {', '.join(RESIZE_METHODS)}.")
     if args.save_images < 0:
         raise ValueError(f"--save-images: expected >= 0, got {args.save_images}.")
+    check_names([args.id] if args.id else [])
+    if not args.dry_run:  # a dry run reads nothing (--model may be missing or not there yet)
+        ood.check_model_path(args.model)
+
+
+@cli_errors
+def main(argv=None):
+    args = parse_cli(parser(), argv, "resize_study", "eval.resize_study", combine=combine,
+                     describe=lambda a: (None, [f"resize_{m}" for m in split_names(a.methods or "")]))
+    from amp_tf.data.loading import load_images
+    from amp_tf.training import write_json
+
+    methods = list(dict.fromkeys(split_names(args.methods)))
     folder = Path(args.ood_folder).expanduser()
-    check_names([args.id])
     model = ood.load_model(args.model)
     _, size, channels = ood.model_geometry(model)
     del model
@@ -165,7 +174,7 @@ def main(argv=None):
     variants, labels = {}, None
     for m in methods:
         x, y, image_set = load_images(f"folder:{folder}", "test", size, channels, resize=m,
-                                      convert_channels=args.channels, limit=args.limit)
+                                      convert_channels=args.channels, limit=args.eval_limit)
         h, w = image_set.image_shape[:2]
         if (h, w) == tuple(size):
             raise ValueError(f"--ood-folder {folder}: the images are {h}x{w} already, the model's size, so "

@@ -31,7 +31,16 @@ import json
 import sys
 import time
 
-from amp_tf.cli.common import cli_errors, run_dir, split_names, versions
+from amp_tf.cli.common import (
+    check_data_dir,
+    check_names,
+    cli_errors,
+    heavy_imports,
+    run_dir,
+    split_names,
+    versions,
+)
+from amp_tf.cli.names import check_arch
 
 OBJECTIVES = ("val_ood_auroc", "val_accuracy")
 #: Reported next to the objective in trials.csv / trials.md.
@@ -41,7 +50,7 @@ METRIC_COLUMNS = ("val_ood_auroc", "val_ood_fpr95", "val_accuracy", "val_loss")
 def parser():
     import argparse
 
-    from amp_tf import augment
+    from amp_tf.cli.names import CONSISTENCY_PRESETS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -55,7 +64,7 @@ def parser():
     s.add_argument("--hyperband-factor", type=int, default=3, help="Hyperband's reduction factor")
     s.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming tuner/ in --out")
     h = p.add_argument_group("search space (comma lists; one value fixes a hyper-parameter)")
-    h.add_argument("--consistency", default=",".join(augment.PRESETS),
+    h.add_argument("--consistency", default=",".join(CONSISTENCY_PRESETS),
                    help="candidate compositions of T: amp_tf.augment presets or names joined by '+'")
     h.add_argument("--consistency-every", default="1,2,5,10", help="candidate schedules: T on every n-th step")
     h.add_argument("--lr", default="0.01,0.3",
@@ -94,14 +103,14 @@ def _ints(text, flag):
 
 
 def search_space(args):
-    """Validated candidate values: ``{name: list}``, and ``lr`` as ``(lo, hi)``."""
-    from amp_tf import augment
+    """Validated candidate values: ``{name: list}``, and ``lr`` as ``(lo, hi)`` (no TensorFlow)."""
+    from amp_tf.cli.names import check_consistency
 
     consistency = list(dict.fromkeys(split_names(args.consistency)))
     if not consistency:
         raise ValueError("--consistency: give at least one composition of T.")
     for c in consistency:
-        augment.resolve(c)  # ValueError names the presets and transforms
+        check_consistency(c)  # ValueError names the presets and transforms
     every = _ints(args.consistency_every, "--consistency-every")
     if min(every) < 0:
         raise ValueError(f"--consistency-every: expected values >= 0, got {every}.")
@@ -257,12 +266,13 @@ def main(argv=None):
         if v < lo:
             raise ValueError(f"{flag}: expected >= {lo}, got {v}.")
     space = search_space(args)
-    from amp_tf import data
-    from amp_tf.training import write_json
-    from amp_tf.cli.common import check_names
-
+    check_data_dir(args.data_dir, args.download)
     check_names([args.id])
+    check_arch(args.arch)
+    heavy_imports()  # after every check that needs no data
+    from amp_tf import data
     from amp_tf.pipeline import load_id
+    from amp_tf.training import write_json
 
     d = load_id(args.id, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=1, data_dir=args.data_dir, download=args.download)

@@ -1,0 +1,96 @@
+"""The names a CLI flag may take, checked before TensorFlow is imported.
+
+The registries (backbones, transforms of T, data sets) live in modules that
+import TensorFlow; a CLI checks its flags before that import (amp_tf/__init__),
+so it checks names against this snapshot. Where the registry module is already
+imported (a test, a benchmark, eval.resize_study's in-memory sets), the live
+registry is asked instead, so a set registered at run time is never refused.
+tests/test_cli.py asserts that the snapshot equals the registries.
+
+Pure Python: importing this module imports nothing heavy.
+
+Example:
+    >>> check_arch("resnet_small")
+    'resnet_small'
+    >>> check_consistency("flip+blur")
+    ('flip', 'blur')
+    >>> check_data_name("folder:/data/iSUN")
+    'folder:/data/iSUN'
+"""
+from __future__ import annotations
+
+import sys
+
+#: amp_tf.models.backbone_names()
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet50_imagenet", "resnet_small", "wrn40_2")
+#: amp_tf.augment.PRESETS and amp_tf.augment.transform_names()
+CONSISTENCY_PRESETS = {
+    "none": (),
+    "jitter_blur": ("color_jitter", "blur"),
+    "flip_grayscale": ("flip", "grayscale"),
+    "resized_crop": ("resized_crop",),
+    "all": ("resized_crop", "flip", "color_jitter", "blur", "grayscale"),
+}
+TRANSFORMS = ("blur", "color_jitter", "flip", "grayscale", "resized_crop")
+#: amp_tf.data.RESIZE_METHODS
+RESIZE_METHODS = ("tf", "pil_nearest", "pil_bilinear", "pil_bicubic", "pil_lanczos")
+#: amp_tf.data.names() and the patterns of amp_tf.data.names(include_patterns=True)
+DATASETS = (
+    "cifar10", "cifar100", "digits", "dtd", "fashion_mnist",
+    *(f"fmnist_{k}_{lv}" for k in ("blur", "contrast") for lv in range(1, 6)),
+    "fmnist_holdout2_id", "fmnist_holdout2_ood", "fmnist_holdout_id", "fmnist_holdout_ood",
+    *(f"fmnist_{k}_{lv}" for k in ("jpeg", "pixelate") for lv in range(1, 6)),
+    "font_letters", "imagenet2012", "mnist", "places365_small", "skimage_patches", "svhn_cropped",
+)
+DATASET_PATTERNS = ("folder:<path>", "imagenet2012_corrupted/<corruption>_<1..5>", "lsun/<category>")
+
+
+def _live(module):
+    return sys.modules.get(module)
+
+
+def check_arch(name):
+    """`name` if it is a backbone; ValueError naming --arch and the known ones otherwise."""
+    models = _live("amp_tf.models")
+    known = models.backbone_names() if models is not None else list(BACKBONES)
+    if name not in known:
+        raise ValueError(f"--arch: unknown backbone {name!r}; known: {', '.join(known)}.")
+    return name
+
+
+def check_consistency(text, flag="--consistency"):
+    """The transforms of T that `text` names (a preset, or names joined by '+')."""
+    augment = _live("amp_tf.augment")
+    if augment is not None:
+        try:
+            return augment.resolve(text)
+        except ValueError as err:
+            raise ValueError(f"{flag}: {str(err).removeprefix('consistency: ')}") from None
+    if text in CONSISTENCY_PRESETS:
+        return CONSISTENCY_PRESETS[text]
+    names = tuple(c.strip() for c in str(text).split("+") if c.strip())
+    unknown = [n for n in names if n not in TRANSFORMS]
+    if unknown:
+        raise ValueError(f"{flag}: unknown transform(s) {unknown}. Use a preset {sorted(CONSISTENCY_PRESETS)} "
+                         f"or names from {sorted(TRANSFORMS)} (a list, or joined with '+', e.g. 'flip+blur').")
+    return names
+
+
+def check_data_name(name):
+    """`name` if it is a data set name or a pattern form; the registry's ValueError otherwise."""
+    registry = _live("amp_tf.data.registry")
+    if registry is not None:
+        registry.resolve(name)
+        return name
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"data set name must be a non-empty string, got {name!r}.")
+    if name in DATASETS:
+        return name
+    for pattern in DATASET_PATTERNS:
+        prefix = pattern.split("<", 1)[0]
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return name
+    raise ValueError(
+        f"unknown data set name {name!r}. Known names: {', '.join(DATASETS)}; "
+        f"and the patterns: {', '.join(DATASET_PATTERNS)}. Use one of these (see amp_tf.data.names())."
+    )
