@@ -537,11 +537,18 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
     Returns:
         The results dict (also in `report.json`), with `out` = the final folder.
     """
+    with folder.guard():  # a work folder that vanishes mid-run fails loudly (RunFolderLost)
+        return _run_job(data, ood, models, folder, num_anchors, positive, tpr, export, plots, callbacks_for,
+                        verbose, backup, strategy, title, extra, near, log)
+
+
+def _run_job(data, ood, models, folder, num_anchors, positive, tpr, export, plots, callbacks_for, verbose,
+             backup, strategy, title, extra, near, log):
     from amp_tf.distribute import worker_info
     from amp_tf.export import export_for_serving, export_tflite
     from amp_tf.predictor import AnchoredPredictor
     from amp_tf.report import write_report
-    from amp_tf.training import write_json
+    from amp_tf.files import write_json
 
     if int(num_anchors) < 2:
         raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors}.")

@@ -188,7 +188,7 @@ def bench_inference(args, log, ref=None):
     van_fn = tf.function(lambda z: vanilla(z, training=False))
     xn = ((x - 127.5) / 127.5).astype("float32")
     if "mean" in inspect.signature(AnchoredPredictor.__init__).parameters:
-        pred = AnchoredPredictor(anchored, anchors)  # raw-pixel API: normalises inside
+        pred = AnchoredPredictor(anchored, anchors, mean=127.5, std=127.5)  # raw-pixel API: normalises inside
         x_pred = x
     else:
         pred = AnchoredPredictor(anchored, (anchors - 127.5) / 127.5)

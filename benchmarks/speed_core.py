@@ -167,7 +167,7 @@ class Inference:
         key = (kind, k, max_batch)
         if key not in self._predictors:
             cls = AnchoredPredictor if kind.startswith("tiled") else FoldedAnchoredPredictor
-            p = cls(self.anchored, self.anchor_pool[:k], max_batch=max_batch)
+            p = cls(self.anchored, self.anchor_pool[:k], max_batch=max_batch, mean=127.5, std=127.5)
             self._predictors[key] = (p, p._predict_fn())
         return self._predictors[key]
 

@@ -122,7 +122,7 @@ def test_cifar_trainer_on_mock_data(tmp_path, capsys):
     assert rep["skipped_ood_sets"] == {f"folder:{empty}": printed.split(f"skipped folder:{empty}: ")[1].splitlines()[0]}
     assert rep["models"]["anchored"]["params"] > 0
     for f in ("anchored.keras", "job.json", "report.md", "roc_svhn_cropped.png",
-              "serving/saved_model.pb", "anchored/tensorboard", "anchored/checkpoints/last.keras"):
+              "serving/saved_model.pb", "model.tflite", "anchored/tensorboard", "anchored/checkpoints/last.keras"):
         assert (out / f).exists(), f
     stats = rep["data"]  # the model carries them; the report states them
     assert len(stats["mean"]) == 3 and all(s > 0 for s in stats["std"])

@@ -66,7 +66,7 @@ def test_report_json_has_every_field(run):
 def test_run_folder_files(run):
     for f in ("report.md", "anchored.keras", "vanilla.keras", "job.json", "auroc_vs_corruption.png",
               "roc_digits.png", "densities_anchored_amp.png", "densities_vanilla_msp.png",
-              "serving/saved_model.pb", "anchored/checkpoints/last.keras"):
+              "serving/saved_model.pb", "model.tflite", "anchored/checkpoints/last.keras"):
         assert (run / f).exists(), f
     assert any((run / "anchored" / "tensorboard").rglob("events.out.tfevents*"))
     md = (run / "report.md").read_text()

@@ -31,6 +31,7 @@ import time
 
 from amp_tf import presets as _presets
 from amp_tf.cli.common import (
+    check_out,
     add_limit_alias,
     add_preset_flags,
     backup_arg,
@@ -136,6 +137,7 @@ def main(argv=None):
 
     ood_names = expand_ood(args.ood)
     name = "vanilla" if args.vanilla else "anchored"
+    check_out(args)  # --out / --resume / --overwrite refused before any data is loaded
     d = load_id(args.dataset, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
     check_data(args, d)

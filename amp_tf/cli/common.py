@@ -120,13 +120,25 @@ RUNTIME_FLAGS = ("out", "resume", "overwrite", "verbose", "dry_run", "no_backup"
                  "data_dir")
 
 
+def _run_config(args):
+    return {k: v for k, v in sorted(vars(args).items()) if k not in RUNTIME_FLAGS}
+
+
+def check_out(args):
+    """Refuses --out / --resume / --overwrite that would mix runs, before any data is loaded. Writes nothing."""
+    if args.out:
+        from amp_tf.pipeline import check_run_folder
+
+        check_run_folder(Path(args.out), _run_config(args), resume=getattr(args, "resume", False),
+                         overwrite=getattr(args, "overwrite", False))
+
+
 def run_folder(args, name, log=print):
     """The `amp_tf.pipeline.RunFolder` of --out / --resume / --overwrite (default: runs/<name>-<time>)."""
     from amp_tf.pipeline import RunFolder
 
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    config = {k: v for k, v in sorted(vars(args).items()) if k not in RUNTIME_FLAGS}
-    return RunFolder(out, config, resume=getattr(args, "resume", False),
+    return RunFolder(out, _run_config(args), resume=getattr(args, "resume", False),
                      overwrite=getattr(args, "overwrite", False), log=log)
 
 
@@ -252,10 +264,13 @@ def init_from_info(path):
     import json
     import zipfile
 
+    from amp_tf.files import check_keras_file  # no TensorFlow: names a missing, truncated or foreign file
+
     p = Path(path)
     fix = "pass a vanilla Keras model saved with model.save('name.keras') (e.g. vanilla.keras of a run)"
     if not p.is_file():
         raise ValueError(f"--init-from {path}: no such file; {fix}.")
+    check_keras_file(p, "--init-from")
     try:
         with zipfile.ZipFile(p) as z:
             config = json.loads(z.read("config.json"))

@@ -25,6 +25,7 @@ import time
 
 from amp_tf import presets as _presets
 from amp_tf.cli.common import (
+    check_out,
     add_limit_alias,
     add_preset_flags,
     backup_arg,
@@ -165,6 +166,7 @@ def main(argv=None):
         print(f"[fmnist] {msg}", flush=True)
 
     id_name, ood_names = suite(args.holdout)
+    check_out(args)  # --out / --resume / --overwrite refused before any data is loaded
     d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
     check_data(args, d)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from amp_tf import presets as _presets
 from amp_tf.cli.common import (
+    check_out,
     add_limit_alias,
     backup_arg,
     add_preset_flags,
@@ -275,11 +276,13 @@ def main(argv=None):
     from amp_tf.pipeline import dtype_policy
     from amp_tf.predictor import AnchoredPredictor, select_anchors
     from amp_tf.report import render, write_report
-    from amp_tf.training import train, write_json
+    from amp_tf.files import write_json
+    from amp_tf.training import train
 
     ood_names = []
     for n in split_names(args.ood):
         ood_names += list(DEFAULT_OOD) if n == "default" else [n]
+    check_out(args)  # --out / --resume / --overwrite refused before any data is loaded
     id_name, train_set, val_set, seed = load_id(args)
     num_classes = int(train_set.num_classes)
     size = args.image_size

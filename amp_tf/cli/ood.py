@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 from amp_tf.cli.common import (
@@ -94,16 +93,10 @@ _EXPECTED = ("expected a .keras file written by model.save(...) (e.g. anchored.k
 
 
 def check_model_path(path):
-    """The checks of --model that need no TensorFlow: a file, and a .keras zip archive."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"--model {path}: no such file; {_EXPECTED}.")
-    if path.is_dir():
-        raise ValueError(f"--model {path} is a folder (a SavedModel such as serving/?), not a Keras model; "
-                         f"{_EXPECTED}.")
-    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise ValueError(f"--model {path} is not a Keras model file (not a .keras zip archive); {_EXPECTED}.")
-    return path
+    """The checks of --model that need no TensorFlow: a complete .keras archive (`amp_tf.files`)."""
+    from amp_tf.files import check_keras_file
+
+    return check_keras_file(path, "--model")
 
 
 def load_model(path):
@@ -111,15 +104,9 @@ def load_model(path):
     import keras
 
     import amp_tf
+    from amp_tf.files import load_keras_model
 
-    amp_tf.import_all()  # registers every serializable (AnchoredModel, ServingHead, CoupledSGD, ...)
-    path = check_model_path(path)
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as err:  # keras raises many types for a bad file
-        raise ValueError(f"--model {path} could not be loaded as a Keras model "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                         f"{_EXPECTED}.") from None
+    model = load_keras_model(path, "--model")
     net = model.backbone if isinstance(model, amp_tf.AnchoredModel) else model
     try:
         rank = len(net.input_shape) if isinstance(net, keras.Model) else 0

@@ -272,7 +272,7 @@ def main(argv=None):
     heavy_imports()  # after every check that needs no data
     from amp_tf import data
     from amp_tf.pipeline import load_id
-    from amp_tf.training import write_json
+    from amp_tf.files import write_json
 
     d = load_id(args.id, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=1, data_dir=args.data_dir, download=args.download)
