@@ -16,8 +16,8 @@ Prints the median and the fastest of `--reps` timed calls after `--warmup`
 calls, the ratio SavedModel / .tflite, the file sizes and the CPU model. Not a
 test: timings depend on the machine and on what else runs on it.
 
-    python benchmarks/litert_latency.py                       # main job's shape
-    python benchmarks/litert_latency.py --model runs/X/anchored.keras
+    python -m benchmarks.litert_latency                       # main job's shape
+    python -m benchmarks.litert_latency --model runs/X/anchored.keras
 """
 import argparse
 import json
@@ -27,6 +27,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # python benchmarks/litert_latency.py
+    sys.exit("run it as a module from the repository root: python -m benchmarks.litert_latency")
+
+from benchmarks.harness import cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,16 +87,6 @@ def parse(argv):
     p.add_argument("--rounds", type=int, default=3,
                    help="fresh processes per format, alternating; the round with the lowest median counts")
     return p.parse_args(argv)
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def export_both(args, out):
@@ -164,5 +159,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())
