@@ -222,7 +222,7 @@ def test_imagenet_trainer_user_errors(tiny_imagenet, tmp_path, capsys):
     err = user_error(imagenet.main, ["--data-dir", no_data_dir(tmp_path), "--out", tmp_path / "r"], capsys)
     assert "'imagenet2012' is not prepared" in err and "ILSVRC2012_img_train.tar" in err
     err = user_error(imagenet.main, ["--train-folder", tiny_imagenet / "ood", "--val-folder",
-                                     tiny_imagenet / "val", "--out", tmp_path], capsys)
+                                     tiny_imagenet / "val", "--out", tmp_path / "r2"], capsys)
     assert "one subfolder per class" in err
 
 
@@ -368,7 +368,7 @@ def test_eval_cli_exit_code_in_a_subprocess(tmp_path):
                            "--ood", "digits", "--out", str(tmp_path / "out")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert f"error: --model {bad} is not a Keras model file" in proc.stderr
+    assert f"error: --model {bad} is not a Keras model: " in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
@@ -538,7 +538,7 @@ def test_init_from_combinations_that_cannot_work_are_refused_leaving_nothing(van
     v, out = vanilla_model / "vanilla.keras", tmp_path / "D"
     cases = [
         (["--init-from", vanilla_model / "anchored.keras"], "is an anchored model (AnchoredModel)"),
-        (["--init-from", vanilla_model / "truncated.keras"], "is not a Keras model file"),
+        (["--init-from", vanilla_model / "truncated.keras"], "is not a Keras model: the file is truncated"),
         (["--init-from", tmp_path / "missing.keras"], "no such file"),
         (["--init-from", v, "--width", "8"], "--width: the architecture is that of the --init-from model"),
         (["--init-from", v, "--arch", "resnet18"], "--arch: the architecture is that of the --init-from"),
