@@ -379,11 +379,10 @@ def train_models(data, models, out, verbose=1, backup=True, strategy=None, callb
                 raise ValueError(f"{name}: init_from {cfg.init_from!r} names no model trained before it.")
             init = trained[src][0]
             log(f"  {name} starts from the {src} model (anchor_backbone, function-preserving)")
-        with dtype_policy(cfg.mixed_precision):
-            model, _ = train(cfg, data.x_train, data.y_train, data.num_classes, val=(data.x_val, data.y_val),
-                             out_dir=Path(out) / name, verbose=verbose, strategy=strategy,
-                             backup=backup(name) if callable(backup) else backup, init_from=init,
-                             callbacks=(callbacks_for(name) if callbacks_for else ()))
+        model, _ = train(cfg, data.x_train, data.y_train, data.num_classes, val=(data.x_val, data.y_val),
+                         out_dir=Path(out) / name, verbose=verbose, strategy=strategy,
+                         backup=backup(name) if callable(backup) else backup, init_from=init,
+                         callbacks=(callbacks_for(name) if callbacks_for else ()))
         trained[name] = (model, cfg, time.time() - t)
     return trained
 
@@ -437,38 +436,6 @@ class GivenModel:
 
     def to_dict(self):
         return {"given": str(self.path), "anchored": self.anchored, "trained_here": False}
-
-
-class dtype_policy:
-    """Context manager: the global Keras dtype policy ``mixed_bfloat16`` inside when `mixed`
-    (else unchanged), and the previous policy restored on exit, also after an error.
-
-    Example:
-        >>> import keras
-        >>> with dtype_policy(True):
-        ...     keras.mixed_precision.global_policy().name
-        'mixed_bfloat16'
-        >>> keras.mixed_precision.global_policy().name
-        'float32'
-    """
-
-    def __init__(self, mixed):
-        self.mixed = bool(mixed)
-        self.before = None
-
-    def __enter__(self):
-        import keras
-
-        self.before = keras.mixed_precision.global_policy()
-        if self.mixed:
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        return self
-
-    def __exit__(self, *exc):
-        import keras
-
-        keras.mixed_precision.set_global_policy(self.before)
-        return False
 
 
 def score_models(trained, data, ood, num_anchors=5, positive="id", log=print):

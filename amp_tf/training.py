@@ -226,6 +226,38 @@ def compile_model(model, cfg, steps_per_epoch):
     return model
 
 
+class dtype_policy:
+    """Context manager: the global Keras dtype policy ``mixed_bfloat16`` inside when `mixed`
+    (else unchanged), and the previous policy restored on exit, also after an error.
+
+    Example:
+        >>> import keras
+        >>> with dtype_policy(True):
+        ...     keras.mixed_precision.global_policy().name
+        'mixed_bfloat16'
+        >>> keras.mixed_precision.global_policy().name
+        'float32'
+    """
+
+    def __init__(self, mixed):
+        self.mixed = bool(mixed)
+        self.before = None
+
+    def __enter__(self):
+        import keras
+
+        self.before = keras.mixed_precision.global_policy()
+        if self.mixed:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        return self
+
+    def __exit__(self, *exc):
+        import keras
+
+        keras.mixed_precision.set_global_policy(self.before)
+        return False
+
+
 def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose="auto",
           backup=True, strategy=None, init_from=None):
     """Trains per `cfg` on in-memory raw-pixel images; returns (model, history).
@@ -246,8 +278,11 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         init_from: a trained vanilla model (or its `.keras` path): anchored
             fine-tuning from it (see `build_model`, `finetune_anchored`).
     """
-    if cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    with dtype_policy(cfg.mixed_precision):  # the global policy is restored afterwards
+        return _train(cfg, x, y, num_classes, val, out_dir, callbacks, verbose, backup, strategy, init_from)
+
+
+def _train(cfg, x, y, num_classes, val, out_dir, callbacks, verbose, backup, strategy, init_from):
     keras.utils.set_random_seed(cfg.seed)
     strategy = strategy or get_strategy(cfg.strategy)
     _, task_index, is_chief = worker_info()

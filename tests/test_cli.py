@@ -639,7 +639,7 @@ def test_finetune_without_the_vanilla_twin_in_process(vanilla_model, tmp_path, c
 def test_mixed_precision_main_job_end_to_end(tmp_path, capsys):
     """--mixed-precision runs the main job (vanilla twin + anchored fine-tuning) end to end and exports.
 
-    NOTE: the job restores the float32 policy after each model's training (pipeline.dtype_policy), so
+    NOTE: the job restores the float32 policy after each model's training (training.dtype_policy inside train), so
     the predictor and the export are built in float32; the bfloat16 fix of the export itself
     (amp_tf/export.py, amp_tf/predictor.py) is another branch's. Run this test again after merging."""
     import keras

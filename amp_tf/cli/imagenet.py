@@ -273,7 +273,6 @@ def main(argv=None):
     from amp_tf.distribute import worker_info
     from amp_tf.evaluation import anchored_scorer, ood_results, score_arrays, vanilla_scorer
     from amp_tf.export import export_for_serving
-    from amp_tf.pipeline import dtype_policy
     from amp_tf.predictor import AnchoredPredictor, select_anchors
     from amp_tf.report import render, write_report
     from amp_tf.files import write_json
@@ -308,9 +307,8 @@ def main(argv=None):
     print(f"[imagenet] {id_name}: {train_set.num_examples} training images, {num_classes} classes, "
           f"{steps} steps/epoch; training the {name} {cfg.arch} for {cfg.epochs} epochs ...")
     t = time.time()
-    with dtype_policy(cfg.mixed_precision):
-        model, _ = train(cfg, ds, steps, num_classes, out_dir=out / name, verbose=args.verbose,
-                         backup=backup_arg(args, name), init_from=init)
+    model, _ = train(cfg, ds, steps, num_classes, out_dir=out / name, verbose=args.verbose,
+                     backup=backup_arg(args, name), init_from=init)  # restores the dtype policy itself
     train_time = time.time() - t
     if not worker_info()[2]:
         print("[imagenet] non-chief worker: training done; the chief writes model and report.")
