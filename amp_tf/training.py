@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -71,6 +72,8 @@ class TrainConfig:
     strategy: str = "default"
     jit_compile: bool = False
     mixed_precision: bool = False
+    # TF op determinism during this training run only (exact resume; slower on some ops)
+    deterministic: bool = False
     # per-channel training statistics in pixel units, carried by the model;
     # None: computed from the training arrays by `train`
     mean: tuple | None = None
@@ -258,6 +261,26 @@ class dtype_policy:
         return False
 
 
+@contextlib.contextmanager
+def op_determinism(on):
+    """TF op determinism inside when `on` (else unchanged); the previous state is restored on exit.
+
+    Example:
+        >>> with op_determinism(True):
+        ...     pass
+    """
+    from tensorflow.python.framework import config as tf_config  # enable/disable/is_..._enabled
+
+    before = tf_config.is_op_determinism_enabled()
+    if on and not before:
+        tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if on and not before:
+            tf_config.disable_op_determinism()
+
+
 def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose="auto",
           backup=True, strategy=None, init_from=None):
     """Trains per `cfg` on in-memory raw-pixel images; returns (model, history).
@@ -278,7 +301,8 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
         init_from: a trained vanilla model (or its `.keras` path): anchored
             fine-tuning from it (see `build_model`, `finetune_anchored`).
     """
-    with dtype_policy(cfg.mixed_precision):  # the global policy is restored afterwards
+    # the global dtype policy and op determinism are restored afterwards
+    with dtype_policy(cfg.mixed_precision), op_determinism(cfg.deterministic):
         return _train(cfg, x, y, num_classes, val, out_dir, callbacks, verbose, backup, strategy, init_from)
 
 

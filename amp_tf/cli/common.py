@@ -81,11 +81,6 @@ def train_config(args, **overrides):
     """
     from amp_tf.training import TrainConfig
 
-    if getattr(args, "deterministic", False):
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-
     milestones = tuple(int(m) for m in str(args.lr_milestones).split(",") if m.strip())
     fields = dict(
         init_from=getattr(args, "init_from", None), arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
@@ -94,7 +89,7 @@ def train_config(args, **overrides):
         warmup_epochs=0.0 if milestones else min(1.0, (args.epochs or 1) * 0.1),
         consistency=args.consistency, consistency_every=args.consistency_every, augment=args.augment,
         seed=args.seed, strategy=args.strategy, jit_compile=args.jit_compile,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=args.mixed_precision, deterministic=bool(getattr(args, "deterministic", False)),
     )
     fields.update(overrides)
     cfg = TrainConfig(**fields)
