@@ -50,17 +50,25 @@ def scale_logits(model, x, target=10.0):
     return keras.ops.convert_to_numpy(model(x, training=False))
 
 
-def step0_difference(model, am, x):
-    """max |anchored model (two different anchor draws) - model| on raw pixels."""
-    ref = keras.ops.convert_to_numpy(model(x, training=False))
-    diffs = [np.abs(keras.ops.convert_to_numpy(am(x, training=False, seed=np.array(s, "int64"))) - ref).max()
+def _grouped(model):
+    """Whether the model has grouped convolutions (eager Keras re-compiles their XLA kernel on every call)."""
+    return any(getattr(layer, "groups", 1) > 1 or (isinstance(layer, keras.Model) and _grouped(layer))
+               for layer in model.layers)
+
+
+def step0_difference(model, am, x, traced=False):
+    """max |anchored model (two different anchor draws) - model| on raw pixels, and max |logit|."""
+    wrap = tf.function if traced else (lambda f: f)
+    ref = keras.ops.convert_to_numpy(wrap(lambda v: model(v, training=False))(x))
+    run = wrap(lambda v, s: am(v, training=False, seed=s))
+    diffs = [np.abs(keras.ops.convert_to_numpy(run(x, np.array(s, "int64"))) - ref).max()
              for s in ([1, 2], [3, 4])]
     return float(max(diffs)), float(np.abs(ref).max())
 
 
-def one_step(am, x, n):
+def one_step(am, x, n, eager=True):
     am.compile(keras.optimizers.SGD(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-               run_eagerly=True)
+               run_eagerly=eager, jit_compile=False)
     loss = am.fit(x, np.arange(len(x)) % n, batch_size=len(x), epochs=1, verbose=0).history["loss"][0]
     return float(loss)
 
@@ -257,3 +265,191 @@ def test_finetune_anchored_on_a_rescaling_model_and_given_statistics(rng, tmp_pa
     am2, _ = finetune_anchored(plain, x, y, epochs=1, batch_size=16, verbose=0, backup=False,
                                mean=[100.0, 100.0, 100.0], std=[50.0, 50.0, 50.0])
     np.testing.assert_allclose(am2.normalizer.mean.numpy(), [100.0] * 3)
+
+
+# ------------------------------------------------------------------ slow: the example a user copies
+@pytest.mark.slow
+def test_example_anchor_your_model_runs_on_tiny_data(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "anchor_your_model.py"), "--tiny",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fine-tuned MobileNetV3Small" in proc.stdout and "mean [127.5, 127.5, 127.5]" in proc.stdout
+    assert "scored 16 images" in proc.stdout
+    served = tf.saved_model.load(str(tmp_path / "out" / "serving"))
+    out = served.signatures["serving_default"](images=tf.zeros([2, 32, 32, 3], tf.uint8))
+    assert out["amp_score"].shape == (2,) and np.all(np.isfinite(out["amp_score"].numpy()))
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "anchor_your_model.py"), "--epochs", "0"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "--epochs must be >= 1" in bad.stderr
+
+
+# ------------------------------------------------------------------ slow: every keras.applications family
+# family -> (input size, what `include_preprocessing`-like layers it builds in (None: none),
+#            preprocess_input mode, used as layers in front for the "on" row of families without them)
+FAMILIES = {
+    "ResNet50": (32, None, "caffe"),
+    "ResNet50V2": (32, None, "tf"),
+    "ResNet101": (32, None, "caffe"),
+    "MobileNet": (32, None, "tf"),
+    "MobileNetV2": (32, None, "tf"),
+    "MobileNetV3Small": (32, "include_preprocessing", None),
+    "MobileNetV3Large": (32, "include_preprocessing", None),
+    "EfficientNetB0": (32, "built in", None),
+    "EfficientNetV2B0": (32, "include_preprocessing", None),
+    "ConvNeXtTiny": (32, "include_preprocessing", None),
+    "DenseNet121": (32, None, "torch"),
+    "VGG16": (32, None, "caffe"),
+    "VGG19": (32, None, "caffe"),
+    "NASNetMobile": (32, None, "tf"),
+    "Xception": (71, None, "tf"),
+    "InceptionV3": (75, None, "tf"),
+    "InceptionResNetV2": (75, None, "tf"),
+}
+# The SavedModel round trip of these runs in the slow tier; every family's runs with AMP_TF_APPS_FULL=1.
+EXPORT_ALWAYS = ("MobileNetV3Small", "VGG16")
+FULL = os.environ.get("AMP_TF_APPS_FULL") == "1"
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def preprocess_layers(mode):
+    """`keras.applications.<family>.preprocess_input` as Keras layers (caffe: without its RGB -> BGR flip)."""
+    if mode == "tf":
+        return [keras.layers.Rescaling(1 / 127.5, offset=-1.0)]
+    if mode == "torch":
+        return [keras.layers.Rescaling(1 / 255.0),
+                keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD])]
+    return [keras.layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1.0, 1.0, 1.0])]
+
+
+def variants(name):
+    """[(preprocessing label, model)] for one build of the family: with and without preprocessing."""
+    size, builtin, mode = FAMILIES[name]
+    kwargs = dict(weights=None, input_shape=(size, size, 3), classes=4, classifier_activation=None)
+    if builtin == "include_preprocessing":
+        kwargs["include_preprocessing"] = True
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(**kwargs)
+    if builtin:
+        pre = [layer for layer in model.layers[1:4] if isinstance(
+            layer, (keras.layers.Rescaling, keras.layers.Normalization))]
+        labels = " + ".join(type(layer).__name__ for layer in pre)
+        off = keras.Model(pre[-1].output, model.output, name=f"{model.name}_nopre")
+        return [(f"on ({builtin}: {labels})", model), ("off (the same net after them)", off)]
+    on = keras.Sequential([keras.Input((size, size, 3)), *preprocess_layers(mode), model], name=f"{name}_pre")
+    labels = " + ".join(type(layer).__name__ for layer in on.layers[:-1])
+    return [(f"on (preprocess_input '{mode}' as {labels}, nested)", on), ("off (none)", model)]
+
+
+def export_round_trip(am, x, tmp):
+    """Predictor -> SavedModel -> tf.saved_model.load: max relative amp_score difference."""
+    pred = AnchoredPredictor.from_model(am, x[:2].astype("uint8"), max_batch=None)
+    export_for_serving(pred, tmp, threshold=0.0)
+    loaded = tf.saved_model.load(str(tmp))
+    served = loaded.signatures["serving_default"](images=tf.constant(x.astype("uint8")))["amp_score"].numpy()
+    local = pred.predict(x.astype("uint8"))["amp_score"]
+    assert np.all(np.isfinite(local))
+    return float(np.max(np.abs(served - local) / np.maximum(1.0, np.abs(local))))
+
+
+def family_rows(name, tmp, log):
+    rows = []
+    x = raw_pixels(np.random.default_rng(0), (2, FAMILIES[name][0], FAMILIES[name][0], 3))
+    for i, (label, model) in enumerate(variants(name)):
+        t0 = time.time()
+        scale_logits(model, x, target=1.0)
+        try:
+            am = anchored_model(model, consistency="none")
+            t_anchor = time.time() - t0
+        except ValueError as err:  # refused: the message is the row
+            rows.append((name, x.shape[1], label, "refused", str(err).splitlines()[0][:200], "-", "-"))
+            continue
+        stats = "{} / {}".format(*("[" + ", ".join(f"{v:.1f}" for v in s.numpy()) + "]"
+                                   for s in (am.normalizer.mean, am.normalizer.std)))
+        grouped = _grouped(model)
+        diff, scale = step0_difference(model, am, x, traced=grouped)
+        t_step0 = time.time() - t0
+        export, step, loss = "-", "as above (same anchored backbone)", float("nan")
+        if i == 0 and (FULL or name in EXPORT_ALWAYS):
+            rel = export_round_trip(am, x, tmp / f"{name}_{i}")
+            export = "ok (< 1e-4 rel.)" if rel < 1e-4 else f"DIFFERS ({rel:.2g})"
+        elif i == 0:
+            export = "(full run)"
+        t_export = time.time() - t0
+        if i == 0:
+            loss = one_step(am, x, 4, eager=not grouped)
+            step = "runs" if np.isfinite(loss) else "NaN loss"
+        log.append(f"{name:18s} {label[:24]:24s} diff {diff:.2e} scale {scale:.1f} loss {loss:.3f} "
+                   f"export {export} anchor {t_anchor:.0f}s step0 {t_step0:.0f}s export {t_export:.0f}s "
+                   f"total {time.time() - t0:.0f}s")
+        exact = "exact (≤ 1e-4)" if diff <= 1e-4 else f"DIFFERS ({diff:.2g})"
+        rows.append((name, x.shape[1], label, exact, stats, step, export))
+    return rows
+
+
+def applications_table(rows):
+    out = ["# Your own model: keras.applications families", "",
+           "Generated by `tests/test_applications.py` (slow tier; regenerate with "
+           "`AMP_TF_APPS_FULL=1 AMP_TF_WRITE_DOCS=1 .venv/bin/python -m pytest -q -m slow "
+           "tests/test_applications.py -k table`).", "",
+           "Every family is built with `weights=None`, 4 classes, `classifier_activation=None` (logits), "
+           "the last kernel scaled so that the largest |logit| on the test batch is 1 (random-init logits "
+           "range from 1e-11 to 1e3, so the difference is relative to the logit scale). "
+           "**Step 0**: max |`anchored_model(m)` - `m`| on the same raw pixels (2 images, two anchor draws). "
+           "**Statistics**: the pixel mean / std the anchored model carries: its leading `Rescaling` / "
+           "`Normalization` layers absorbed (identity 0 / 1 without them). **Fine-tuning step**: one "
+           "`fit` step of the anchored model (finite loss). **Round trip**: `AnchoredPredictor.from_model` -> "
+           "`export_for_serving` -> `tf.saved_model.load`, `amp_score` against the in-process predictor; "
+           "the slow tier runs it for " + ", ".join(EXPORT_ALWAYS) + ", the full run (`AMP_TF_APPS_FULL=1`) "
+           "for every family.", "",
+           "Preprocessing **on**: the family's built-in layers, or, for families without them, the "
+           "family's `preprocess_input` as Keras layers in front of the model (a nested model; caffe mode "
+           "without its RGB -> BGR flip, which is a channel permutation, not a per-channel map). "
+           "**off**: the network without them (it takes raw pixels). Both rows of a family anchor to the same "
+           "backbone (the preprocessing is absorbed into the statistics), so the fine-tuning step and the "
+           "round trip run once per family.", "",
+           "| Family | Input | Preprocessing | Step 0 | Statistics (mean / std) | Fine-tuning step | Round trip |",
+           "|:---|---:|:---|:---|:---|:---|:---|"]
+    for name, size, label, exact, stats, step, export in rows:
+        out.append(f"| {name} | {size}x{size} | {label} | {exact} | {stats} | {step} | {export} |")
+    return "\n".join(out + ["", MARKER]) + "\n"
+
+
+MARKER = "<!-- generated above this line; hand-written below -->"
+
+
+def _doc_export_cells():
+    """(family, preprocessing) -> round-trip cell of the checked-in table (kept when not recomputed)."""
+    cells = {}
+    if DOC.exists():
+        for line in DOC.read_text().splitlines():
+            parts = [p.strip() for p in line.strip().strip("|").split("|")]
+            if len(parts) == 7 and parts[0] in FAMILIES:
+                cells[(parts[0], parts[2])] = parts[6]
+    return cells
+
+
+@pytest.mark.slow
+def test_every_keras_applications_family_is_anchored_and_the_table_is_current(tmp_path):
+    log, rows = [], []
+    for name in FAMILIES:
+        rows += family_rows(name, tmp_path, log)
+        keras.backend.clear_session()
+    print("\n".join(log))
+    if not FULL:  # round trips of the other families come from the last full run
+        kept = _doc_export_cells()
+        rows = [r[:6] + (kept.get((r[0], r[2]), r[6]) if r[6] == "(full run)" else r[6],) for r in rows]
+    assert len({r[0] for r in rows}) >= 17
+    for row in rows:
+        assert row[3] in ("exact (≤ 1e-4)", "refused"), row
+        assert row[3] == "refused" or row[5] in ("runs", "as above (same anchored backbone)"), row
+        assert "DIFFERS" not in row[6], row
+    text = applications_table(rows)
+    old = DOC.read_text() if DOC.exists() else ""
+    if os.environ.get("AMP_TF_WRITE_DOCS") == "1":
+        DOC.write_text(text + old.partition(MARKER + "\n")[2])
+    assert DOC.exists(), "generate docs/applications.md (see the module docstring)"
+    generated = DOC.read_text().partition(MARKER)
+    assert generated[0] + generated[1] + "\n" == text, \
+        "docs/applications.md is out of date: regenerate it (module docstring)"

@@ -135,7 +135,7 @@ def _check_model(model):
         names = [t.name for t in model_inputs]
         raise ValueError(
             f"Model {model.name!r} has {len(model_inputs)} inputs {names}; anchoring needs a "
-            f"single image input (wrap the other inputs into a separate model). {_SUPPORTED}"
+            f"single image input (anchor the image branch as a model of its own). {_SUPPORTED}"
         )
     shape = tuple(model_inputs[0].shape)
     if len(shape) != 4:
@@ -284,7 +284,7 @@ def _statistics(model, stages, channels, mean=None, std=None):
     if np.any(a <= 0) or not np.all(np.isfinite(np.concatenate([a, b]))):
         raise ValueError(
             f"Model {model.name!r}: its preprocessing ({names}) maps pixels x to a * x + b with "
-            f"a = {a.tolist()}: pixel statistics need a finite a > 0 per channel."
+            f"a = {_fmt(a)}: pixel statistics need a finite a > 0 per channel."
         )
     mean, std = (-b / a + 0.0).astype("float32"), (1.0 / a).astype("float32")
     try:
@@ -292,11 +292,15 @@ def _statistics(model, stages, channels, mean=None, std=None):
     except ValueError as err:
         raise ValueError(
             f"Model {model.name!r}: its preprocessing ({names}) normalises with mean "
-            f"{mean.tolist()} / std {std.tolist()}: it expects images in [0, 1], while amp-tf "
+            f"{_fmt(mean)} / std {_fmt(std)}: it expects images in [0, 1], while amp-tf "
             "feeds raw pixels (0..255). If the model takes x / 255, pass mean=0, std=255 (they "
             f"are composed with the model's own preprocessing). ({err})"
         ) from None
     return mean, std
+
+
+def _fmt(values):
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
 
 
 def model_normalization(model, mean=None, std=None):
