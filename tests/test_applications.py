@@ -286,26 +286,26 @@ def test_example_anchor_your_model_runs_on_tiny_data(tmp_path):
 
 
 # ------------------------------------------------------------------ slow: every keras.applications family
-# family -> (input size, what `include_preprocessing`-like layers it builds in (None: none),
-#            preprocess_input mode, used as layers in front for the "on" row of families without them)
+# family -> (input size, how it builds preprocessing layers in (None: it has none),
+#            preprocess_input mode put in front as layers for an extra "on" row (two families only: time))
 FAMILIES = {
-    "ResNet50": (32, None, "caffe"),
-    "ResNet50V2": (32, None, "tf"),
-    "ResNet101": (32, None, "caffe"),
+    "ResNet50": (32, None, None),
+    "ResNet50V2": (32, None, None),
+    "ResNet101": (32, None, None),
     "MobileNet": (32, None, "tf"),
-    "MobileNetV2": (32, None, "tf"),
+    "MobileNetV2": (32, None, None),
     "MobileNetV3Small": (32, "include_preprocessing", None),
     "MobileNetV3Large": (32, "include_preprocessing", None),
     "EfficientNetB0": (32, "built in", None),
     "EfficientNetV2B0": (32, "include_preprocessing", None),
     "ConvNeXtTiny": (32, "include_preprocessing", None),
-    "DenseNet121": (32, None, "torch"),
+    "DenseNet121": (32, None, None),
     "VGG16": (32, None, "caffe"),
-    "VGG19": (32, None, "caffe"),
-    "NASNetMobile": (32, None, "tf"),
-    "Xception": (71, None, "tf"),
-    "InceptionV3": (75, None, "tf"),
-    "InceptionResNetV2": (75, None, "tf"),
+    "VGG19": (32, None, None),
+    "NASNetMobile": (32, None, None),
+    "Xception": (71, None, None),
+    "InceptionV3": (75, None, None),
+    "InceptionResNetV2": (75, None, None),
 }
 # The SavedModel round trip of these runs in the slow tier; every family's runs with AMP_TF_APPS_FULL=1.
 EXPORT_ALWAYS = ("MobileNetV3Small", "VGG16")
@@ -337,6 +337,8 @@ def variants(name):
         labels = " + ".join(type(layer).__name__ for layer in pre)
         off = keras.Model(pre[-1].output, model.output, name=f"{model.name}_nopre")
         return [(f"on ({builtin}: {labels})", model), ("off (the same net after them)", off)]
+    if mode is None:
+        return [("none (the family has no preprocessing layers)", model)]
     on = keras.Sequential([keras.Input((size, size, 3)), *preprocess_layers(mode), model], name=f"{name}_pre")
     labels = " + ".join(type(layer).__name__ for layer in on.layers[:-1])
     return [(f"on (preprocess_input '{mode}' as {labels}, nested)", on), ("off (none)", model)]
@@ -403,10 +405,12 @@ def applications_table(rows):
            "`export_for_serving` -> `tf.saved_model.load`, `amp_score` against the in-process predictor; "
            "the slow tier runs it for " + ", ".join(EXPORT_ALWAYS) + ", the full run (`AMP_TF_APPS_FULL=1`) "
            "for every family.", "",
-           "Preprocessing **on**: the family's built-in layers, or, for families without them, the "
-           "family's `preprocess_input` as Keras layers in front of the model (a nested model; caffe mode "
-           "without its RGB -> BGR flip, which is a channel permutation, not a per-channel map). "
-           "**off**: the network without them (it takes raw pixels). Both rows of a family anchor to the same "
+           "Preprocessing **on**: the family's built-in layers (`include_preprocessing=True`, its default; "
+           "EfficientNetB0 always has them), or, for MobileNet and VGG16, the family's `preprocess_input` "
+           "as Keras layers in front of the model (a nested model; caffe mode without its RGB -> BGR flip, "
+           "which is a channel permutation, not a per-channel map). **off**: the network without them (it "
+           "takes raw pixels; for built-in layers: the same network from its first layer after them, "
+           "what `include_preprocessing=False` builds). Both rows of a family anchor to the same "
            "backbone (the preprocessing is absorbed into the statistics), so the fine-tuning step and the "
            "round trip run once per family.", "",
            "| Family | Input | Preprocessing | Step 0 | Statistics (mean / std) | Fine-tuning step | Round trip |",
