@@ -377,16 +377,28 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     for any anchor, so tau is ~0 and AMP means nothing; the fine-tuning epochs
     teach it to depend on the anchor. See BENCHMARKS.md for what they buy.
 
+    Any Keras classifier that `amp_tf.models.anchored_model` accepts works,
+    e.g. a ``keras.applications`` model built with ``classifier_activation=None``:
+    its leading ``Rescaling`` / ``Normalization`` layers become the anchored
+    model's pixel statistics, and a model without them sees raw pixels as before.
+    The model must output logits (no softmax at the end).
+
     Args:
-        vanilla: a trained vanilla `keras.Model` (raw pixels in) or its `.keras` path.
+        vanilla: a trained vanilla `keras.Model` (raw pixels in, logits out) or its `.keras` path.
         x, y: training images (raw pixels) and labels.
         num_classes: default: the model's output width.
-        epochs: fine-tuning epochs.
+        epochs: fine-tuning epochs (an int >= 1).
         **config: other `TrainConfig` fields (lr, consistency, seed, batch_size, ...)
             and `train` arguments (val, out_dir, callbacks, verbose, backup, strategy).
+            ``mean``/``std`` (pixel units) normalise the pixels before a model
+            without its own `PixelNormalization` (see `anchored_model`).
 
     Returns:
         `(AnchoredModel, history)`.
+
+    Raises:
+        ValueError: epochs < 1, a model that ends in a softmax, or a model that
+            cannot be anchored (named layer and what would work), before any training.
 
     Example:
         >>> import numpy as np
@@ -398,10 +410,41 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
         >>> model.backbone.input.shape
         (None, 28, 28, 2)
     """
+    from amp_tf.models.anchor import anchor_backbone, softmax_output
+
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs: expected an int >= 1 (fine-tuning epochs), got {epochs!r}.")
     train_keys = {"val", "out_dir", "callbacks", "verbose", "backup", "strategy"}
     train_kw = {k: config.pop(k) for k in list(config) if k in train_keys}
     if not isinstance(vanilla, keras.Model):
         vanilla = keras.models.load_model(vanilla, compile=False)
+    soft = softmax_output(vanilla)
+    if soft:
+        raise ValueError(
+            f"vanilla: the model ends in a softmax ({soft}); anchored training and AMP need "
+            "logits. Pass a logits model: build it with classifier_activation=None "
+            "(keras.applications) or activation=None on the last layer."
+        )
+    stats = {k: config.pop(k) for k in ("mean", "std") if config.get(k) is not None}
+    if stats:
+        vanilla = _with_statistics(vanilla, stats.get("mean"), stats.get("std"))
+    anchor_backbone(vanilla)  # refuses a model that cannot be anchored before any work
     cfg = TrainConfig(anchored=True, epochs=int(epochs), **config)
     n = num_classes or int(vanilla.output_shape[-1])
     return train(cfg, x, y, n, init_from=vanilla, **train_kw)
+
+
+def _with_statistics(vanilla, mean, std):
+    """``vanilla`` behind a `PixelNormalization(mean, std)` (for a model without its own statistics)."""
+    from amp_tf.pixels import PixelNormalization, find_normalization
+
+    if mean is None or std is None:
+        raise ValueError("mean/std: pass both (per-channel, in pixel units) or neither.")
+    if find_normalization(vanilla) is not None:
+        raise ValueError(
+            "mean/std: the model carries its own statistics (PixelNormalization); do not pass mean/std."
+        )
+    inp = keras.Input(vanilla.input_shape[1:], name="images")
+    channels = vanilla.input_shape[-1]
+    norm = PixelNormalization(mean, std, channels=channels, name="given_statistics")
+    return keras.Model(inp, vanilla(norm(inp)), name=vanilla.name)

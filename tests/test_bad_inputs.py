@@ -413,6 +413,105 @@ def _(c):
 
 # ------------------------------------------------------------------ cases: your own Keras model (anchor_backbone, keras.applications)
 # (add this area's cases directly below this line)
+def _own(*layers, shape=(8, 8, 3)):
+    import keras
+
+    return keras.Sequential([keras.Input(shape), *layers], name="own")
+
+
+@case("anchor_backbone / anchored_model", "a model whose first weighted layer is a Dense on the raw image")
+def _(c):
+    import keras
+    from amp_tf.models import anchored_model
+
+    m = _own(keras.layers.Dense(4, name="pixel_mlp"), keras.layers.Flatten(), keras.layers.Dense(2))
+    return expect(ValueError, r"'pixel_mlp' \(Dense\).*Conv2D\(units, 1\)", anchored_model, m)
+
+
+@case("anchor_backbone / anchored_model", "a subclassed keras.Model")
+def _(c):
+    import keras
+    from amp_tf.models import anchor_backbone
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.conv = keras.layers.Conv2D(4, 3)
+
+        def call(self, x):
+            return self.conv(x)
+
+    net = Net()
+    net(np.zeros((1, 8, 8, 3), "float32"))
+    return expect(ValueError, r"subclassed model \(Net 'net'\).*functional API", anchor_backbone, net)
+
+
+@case("anchor_backbone / anchored_model", "a model with two inputs (image + metadata)")
+def _(c):
+    import keras
+    from amp_tf.models import anchor_backbone
+
+    img, meta = keras.Input((8, 8, 3), name="image"), keras.Input((2,), name="meta")
+    z = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(img))
+    m = keras.Model([img, meta], keras.layers.Dense(2)(keras.layers.Concatenate()([z, meta])), name="two_inputs")
+    return expect(ValueError, r"has 2 inputs \['image', 'meta'\]; anchoring needs a single image input",
+                  anchor_backbone, m)
+
+
+@case("anchor_backbone / anchored_model", "a DepthwiseConv2D first (no Conv2D stem)")
+def _(c):
+    import keras
+    from amp_tf.models import anchored_model
+
+    m = _own(keras.layers.DepthwiseConv2D(3, name="dw"), keras.layers.Conv2D(4, 1))
+    return expect(ValueError, r"'dw' \(DepthwiseConv2D\).*depthwise", anchored_model, m)
+
+
+@case("anchored_model", "a model whose Normalization expects `x / 255` (statistics in [0, 1])")
+def _(c):
+    import keras
+    from amp_tf.models import anchored_model
+
+    m = _own(keras.layers.Normalization(mean=0.45, variance=0.05, name="norm01"), keras.layers.Conv2D(4, 3))
+    return expect(ValueError, r"expects images in \[0, 1\].*pass mean=0, std=255", anchored_model, m)
+
+
+@case("anchored_model", "ZeroPadding2D before a Rescaling with an offset")
+def _(c):
+    import keras
+    from amp_tf.models import anchored_model
+
+    m = _own(keras.layers.ZeroPadding2D(1), keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale"),
+             keras.layers.Conv2D(4, 3))
+    return expect(ValueError, r"'rescale' \(Rescaling\) adds an offset after zero padding", anchored_model, m)
+
+
+@case("anchored_model", "mean without std")
+def _(c):
+    import keras
+    from amp_tf.models import anchored_model
+
+    return expect(ValueError, r"mean/std: pass both", anchored_model, _own(keras.layers.Conv2D(4, 3)), mean=100.0)
+
+
+@case("finetune_anchored", "epochs=0")
+def _(c):
+    from amp_tf.training import finetune_anchored
+
+    return expect(ValueError, r"epochs: expected an int >= 1", finetune_anchored, c["vanilla"], c["x"][:32],
+                  c["y"][:32], epochs=0)
+
+
+@case("finetune_anchored", "a keras.applications-style model ending in softmax (probabilities, not logits)")
+def _(c):
+    import keras
+    from amp_tf.training import finetune_anchored
+
+    m = _own(keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+             keras.layers.Dense(10, activation="softmax", name="predictions"), shape=(28, 28, 1))
+    return expect(ValueError, r"ends in a softmax.*classifier_activation=None", finetune_anchored, m,
+                  c["x"][:32], c["y"][:32], epochs=1)
+
 
 
 # ------------------------------------------------------------------ cases: export: SavedModel and LiteRT

@@ -239,10 +239,10 @@ def _seq(*layers, shape=(8, 8, 3)):
     [
         (lambda: _seq(keras.layers.Flatten(), keras.layers.Dense(4)), "Flatten"),
         (lambda: _seq(keras.layers.Dense(4), keras.layers.Conv2D(4, 3)), "Dense"),
-        (lambda: _seq(keras.layers.Rescaling(1 / 255.0), keras.layers.Conv2D(4, 3)),
-         "Rescaling.*affine.*outside the model"),
+        (lambda: _seq(keras.layers.Rescaling(1 / 255.0), keras.layers.Dense(4)),
+         "'dense.*' \\(Dense\\).*Conv2D\\(units, 1\\)"),
         (lambda: _seq(keras.layers.Normalization(mean=0.5, variance=0.1),
-                      keras.layers.Conv2D(4, 3)), "Normalization.*affine"),
+                      keras.layers.Rescaling(2.0), keras.layers.Flatten()), "Flatten"),
         (lambda: _seq(keras.layers.DepthwiseConv2D(3), keras.layers.Conv2D(4, 1)),
          "DepthwiseConv2D"),
         (lambda: _seq(keras.layers.SeparableConv2D(4, 3)), "SeparableConv2D"),

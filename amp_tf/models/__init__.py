@@ -10,7 +10,7 @@ Example:
 from amp_tf.models.registry import backbone_names, build_backbone, register_backbone
 from amp_tf.models import resnet as _resnet  # noqa: F401  (registers builders)
 from amp_tf.models import wrn as _wrn  # noqa: F401
-from amp_tf.models.anchor import anchor_backbone, anchored_model, model_normalization
+from amp_tf.models.anchor import anchor_backbone, anchored_model, model_normalization, softmax_output
 
 __all__ = ["anchor_backbone", "anchored_model", "backbone_names", "build_backbone",
-           "model_normalization", "register_backbone"]
+           "model_normalization", "register_backbone", "softmax_output"]

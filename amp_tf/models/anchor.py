@@ -1,7 +1,27 @@
-"""Turn a trained image classifier into an anchored one without changing it."""
+"""Turn a trained image classifier into an anchored one without changing it.
+
+Any functional or Sequential Keras model whose input reaches Conv2D layers first
+can be anchored: the first convolutions get a kernel over ``[c, x - c]``
+(``concat([W, W])``), every other layer is copied with its weights, and graphs
+with op layers (``x + 3.0``, ``Add``, ``Multiply``, ...) anywhere are rebuilt
+through ``keras.models.clone_model``.
+
+Leading per-channel affine maps of the pixels (``Rescaling``, ``Normalization``,
+our ``PixelNormalization``, constant ``x * s`` / ``x / s`` / ``x + b`` / ``x - b``
+ops, in chains and inside nested models) are absorbed: the anchored backbone
+drops them and `anchored_model` carries them as its pixel statistics, so that it
+computes exactly the original function on raw pixels. The composed map
+``y = A * x + B`` is "normalise with mean ``-B / A`` and std ``1 / A``", and the
+anchored model feeds ``[(c - mean) / std, (x - c) / std] = [A c + B, A (x - c)]``,
+which the doubled first kernel sums to ``W (A x + B)``: what the original first
+convolution saw.
+"""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import keras
+import numpy as np
 from keras import ops
 
 # Weightless layers that are linear in their input and channel-agnostic, so
@@ -14,11 +34,31 @@ _PASS_THROUGH = (
 )
 
 _SUPPORTED = (
-    "anchor_backbone supports models whose input (rank 4, channels_last) goes "
-    "straight into one or more Conv2D layers (groups=1), optionally through "
-    "ZeroPadding2D/Cropping2D/Identity, or into a nested Functional/Sequential "
-    "model of that form."
+    "anchor_backbone supports Functional/Sequential models with one rank-4 "
+    "channels_last image input that reaches Conv2D layers (groups=1) first, "
+    "optionally through per-channel affine preprocessing (Rescaling, "
+    "Normalization, x * s + b), ZeroPadding2D/Cropping2D/Identity, or nested "
+    "Functional/Sequential models of that form."
 )
+
+# keras.ops classes (op layers such as `x * 2.0`) that are affine in one tensor
+# argument when the other argument is a constant.
+_AFFINE_OPS = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")
+
+
+class Stage(NamedTuple):
+    """One absorbed per-channel affine map ``y = a * x + b`` (float64, shape (C,))."""
+
+    layer: object
+    a: np.ndarray
+    b: np.ndarray
+
+
+class _State(NamedTuple):
+    """What a raw-path tensor is: the affine stages applied so far, and whether zeros were padded."""
+
+    stages: tuple
+    padded: bool
 
 
 def anchor_backbone(model: keras.Model) -> keras.Model:
@@ -28,13 +68,16 @@ def anchor_backbone(model: keras.Model) -> keras.Model:
     initialised as ``concat([W, W], axis=2)`` (bias copied); all other weights
     (including BatchNorm moving statistics) are copied. Since
     ``W·c + W·(x - c) = W·x``, the anchored model computes exactly the original
-    function for any anchor ``c``. ``model`` itself is left unchanged and shares
-    no variables with the result.
+    function for any anchor ``c``. Leading affine preprocessing (``Rescaling``,
+    ``Normalization``, ``PixelNormalization``) is dropped: the anchored backbone
+    takes *normalised* ``[c, x - c]``, and `anchored_model` (or
+    `input_statistics`) supplies the statistics that stand for it. ``model``
+    itself is left unchanged and shares no variables with the result.
 
     Args:
         model: A built Functional or Sequential model with a single rank-4
-            ``(H, W, C)`` channels_last input whose first weighted layer is a
-            ``Conv2D`` applied directly to the input.
+            ``(H, W, C)`` channels_last input whose first weighted layers are
+            ``Conv2D`` layers fed by the (preprocessed) input.
 
     Returns:
         A functional ``keras.Model`` named ``f"{model.name}_anchored"`` with
@@ -43,9 +86,8 @@ def anchor_backbone(model: keras.Model) -> keras.Model:
     Raises:
         ValueError: If the model is unbuilt, subclassed, has several or non
             rank-4 inputs, or if the input reaches anything other than a
-            ``Conv2D`` first: a weighted layer (Dense, DepthwiseConv2D,
-            BatchNormalization, ...) or a non-linear / affine layer such as
-            Rescaling or Normalization (normalise outside the model instead).
+            ``Conv2D`` first (a Dense, DepthwiseConv2D, BatchNormalization, ...
+            layer), naming the layer.
 
     Example:
         >>> import numpy as np, keras
@@ -60,13 +102,25 @@ def anchor_backbone(model: keras.Model) -> keras.Model:
         >>> bool(np.allclose(m(x), a(np.concatenate([c, x - c], -1)), atol=1e-5))
         True
     """
+    return _anchor(model)[0]
+
+
+def _anchor(model, state=None):
+    """``(anchored backbone, stages)``: the anchored copy and the affine stages it absorbed."""
+    anchored, out_state, stages = _rebuild(model, state)
+    if out_state is not None:
+        raise ValueError(f"A model output of {model.name!r} is the (preprocessed) input itself. {_SUPPORTED}")
+    return anchored, stages
+
+
+def _check_model(model):
     if not isinstance(model, keras.Model):
         raise ValueError(f"Expected a keras.Model; got {type(model).__name__}.")
-    is_sequential = isinstance(model, keras.Sequential)
-    if not is_sequential and not _is_functional(model):
+    if not isinstance(model, keras.Sequential) and not _is_functional(model):
         raise ValueError(
-            f"Cannot anchor a subclassed model ({type(model).__name__}): its "
-            f"layer graph is unknown. {_SUPPORTED}"
+            f"Cannot anchor a subclassed model ({type(model).__name__} {model.name!r}): its "
+            "layer graph is unknown. Rebuild it with the functional API (keras.Input -> "
+            f"layers -> keras.Model(inputs, outputs)). {_SUPPORTED}"
         )
     try:
         model_inputs = model.inputs
@@ -78,30 +132,41 @@ def anchor_backbone(model: keras.Model) -> keras.Model:
             "model.build(input_shape)) before anchoring it."
         )
     if len(model_inputs) != 1:
-        raise ValueError(f"Expected a single image input; model has {len(model_inputs)}.")
-    ref_input = model_inputs[0]
-    shape = tuple(ref_input.shape)
+        names = [t.name for t in model_inputs]
+        raise ValueError(
+            f"Model {model.name!r} has {len(model_inputs)} inputs {names}; anchoring needs a "
+            f"single image input (anchor the image branch as a model of its own). {_SUPPORTED}"
+        )
+    shape = tuple(model_inputs[0].shape)
     if len(shape) != 4:
         raise ValueError(
-            f"Expected a rank-4 image input (batch, H, W, C); got shape {shape}. "
-            f"{_SUPPORTED}"
+            f"Expected a rank-4 image input (batch, H, W, C); got shape {shape}. {_SUPPORTED}"
         )
     if shape[-1] is None:
         raise ValueError("The input channel count must be known to anchor a model.")
+    return model_inputs[0]
 
+
+def _rebuild(model, state=None):
+    """Rebuilds ``model`` on a 2C-channel input; ``(anchored or None, output state or None, stages)``.
+
+    The output state is not None when the model's output is still the raw
+    (preprocessed, padded) input: a preprocessing block nested in a bigger model.
+    """
+    ref_input = _check_model(model)
+    shape = tuple(ref_input.shape)
     new_input = keras.Input(
         shape=shape[1:3] + (2 * shape[-1],), dtype=ref_input.dtype,
         name=f"{ref_input.name}_anchored",
     )
-    rebuilder = _Rebuilder()
-    if is_sequential:
+    rebuilder = _Rebuilder(shape[-1], functional=not isinstance(model, keras.Sequential))
+    rebuilder.state[id(new_input)] = state or _State((), False)
+    if isinstance(model, keras.Sequential):
         x = new_input
-        rebuilder.raw.add(id(x))
         for layer in model.layers:
             x = rebuilder.call(layer, x)
         outputs = x
     else:
-        rebuilder.raw.add(id(new_input))
         outputs = keras.models.clone_model(
             model,
             input_tensors=keras.tree.map_structure(lambda _: new_input, model.input),
@@ -110,13 +175,21 @@ def anchor_backbone(model: keras.Model) -> keras.Model:
         ).outputs
         if not isinstance(model.output, (list, tuple, dict)):
             outputs = outputs[0]
+    flat = keras.tree.flatten(outputs)
+    raw_out = [id(t) in rebuilder.state for t in flat]
+    if all(raw_out) and len(flat) == 1:
+        anchored = None
+        if flat[0] is not new_input:
+            anchored = keras.Model(new_input, outputs, name=f"{model.name}_anchored")
+            rebuilder.copy_weights()
+        return anchored, rebuilder.state[id(flat[0])], ()
+    if any(raw_out):
+        raise ValueError(f"A model output of {model.name!r} is the (padded) input itself. {_SUPPORTED}")
     if not rebuilder.entries:
         raise ValueError(f"No Conv2D consumes the input of model {model.name!r}. {_SUPPORTED}")
-    if any(id(t) in rebuilder.raw for t in keras.tree.flatten(outputs)):
-        raise ValueError(f"A model output is the (padded) input itself. {_SUPPORTED}")
     anchored = keras.Model(new_input, outputs, name=f"{model.name}_anchored")
     rebuilder.copy_weights()
-    return anchored
+    return anchored, None, rebuilder.common_stages(model)
 
 
 def _is_pixel_normalization(layer) -> bool:
@@ -125,28 +198,150 @@ def _is_pixel_normalization(layer) -> bool:
     return isinstance(layer, PixelNormalization)
 
 
-def model_normalization(model):
-    """``(mean, std)`` of the `PixelNormalization` a model starts with, or None."""
-    from amp_tf.pixels import find_normalization
+def _is_functional(model) -> bool:
+    from keras.src.models.functional import Functional
 
-    layer = find_normalization(model)
-    if layer is None:
+    return isinstance(model, Functional)
+
+
+def _per_channel(value, channels, what):
+    """``value`` as a float64 (C,) array: one value per channel, or one for all."""
+    v = np.asarray(ops.convert_to_numpy(value) if hasattr(value, "shape") and not isinstance(value, np.ndarray)
+                   else value, dtype="float64")
+    if v.size == 1:
+        return np.full(channels, float(v.reshape(-1)[0]))
+    if v.size == channels and v.shape[-1] == channels:
+        return v.reshape(channels)
+    raise ValueError(
+        f"{what} has shape {v.shape}: not one value per channel ({channels}), so it is not a "
+        f"per-channel map of the pixels and cannot be absorbed. {_SUPPORTED}"
+    )
+
+
+def _affine_stage(layer, args, tensor, channels):
+    """The `Stage` for a per-channel affine ``layer`` applied to ``tensor``, or None."""
+    where = _where(layer)
+    if isinstance(layer, keras.layers.Rescaling):
+        return Stage(layer, _per_channel(layer.scale, channels, f"scale of {where}"),
+                     _per_channel(layer.offset, channels, f"offset of {where}"))
+    if isinstance(layer, keras.layers.Normalization):
+        if tuple(a % 4 for a in layer.axis) not in ((), (3,)):
+            raise ValueError(f"{where} normalises over axis {layer.axis}, not per channel (axis=-1). {_SUPPORTED}")
+        mean = _per_channel(layer.mean, channels, f"mean of {where}")
+        std = np.maximum(np.sqrt(_per_channel(layer.variance, channels, f"variance of {where}")),
+                         keras.backend.epsilon())
+        return Stage(layer, std, mean) if layer.invert else Stage(layer, 1.0 / std, -mean / std)
+    if _is_pixel_normalization(layer):
+        mean, std = (_per_channel(v, channels, where) for v in (layer.mean, layer.std))
+        return Stage(layer, 1.0 / std, -mean / std)
+    if isinstance(layer, keras.layers.Layer) or type(layer).__name__ not in _AFFINE_OPS:
         return None
-    return (keras.ops.convert_to_numpy(layer.mean), keras.ops.convert_to_numpy(layer.std))
+    consts = [a for a in args if a is not tensor]
+    if len(args) != 2 or len(consts) != 1 or isinstance(consts[0], (keras.KerasTensor, keras.Variable)):
+        return None
+    c = _per_channel(consts[0], channels, f"the constant of {where}")
+    first = args[0] is tensor
+    name = type(layer).__name__
+    if name == "Add":
+        return Stage(layer, np.ones(channels), c)
+    if name == "Subtract":
+        return Stage(layer, np.ones(channels), -c) if first else Stage(layer, -np.ones(channels), c)
+    if name == "Multiply":
+        return Stage(layer, c, np.zeros(channels))
+    return Stage(layer, 1.0 / c, np.zeros(channels)) if first else None  # c / x is not affine
 
 
-def anchored_model(model, **kwargs):
-    """An `AnchoredModel` over ``anchor_backbone(model)``, normalising with ``model``'s statistics.
+def _stage_name(stage):
+    layer = stage.layer
+    return layer if isinstance(layer, str) else f"{layer.name} ({type(layer).__name__})"
+
+
+def _statistics(model, stages, channels, mean=None, std=None):
+    """The pixel statistics ``(mean, std)`` (float32, (C,)) equivalent to the absorbed ``stages``.
+
+    User-given ``mean``/``std`` replace the model's own `PixelNormalization`, or
+    come before its other preprocessing when it has none.
+    """
+    from amp_tf.pixels import check_stats
+
+    stages = list(stages)
+    if (mean is None) != (std is None):
+        raise ValueError("mean/std: pass both (per-channel, in pixel units) or neither.")
+    if mean is not None:
+        m, s = _per_channel(mean, channels, "mean"), _per_channel(std, channels, "std")
+        if np.any(s <= 0) or not np.all(np.isfinite(np.concatenate([m, s]))):
+            raise ValueError(f"mean/std: expected finite values and std > 0, got {m.tolist()} / {s.tolist()}.")
+        given = Stage("the given mean/std", 1.0 / s, -m / s)
+        own = [i for i, st in enumerate(stages) if _is_pixel_normalization(st.layer)]
+        if own:
+            stages[own[0]] = given
+        else:
+            stages.insert(0, given)
+    a, b = np.ones(channels), np.zeros(channels)
+    for st in stages:
+        a, b = st.a * a, st.a * b + st.b
+    names = ", ".join(_stage_name(st) for st in stages) or "none"
+    if np.any(a <= 0) or not np.all(np.isfinite(np.concatenate([a, b]))):
+        raise ValueError(
+            f"Model {model.name!r}: its preprocessing ({names}) maps pixels x to a * x + b with "
+            f"a = {_fmt(a)}: pixel statistics need a finite a > 0 per channel."
+        )
+    mean, std = (-b / a + 0.0).astype("float32"), (1.0 / a).astype("float32")
+    try:
+        check_stats(mean, std, channels)
+    except ValueError as err:
+        raise ValueError(
+            f"Model {model.name!r}: its preprocessing ({names}) normalises with mean "
+            f"{_fmt(mean)} / std {_fmt(std)}: it expects images in [0, 1], while amp-tf "
+            "feeds raw pixels (0..255). If the model takes x / 255, pass mean=0, std=255 (they "
+            f"are composed with the model's own preprocessing). ({err})"
+        ) from None
+    return mean, std
+
+
+def _fmt(values):
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
+
+
+def model_normalization(model, mean=None, std=None):
+    """``(mean, std)``: the pixel statistics that stand for ``model``'s leading preprocessing.
+
+    The composition of its leading `PixelNormalization`, ``Rescaling``,
+    ``Normalization`` and constant ``x * s + b`` ops, as per-channel statistics
+    in pixel units (float32, shape (C,)); identity (0, 1) for a model without
+    preprocessing. Given ``mean``/``std`` replace the model's `PixelNormalization`
+    or, without one, are applied before its other preprocessing layers.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 127.5, offset=-1),
+        ...                       keras.layers.Conv2D(4, 3)])
+        >>> [v.tolist() for v in model_normalization(m)]
+        [[127.5, 127.5, 127.5], [127.5, 127.5, 127.5]]
+    """
+    _, stages = _anchor(model)
+    return _statistics(model, stages, int(model.inputs[0].shape[-1]), mean, std)
+
+
+def anchored_model(model, mean=None, std=None, **kwargs):
+    """An `AnchoredModel` over ``anchor_backbone(model)`` that computes ``model``'s function on raw pixels.
 
     Starting point of anchored fine-tuning: the result computes exactly
     ``model``'s function for any anchor (on raw pixels), and trains like any
-    `AnchoredModel`.
+    `AnchoredModel`. Its pixel statistics stand for the model's leading
+    preprocessing (`model_normalization`): a `PixelNormalization`, ``Rescaling``
+    and ``Normalization`` layers (e.g. ``keras.applications`` models built with
+    ``include_preprocessing=True``) are absorbed exactly; a model without them
+    gets identity statistics (it sees raw pixels, as before).
 
     Args:
-        model: a vanilla classifier (e.g. ``build_backbone(..., anchored=False)``),
-            ideally trained, starting with a `PixelNormalization` layer.
-        **kwargs: `AnchoredModel` arguments (``consistency``, ``seed``, ...);
-            ``mean``/``std`` default to the model's own.
+        model: a vanilla classifier (e.g. ``build_backbone(..., anchored=False)``
+            or a ``keras.applications`` model), ideally trained, taking raw pixels.
+        mean, std: per-channel statistics in pixel units that replace the model's
+            own `PixelNormalization`, or, for a model without one, normalise the
+            pixels before its own preprocessing (e.g. ``0, 255`` for a model
+            trained on ``x / 255``).
+        **kwargs: `AnchoredModel` arguments (``consistency``, ``seed``, ...).
 
     Example:
         >>> from amp_tf.models import build_backbone
@@ -156,53 +351,60 @@ def anchored_model(model, **kwargs):
     """
     from amp_tf.anchoring import AnchoredModel
 
-    stats = model_normalization(model)
-    if stats is not None:
-        kwargs.setdefault("mean", stats[0])
-        kwargs.setdefault("std", stats[1])
-    return AnchoredModel(anchor_backbone(model), **kwargs)
+    backbone, stages = _anchor(model)
+    mean, std = _statistics(model, stages, int(model.inputs[0].shape[-1]), mean, std)
+    own = [st.layer for st in stages if _is_pixel_normalization(st.layer)]
+    if own:
+        kwargs.setdefault("check_pixels", own[0].check)
+    return AnchoredModel(backbone, mean=mean, std=std, **kwargs)
 
 
-def _is_functional(model) -> bool:
-    from keras.src.models.functional import Functional
+def _where(layer):
+    return f"layer {layer.name!r} ({type(layer).__name__})"
 
-    return isinstance(model, Functional)
+
+def _key(state):
+    return tuple(id(st.layer) for st in state.stages)
 
 
 class _Rebuilder:
     """Re-calls copies of the original layers on the new input, tracking which
-    tensors still are the (linearly padded/cropped) raw input."""
+    tensors still are the (affinely mapped, padded or cropped) raw input."""
 
-    def __init__(self):
-        self.raw: set[int] = set()  # ids of KerasTensors equal to the raw input
-        self.copies: dict[int, tuple[str, keras.layers.Layer, keras.layers.Layer]] = {}
-        self.entries: list[keras.layers.Layer] = []
-        self.normalization = None
+    def __init__(self, channels, functional=True):
+        self.channels = channels
+        self.functional = functional
+        self.state: dict[int, _State] = {}  # id(KerasTensor) -> what raw input it is
+        self.copies: dict[int, tuple[str, object, object]] = {}
+        self.entries: list[tuple[object, tuple]] = []  # (new entry layer, stages it sees)
 
     def call(self, layer, *args, **kwargs):
-        tensors = [
-            t for t in keras.tree.flatten((args, kwargs))
-            if isinstance(t, keras.KerasTensor)
-        ]
-        raw = [id(t) in self.raw for t in tensors]
+        tensors = [t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
+        raw = [id(t) in self.state for t in tensors]
         if not any(raw):
             return self._copy(layer, "plain")(*args, **kwargs)
-        where = f"layer {layer.name!r} ({type(layer).__name__})"
+        where = _where(layer)
         if not all(raw) or len(tensors) != 1:
             raise ValueError(
                 f"The model input is combined with other tensors in {where}; the "
                 f"anchored input [c, x - c] cannot be fed there. {_SUPPORTED}"
             )
-        if _is_pixel_normalization(layer):
-            # Raw pixels in: the anchored model normalises c and x - c itself
-            # (AnchoredModel / AnchoredPredictor), so the anchored backbone takes
-            # the normalised [c, x - c] and this layer is dropped; its statistics
-            # are read with `model_normalization(model)`.
-            self.normalization = layer
-            return args[0]
+        tensor = tensors[0]
+        state = self.state[id(tensor)]
+        stage = _affine_stage(layer, args, tensor, self.channels)
+        if stage is not None:
+            if state.padded and np.any(stage.b != 0):
+                raise ValueError(
+                    f"{where} adds an offset after zero padding of the input; the padded zeros "
+                    f"would move too, so it cannot be absorbed. Pad after the preprocessing. {_SUPPORTED}"
+                )
+            self._check_sole_consumer(layer, where)
+            self.state[id(tensor)] = _State(state.stages + (stage,), state.padded)
+            return tensor  # absorbed: the anchored model normalises c and x - c itself
         if isinstance(layer, _PASS_THROUGH):
             out = self._copy(layer, "plain")(*args, **kwargs)
-            self.raw.update(id(t) for t in keras.tree.flatten(out))
+            padded = state.padded or isinstance(layer, keras.layers.ZeroPadding2D)
+            self.state.update({id(t): _State(state.stages, padded) for t in keras.tree.flatten(out)})
             return out
         if isinstance(layer, keras.layers.Conv2D):
             config = layer.get_config()
@@ -213,15 +415,57 @@ class _Rebuilder:
                     f"data_format={config.get('data_format')!r}. {_SUPPORTED}"
                 )
             new = self._copy(layer, "entry")
-            self.entries.append(new)
+            self.entries.append((new, state))
             return new(*args, **kwargs)
-        if isinstance(layer, keras.Model) and (
-            isinstance(layer, keras.Sequential) or _is_functional(layer)
-        ):
-            new = self._copy(layer, "nested")
-            self.entries.append(new)
-            return new(*args, **kwargs)
+        if isinstance(layer, keras.Model):
+            return self._nested(layer, state, tensor, where, args, kwargs)
         raise ValueError(_unsupported_message(layer, where))
+
+    def _nested(self, layer, state, tensor, where, args, kwargs):
+        if id(layer) in self.copies:
+            raise ValueError(f"Nested model {where} is called more than once on the input; cannot anchor it.")
+        anchored, out_state, stages = _rebuild(layer, state)
+        self.copies[id(layer)] = ("nested", layer, anchored)
+        if out_state is not None:  # a preprocessing block: its output is still the raw input
+            if anchored is None:
+                self._check_sole_consumer(layer, where)
+                self.state[id(tensor)] = out_state
+                return tensor
+            out = anchored(tensor)
+            self.state[id(out)] = out_state
+            return out
+        self.entries.append((anchored, _State(stages, state.padded)))
+        return anchored(*args, **kwargs)
+
+    def _check_sole_consumer(self, layer, where):
+        """An absorbed layer must be the only consumer of its input (its input is not used raw elsewhere)."""
+        if not self.functional:
+            return
+        nodes = getattr(layer, "_inbound_nodes", [])
+        ok = len(nodes) == 1 and len(nodes[0].input_tensors) == 1
+        if ok:
+            t = nodes[0].input_tensors[0]
+            producer = t._keras_history.operation
+            users = [n for n in producer._outbound_nodes if any(x is t for x in n.input_tensors)]
+            ok = len(users) == 1
+        if not ok:
+            raise ValueError(
+                f"The input before the preprocessing {where} is also used elsewhere (or the "
+                f"layer is shared); only a preprocessing chain that is the input's sole consumer "
+                f"can be absorbed. {_SUPPORTED}"
+            )
+
+    def common_stages(self, model):
+        """The stages every entry sees (they must agree: one set of pixel statistics)."""
+        keys = {_key(st) for _, st in self.entries}
+        if len(keys) > 1:
+            names = ", ".join(f"{new.name}: [{', '.join(_stage_name(s) for s in st.stages)}]"
+                              for new, st in self.entries)
+            raise ValueError(
+                f"The first layers of {model.name!r} see the input through different "
+                f"preprocessing ({names}); one set of pixel statistics cannot stand for them. {_SUPPORTED}"
+            )
+        return self.entries[0][1].stages
 
     def _copy(self, layer, kind):
         if id(layer) in self.copies:
@@ -232,8 +476,8 @@ class _Rebuilder:
                     f"the rest of the model; cannot anchor it. {_SUPPORTED}"
                 )
             return new
-        if kind == "nested":
-            new = anchor_backbone(layer)  # already carries copied weights
+        if not isinstance(layer, keras.layers.Layer):
+            new = layer  # an op layer (x + 3.0, ops.add, ...): stateless, reused as is
         elif isinstance(layer, keras.Model):
             new = keras.models.clone_model(layer, recursive=True)
         else:
@@ -243,7 +487,7 @@ class _Rebuilder:
 
     def copy_weights(self):
         for kind, old, new in self.copies.values():
-            if kind == "nested":
+            if kind == "nested" or new is old:
                 continue
             if kind == "plain" and isinstance(old, keras.Model):
                 new.set_weights(old.get_weights())
@@ -258,19 +502,58 @@ class _Rebuilder:
 
 
 def _unsupported_message(layer, where) -> str:
-    if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
-        why = (
-            "it is affine, not linear ((x - m) / s), so normalising c and x - c "
-            "separately does not add up to normalising x; do the normalisation "
-            "outside the model (in the data pipeline) and anchor the normalised images"
-        )
-    elif isinstance(layer, keras.layers.DepthwiseConv2D) or "Separable" in type(layer).__name__:
-        why = "a depthwise filter sees each channel separately, so it cannot sum W·c + W·(x - c)"
-    elif layer.weights:
-        why = "its weights are not a Conv2D kernel over the input channels"
+    if isinstance(layer, keras.layers.DepthwiseConv2D) or "Separable" in type(layer).__name__:
+        why = ("a depthwise filter sees each channel separately, so it cannot sum W·c + W·(x - c); "
+               "put a Conv2D stem before it")
+    elif isinstance(layer, keras.layers.Dense):
+        why = ("a Dense layer on the image is a 1x1 convolution over the channels: build it as "
+               "Conv2D(units, 1), or flatten after a Conv2D stem")
+    elif isinstance(layer, keras.Model):
+        why = "it is a subclassed model, whose layer graph is unknown; rebuild it with the functional API"
+    elif getattr(layer, "weights", None):
+        why = "its weights are not a Conv2D kernel over the input channels; put a Conv2D first"
     else:
-        why = "it is not a linear, channel-agnostic layer"
+        why = "it is not a per-channel affine, linear, channel-agnostic layer"
     return (
         f"The model input first reaches {where}, which cannot be anchored: {why}. "
         f"{_SUPPORTED}"
     )
+
+
+def softmax_output(model):
+    """The layer that applies a softmax to ``model``'s output (description string), or None.
+
+    Anchored training and AMP work on logits; a model ending in
+    ``activation="softmax"`` or a ``Softmax`` layer gives probabilities.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax", name="head")])
+        >>> softmax_output(m)
+        "layer 'head' (Dense) has activation='softmax'"
+    """
+    outputs = getattr(model, "outputs", None) or []
+    layer = _producer(outputs[0]) if len(outputs) == 1 else None
+    for _ in range(64):
+        if layer is None:
+            return None
+        if isinstance(layer, keras.layers.Softmax) or type(layer).__name__ == "Softmax":
+            return f"{_where(layer)} is a softmax"
+        if getattr(getattr(layer, "activation", None), "__name__", "") == "softmax":
+            return f"{_where(layer)} has activation='softmax'"
+        if isinstance(layer, keras.Model) and getattr(layer, "outputs", None):
+            layer = _producer(layer.outputs[0])
+        elif isinstance(layer, _SHAPE_ONLY) and len(layer._inbound_nodes) == 1:
+            layer = _producer(layer._inbound_nodes[0].input_tensors[0])
+        else:
+            return None
+    return None
+
+
+# Layers a softmax may hide behind at the end of a model.
+_SHAPE_ONLY = (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity, keras.layers.Dropout)
+
+
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history else None
