@@ -122,8 +122,9 @@ def combine(args, given):
                              f"{IMAGE_SHAPE} (Fashion-MNIST). Give a model trained on Fashion-MNIST.")
         args.arch, args.width = None, None  # not used: recorded as such
     elif args.skip_vanilla:
-        refuse_with("finetune_epochs", given, "with --skip-vanilla (and no --init-from) the anchored model "
-                    "trains from scratch for --epochs; there is no vanilla model to fine-tune.")
+        if args.finetune_epochs:  # --finetune-epochs 0 says the same as --skip-vanilla: fine
+            refuse_with("finetune_epochs", given, "with --skip-vanilla (and no --init-from) the anchored model "
+                        "trains from scratch for --epochs; there is no vanilla model to fine-tune.")
         args.finetune_epochs = 0  # not used: recorded as such
 
 

@@ -239,6 +239,20 @@ def _score_stream(run, batches):
     return vals, np.concatenate(labels), np.concatenate(sample)[:1000]
 
 
+def threshold_count(args, id_name, val_set):
+    """How many validation images set the serving threshold: --threshold-size, at most half of a small set."""
+    from amp_tf.export import MIN_ID_IMAGES
+
+    n_thr = args.threshold_size
+    if val_set.num_examples:  # a small validation set: half sets the threshold, half is reported
+        n_thr = min(n_thr, val_set.num_examples // 2)
+    if n_thr < MIN_ID_IMAGES:
+        raise ValueError(f"{id_name}: {n_thr} validation images for the serving threshold; it needs at least "
+                         f"{MIN_ID_IMAGES} (half of a small validation set is used): give a larger validation "
+                         "set (--val-folder) or --threshold-size.")
+    return n_thr
+
+
 def load_id(args):
     from amp_tf import data
 
@@ -288,6 +302,7 @@ def main(argv=None):
     mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
     ds, steps = train_dataset(train_set, args.batch_size, size, seed, args.augment == "crop_flip",
                               args.train_limit)
+    threshold_count(args, id_name, val_set)  # refused before training when too few
     name = "vanilla" if args.vanilla else "anchored"
     init = None
     if args.init_from:  # loaded and checked before any folder or training
@@ -323,11 +338,7 @@ def main(argv=None):
         run = anchored_scorer(model, anchors)
     else:
         run = vanilla_scorer(model)
-    n_thr = args.threshold_size
-    if val_set.num_examples:  # a small validation set: half sets the threshold, half is reported
-        n_thr = min(n_thr, val_set.num_examples // 2)
-    if n_thr < 1:
-        raise ValueError(f"{id_name}: too few validation images to hold some out for the serving threshold.")
+    n_thr = threshold_count(args, id_name, val_set)
     held = val_set.dataset.take(n_thr)
     threshold_images = np.concatenate([xb for xb, _ in eval_batches(held, size).as_numpy_iterator()])
     print(f"[imagenet] scoring the {name} model on the {id_name} validation images (after the "
