@@ -33,8 +33,8 @@ def load_arrays(args):
 
     if args.tiny:
         rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (48, args.size, args.size, 3), dtype=np.uint8)
-        return x[:32], np.arange(32) % 4, x[32:], 4
+        x = rng.integers(0, 256, (72, args.size, args.size, 3), dtype=np.uint8)
+        return x[:32], np.arange(32) % 4, x[32:], 4  # 40 test images: 20 set the threshold
     from amp_tf import data
 
     x, y = data.to_numpy(data.load(args.data, "train"), limit=args.limit)
