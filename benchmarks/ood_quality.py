@@ -70,7 +70,8 @@ if __name__ == "__main__" and not __package__:  # python benchmarks/ood_quality.
     sys.exit("run it as a module from the repository root: python -m benchmarks.ood_quality")
 
 from amp_tf.presets import FMNIST_RECIPE  # noqa: E402  (the main job's recipe: one definition)
-from benchmarks.harness import ROOT, Contention, Log, cli_errors, machine_info, versions, write_json  # noqa: E402
+from amp_tf.errors import cli_errors  # noqa: E402
+from benchmarks.harness import ROOT, Contention, Log, machine_info, versions, write_json  # noqa: E402
 from benchmarks.ood_runs import FITTED, LIBRARY_CROP_SCALE, TABLE8_TRANSFORMS  # noqa: E402
 
 #: --quick: every part of the benchmark at a tiny scale (2 seeds so that the

@@ -489,6 +489,18 @@ def test_explicit_flags_are_those_on_the_command_line():
     assert common.explicit_flags(p, []) == set()
 
 
+def test_no_code_reads_argparse_internals():
+    """The CLIs keep their flags by dest themselves (`common.Parser.flags`); one error handler."""
+    for folder in ("amp_tf", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            assert "._actions" not in text and "argparse._" not in text, path
+            assert "def cli_errors" not in text or path.name == "errors.py", path
+    p = fmnist.parser()
+    assert p.flags["eval_limit"].option_strings == ["--eval-limit"]  # the hidden alias --limit keeps it
+    assert "it IS the vanilla twin" in p.flags["init_from"].help
+
+
 def test_train_config_keeps_init_from_for_the_anchored_model_only(tmp_path):
     args = fmnist.parser().parse_args(["--init-from", "v.keras", "--finetune-epochs", "3"])
     assert common.train_config(args, anchored=False).init_from is None  # the old bug: refused after training

@@ -38,9 +38,9 @@ from amp_tf.cli.common import (
     base_parser,
     check_data,
     check_names,
+    check_init_from,
     cli_errors,
     parse_cli,
-    refuse_with,
     restrict_choices,
     run_folder,
     split_names,
@@ -98,22 +98,10 @@ def combine(args, given):
     if args.vanilla and args.ood_callback_every:
         raise ValueError("--ood-callback-every with --vanilla: the OOD callback scores AMP, which needs an "
                          "anchored model; drop one of the two flags.")
-    if args.init_from:
-        if args.vanilla:
-            raise ValueError("--init-from with --vanilla: --init-from gives the vanilla twin (scored, not "
-                             "retrained) and fine-tunes the anchored model from it; drop --vanilla.")
-        for flag in ("arch", "width"):
-            refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
-        if args.finetune_epochs:
-            refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
-                        f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs.")
-        args.arch, args.width = None, None  # not used: recorded as such
-        return
-    refuse_with("finetune_epochs", given, "fine-tuning needs --init-from (a trained vanilla model).")
-    args.finetune_epochs = 0
-    if args.arch != "resnet_small":
-        refuse_with("width", given, f"only resnet_small has a --width; {args.arch} has a fixed width.")
-        args.width = None
+    if args.init_from and args.vanilla:
+        raise ValueError("--init-from with --vanilla: --init-from gives the vanilla twin (scored, not "
+                         "retrained) and fine-tunes the anchored model from it; drop --vanilla.")
+    check_init_from(args, given)
 
 
 def expand_ood(text):

@@ -8,13 +8,50 @@ import os
 import platform
 from pathlib import Path
 
+from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class Parser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` that keeps its flags by `dest` in `flags`.
+
+    argparse has no public lookup of a flag by `dest`; the presets (choices,
+    required), `explicit_flags`, a CLI's own help text for a shared flag and
+    eval.resize_study (which forwards its flags to eval.ood) need one. Flags
+    added to the parser or to one of its argument groups are recorded; a
+    second flag with the same `dest` (a hidden alias such as --limit) keeps the
+    first one's entry.
+
+    Example:
+        >>> p = Parser(add_help=False)
+        >>> _ = p.add_argument_group("g").add_argument("--eval-limit", type=int)
+        >>> p.flags["eval_limit"].option_strings
+        ['--eval-limit']
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.flags = {}
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        return self._record(super().add_argument(*args, **kwargs))
+
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *a, **kw: self._record(add(*a, **kw))
+        return group
+
+    def _record(self, action):
+        self.flags.setdefault(action.dest, action)
+        return action
+
+
 def base_parser(description, defaults):
-    """An ArgumentParser with the common training flags; `defaults` overrides per trainer."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """A `Parser` with the common training flags; `defaults` overrides per trainer."""
+    p = Parser(description=description)
     d = defaults.get
     g = p.add_argument_group("training")
     g.add_argument("--arch", default=d("arch", "resnet_small"), help="backbone name (amp_tf.models.backbone_names())")
@@ -288,7 +325,7 @@ def init_from_info(path):
 def explicit_flags(parser, argv):
     """The `dest`s of the flags written on the command line (not defaults, not --preset values)."""
     unset = object()
-    ns = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
+    ns = argparse.Namespace(**{dest: unset for dest in parser.flags if dest != "help"})
     parser.parse_known_args(argv, namespace=ns)
     return {k for k, v in vars(ns).items() if v is not unset}
 
@@ -309,12 +346,9 @@ def versions():
 # Shared CLI helpers (trainers.cifar, trainers.imagenet, eval.ood)
 # --------------------------------------------------------------------------- #
 def restrict_choices(parser, dest, choices):
-    """Limits an existing flag (e.g. the common --arch) to `choices`."""
-    for action in parser._actions:  # argparse has no public lookup by dest
-        if action.dest == dest:
-            action.choices = list(choices)
-            return parser
-    raise KeyError(dest)
+    """Limits an existing flag (e.g. the common --arch) of a `Parser` to `choices`."""
+    parser.flags[dest].choices = list(choices)
+    return parser
 
 
 def split_names(text):
@@ -332,37 +366,12 @@ def split_names(text):
     return [s.strip() for s in out if s.strip()]
 
 
-def cli_errors(main):
-    """Wraps a CLI `main`: user errors (ValueError, OSError incl. DataNotFoundError)
-    print ``error: <message>`` to stderr and exit with code 2, without a traceback.
-    Set AMP_TF_DEBUG=1 to get the traceback instead."""
-    import functools
-    import sys
-
-    @functools.wraps(main)
-    def wrapped(argv=None):
-        try:
-            return main(argv)
-        except (ValueError, OSError) as err:
-            if os.environ.get("AMP_TF_DEBUG"):
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapped
-
-
 def check_names(data_names):
     """Checks every data set name up front (unknown names fail before any work; no TensorFlow)."""
     from amp_tf.cli import names
 
     for name in data_names:
         names.check_data_name(name)
-
-
-def first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # --------------------------------------------------------------------------- #
@@ -398,7 +407,7 @@ def apply_preset(parser, argv, kind, cli):
     pre.add_argument("--preset", default=None)
     pre.add_argument("--dry-run", action="store_true")
     known, _ = pre.parse_known_args(argv)
-    actions = {a.dest: a for a in parser._actions}  # argparse has no public lookup by dest
+    actions = parser.flags
     if known.dry_run:
         for a in actions.values():
             a.required = False
@@ -492,6 +501,40 @@ def add_limit_alias(group):
     name); the help documents --eval-limit only."""
     group.add_argument("--limit", type=int, dest="eval_limit", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return group
+
+
+def check_init_from(args, given, image_shape=None, data="this job's images"):
+    """The --init-from checks every trainer shares (before any work; no TensorFlow).
+
+    With --init-from: --arch / --width are refused when written (the given model
+    fixes them; recorded as None), so is --epochs when --finetune-epochs > 0, and
+    the model's input must be `image_shape` (when given; `data` names it in the
+    message). Without it: --finetune-epochs is refused when written (recorded as
+    0), and --width for any architecture but resnet_small (recorded as None).
+    trainers.fmnist, where --finetune-epochs also means "fine-tune the vanilla
+    twin trained here", calls it with --init-from only.
+
+    Returns True when --init-from is given.
+    """
+    if not args.init_from:
+        refuse_with("finetune_epochs", given, "fine-tuning needs --init-from (a trained vanilla model).")
+        args.finetune_epochs = 0
+        if getattr(args, "arch", None) != "resnet_small" and hasattr(args, "width"):
+            refuse_with("width", given, f"only resnet_small has a --width; {args.arch} has a fixed width.")
+            args.width = None
+        return False
+    for flag in ("arch", "width"):
+        refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
+    if args.finetune_epochs:
+        refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
+                    f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs. Use --finetune-epochs N "
+                    "(or --finetune-epochs 0 --epochs N).")
+    _, shape = init_from_info(args.init_from)
+    if image_shape is not None and shape is not None and tuple(shape) != tuple(image_shape):
+        raise ValueError(f"--init-from {args.init_from} takes {tuple(shape)} images; {data} are "
+                         f"{tuple(image_shape)}. Give a model trained on such images.")
+    args.arch, args.width = None, None  # not used: recorded as such
+    return True
 
 
 def refuse_with(flag, given, reason):

@@ -31,8 +31,8 @@ from amp_tf.cli.common import (
     backup_arg,
     base_parser,
     check_data,
+    check_init_from,
     cli_errors,
-    init_from_info,
     parse_cli,
     refuse_with,
     run_folder,
@@ -89,11 +89,9 @@ def parser():
                    help="train and score the anchored model only (from scratch, --epochs; with --init-from: "
                         "fine-tuned from that model, which is then not scored)")
     g.add_argument("--no-plots", action="store_true", help="write the report files only, no PNG plots")
-    for a in p._actions:  # the common help, said for this job
-        if a.dest == "init_from":
-            a.help = ("your trained vanilla model: it IS the vanilla twin (scored, not retrained) and the "
-                      "anchored model is fine-tuned from it for --finetune-epochs epochs (0: --epochs); "
-                      "not with --width, --arch or --near")
+    p.flags["init_from"].help = (  # the common help, said for this job
+        "your trained vanilla model: it IS the vanilla twin (scored, not retrained) and the anchored model is "
+        "fine-tuned from it for --finetune-epochs epochs (0: --epochs); not with --width, --arch or --near")
     return add_preset_flags(p)
 
 
@@ -107,20 +105,10 @@ def combine(args, given):
         raise ValueError("--near with --holdout: the holdout set (classes 0-5 vs 6-9) is itself a near-OOD "
                          "split and has no near-OOD group of its own; drop one of the two flags.")
     if args.init_from:
-        for flag in ("arch", "width"):
-            refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
-        if args.finetune_epochs:
-            refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
-                        f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs. Use --finetune-epochs N "
-                        "(or --finetune-epochs 0 --epochs N).")
         if args.near:
             raise ValueError("--near with --init-from: the near-OOD splits train their own models on 6 of the "
                              "10 classes, so the given model cannot be their twin; drop --near.")
-        _, shape = init_from_info(args.init_from)
-        if shape is not None and tuple(shape) != IMAGE_SHAPE:
-            raise ValueError(f"--init-from {args.init_from} takes {tuple(shape)} images; this job's images are "
-                             f"{IMAGE_SHAPE} (Fashion-MNIST). Give a model trained on Fashion-MNIST.")
-        args.arch, args.width = None, None  # not used: recorded as such
+        check_init_from(args, given, IMAGE_SHAPE, "this job's images (Fashion-MNIST)")
     elif args.skip_vanilla:
         if args.finetune_epochs:  # --finetune-epochs 0 says the same as --skip-vanilla: fine
             refuse_with("finetune_epochs", given, "with --skip-vanilla (and no --init-from) the anchored model "

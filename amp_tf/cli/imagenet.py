@@ -40,11 +40,10 @@ from amp_tf.cli.common import (
     add_preset_flags,
     base_parser,
     check_names,
+    check_init_from,
     cli_errors,
-    init_from_info,
     first_line,
     parse_cli,
-    refuse_with,
     restrict_choices,
     run_folder,
     split_names,
@@ -63,9 +62,8 @@ DEFAULTS = dict(_presets.IMAGENET_RECIPE, arch="resnet50_imagenet")
 def parser():
     p = base_parser(__doc__.split("\n\n")[0], DEFAULTS)
     restrict_choices(p, "arch", ARCHS)
-    for a in p._actions:  # the common help says "crop_flip"; here it is a random-resized crop
-        if a.dest == "augment":
-            a.help = "training augmentation: crop_flip = random-resized crop + flip; none = val transform"
+    # the common help says "crop_flip"; here it is a random-resized crop
+    p.flags["augment"].help = "training augmentation: crop_flip = random-resized crop + flip; none = val transform"
     g = p.add_argument_group("ImageNet job")
     g.add_argument("--train-folder", default=None,
                    help="training images, one subfolder per class (instead of tfds imagenet2012 in --data-dir)")
@@ -112,27 +110,11 @@ def combine(args, given):
         if folder is not None and not Path(folder).is_dir():
             raise ValueError(f"--{flag.replace('_', '-')} {folder}: no such folder; give a folder with one "
                              "subfolder of images per class.")
-    if args.init_from:
-        if args.vanilla:
-            raise ValueError("--init-from with --vanilla: --init-from fine-tunes an anchored model from your "
-                             "vanilla one; drop --vanilla.")
-        for flag in ("arch", "width"):
-            refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
-        if args.finetune_epochs:
-            refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
-                        f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs.")
-        _, shape = init_from_info(args.init_from)
-        want = (args.image_size, args.image_size, 3)
-        if shape is not None and tuple(shape) != want:
-            raise ValueError(f"--init-from {args.init_from} takes {tuple(shape)} images; this job trains on "
-                             f"{want} crops (--image-size {args.image_size}).")
-        args.arch, args.width = None, None  # not used: recorded as such
-        return
-    refuse_with("finetune_epochs", given, "fine-tuning needs --init-from (a trained vanilla model).")
-    args.finetune_epochs = 0
-    if args.arch != "resnet_small":
-        refuse_with("width", given, f"only resnet_small has a --width; {args.arch} has a fixed width.")
-        args.width = None
+    if args.init_from and args.vanilla:
+        raise ValueError("--init-from with --vanilla: --init-from fine-tunes an anchored model from your "
+                         "vanilla one; drop --vanilla.")
+    size = args.image_size
+    check_init_from(args, given, (size, size, 3), f"this job's crops (--image-size {size})")
 
 
 # --------------------------------------------------------------------------- #

@@ -45,10 +45,10 @@ from amp_tf.cli.common import (
 def parser():
     import argparse
 
+    from amp_tf.cli.common import Parser
     from amp_tf.cli.names import RESIZE_METHODS
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split("\n\n")[0])  # keeps its flags by dest (presets, eval.resize_study)
     p.add_argument("--model", required=True, help="a .keras model saved by the trainers (anchored or vanilla)")
     p.add_argument("--id", required=True, help="ID data set name (its train split gives anchors/statistics, "
                                                "its test split the ID scores)")
