@@ -39,50 +39,12 @@ import tensorflow as tf
 
 from amp_tf.anchoring import AnchoredModel
 from amp_tf.compat import patch_multiworker_fit
+from amp_tf.config import TrainConfig  # noqa: F401  (defined without TensorFlow; imported from here too)
 from amp_tf.data import tfdata
 from amp_tf.distribute import get_strategy, sync_batchnorm, worker_info
 from amp_tf.files import write_json  # noqa: F401  (its old home; import it from amp_tf.files)
 from amp_tf.models import build_backbone
 from amp_tf.pixels import check_pixels
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every setting of a training run (the trainers' flags map onto these)."""
-
-    arch: str = "resnet_small"
-    anchored: bool = True
-    backbone_kwargs: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    # "decoupled": keras SGD (w -= lr*wd*w); "coupled": the paper's PyTorch SGD (g += wd*w before momentum)
-    weight_decay_mode: str = "decoupled"
-    lr_milestones: tuple = ()  # epochs at which lr *= lr_gamma
-    lr_gamma: float = 0.2
-    warmup_epochs: float = 0.0
-    consistency: str = "all"
-    consistency_every: int = 5
-    consistency_mode: str = "per_sample"  # or "official": one draw per batch, the official ranges
-    augment: str = "crop_flip"  # training-data augmentation: "crop_flip" or "none"
-    crop_padding: int = 4
-    seed: int = 0
-    strategy: str = "default"
-    jit_compile: bool = False
-    mixed_precision: bool = False
-    # TF op determinism during this training run only (exact resume; slower on some ops)
-    deterministic: bool = False
-    # per-channel training statistics in pixel units, carried by the model;
-    # None: computed from the training arrays by `train`
-    mean: tuple | None = None
-    std: tuple | None = None
-    # anchored fine-tuning: a vanilla .keras path, or "job:<name>" (a model trained earlier in the same job)
-    init_from: str | None = None
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 def lr_schedule(cfg, steps_per_epoch):
