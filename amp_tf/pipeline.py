@@ -215,6 +215,34 @@ def load_ood(names, image_shape, resize=None, convert_channels=False, limit=None
     return ood, skipped
 
 
+def load_fmnist_suite(job, seed=0, data_dir=None, download=False, log=print):
+    """The Fashion-MNIST suite of a job (`amp_tf.config.JobConfig`): `(IDData, {OOD set: images}, near)`.
+
+    The ID set is `job.data.id_set` (``fashion_mnist``, or ``fmnist_holdout_id`` in the
+    holdout mode), split with `seed` and the job's validation size and limits; the OOD
+    sets are `job.ood` (empty: the far-OOD and covariate-shift sets of
+    `amp_tf.data.fmnist_suite`). With `job.data.near`, `near` is the near-OOD group for
+    `run_job(near=...)`: per class-holdout split, its `IDData` (the same split rules)
+    and its held-out classes `{name: images}`; else empty. The trainer and the
+    benchmarks load the suite here.
+    """
+    from amp_tf.data import fmnist_suite
+
+    dc = job.data
+    kw = dict(val_size=dc.val_size, seed=seed, train_limit=dc.train_limit, eval_limit=dc.eval_limit,
+              data_dir=data_dir, download=download)
+    d = load_id(dc.id_set, **kw)
+    ood, _ = load_ood(list(job.ood) or fmnist_suite()["ood"], d.image_shape, limit=dc.eval_limit,
+                      data_dir=data_dir)
+    near = []
+    for ood_name, id_name in (fmnist_suite()["near"].items() if dc.near else ()):
+        nd = load_id(id_name, **kw)
+        n_ood, _ = load_ood([ood_name], nd.image_shape, limit=dc.eval_limit, data_dir=data_dir)
+        log(f"near-OOD split {id_name}: train {len(nd.x_train)}; OOD {ood_name} ({len(n_ood[ood_name])})")
+        near.append((nd, n_ood))
+    return d, ood, near
+
+
 def load_id_stream(train, val, image_size, batch_size, mean, std, seed=0, augment=True, train_limit=None,
                    eval_limit=None, anchor_pool=1024, threshold_size=1000, eval_batch_size=64, load_kw=None):
     """`StreamedIDData` of an ImageNet-sized ID set (`amp_tf.data.streaming`'s transforms).

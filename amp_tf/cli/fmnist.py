@@ -54,20 +54,17 @@ def suite(holdout=False):
     return "fashion_mnist", [*_presets.FMNIST_FAR, *_presets.FMNIST_COVARIATE]
 
 
-def near_splits(args, log):
-    """The near-OOD group: per class-holdout split, its ID data and its held-out classes."""
-    from amp_tf.data import fmnist_suite
-    from amp_tf.pipeline import load_id, load_ood
+def job_config(args):
+    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it).
 
-    out = []
-    for ood_name, id_name in fmnist_suite()["near"].items():
-        d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                    eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
-        check_data(args, d)
-        ood, _ = load_ood([ood_name], d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-        log(f"near-OOD split {id_name}: train {len(d.x_train)}; OOD {ood_name} ({len(ood[ood_name])})")
-        out.append((d, ood))
-    return out
+    The models of the job (`job_models`) are built from the same flags.
+    """
+    from amp_tf.config import DataConfig, JobConfig
+
+    id_name, ood_names = suite(args.holdout)
+    data = DataConfig(id_name, args.val_size, args.train_limit, args.eval_limit, near=args.near)
+    return JobConfig(train_config(args, backbone_kwargs={"width": args.width}), data, ood=tuple(ood_names),
+                     num_anchors=args.num_anchors, finetune_epochs=args.finetune_epochs, positive=args.positive)
 
 
 def parser():
@@ -148,29 +145,27 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.fmnist", default_ood=tuple(suite()[1]),
                      describe=lambda a: suite(a.holdout), combine=combine)
     t0 = time.time()
-    from amp_tf.pipeline import GivenModel, load_id, load_ood, run_job
+    from amp_tf.pipeline import GivenModel, load_fmnist_suite, run_job
     from amp_tf.report import render
 
     def log(msg):
         print(f"[fmnist] {msg}", flush=True)
 
-    id_name, ood_names = suite(args.holdout)
+    job = job_config(args)
     check_out(args)  # --out / --resume / --overwrite refused before any data is loaded
-    d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
-    check_data(args, d)
+    d, ood, near = load_fmnist_suite(job, seed=args.seed, data_dir=args.data_dir, download=args.download, log=log)
+    for split in [d, *(nd for nd, _ in near)]:
+        check_data(args, split)
     given = None
     if args.init_from:  # loaded and checked against the data before any folder or training
         given = GivenModel(str(args.init_from), seed=args.seed)
         given.load(d)
-    ood, _ = load_ood(ood_names, d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-    near = near_splits(args, log) if args.near else ()
     models = job_models(args, given)
     folder = run_folder(args, "fmnist", log=log)  # after every check: a refused run writes nothing
     log(f"run folder: {folder.path} (data loaded in {time.time() - t0:.0f} s)")
     log(f"ID {d.name}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; "
         "OOD: " + ", ".join(f"{k} ({len(v)})" for k, v in ood.items()))
-    results = run_job(d, ood, models, folder, num_anchors=args.num_anchors, positive=args.positive, near=near,
+    results = run_job(d, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive, near=near,
                       plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
                       title=f"{d.name} (ID) vs the offline OOD suite" + (" (with near-OOD)" if near else ""),
                       log=log,

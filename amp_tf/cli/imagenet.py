@@ -131,6 +131,17 @@ def id_sources(args):
     return ("imagenet2012", "train"), ("imagenet2012", "test"), kw
 
 
+def job_config(args):
+    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it)."""
+    from amp_tf.config import DataConfig, JobConfig
+
+    # the held-out validation images are those that set the serving threshold (--threshold-size)
+    data = DataConfig(id_sources(args)[1][0], args.threshold_size, args.train_limit, args.eval_limit,
+                      image_size=args.image_size, anchor_pool=args.anchor_pool)
+    return JobConfig(next(iter(job_models(args).values())), data, ood=tuple(expand_ood(args.ood)),
+                     num_anchors=args.num_anchors, finetune_epochs=args.finetune_epochs, positive=args.positive)
+
+
 def job_models(args):
     """`{name: TrainConfig}`: the anchored model (fine-tuned from --init-from when given), or with
     --vanilla the vanilla one."""
@@ -152,15 +163,16 @@ def main(argv=None):
         print(f"[imagenet] {msg}", flush=True)
 
     check_out(args)  # --out / --resume / --overwrite refused before any data is loaded
-    train, val, load_kw = id_sources(args)
-    d = load_id_stream(train, val, args.image_size, args.batch_size, IMAGENET_MEAN, IMAGENET_STD,
+    job, (train, val, load_kw) = job_config(args), id_sources(args)
+    dc = job.data
+    d = load_id_stream(train, val, dc.image_size, job.train.batch_size, IMAGENET_MEAN, IMAGENET_STD,
                        seed=args.seed if args.shuffle_seed is None else args.shuffle_seed,
-                       augment=args.augment == "crop_flip", train_limit=args.train_limit,
-                       eval_limit=args.eval_limit, anchor_pool=args.anchor_pool,
-                       threshold_size=args.threshold_size, eval_batch_size=args.eval_batch_size, load_kw=load_kw)
+                       augment=job.train.augment == "crop_flip", train_limit=dc.train_limit,
+                       eval_limit=dc.eval_limit, anchor_pool=dc.anchor_pool,
+                       threshold_size=dc.val_size, eval_batch_size=args.eval_batch_size, load_kw=load_kw)
     if args.init_from:  # loaded and checked against the data before any folder or training
         GivenModel(str(args.init_from)).load(d)
-    ood, skipped = load_ood_streams(expand_ood(args.ood), args.image_size, args.eval_limit, args.eval_batch_size,
+    ood, skipped = load_ood_streams(job.ood, dc.image_size, dc.eval_limit, args.eval_batch_size,
                                     load_kw=dict(data_dir=args.data_dir, download=args.download), log=log)
     models = job_models(args)
     folder = run_folder(args, f"imagenet-{next(iter(models))}", log=log)  # after every check
@@ -168,7 +180,7 @@ def main(argv=None):
     log(f"{d.name}: {d.num_train} training images, {d.num_classes} classes, {d.steps_per_epoch} steps/epoch; "
         f"{len(d.x_val)} validation images set the serving threshold; OOD: {', '.join(ood) or 'none present'}")
     # the paper and the official code calibrate ImageNet with H / tau ("divide"); no LiteRT export
-    results = run_job(d, ood, models, folder, num_anchors=args.num_anchors, positive=args.positive,
+    results = run_job(d, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive,
                       plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
                       calibration="divide", tflite=False, log=log,
                       extra={"skipped_ood_sets": skipped, "seed": args.seed, "versions": versions(),
