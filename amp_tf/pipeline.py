@@ -1,14 +1,17 @@
 """The one job pipeline: ID data -> train -> save -> export -> evaluate -> report.
 
-Every trainer (`trainers.fmnist`, `trainers.cifar`, `trainers.imagenet` for
-image folders), the tuner and `benchmarks/ood_quality.py` describe a job with
-the same three pieces and run it with `run_job`:
+Every trainer (`trainers.fmnist`, `trainers.cifar`, `trainers.imagenet`) and
+`benchmarks/ood_quality.py` describe a job with the same three pieces and run it
+with `run_job` (the benchmark loops over `train_models` / `score_models`):
 
-* `IDData`: the ID images as raw pixels, split into train / validation / test
-  (validation held out of training by a seeded permutation; the training
+* the ID data: `IDData`, raw pixels in memory, split into train / validation /
+  test (validation held out of training by a seeded permutation; the training
   indices are kept in their original order), with the per-channel training
-  statistics the models carry.
-* the OOD sets, `{name: raw-pixel images}` (`load_ood`);
+  statistics the models carry; or `StreamedIDData` for sets too large for memory
+  (ImageNet folders or tfds sets, `load_id_stream`): the same views over tf.data;
+* the OOD sets, `{name: raw-pixel images}` (`load_ood`), or streams of batches
+  (`load_ood_streams`); `load_fmnist_suite` loads the offline suite of a
+  `amp_tf.config.JobConfig`, with its near-OOD splits;
 * `{model name: TrainConfig}`: usually an anchored model and its vanilla twin.
 
 `run_job` writes into a `RunFolder` (a temporary sibling renamed into place

@@ -24,44 +24,29 @@ LIBRARY_CROP_SCALE = 0.25  # amp_tf.augment.resized_crop's default minimum area
 def train_config(args, **overrides):
     """The `amp_tf.training.TrainConfig` of the benchmark's training flags, then `overrides`.
 
-    Every field the flags set is passed explicitly (the flags default to the main
-    job's recipe, `amp_tf.presets.FMNIST_RECIPE`); a cosine schedule gets a warm-up
-    of min(1, epochs / 10) epochs, milestones none; with --init-from and
-    --finetune-epochs the epochs are the fine-tuning epochs.
+    The trainers' mapping (`amp_tf.flags.train_config`, one definition): the flags default to the
+    main job's recipe (`amp_tf.presets.FMNIST_RECIPE`); a cosine schedule gets a warm-up of
+    min(1, epochs / 10) epochs, milestones none; a vanilla model is never initialised from
+    --init-from; an anchored one fine-tuned from it trains --finetune-epochs epochs (unless
+    `overrides` set them).
     """
-    from amp_tf.training import TrainConfig
+    from amp_tf.flags import train_config as from_flags
 
-    milestones = tuple(int(m) for m in str(args.lr_milestones).split(",") if m.strip())
-    cfg = TrainConfig(
-        init_from=args.init_from, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode,
-        lr_milestones=milestones, lr_gamma=args.lr_gamma, consistency_mode=args.consistency_mode,
-        warmup_epochs=0.0 if milestones else min(1.0, args.epochs * 0.1),
-        consistency=args.consistency, consistency_every=args.consistency_every, augment=args.augment,
-        seed=args.seed, strategy=args.strategy, jit_compile=args.jit_compile,
-        mixed_precision=args.mixed_precision,
-    )
-    if not cfg.anchored:
-        cfg.init_from = None
-    elif cfg.init_from and args.finetune_epochs:
-        cfg.epochs = args.finetune_epochs
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return cfg
+    return from_flags(args, **overrides)
 
 
 # --------------------------------------------------------------------------- data
-def load_fmnist_suite(args):
-    """The Fashion-MNIST split and OOD suite as raw pixels (the main job's `amp_tf.pipeline` loaders)."""
-    from amp_tf.data import fmnist_suite
-    from amp_tf.pipeline import load_id, load_ood
+def load_suite(args, log=print):
+    """`(suite, near splits)`: the Fashion-MNIST split and OOD suite as raw pixels, and (unless --no-near)
+    per class-holdout split the same dict with its held-out classes as OOD: the main job's loader,
+    `amp_tf.pipeline.load_fmnist_suite`, on the typed `DataConfig` of the flags."""
+    from amp_tf.config import DataConfig, JobConfig
+    from amp_tf.pipeline import load_fmnist_suite
 
-    s = fmnist_suite()
-    id_name, ood_names = s["id"], list(s["ood"])
-    d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
-    ood, _ = load_ood(ood_names, d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-    return _suite_dict(d, ood)
+    data = DataConfig("fashion_mnist", args.val_size, args.train_limit, args.eval_limit, near=not args.no_near)
+    d, ood, near = load_fmnist_suite(JobConfig(data=data), seed=args.seed, data_dir=args.data_dir,
+                                     download=args.download, log=log)
+    return _suite_dict(d, ood), [_suite_dict(nd, n_ood) for nd, n_ood in near]
 
 
 def _suite_dict(d, ood):
@@ -69,20 +54,6 @@ def _suite_dict(d, ood):
     return {"id_set": d.name, "x_train": d.x_train, "y_train": d.y_train, "x_val": d.x_val,
             "y_val": d.y_val, "x_test": d.x_test, "y_test": d.y_test, "num_classes": d.num_classes,
             "ood": ood, "mean": d.mean, "std": d.std}
-
-
-def load_near_splits(args):
-    """Per class-holdout split: the same dict as `load_fmnist_suite`, its held-out classes as OOD."""
-    from amp_tf.data import fmnist_suite
-    from amp_tf.pipeline import load_id, load_ood
-
-    out = []
-    for ood_name, id_name in fmnist_suite()["near"].items():
-        d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                    eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
-        ood, _ = load_ood([ood_name], d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-        out.append(_suite_dict(d, ood))
-    return out
 
 
 def validation_sets(args, d):

@@ -1,4 +1,5 @@
-"""Flags shared by every trainer, mapped onto `amp_tf.training.TrainConfig`."""
+"""What every command shares: the common flags (the training flags and their TrainConfig are
+`amp_tf.flags`'s), the checks before TensorFlow, run folders, presets and --dry-run."""
 
 from __future__ import annotations
 
@@ -9,89 +10,16 @@ import platform
 from pathlib import Path
 
 from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
+from amp_tf.flags import Parser, add_training_flags, train_config  # noqa: F401  (shared with the benchmarks)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-class Parser(argparse.ArgumentParser):
-    """An `argparse.ArgumentParser` that keeps its flags by `dest` in `flags`.
-
-    argparse has no public lookup of a flag by `dest`; the presets (choices,
-    required), `explicit_flags`, a CLI's own help text for a shared flag and
-    eval.resize_study (which forwards its flags to eval.ood) need one. Flags
-    added to the parser or to one of its argument groups are recorded; a
-    second flag with the same `dest` (a hidden alias such as --limit) keeps the
-    first one's entry.
-
-    Example:
-        >>> p = Parser(add_help=False)
-        >>> _ = p.add_argument_group("g").add_argument("--eval-limit", type=int)
-        >>> p.flags["eval_limit"].option_strings
-        ['--eval-limit']
-    """
-
-    def __init__(self, *args, **kwargs):
-        self.flags = {}
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def add_argument(self, *args, **kwargs):
-        return self._record(super().add_argument(*args, **kwargs))
-
-    def add_argument_group(self, *args, **kwargs):
-        group = super().add_argument_group(*args, **kwargs)
-        add = group.add_argument
-        group.add_argument = lambda *a, **kw: self._record(add(*a, **kw))
-        return group
-
-    def _record(self, action):
-        self.flags.setdefault(action.dest, action)
-        return action
 
 
 def base_parser(description, defaults):
     """A `Parser` with the common training flags; `defaults` overrides per trainer."""
     p = Parser(description=description)
+    add_training_flags(p, defaults)
     d = defaults.get
-    g = p.add_argument_group("training")
-    g.add_argument("--arch", default=d("arch", "resnet_small"), help="backbone name (amp_tf.models.backbone_names())")
-    g.add_argument("--epochs", type=int, default=d("epochs", 3), help="training epochs")
-    g.add_argument("--batch-size", type=int, default=d("batch_size", 128), help="GLOBAL batch size (split over replicas)")
-    g.add_argument("--lr", type=float, default=d("lr", 0.1), help="initial learning rate (SGD, momentum 0.9)")
-    g.add_argument("--weight-decay", type=float, default=d("weight_decay", 5e-4), help="SGD weight decay")
-    g.add_argument("--weight-decay-mode", default=d("weight_decay_mode", "decoupled"),
-                   choices=["decoupled", "coupled"],
-                   help="decoupled: keras SGD (w -= lr*wd*w); coupled: the paper's PyTorch SGD (g += wd*w "
-                        "before momentum, about 10x stronger at momentum 0.9)")
-    g.add_argument("--lr-milestones", default=d("lr_milestones", ""),
-                   help="comma-separated epochs where lr is multiplied by --lr-gamma (empty: cosine with warm-up)")
-    g.add_argument("--lr-gamma", type=float, default=d("lr_gamma", 0.2), help="lr factor at each milestone")
-    g.add_argument("--consistency", default=d("consistency", "all"),
-                   help="anchor transform T: preset (all, none, jitter_blur, flip_grayscale, resized_crop) or names joined by '+'")
-    g.add_argument("--consistency-every", type=int, default=d("consistency_every", 5),
-                   help="apply T on every n-th training step (0 = never)")
-    g.add_argument("--consistency-mode", default=d("consistency_mode", "per_sample"),
-                   choices=["per_sample", "official"],
-                   help="T's draws: per_sample, or official (one draw per batch, the authors' ranges)")
-    g.add_argument("--augment", default=d("augment", "crop_flip"), choices=["crop_flip", "none"],
-                   help="training-data augmentation")
-    g.add_argument("--seed", type=int, default=d("seed", 0), help="seed for data order, anchors, T and init")
-    g.add_argument("--init-from", default=None, metavar="VANILLA.keras",
-                   help="anchored fine-tuning: start the anchored model from this trained vanilla model "
-                        "(anchor_backbone, function-preserving) instead of from scratch")
-    g.add_argument("--finetune-epochs", type=int, default=d("finetune_epochs", 0),
-                   help="epochs of anchored fine-tuning (with --init-from; trainers.fmnist: >0 trains the "
-                        "vanilla twin first and fine-tunes it into the anchored model); 0 = --epochs / off")
-    s = p.add_argument_group("scale-out and speed")
-    s.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
-                   help="tf.distribute strategy (multiworker reads TF_CONFIG; tpu is untested here)")
-    s.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
-    s.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 logits and tau")
-    s.add_argument("--no-backup", action="store_true", help="disable BackupAndRestore (resume after a kill)")
-    s.add_argument("--backup-dir", default=None,
-                   help="BackupAndRestore folder (default: <out>/<model>/backup; each worker adds worker<i>/)")
-    s.add_argument("--deterministic", action="store_true",
-                   help="TF op determinism: a resumed run then ends with the same weights as an uninterrupted one")
     o = p.add_argument_group("data and output")
     o.add_argument("--data-dir", default=None, help="data folder (tfds data_dir, or the Fashion-MNIST IDX folder)")
     o.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
@@ -107,35 +35,6 @@ def base_parser(description, defaults):
                    help="Keras progress output: 1 = progress bar, 2 = one line per epoch (default: 1 in a "
                         "terminal, 2 when stdout is a file or pipe, so logs get no carriage-return updates)")
     return p
-
-
-def train_config(args, **overrides):
-    """The `TrainConfig` of the common flags; `overrides` (e.g. ``anchored=False``) win.
-
-    ``init_from`` is kept for an anchored model only (a vanilla model is never
-    initialised from another); an anchored model fine-tuned from a file trains
-    --finetune-epochs epochs when > 0 (else --epochs), unless `overrides` set them.
-    """
-    from amp_tf.training import TrainConfig
-
-    milestones = tuple(int(m) for m in str(args.lr_milestones).split(",") if m.strip())
-    fields = dict(
-        init_from=getattr(args, "init_from", None), arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode,
-        lr_milestones=milestones, lr_gamma=args.lr_gamma, consistency_mode=args.consistency_mode,
-        warmup_epochs=0.0 if milestones else min(1.0, (args.epochs or 1) * 0.1),
-        consistency=args.consistency, consistency_every=args.consistency_every, augment=args.augment,
-        seed=args.seed, strategy=args.strategy, jit_compile=args.jit_compile,
-        mixed_precision=args.mixed_precision, deterministic=bool(getattr(args, "deterministic", False)),
-    )
-    fields.update(overrides)
-    cfg = TrainConfig(**fields)
-    if not cfg.anchored:
-        cfg.init_from = None
-    elif (cfg.init_from and not str(cfg.init_from).startswith("job:") and "epochs" not in overrides
-          and getattr(args, "finetune_epochs", 0)):
-        cfg.epochs = args.finetune_epochs
-    return cfg
 
 
 def backup_arg(args, model_name):
