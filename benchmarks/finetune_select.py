@@ -17,7 +17,7 @@ a cache entry records the code version it was made with and is redone when it
 differs), and the table is written to `--json`.
 
     python -m benchmarks.finetune_select --seeds 0,1,2 \\
-        --settings "official:1:0.1,per_sample:1:0.1,none:1:0.1,per_sample:2:0.1"
+        --settings "official:1:0.1,per_sample:1:0.1,none:1:0.1,per_sample:2:0.1,per_sample:1:0.03,per_sample:1:0.01"
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.finetune_select", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--settings", type=parse_settings,
-                   default=parse_settings("official:1:0.1,per_sample:1:0.1,none:1:0.1,per_sample:2:0.1"))
+                   default=parse_settings("official:1:0.1,per_sample:1:0.1,none:1:0.1,per_sample:2:0.1,per_sample:1:0.03,per_sample:1:0.01"))
     p.add_argument("--cache", type=Path, default=Path("runs/finetune_select"))
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/finetune_select.json"))
     args = p.parse_args(argv)
