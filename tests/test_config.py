@@ -29,7 +29,7 @@ def test_flags_and_settings_make_the_same_train_config():
     from_flags = train_config(p.parse_args([]), backbone_kwargs={"width": recipe["width"]})
     job = job_from_settings(recipe)
     assert job.train == from_flags
-    assert (job.data.val_size, job.finetune_epochs, job.num_anchors) == (5000, 1, 5)
+    assert (job.data.val_size, job.finetune_epochs, job.num_anchors) == (5000, recipe["finetune_epochs"], 5)
     assert presets.job("fmnist-offline").train == from_flags
 
 

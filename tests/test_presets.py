@@ -58,7 +58,8 @@ def test_registry_names_and_contents():
             t5.train.consistency_every, t5.data.image_size) == ("resnet50_imagenet", 120, 1e-4, (30, 60, 90), 0.1, 10, 224)
     assert "imagenet2012_corrupted/gaussian_blur_5" in t5.ood
     fm = presets.job("fmnist-offline")  # the main job: the same TrainConfig the trainer's defaults give
-    assert (fm.finetune_epochs, fm.data.val_size, fm.train.backbone_kwargs) == (1, 5000, {"width": 16})
+    assert (fm.finetune_epochs, fm.data.val_size, fm.train.backbone_kwargs) == (
+        presets.FMNIST_RECIPE["finetune_epochs"], 5000, {"width": 16})
     with pytest.raises(ValueError, match="trains with trainers.cifar"):
         presets.job("table2-cifar10", "trainers.fmnist")
     assert presets.get("table4-c10-vs-c100").ood == ("cifar100",)
