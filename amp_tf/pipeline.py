@@ -557,8 +557,8 @@ def train_models(data, models, out, verbose=1, backup=True, strategy=None, callb
             init = trained[src][0]
             log(f"  {name} starts from the {src} model (anchor_backbone, function-preserving)")
         x, y, val = data.training_input()
-        model, _ = train(cfg, x, y, data.num_classes, val=val, out_dir=Path(out) / name, verbose=verbose, strategy=strategy,
-                         backup=backup(name) if callable(backup) else backup, init_from=init,
+        model, _ = train(cfg, x, y, data.num_classes, val=val, out_dir=Path(out) / name, verbose=verbose,
+                         strategy=strategy, backup=backup(name) if callable(backup) else backup, init_from=init,
                          callbacks=(callbacks_for(name) if callbacks_for else ()))
         trained[name] = (model, cfg, time.time() - t)
     return trained
