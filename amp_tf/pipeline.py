@@ -528,7 +528,8 @@ class RunFolder:
 # The job
 # --------------------------------------------------------------------------- #
 def train_models(data, models, out, verbose=1, backup=True, strategy=None, callbacks_for=None, log=print):
-    """Trains `{name: TrainConfig}` on `data` into `out/<name>/`; returns `{name: (model, cfg, seconds)}`.
+    """Trains `{name: TrainConfig}` on `data` into `out/<name>/` (`out` None: no files); returns
+    `{name: (model, cfg, seconds)}`.
 
     `data` is an `IDData` (arrays) or a `StreamedIDData` (tf.data). The statistics of
     `data` are filled into each config; `init_from="job:<name>"`
@@ -557,7 +558,8 @@ def train_models(data, models, out, verbose=1, backup=True, strategy=None, callb
             init = trained[src][0]
             log(f"  {name} starts from the {src} model (anchor_backbone, function-preserving)")
         x, y, val = data.training_input()
-        model, _ = train(cfg, x, y, data.num_classes, val=val, out_dir=Path(out) / name, verbose=verbose,
+        out_dir = Path(out) / name if out is not None else None
+        model, _ = train(cfg, x, y, data.num_classes, val=val, out_dir=out_dir, verbose=verbose,
                          strategy=strategy, backup=backup(name) if callable(backup) else backup, init_from=init,
                          callbacks=(callbacks_for(name) if callbacks_for else ()))
         trained[name] = (model, cfg, time.time() - t)

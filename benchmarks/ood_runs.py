@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy")
 LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC", "aupr_in": "AUPR-in", "aupr_out": "AUPR-out",
@@ -50,10 +49,11 @@ def load_suite(args, log=print):
 
 
 def _suite_dict(d, ood):
-    """An `amp_tf.pipeline.IDData` and its OOD sets as the dict every function here takes."""
+    """An `amp_tf.pipeline.IDData` and its OOD sets as the dict every function here takes (the
+    `IDData` itself under "data": `_train` trains through `amp_tf.pipeline.train_models`)."""
     return {"id_set": d.name, "x_train": d.x_train, "y_train": d.y_train, "x_val": d.x_val,
             "y_val": d.y_val, "x_test": d.x_test, "y_test": d.y_test, "num_classes": d.num_classes,
-            "ood": ood, "mean": d.mean, "std": d.std}
+            "ood": ood, "mean": d.mean, "std": d.std, "data": d}
 
 
 def validation_sets(args, d):
@@ -142,25 +142,26 @@ def _by_set(scores_by_name):
 def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag, init_from=None):
     """One model; with `init_from` (a trained vanilla twin) the anchored model is fine-tuned from it
     for --finetune-epochs (the main job's way), else trained from scratch for --epochs."""
-    from amp_tf.training import train
+    from amp_tf.pipeline import GivenModel, train_models
 
     kw = {"width": args.width}
     if dropout:
         kw["dropout"] = dropout
-    over = dict(anchored=anchored, seed=seed, backbone_kwargs=kw, mean=tuple(d["mean"].tolist()),
-                std=tuple(d["std"].tolist()))
+    over = dict(anchored=anchored, seed=seed, backbone_kwargs=kw)
     if anchored:
         over["consistency"] = consistency_with_crop_scale(consistency or args.consistency, args.crop_scale)
-    if init_from is not None:
-        over["epochs"] = args.finetune_epochs
-    cfg = train_config(args, **over)
+    models = {}
+    if init_from is not None:  # the trained twin, fine-tuned into the anchored model (as in the main job)
+        models["vanilla"] = GivenModel("(the vanilla twin, in memory)", model=init_from)
+        over.update(epochs=args.finetune_epochs, init_from="job:vanilla")
+    name = f"{tag}-seed{seed}"
+    models[name] = train_config(args, **over)
     log(f"training {tag}{' (fine-tuned from the vanilla twin)' if init_from is not None else ''} "
-        f"(seed {seed}, {cfg.epochs} epochs, consistency "
-        f"{cfg.consistency if anchored else '-'}, dropout {dropout}) on {len(d['x_train'])} images ...")
+        f"(seed {seed}, {models[name].epochs} epochs, consistency "
+        f"{models[name].consistency if anchored else '-'}, dropout {dropout}) on {len(d['x_train'])} images ...")
     t = time.time()
-    out_dir = Path(args.out) / f"{tag}-seed{seed}" if args.out else None
-    model, _ = train(cfg, d["x_train"], d["y_train"], d["num_classes"], val=(d["x_val"], d["y_val"]),
-                     out_dir=out_dir, verbose=args.verbose, backup=not args.no_backup, init_from=init_from)
+    model, cfg, _ = train_models(d["data"], models, args.out, verbose=args.verbose, backup=not args.no_backup,
+                                 log=lambda *_: None)[name]  # the pipeline's training: statistics, init
     dt = time.time() - t
     log(f"  trained {tag} in {dt:.0f} s")
     return model, cfg.to_dict(), dt
