@@ -212,13 +212,12 @@ def get(name, **kwargs):
     """
     if isinstance(name, Score):
         return name
+    if name in BASELINE_NAMES and name not in _REGISTRY:
+        raise ValueError(f"score {name!r} is not registered: it is a baseline of amp_tf.baselines, which "
+                         "registers its scores when imported; run `import amp_tf.baselines` (`import amp_tf` "
+                         "does, except in a CLI process before `amp_tf.import_all()`).")
     if name not in _REGISTRY:
-        hint = ""
-        if name in BASELINE_NAMES:
-            hint = (f" {name!r} is a baseline of amp_tf.baselines, which registers itself when imported: "
-                    "`import amp_tf.baselines` (`import amp_tf` does it, except in a CLI process before "
-                    "`amp_tf.import_all()`).")
-        raise ValueError(f"unknown score {name!r}; known scores: {', '.join(names())}.{hint}")
+        raise ValueError(f"unknown score {name!r}; known scores: {', '.join(names())}")
     entry = _REGISTRY[name]
     if inspect.isclass(entry):
         return entry(**kwargs)
