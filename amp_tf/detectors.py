@@ -328,7 +328,6 @@ class DetectorSet:
     def __init__(self, names, model, amp=None, logit=(), odin=None, others=()):
         self.names, self.model = tuple(names), model
         self.amp, self.logit, self.odin, self.others = amp, tuple(logit), odin, tuple(others)
-        self.detectors = {d.name: d for d in (*self.logit, *self.others, *(x for x in (odin,) if x))}
         self.batch_size = 256
 
     def score(self, images):
