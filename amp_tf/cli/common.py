@@ -14,10 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def base_parser(description, defaults):
-    """An ArgumentParser with the common training flags; `defaults` overrides per trainer.
-
-    The flags' own defaults are the library's recipe (`amp_tf.recipe`), as `TrainConfig`'s.
-    """
+    """An ArgumentParser with the common training flags (defaults: `amp_tf.recipe`); `defaults` overrides."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = defaults.get
@@ -25,8 +22,7 @@ def base_parser(description, defaults):
     g.add_argument("--arch", default=d("arch", "resnet_small"), help="backbone name (amp_tf.models.backbone_names())")
     g.add_argument("--epochs", type=int, default=d("epochs", 3), help="training epochs")
     g.add_argument("--batch-size", type=int, default=d("batch_size", recipe.BATCH_SIZE), help="GLOBAL batch size (split over replicas)")
-    g.add_argument("--lr", type=float, default=d("lr", recipe.LR),
-                   help=f"initial learning rate (SGD, momentum {recipe.MOMENTUM})")
+    g.add_argument("--lr", type=float, default=d("lr", recipe.LR), help="initial learning rate (SGD, momentum 0.9)")
     g.add_argument("--weight-decay", type=float, default=d("weight_decay", recipe.WEIGHT_DECAY), help="SGD weight decay")
     g.add_argument("--weight-decay-mode", default=d("weight_decay_mode", recipe.WEIGHT_DECAY_MODE),
                    choices=["decoupled", "coupled"],
