@@ -34,8 +34,10 @@ _PUBLIC = {
 }
 #: Modules imported for their side effect: every module that defines a Keras
 #: serializable (optimizers, schedules, layers, models), so `keras.saving.load_model`
-#: works in a user's script after `import amp_tf` (tests/test_load_anywhere.py).
-_SUBMODULES = ("amp_tf.metrics", "amp_tf.scores", "amp_tf.folded", "amp_tf.optimizers")
+#: works in a user's script after `import amp_tf` (tests/test_load_anywhere.py), and
+#: `amp_tf.baselines`, whose import registers the baselines in `amp_tf.scores`.
+_SUBMODULES = ("amp_tf.metrics", "amp_tf.scores", "amp_tf.folded", "amp_tf.optimizers",
+               "amp_tf.baselines")  # the baselines register their scores where they are defined
 
 #: The CLIs' console scripts (setup.py) and the packages of the `python -m` shells.
 CLI_SCRIPTS = ("amp-fmnist", "amp-cifar", "amp-imagenet", "amp-tune", "amp-eval-ood", "amp-resize-study")

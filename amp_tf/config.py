@@ -22,28 +22,35 @@ from __future__ import annotations
 
 import dataclasses
 
+from amp_tf import recipe
+
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Every setting of a training run (the trainers' flags map onto these)."""
+    """Every setting of a training run (the trainers' flags map onto these).
+
+    The optimizer and anchoring defaults are the library's recipe (`amp_tf.recipe`:
+    coupled weight decay, per-sample T), the same as the CLI's; the old recipe is
+    one argument away: ``TrainConfig(weight_decay_mode="decoupled")``.
+    """
 
     arch: str = "resnet_small"
     anchored: bool = True
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
     epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    # "decoupled": keras SGD (w -= lr*wd*w); "coupled": the paper's PyTorch SGD (g += wd*w before momentum)
-    weight_decay_mode: str = "decoupled"
+    batch_size: int = recipe.BATCH_SIZE
+    lr: float = recipe.LR
+    momentum: float = recipe.MOMENTUM
+    weight_decay: float = recipe.WEIGHT_DECAY
+    # "coupled": the paper's PyTorch SGD (g += wd*w before momentum); "decoupled": keras SGD (w -= lr*wd*w)
+    weight_decay_mode: str = recipe.WEIGHT_DECAY_MODE
     lr_milestones: tuple = ()  # epochs at which lr *= lr_gamma
     lr_gamma: float = 0.2
     warmup_epochs: float = 0.0
-    consistency: str = "all"
-    consistency_every: int = 5
-    consistency_mode: str = "per_sample"  # or "official": one draw per batch, the official ranges
-    augment: str = "crop_flip"  # training-data augmentation: "crop_flip" or "none"
+    consistency: str = recipe.CONSISTENCY
+    consistency_every: int = recipe.CONSISTENCY_EVERY
+    consistency_mode: str = recipe.CONSISTENCY_MODE  # or "official": one draw per batch, the official ranges
+    augment: str = recipe.AUGMENT  # training-data augmentation: "crop_flip" or "none"
     crop_padding: int = 4
     seed: int = 0
     strategy: str = "default"

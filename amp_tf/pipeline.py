@@ -648,11 +648,16 @@ def score_models(trained, data, ood, num_anchors=5, positive="id", log=print):
     return scores, values, info, anchors
 
 
-def _scorer(model, anchors=None):
-    """`images -> {score: (N,) values, "predicted_class": ...}` of one model (anchored with `anchors`)."""
-    from amp_tf.evaluation import anchored_scorer, vanilla_scorer
+def _scorer(model, anchors=None, batch_size=256):
+    """`images -> {score: (N,) values, "predicted_class": ...}` of one model: its fitted detectors
+    (`detectors.fit_all`: every AMP score over `anchors` from one pass, or the vanilla scores)."""
+    from amp_tf import detectors
+    from amp_tf.evaluation import DEFAULT_VANILLA
+    from amp_tf.predictor import AMP_SCORES
 
-    return anchored_scorer(model, anchors) if anchors is not None else vanilla_scorer(model)
+    if anchors is not None:
+        return detectors.fit_all(AMP_SCORES, model, batch_size=batch_size, anchors=anchors).score
+    return detectors.fit_all(DEFAULT_VANILLA, model, batch_size=batch_size).score
 
 
 def _score_set(run, images, labels, name):

@@ -66,9 +66,7 @@ def vanilla_twin(d, seed, cache):
 def run_setting(d, vanilla, seed, mode, epochs, lr, val_ood):
     import numpy as np
 
-    from amp_tf import metrics
-    from amp_tf.evaluation import anchored_scorer
-    from amp_tf.predictor import select_anchors
+    from amp_tf import detectors, metrics
     from amp_tf.training import finetune_anchored
 
     t = time.time()
@@ -77,7 +75,7 @@ def run_setting(d, vanilla, seed, mode, epochs, lr, val_ood):
         weight_decay_mode="coupled", consistency="none" if mode == "none" else "all",
         consistency_mode="official" if mode == "none" else mode, verbose=2, backup=False)
     train_s = time.time() - t
-    run = anchored_scorer(model, select_anchors(d.x_train, 5, seed=seed))
+    run = detectors.get("amp", anchored=True, num_anchors=5, seed=seed).fit(model, id_train=d.x_train).score_all
     ref = run(d.x_val[:1000])
     ood = {k: run(v) for k, v in val_ood.items()}
     return {

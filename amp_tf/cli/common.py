@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def base_parser(description, defaults):
-    """A `Parser` with the common training flags; `defaults` overrides per trainer."""
+    """A `Parser` with the common training flags (defaults: `amp_tf.recipe`); `defaults` overrides."""
     p = Parser(description=description)
     add_training_flags(p, defaults)
     d = defaults.get
