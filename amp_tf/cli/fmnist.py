@@ -63,8 +63,9 @@ def job_config(args):
 
     id_name, ood_names = suite(args.holdout)
     data = DataConfig(id_name, args.val_size, args.train_limit, args.eval_limit, near=args.near)
-    return JobConfig(train_config(args, backbone_kwargs={"width": args.width}), data, ood=tuple(ood_names),
-                     num_anchors=args.num_anchors, finetune_epochs=args.finetune_epochs, positive=args.positive)
+    train = train_config(args, backbone_kwargs={"width": args.width} if args.width else {})
+    return JobConfig(train, data, ood=tuple(ood_names), num_anchors=args.num_anchors,
+                     finetune_epochs=args.finetune_epochs, positive=args.positive)
 
 
 def parser():
