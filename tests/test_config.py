@@ -74,3 +74,18 @@ def test_streamed_id_data_scores_like_arrays():
             other = b[0][key]["half"][m]
             assert (np.isclose(v, other, atol=1e-6) if isinstance(v, float) else v == other), (key, m)
     assert streamed.sizes() == {"train": 30, "val": 15, "test": None, "steps_per_epoch": 1}
+
+
+def test_every_trainer_maps_its_flags_onto_a_job_config():
+    from amp_tf.cli import cifar, common, fmnist, imagenet
+
+    for cli, argv, id_set in ((fmnist, ["--near"], "fashion_mnist"), (cifar, ["--dataset", "cifar100"], "cifar100"),
+                              (imagenet, ["--image-size", "64"], "imagenet2012")):
+        p = cli.parser()
+        args = p.parse_args(argv)
+        cli.combine(args, common.explicit_flags(p, argv))
+        job = cli.job_config(args)
+        assert isinstance(job, JobConfig) and job.data.id_set == id_set and job.ood, cli.__name__
+        assert job.train.epochs == args.epochs and job.num_anchors == args.num_anchors
+    assert fmnist.job_config(fmnist.parser().parse_args(["--near"])).data.near
+    assert imagenet.job_config(imagenet.parser().parse_args(["--image-size", "64"])).data.image_size == 64
