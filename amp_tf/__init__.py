@@ -16,26 +16,32 @@ Example:
 
 >>> import amp_tf
 >>> from amp_tf import AnchoredModel, AnchoredPredictor, build_backbone, select_anchors
+
+The package is the top layer: it imports everything, so no module inside it
+imports the package (tests/test_import_graph.py); code inside that loads a saved
+model calls `amp_tf.serializables.register_all` instead of `import_all`.
 """
 
 import importlib as _importlib
 import os as _os
 import sys as _sys
 
-__version__ = "0.1.0"
+from amp_tf._version import __version__
 
 #: Public name -> the module that defines it (imported by `import_all`).
 _PUBLIC = {
-    "AnchoredModel": "amp_tf.anchoring", "ConsistencyAugment": "amp_tf.augment",
+    "AnchoredModel": "amp_tf.anchoring", "anchored_model": "amp_tf.anchoring",
+    "ConsistencyAugment": "amp_tf.augment",
     "OODMetricsCallback": "amp_tf.callbacks", "ServingHead": "amp_tf.export",
     "export_for_serving": "amp_tf.export", "anchor_backbone": "amp_tf.models",
     "build_backbone": "amp_tf.models", "AnchoredPredictor": "amp_tf.predictor",
     "select_anchors": "amp_tf.predictor", "finetune_anchored": "amp_tf.training",
 }
-#: Modules imported for their side effect: every module that defines a Keras
-#: serializable (optimizers, schedules, layers, models), so `keras.saving.load_model`
-#: works in a user's script after `import amp_tf` (tests/test_load_anywhere.py).
-_SUBMODULES = ("amp_tf.metrics", "amp_tf.scores", "amp_tf.folded", "amp_tf.optimizers")
+#: Submodules exposed as attributes (`amp_tf.metrics`, `amp_tf.scores`). `import_all` also
+#: runs `amp_tf.serializables.register_all` (every module that defines a Keras serializable:
+#: optimizers, layers, models; `amp_tf.folded` and `amp_tf.optimizers` among them), so
+#: `keras.saving.load_model` works in a user's script after `import amp_tf` (tests/test_load_anywhere.py).
+_SUBMODULES = ("amp_tf.metrics", "amp_tf.scores")
 
 #: The CLIs' console scripts (setup.py) and the packages of the `python -m` shells.
 CLI_SCRIPTS = ("amp-fmnist", "amp-cifar", "amp-imagenet", "amp-tune", "amp-eval-ood", "amp-resize-study")
@@ -70,6 +76,7 @@ def import_all():
     """
     for name in _SUBMODULES:
         _importlib.import_module(name)
+    _importlib.import_module("amp_tf.serializables").register_all()
     g = globals()
     for name, module in _PUBLIC.items():
         g[name] = getattr(_importlib.import_module(module), name)
