@@ -258,10 +258,25 @@ def amp_tf_graph():
     return import_graph()
 
 
+#: TEMPORARY (the lead removes it when merging helper H1): the scoring circle H1 is breaking
+#: (`scores -> baselines` at scores.py:212, `baselines -> detectors` at baselines/__init__.py:108;
+#: `detectors -> baselines._common` goes too). Until then a cycle made only of these modules is an
+#: expected failure; any other cycle fails.
+_SCORING_CIRCLE = {"amp_tf.scores", "amp_tf.detectors", "amp_tf.predictor", "amp_tf.evaluation",
+                   "amp_tf.inference", "amp_tf.callbacks", "amp_tf.baselines"}
+
+
+def _in_scoring_circle(module):
+    return module in _SCORING_CIRCLE or module.startswith("amp_tf.baselines.")
+
+
 def test_amp_tf_has_no_import_cycle():
     graph, files = amp_tf_graph()
     assert len(files) > 50 and graph["amp_tf.training"], "the graph lost its modules or edges"
     found = cycles(graph)
+    if found and all(_in_scoring_circle(m) for c in found for m in c):  # TEMPORARY, see _SCORING_CIRCLE
+        pytest.xfail("the scoring circle (scores -> baselines -> detectors -> predictor -> scores) "
+                     "that helper H1 removes:\n" + describe(found, graph, files))
     assert not found, "import cycles in amp_tf (each layer may import only the layers below it):\n" + describe(
         found, graph, files)
 
