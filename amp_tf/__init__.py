@@ -5,12 +5,13 @@ saved by amp-tf load with `keras.models.load_model` after `import amp_tf`.
 
 One exception keeps the command-line tools quick to answer a typo: when the
 process *is* one of our CLIs (``python -m trainers.<x>`` / ``python -m eval.<x>``,
-or an ``amp-*`` console script), this file imports nothing heavy; the public
-names below are then loaded on first access (PEP 562 ``__getattr__``), and the
-CLI calls `import_all` right after its arguments are parsed and checked, so a
-bad flag is refused before TensorFlow is imported (docs/architecture.md, "CLIs
-parse first"). In every other process (a user's script, a notebook, pytest)
-`import amp_tf` imports and registers everything, eagerly.
+or an ``amp-*`` console script), this file imports nothing heavy; a public
+name or submodule is then loaded on first access, from the one module that
+defines it (PEP 562 ``__getattr__``), and the CLI registers every serializable
+(`amp_tf.serializables.register_all`) right after its arguments are parsed and
+checked, so a bad flag is refused before TensorFlow is imported
+(docs/architecture.md, "CLIs parse first"). In every other process (a user's
+script, a notebook, pytest) `import amp_tf` imports and registers everything, eagerly.
 
 Example:
 
@@ -83,10 +84,17 @@ def import_all():
 
 
 def __getattr__(name):  # PEP 562: only reached for names not yet imported (CLI processes)
-    if name in _PUBLIC or name in ("metrics", "scores", "folded", "optimizers"):
-        import_all()
-        return globals()[name]
-    raise AttributeError(f"module 'amp_tf' has no attribute {name!r}")
+    # The one module that defines `name`, never `import_all`: `from amp_tf import scores` inside
+    # a module being imported lands here, and importing everything then would import that
+    # half-initialised module again (a circular ImportError).
+    if name in _PUBLIC:
+        value = getattr(_importlib.import_module(_PUBLIC[name]), name)
+    elif name in ("metrics", "scores", "folded", "optimizers"):
+        value = _importlib.import_module(f"amp_tf.{name}")
+    else:
+        raise AttributeError(f"module 'amp_tf' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 if not running_as_cli():

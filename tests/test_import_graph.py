@@ -27,6 +27,10 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -291,3 +295,36 @@ def test_models_import_nothing_from_the_method_or_pipeline():
         paths = reach(graph, module)
         bad += [" -> ".join(paths[m]) for m in ABOVE_MODELS if m in paths]
     assert not bad, "amp_tf/models/ reaches the method or pipeline layer:\n" + "\n".join(bad)
+
+
+def test_register_all_imports_every_module_that_defines_a_keras_serializable():
+    """`amp_tf.serializables.register_all` is what loading a model relies on inside the package."""
+    graph, files = amp_tf_graph()
+    defining = {m for m, path in files.items() if "@keras.saving.register_keras_serializable" in path.read_text()}
+    assert len(defining) >= 8, defining
+    missing = defining - set(reach(graph, "amp_tf.serializables"))
+    assert not missing, f"register_all does not import {sorted(missing)}"
+
+
+def test_a_cli_process_registers_every_serializable_after_its_checks():
+    """In a CLI process `import amp_tf` is lazy; `heavy_imports` (register_all) must then import the
+    modules in any order: `from amp_tf import scores` inside one of them reaches the package's
+    `__getattr__`, which loads that one submodule (`import_all` there was a circular ImportError)."""
+    code = textwrap.dedent("""
+        import sys
+        sys.argv = ["/usr/bin/amp-eval-ood"]
+        import amp_tf
+        assert amp_tf.running_as_cli() and "tensorflow" not in sys.modules
+        from amp_tf.cli.common import heavy_imports
+        heavy_imports()
+        import keras
+        for name in ("AnchoredModel", "AnchoredPredictor", "FoldedAnchoredPredictor", "ServingHead",
+                     "PixelNormalization", "BatchNorm", "Conv2D", "CoupledSGD", "ConsistencyAugment"):
+            assert keras.saving.get_registered_object("amp_tf>" + name) is not None, name
+        assert amp_tf.anchored_model.__module__ == "amp_tf.anchoring" and amp_tf.scores.names()
+        print("ok", amp_tf.__version__)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok "), proc.stderr[-3000:]
