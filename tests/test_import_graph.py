@@ -1,8 +1,8 @@
 """No import cycle in `amp_tf`, and `amp_tf/models/` stays plain Keras (issue 19, "No circle").
 
-Pure `ast`: nothing under `amp_tf/` is imported. The graph has one node per module
-(`amp_tf/x/__init__.py` is the node `amp_tf.x`) and an edge A -> B for every
-import of B that A's source holds:
+Pure `ast`: nothing under `amp_tf/` is imported (but by the last test, in a fresh
+CLI-mode interpreter). The graph has one node per module (`amp_tf/x/__init__.py`
+is the node `amp_tf.x`) and an edge A -> B for every import of B that A's source holds:
 
 * `import amp_tf.x.y` and `from amp_tf.x import y` (y a module: `amp_tf.x.y`,
   else a name in `amp_tf.x`), relative imports too, at module level *and* inside
@@ -20,7 +20,7 @@ every public name and every Keras serializable on purpose (by names held in data
 which `ast` cannot follow), so the graph gives it an edge to every module. A
 module that imports the package itself (`import amp_tf; amp_tf.import_all()`,
 `from amp_tf import __version__`) therefore closes a cycle: import the module
-that defines what you need instead (`amp_tf.registration.register_all` registers
+that defines what you need instead (`amp_tf.serializables.register_all` registers
 every serializable).
 """
 from __future__ import annotations
