@@ -38,11 +38,12 @@ _PUBLIC = {
     "build_backbone": "amp_tf.models", "AnchoredPredictor": "amp_tf.predictor",
     "select_anchors": "amp_tf.predictor", "finetune_anchored": "amp_tf.training",
 }
-#: Submodules exposed as attributes (`amp_tf.metrics`, `amp_tf.scores`). `import_all` also
-#: runs `amp_tf.serializables.register_all` (every module that defines a Keras serializable:
+#: Submodules imported by `import_all`: `amp_tf.metrics`, `amp_tf.scores`, and `amp_tf.baselines`,
+#: whose import registers the baselines in `amp_tf.scores` (where they are defined). `import_all`
+#: also runs `amp_tf.serializables.register_all` (every module that defines a Keras serializable:
 #: optimizers, layers, models; `amp_tf.folded` and `amp_tf.optimizers` among them), so
 #: `keras.saving.load_model` works in a user's script after `import amp_tf` (tests/test_load_anywhere.py).
-_SUBMODULES = ("amp_tf.metrics", "amp_tf.scores")
+_SUBMODULES = ("amp_tf.metrics", "amp_tf.scores", "amp_tf.baselines")
 
 #: The CLIs' console scripts (setup.py) and the packages of the `python -m` shells.
 CLI_SCRIPTS = ("amp-fmnist", "amp-cifar", "amp-imagenet", "amp-tune", "amp-eval-ood", "amp-resize-study")

@@ -62,6 +62,22 @@ CALIBRATIONS = ("exp", "divide")
 ANCHOR_MODES = ("fixed", "per_image")
 
 
+def amp_variant_name(reduction, calibration):
+    """`amp` for the default (mean, exp), else e.g. `amp[sum,divide]`."""
+    if (reduction, calibration) == ("mean", "exp"):
+        return "amp"
+    return f"amp[{reduction},{calibration}]"
+
+
+#: The AMP variants, defined once: name -> (tau_reduction, calibration).
+AMP_VARIANTS = {amp_variant_name(r, c): (r, c)
+                for r, c in (("mean", "exp"), ("sum", "exp"), ("mean", "divide"), ("sum", "divide"))}
+#: Every score of an anchored model, all from one pass over the anchors (`amp_tf.detectors.AMPDetector`),
+#: in the order of the report tables: the variants, MSP and energy of the default calibrated logits,
+#: and `neg_tau` (-tau of the default reduction, higher = ID).
+AMP_SCORES = ("amp", "msp", "energy", "neg_tau", "amp[mean,divide]", "amp[sum,exp]", "amp[sum,divide]")
+
+
 def select_anchors(images, k, seed=0, labels=None):
     """Picks `k` distinct training images as anchors, deterministically.
 

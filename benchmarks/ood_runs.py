@@ -15,9 +15,25 @@ LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC", "aupr_in": "AUPR-in", "aupr_ou
           "detection_accuracy": "DetAcc"}
 VANILLA_LOGIT_SCORES = ("msp", "energy", "odin", "max_logit", "entropy")
 FITTED = ("mahalanobis", "gram", "temperature_scaling", "knn", "react")
-AMP_VARIANTS = ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]")
 TABLE8_TRANSFORMS = ("none", "jitter_blur", "flip_grayscale", "resized_crop", "all")
 LIBRARY_CROP_SCALE = 0.25  # amp_tf.augment.resized_crop's default minimum area
+
+
+def amp_variants():
+    """The AMP variant names (`amp_tf.predictor.AMP_VARIANTS`; imported here, not at module level,
+    so the CLI answers --help without TensorFlow)."""
+    from amp_tf.predictor import AMP_VARIANTS
+
+    return tuple(AMP_VARIANTS)
+
+
+def amp_detector(model, d, num_anchors, seed):
+    """The fitted AMP detector of `model`: `num_anchors` anchors of the training images drawn with `seed`
+    (`score_all(images)` gives every AMP score and the predicted class from one pass)."""
+    from amp_tf import detectors
+
+    return detectors.get("amp", anchored=True, num_anchors=num_anchors, seed=seed).fit(
+        model, id_train=d["x_train"])
 
 
 # --------------------------------------------------------------------------- config
@@ -98,14 +114,12 @@ def val_fpr95(args, d, model, seed):
     import numpy as np
 
     from amp_tf import metrics
-    from amp_tf.evaluation import anchored_scorer
-    from amp_tf.predictor import select_anchors
 
     x_val, val_ood = validation_sets(args, d)
-    run = anchored_scorer(model, select_anchors(d["x_train"], args.num_anchors, seed=seed))
+    run = amp_detector(model, d, args.num_anchors, seed).score_all
     ref, ood = run(x_val), {k: run(v) for k, v in val_ood.items()}
     return {v: float(np.mean([metrics.ood_metrics(ref[v], o[v])["fpr95"] for o in ood.values()]))
-            for v in AMP_VARIANTS}
+            for v in amp_variants()}
 
 
 def select_training(args, d, log):
@@ -246,14 +260,15 @@ def run_seed(args, d, seed, log):
 
 def fitted_baselines(args, d, model_v, rows, timing, log):
     """The fitted baselines of --baselines on the vanilla twin, into `rows` and `timing`."""
-    import amp_tf.baselines as bl
+    from amp_tf import detectors
 
     all_sets = {"id": d["x_test"], **d["ood"]}
     n_fit = args.fit_limit or len(d["x_train"])
     for name in (b for b in args.baselines if b in FITTED):
         t = time.time()
-        out = bl.fit_and_score(name, model_v, d["x_train"][:n_fit], d["y_train"][:n_fit],
-                               d["x_val"], d["y_val"], sets=all_sets)
+        det = detectors.get(name, anchored=False).fit(
+            model_v, id_train=(d["x_train"][:n_fit], d["y_train"][:n_fit]), id_val=(d["x_val"], d["y_val"]))
+        out = {k: det.score(v) for k, v in all_sets.items()}
         timing[f"baseline_{name}"] = time.time() - t
         rows.update(_rows("vanilla", _by_set({name: out}), list(d["ood"]), args.positive))
         log(f"  vanilla/{name} in {timing[f'baseline_{name}']:.0f} s")
@@ -306,8 +321,7 @@ def run_table8(args, d, seed, main_model, log):
     import numpy as np
 
     from amp_tf import metrics
-    from amp_tf.evaluation import anchored_scorer, ood_results
-    from amp_tf.predictor import select_anchors
+    from amp_tf.evaluation import ood_results
 
     n = args.table8_eval_limit or None
     sets = {"id": d["x_test"][:n] if n else d["x_test"],
@@ -324,7 +338,7 @@ def run_table8(args, d, seed, main_model, log):
         t = time.time()
         per_k = {}
         for k in args.table8_k:
-            run = anchored_scorer(model, select_anchors(d["x_train"], k, seed=seed))
+            run = amp_detector(model, d, k, seed).score_all
             vals = {name: run(x) for name, x in sets.items()}
             acc = float(np.mean(vals["id"]["predicted_class"] == y_id))
             res = ood_results(vals["id"], {k2: v for k2, v in vals.items() if k2 != "id"},
@@ -353,13 +367,12 @@ def run_anchor_draws(args, d, model, log):
     import numpy as np
 
     from amp_tf.data.groups import group_summary
-    from amp_tf.evaluation import anchored_scorer, ood_results
-    from amp_tf.predictor import select_anchors
+    from amp_tf.evaluation import ood_results
 
     sets = {"id": d["x_test"], **d["ood"]}
     draws = []
     for s in range(args.anchor_draws):
-        run = anchored_scorer(model, select_anchors(d["x_train"], args.num_anchors, seed=s))
+        run = amp_detector(model, d, args.num_anchors, s).score_all
         vals = {name: run(x) for name, x in sets.items()}
         res = ood_results(vals["id"], {k: v for k, v in vals.items() if k != "id"}, "anchored", args.positive)
         q = (0.05, 0.5, 0.95)

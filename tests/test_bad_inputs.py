@@ -302,11 +302,14 @@ def _(c):
     return expect(ValueError, "K >= 2", OODMetricsCallback, c["x"], {"blur": c["x"]}, num_anchors=1)
 
 
-@case("scores.get", "'mahalanobis' without `import amp_tf.baselines`")
+@case("scores.get", "'mahalanobis' before `import amp_tf.baselines` (was: imported by the registry)")
 def _(c):
-    s = scores.get("mahalanobis")
-    assert hasattr(s, "fit")
-    return "the score (the baselines register themselves on first use)"
+    assert hasattr(scores.get("mahalanobis"), "fit")  # `import amp_tf` imported and registered them
+    entry = scores._REGISTRY.pop("mahalanobis")  # as if amp_tf.baselines had not been imported
+    try:
+        return expect(ValueError, r"import amp_tf\.baselines", scores.get, "mahalanobis")
+    finally:
+        scores._REGISTRY["mahalanobis"] = entry
 
 
 @case("scores.get", "an unknown score name")
@@ -910,9 +913,7 @@ def _(c):
 def _(c):
     from amp_tf import detectors
 
-    from amp_tf.evaluation import anchored_scorer
-
-    ref = anchored_scorer(c["model"], select_anchors(c["x"], 3, seed=0))(c["x"][:8])
+    ref = AnchoredPredictor.from_model(c["model"], select_anchors(c["x"], 3, seed=0)).predict(c["x"][:8])
     for name in ("msp", "energy"):
         s = detectors.get(name, num_anchors=3).fit(c["model"], id_train=(c["x"], c["y"])).score(c["x"][:8])
         np.testing.assert_allclose(s, ref[name], rtol=1e-5, atol=1e-6)

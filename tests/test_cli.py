@@ -17,10 +17,11 @@ from PIL import Image
 
 from amp_tf.cli import ood
 from amp_tf.cli import cifar, common, fmnist, imagenet
+from amp_tf.predictor import AMP_SCORES
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-ANCHORED_KEYS = {f"anchored/{s}" for s in ood.ANCHORED_SCORES}
+ANCHORED_KEYS = {f"anchored/{s}" for s in AMP_SCORES}
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy")
 
 

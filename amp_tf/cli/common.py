@@ -481,9 +481,10 @@ def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=No
 
 
 def heavy_imports():
-    """Imports TensorFlow and registers every amp-tf serializable (after the cheap checks); the
-    command imports the rest of what it uses. Not `amp_tf.import_all`: nothing inside the package
-    imports the package, its top layer (tests/test_import_graph.py)."""
+    """Imports TensorFlow, registers every amp-tf serializable and the baselines' scores (after the
+    cheap checks); the command imports the rest of what it uses. Not `amp_tf.import_all`: nothing
+    inside the package imports the package, its top layer (tests/test_import_graph.py)."""
+    import amp_tf.baselines  # noqa: F401  (registers the baselines in amp_tf.scores)
     from amp_tf.serializables import register_all
 
     register_all()
