@@ -46,6 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from amp_tf import recipe
 from amp_tf.augment import ConsistencyAugment
 from amp_tf.pixels import GRAPH_MESSAGES, PixelNormalization, check_images
 from amp_tf.serialization import WrapsBackbone
@@ -92,6 +93,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             CIFAR setting, 10 for ImageNet, 0 = never).
         consistency_mode: `"per_sample"` (each anchor its own draw) or `"official"`
             (one draw per batch with the authors' ranges); see `amp_tf.augment`.
+            The defaults of `T` are the library's recipe (`amp_tf.recipe`).
         mean, std: per-channel statistics of the training images in pixel units
             (`amp_tf.data.channel_stats(x_train)`); None: 127.5 / 127.5.
         check_pixels: refuse input that is not raw pixels (see `amp_tf.pixels`);
@@ -105,9 +107,9 @@ class AnchoredModel(WrapsBackbone, keras.Model):
     def __init__(
         self,
         backbone,
-        consistency="all",
-        consistency_every=5,
-        consistency_mode="per_sample",
+        consistency=recipe.CONSISTENCY,
+        consistency_every=recipe.CONSISTENCY_EVERY,
+        consistency_mode=recipe.CONSISTENCY_MODE,
         mean=None,
         std=None,
         check_pixels=True,

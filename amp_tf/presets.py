@@ -39,6 +39,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from amp_tf import recipe as _recipe
+
 #: The far-OOD and covariate-shift sets of the Fashion-MNIST suite (= amp_tf.data.groups.GROUPS;
 #: spelled out here so that this module, which every CLI reads before parsing, imports no
 #: TensorFlow; tests/test_presets.py checks that the two agree).
@@ -90,10 +92,12 @@ IMAGENET_RECIPE = dict(epochs=120, batch_size=128, lr=0.1, weight_decay=1e-4, lr
 #: (python -m benchmarks.finetune_select, 3 seeds, BENCHMARKS.md section 5): per-sample T, 2
 #: epochs at lr 0.1, the only T setting within 0.5 points of the vanilla model's validation
 #: accuracy (+0.95), validation-OOD FPR95 (AMP) 59.4 (official T, 1 epoch: 68.6, -0.66 points).
-FMNIST_RECIPE = dict(arch="resnet_small", epochs=2, finetune_epochs=2, batch_size=128, lr=0.1, weight_decay=5e-4,
-                     lr_milestones="", consistency="all", consistency_every=5, augment="crop_flip",
-                     num_anchors=5, width=16, val_size=5000,
-                     weight_decay_mode="coupled", consistency_mode="per_sample")
+#: The optimizer and T are the library's recipe (`amp_tf.recipe`), defined there once.
+FMNIST_RECIPE = dict(arch="resnet_small", epochs=2, finetune_epochs=2, batch_size=_recipe.BATCH_SIZE,
+                     lr=_recipe.LR, weight_decay=_recipe.WEIGHT_DECAY, lr_milestones="",
+                     consistency=_recipe.CONSISTENCY, consistency_every=_recipe.CONSISTENCY_EVERY,
+                     augment=_recipe.AUGMENT, num_anchors=5, width=16, val_size=5000,
+                     weight_decay_mode=_recipe.WEIGHT_DECAY_MODE, consistency_mode=_recipe.CONSISTENCY_MODE)
 
 #: Scores eval.ood computes by default for a preset: valid for anchored AND vanilla models
 #: (AMP on the anchored model; MSP / Energy on its calibrated logits, or on a vanilla twin's

@@ -8,35 +8,37 @@ import os
 import platform
 from pathlib import Path
 
+from amp_tf import recipe
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def base_parser(description, defaults):
-    """An ArgumentParser with the common training flags; `defaults` overrides per trainer."""
+    """An ArgumentParser with the common training flags (defaults: `amp_tf.recipe`); `defaults` overrides."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = defaults.get
     g = p.add_argument_group("training")
     g.add_argument("--arch", default=d("arch", "resnet_small"), help="backbone name (amp_tf.models.backbone_names())")
     g.add_argument("--epochs", type=int, default=d("epochs", 3), help="training epochs")
-    g.add_argument("--batch-size", type=int, default=d("batch_size", 128), help="GLOBAL batch size (split over replicas)")
-    g.add_argument("--lr", type=float, default=d("lr", 0.1), help="initial learning rate (SGD, momentum 0.9)")
-    g.add_argument("--weight-decay", type=float, default=d("weight_decay", 5e-4), help="SGD weight decay")
-    g.add_argument("--weight-decay-mode", default=d("weight_decay_mode", "decoupled"),
+    g.add_argument("--batch-size", type=int, default=d("batch_size", recipe.BATCH_SIZE), help="GLOBAL batch size (split over replicas)")
+    g.add_argument("--lr", type=float, default=d("lr", recipe.LR), help="initial learning rate (SGD, momentum 0.9)")
+    g.add_argument("--weight-decay", type=float, default=d("weight_decay", recipe.WEIGHT_DECAY), help="SGD weight decay")
+    g.add_argument("--weight-decay-mode", default=d("weight_decay_mode", recipe.WEIGHT_DECAY_MODE),
                    choices=["decoupled", "coupled"],
                    help="decoupled: keras SGD (w -= lr*wd*w); coupled: the paper's PyTorch SGD (g += wd*w "
                         "before momentum, about 10x stronger at momentum 0.9)")
     g.add_argument("--lr-milestones", default=d("lr_milestones", ""),
                    help="comma-separated epochs where lr is multiplied by --lr-gamma (empty: cosine with warm-up)")
     g.add_argument("--lr-gamma", type=float, default=d("lr_gamma", 0.2), help="lr factor at each milestone")
-    g.add_argument("--consistency", default=d("consistency", "all"),
+    g.add_argument("--consistency", default=d("consistency", recipe.CONSISTENCY),
                    help="anchor transform T: preset (all, none, jitter_blur, flip_grayscale, resized_crop) or names joined by '+'")
-    g.add_argument("--consistency-every", type=int, default=d("consistency_every", 5),
+    g.add_argument("--consistency-every", type=int, default=d("consistency_every", recipe.CONSISTENCY_EVERY),
                    help="apply T on every n-th training step (0 = never)")
-    g.add_argument("--consistency-mode", default=d("consistency_mode", "per_sample"),
+    g.add_argument("--consistency-mode", default=d("consistency_mode", recipe.CONSISTENCY_MODE),
                    choices=["per_sample", "official"],
                    help="T's draws: per_sample, or official (one draw per batch, the authors' ranges)")
-    g.add_argument("--augment", default=d("augment", "crop_flip"), choices=["crop_flip", "none"],
+    g.add_argument("--augment", default=d("augment", recipe.AUGMENT), choices=["crop_flip", "none"],
                    help="training-data augmentation")
     g.add_argument("--seed", type=int, default=d("seed", 0), help="seed for data order, anchors, T and init")
     g.add_argument("--init-from", default=None, metavar="VANILLA.keras",

@@ -285,9 +285,10 @@ def main(argv=None):
 
     from amp_tf import data
     from amp_tf.distribute import worker_info
-    from amp_tf.evaluation import anchored_scorer, ood_results, score_arrays, vanilla_scorer
+    from amp_tf import detectors
+    from amp_tf.evaluation import DEFAULT_VANILLA, ood_results, score_arrays
     from amp_tf.export import export_for_serving
-    from amp_tf.predictor import AnchoredPredictor, select_anchors
+    from amp_tf.predictor import AMP_SCORES, AnchoredPredictor, select_anchors
     from amp_tf.report import render, write_report
     from amp_tf.files import write_json
     from amp_tf.training import train
@@ -335,9 +336,9 @@ def main(argv=None):
         pool = eval_batches(train_set.dataset, size, limit=args.anchor_pool)
         pool = np.concatenate([xb for xb, _ in pool.as_numpy_iterator()])
         anchors = select_anchors(pool, args.num_anchors, seed=args.seed)
-        run = anchored_scorer(model, anchors)
+        run = detectors.fit_all(AMP_SCORES, model, anchors=anchors).score
     else:
-        run = vanilla_scorer(model)
+        run = detectors.fit_all(DEFAULT_VANILLA, model).score
     n_thr = threshold_count(args, id_name, val_set)
     held = val_set.dataset.take(n_thr)
     threshold_images = np.concatenate([xb for xb, _ in eval_batches(held, size).as_numpy_iterator()])
