@@ -20,6 +20,10 @@ Randomness during `fit` is a pure function of `(seed, optimizer step, replica)`:
 a run restarted from a checkpoint at step s draws the same anchors as one that
 never stopped.
 
+`anchored_model(vanilla)` wraps a trained vanilla classifier: an `AnchoredModel`
+over its anchored backbone (`amp_tf.models.anchor_with_statistics`) that computes
+the vanilla function exactly, the start of anchored fine-tuning.
+
 Example:
 
 >>> import keras, numpy as np
@@ -312,6 +316,40 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             num_classes=self.num_classes,
         )
         return config
+
+
+def anchored_model(model, mean=None, std=None, **kwargs):
+    """An `AnchoredModel` over ``anchor_backbone(model)`` that computes ``model``'s function on raw pixels.
+
+    Starting point of anchored fine-tuning (`amp_tf.training.finetune_anchored`):
+    the result computes exactly ``model``'s function for any anchor (on raw pixels),
+    and trains like any `AnchoredModel`. Its pixel statistics stand for the model's
+    leading preprocessing (`amp_tf.models.model_normalization`): a `PixelNormalization`,
+    ``Rescaling`` and ``Normalization`` layers (e.g. ``keras.applications`` models
+    built with ``include_preprocessing=True``) are absorbed exactly; a model without
+    them gets identity statistics (it sees raw pixels, as before).
+
+    Args:
+        model: a vanilla classifier (e.g. ``build_backbone(..., anchored=False)``
+            or a ``keras.applications`` model), ideally trained, taking raw pixels.
+        mean, std: per-channel statistics in pixel units that replace the model's
+            own `PixelNormalization`, or, for a model without one, normalise the
+            pixels before its own preprocessing (e.g. ``0, 255`` for a model
+            trained on ``x / 255``).
+        **kwargs: `AnchoredModel` arguments (``consistency``, ``seed``, ...).
+
+    Example:
+        >>> from amp_tf.models import build_backbone
+        >>> vanilla = build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=8)
+        >>> anchored_model(vanilla, seed=0).backbone.input.shape
+        (None, 28, 28, 2)
+    """
+    from amp_tf.models.anchor import anchor_with_statistics
+
+    parts = anchor_with_statistics(model, mean, std)
+    if parts.check_pixels is not None:
+        kwargs.setdefault("check_pixels", parts.check_pixels)
+    return AnchoredModel(parts.backbone, mean=parts.mean, std=parts.std, **kwargs)
 
 
 LABELS_FRACTIONAL = ("y: labels must be whole-number class ids; got non-integer values. "

@@ -590,11 +590,11 @@ class GivenModel:
         """The model, loaded once and checked against `data` (an `IDData`): image shape and classes."""
         import keras
 
-        import amp_tf
         from amp_tf.anchoring import AnchoredModel
+        from amp_tf.serializables import register_all
 
         if self.model is None:
-            amp_tf.import_all()  # every serializable registered, also in a CLI process
+            register_all()  # every serializable registered, also in a CLI process
             try:
                 self.model = keras.saving.load_model(self.path, compile=False)
             except Exception as err:  # keras raises many types for a bad file

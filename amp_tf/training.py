@@ -142,7 +142,7 @@ def build_model(cfg, image_shape, num_classes, init_from=None):
     if init_from is not None:
         if not cfg.anchored:
             raise ValueError("init_from: only an anchored model is initialised from a vanilla one.")
-        from amp_tf.models import anchored_model
+        from amp_tf.anchoring import anchored_model
 
         vanilla = init_from
         if not isinstance(vanilla, keras.Model):
@@ -355,11 +355,8 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     for any anchor, so tau is ~0 and AMP means nothing; the fine-tuning epochs
     teach it to depend on the anchor. See BENCHMARKS.md for what they buy.
 
-    Any Keras classifier that `amp_tf.models.anchored_model` accepts works,
-    e.g. a ``keras.applications`` model built with ``classifier_activation=None``:
-    its leading ``Rescaling`` / ``Normalization`` layers become the anchored
-    model's pixel statistics, and a model without them sees raw pixels as before.
-    The model must output logits (no softmax at the end).
+    Any Keras classifier that `amp_tf.anchoring.anchored_model` accepts works (e.g. a
+    ``keras.applications`` model with ``classifier_activation=None``): it must output logits.
 
     Args:
         vanilla: a trained vanilla `keras.Model` (raw pixels in, logits out) or its `.keras` path.

@@ -234,9 +234,9 @@ def versions():
     import numpy as np
     import tensorflow as tf
 
-    import amp_tf
+    from amp_tf._version import __version__
 
-    return {"amp_tf": amp_tf.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+    return {"amp_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
 
@@ -396,8 +396,8 @@ def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=No
     Order: parse, `check_args`, then `combine(args, given)` (the command's checks of
     flags that only make sense together; `given` = the flags written on the command
     line), all before TensorFlow is imported. On --dry-run prints `resolved_config`
-    as JSON to stdout and exits 0 (no data is loaded). Otherwise imports the
-    package (`amp_tf.import_all`) and returns the args.
+    as JSON to stdout and exits 0 (no data is loaded). Otherwise registers every
+    serializable (`heavy_imports`) and returns the args.
     """
     import json
     import sys
@@ -418,10 +418,13 @@ def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=No
 
 
 def heavy_imports():
-    """Imports TensorFlow and registers every amp-tf serializable (after the cheap checks)."""
-    import amp_tf
+    """Imports TensorFlow, registers every amp-tf serializable and the baselines' scores (after the
+    cheap checks); the command imports the rest of what it uses. Not `amp_tf.import_all`: nothing
+    inside the package imports the package, its top layer (tests/test_import_graph.py)."""
+    import amp_tf.baselines  # noqa: F401  (registers the baselines in amp_tf.scores)
+    from amp_tf.serializables import register_all
 
-    amp_tf.import_all()
+    register_all()
 
 
 def add_limit_alias(group):

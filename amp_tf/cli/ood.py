@@ -100,11 +100,11 @@ def load_model(path):
     """The Keras model in `path` (anchored or plain); ValueError/OSError with a clear message else."""
     import keras
 
-    import amp_tf
+    from amp_tf.anchoring import AnchoredModel
     from amp_tf.files import load_keras_model
 
     model = load_keras_model(path, "--model")
-    net = model.backbone if isinstance(model, amp_tf.AnchoredModel) else model
+    net = model.backbone if isinstance(model, AnchoredModel) else model
     try:
         rank = len(net.input_shape) if isinstance(net, keras.Model) else 0
     except (AttributeError, ValueError):  # subclassed models without a defined input
