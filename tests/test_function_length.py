@@ -41,7 +41,6 @@ def test_lengths_are_measured():
     assert len(lengths) > 300
 
 
-@pytest.mark.xfail(strict=False, reason="other helpers' functions pending")
 def test_no_long_functions():
     lengths = function_lengths()
     too_long = {k: n for k, n in lengths.items() if n > HARD_LIMIT}
