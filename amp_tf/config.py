@@ -46,7 +46,9 @@ class TrainConfig:
     weight_decay_mode: str = recipe.WEIGHT_DECAY_MODE
     lr_milestones: tuple = ()  # epochs at which lr *= lr_gamma
     lr_gamma: float = 0.2
-    warmup_epochs: float = 0.0
+    # None: the recipe's schedule, as the CLI's (a linear warm-up of min(1, epochs / 10) epochs
+    # into a cosine decay; none with lr_milestones); 0.0: a constant lr (the old default)
+    warmup_epochs: float | None = None
     consistency: str = recipe.CONSISTENCY
     consistency_every: int = recipe.CONSISTENCY_EVERY
     consistency_mode: str = recipe.CONSISTENCY_MODE  # or "official": one draw per batch, the official ranges

@@ -9,6 +9,9 @@ Python user gets the model the CLI user gets with the same settings.
 The recipe is the one the protocol selected on validation data (BENCHMARKS.md):
 
 * SGD, lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, crop + flip;
+* the lr schedule: a linear warm-up of min(1, epochs / 10) epochs into a cosine decay
+  (`amp_tf.config.warmup_epochs`; `TrainConfig(warmup_epochs=None)`, the default, and the
+  CLI both use it; ``warmup_epochs=0`` gives a constant lr, ``lr_milestones`` steps);
 * **coupled** weight decay (the paper's PyTorch SGD: ``g += wd * w`` before the
   momentum; `amp_tf.optimizers.make_sgd`), chosen over Keras' decoupled decay
   with ``benchmarks.ood_quality --select-grid``;

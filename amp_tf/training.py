@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from amp_tf.anchoring import AnchoredModel
 from amp_tf.compat import patch_multiworker_fit
-from amp_tf.config import TrainConfig  # noqa: F401  (defined without TensorFlow; imported from here too)
+from amp_tf.config import TrainConfig, warmup_epochs  # noqa: F401  (defined without TensorFlow; imported from here too)
 from amp_tf.data import tfdata
 from amp_tf.distribute import get_strategy, sync_batchnorm, worker_info
 from amp_tf.files import write_json  # noqa: F401  (its old home; import it from amp_tf.files)
@@ -48,14 +48,17 @@ from amp_tf.pixels import check_pixels
 
 
 def lr_schedule(cfg, steps_per_epoch):
-    """Piecewise-constant schedule: lr x gamma at each milestone epoch (+ linear warm-up)."""
+    """The lr schedule of `cfg`: lr x gamma at each milestone epoch, or (no milestones) a linear
+    warm-up of `cfg.warmup_epochs` into a cosine decay to 0 (None: the recipe's min(1, epochs / 10)
+    epochs, as the CLI's; 0: a constant lr)."""
     boundaries = [int(m * steps_per_epoch) for m in cfg.lr_milestones]
     values = [cfg.lr * cfg.lr_gamma**i for i in range(len(boundaries) + 1)]
     base = (
         keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
         if boundaries else cfg.lr
     )
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    epochs = warmup_epochs(cfg.epochs, cfg.lr_milestones) if cfg.warmup_epochs is None else cfg.warmup_epochs
+    warm = int(epochs * steps_per_epoch)
     if warm and boundaries:
         raise ValueError("warmup_epochs with lr_milestones: pick one (not combined here).")
     if warm:

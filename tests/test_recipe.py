@@ -77,3 +77,19 @@ def test_finetune_anchored_trains_with_the_recipe():
                                weight_decay_mode="decoupled")
     assert not isinstance(old.optimizer, CoupledSGD)
     assert float(old.optimizer.weight_decay) == R["weight_decay"]
+
+
+def test_python_and_cli_get_the_same_lr_schedule():
+    """TrainConfig() with the main job's epochs schedules the lr as the CLI does (warm-up + cosine);
+    warmup_epochs=0 is the constant lr, one argument away."""
+    from amp_tf.training import lr_schedule
+
+    main_job = fmnist.parser().parse_args([])
+    cli_cfg = common.train_config(main_job)
+    py_cfg = TrainConfig(epochs=cli_cfg.epochs)
+    cli, py = lr_schedule(cli_cfg, 100), lr_schedule(py_cfg, 100)
+    steps = [0, 5, 19, 20, 21, 100, 150, 199]
+    assert [float(cli(s)) for s in steps] == pytest.approx([float(py(s)) for s in steps])
+    assert float(py(0)) < float(py(20)) > float(py(199))  # warm-up, then decay
+    assert lr_schedule(TrainConfig(warmup_epochs=0.0), 100) == TrainConfig().lr  # constant
+    assert float(lr_schedule(TrainConfig(lr_milestones=(1,)), 100)(150)) == pytest.approx(TrainConfig().lr * 0.2)
