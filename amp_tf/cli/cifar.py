@@ -34,7 +34,6 @@ from amp_tf.cli.common import (
     check_out,
     add_limit_alias,
     add_preset_flags,
-    backup_arg,
     base_parser,
     check_data,
     check_names,
@@ -42,10 +41,10 @@ from amp_tf.cli.common import (
     cli_errors,
     parse_cli,
     restrict_choices,
+    run_and_report,
     run_folder,
     split_names,
     train_config,
-    versions,
 )
 
 ARCHS = ("wrn40_2", "resnet18", "resnet34", "resnet_small")
@@ -126,8 +125,7 @@ def main(argv=None):
     t0 = time.time()
     from amp_tf import data
     from amp_tf.callbacks import OODMetricsCallback
-    from amp_tf.pipeline import GivenModel, load_id, load_ood, run_job
-    from amp_tf.report import render
+    from amp_tf.pipeline import GivenModel, load_id, load_ood
 
     def log(msg):
         print(f"[cifar] {msg}", flush=True)
@@ -165,17 +163,8 @@ def main(argv=None):
                                    every=args.ood_callback_every, positive=args.positive,
                                    seed=args.seed, verbose=args.verbose)]
 
-    results = run_job(d, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive,
-                      plots=not args.no_plots, callbacks_for=callbacks, verbose=args.verbose,
-                      backup=lambda n: backup_arg(args, n), log=log,
-                      extra={"skipped_ood_sets": skipped, "seed": args.seed, "versions": versions(),
-                             "args": vars(args)})
-    if not results.get("chief", True):
-        return results
-    if ood:
-        print(render(results, "md").split("## Per OOD set")[0])
-    log(f"done in {time.time() - t0:.0f} s; run folder: {results['out']}")
-    return results
+    return run_and_report(args, job, d, ood, models, folder, log, t0, extra={"skipped_ood_sets": skipped},
+                          callbacks_for=callbacks)
 
 
 if __name__ == "__main__":

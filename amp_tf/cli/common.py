@@ -7,6 +7,7 @@ import argparse
 import datetime as _dt
 import os
 import platform
+import time
 from pathlib import Path
 
 from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
@@ -239,6 +240,31 @@ def versions():
     return {"amp_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+
+
+def run_and_report(args, job, data, ood, models, folder, log, t0, extra=None, **run_kw):
+    """Every trainer's last step: `pipeline.run_job` with the flags' settings, the report's
+    summary printed, and one "done in" line (wall time, process CPU time, the hypervisor's share).
+
+    `extra` adds to what the report records besides the seed, the versions and the flags;
+    `run_kw` go to `run_job` (e.g. `near=`, `title=`, `calibration=`).
+    """
+    from amp_tf.pipeline import run_job
+    from amp_tf.report import render
+
+    record = {**(extra or {}), "seed": args.seed, "versions": versions(), "args": vars(args)}
+    results = run_job(data, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive,
+                      plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
+                      log=log, extra=record, **run_kw)
+    if not results.get("chief", True):
+        return results
+    if ood:
+        print(render(results, "md").split("## Per OOD set")[0])
+    steal = results.get("steal_share")
+    log(f"done in {time.time() - t0:.0f} s (process CPU time {time.process_time():.0f} s"
+        + (f"; the hypervisor took {100 * steal:.0f} % of the machine's CPU" if steal is not None else "")
+        + f"); report: {results['out']}/report.md")
+    return results
 
 
 # --------------------------------------------------------------------------- #

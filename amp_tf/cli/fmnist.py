@@ -28,16 +28,15 @@ from amp_tf.cli.common import (
     check_out,
     add_limit_alias,
     add_preset_flags,
-    backup_arg,
     base_parser,
     check_data,
     check_init_from,
     cli_errors,
     parse_cli,
     refuse_with,
+    run_and_report,
     run_folder,
     train_config,
-    versions,
 )
 
 #: The main job's recipe (one definition: amp_tf.presets.FMNIST_RECIPE).
@@ -146,8 +145,7 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.fmnist", default_ood=tuple(suite()[1]),
                      describe=lambda a: suite(a.holdout), combine=combine)
     t0 = time.time()
-    from amp_tf.pipeline import GivenModel, load_fmnist_suite, run_job
-    from amp_tf.report import render
+    from amp_tf.pipeline import GivenModel, load_fmnist_suite
 
     def log(msg):
         print(f"[fmnist] {msg}", flush=True)
@@ -166,17 +164,8 @@ def main(argv=None):
     log(f"run folder: {folder.path} (data loaded in {time.time() - t0:.0f} s)")
     log(f"ID {d.name}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; "
         "OOD: " + ", ".join(f"{k} ({len(v)})" for k, v in ood.items()))
-    results = run_job(d, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive, near=near,
-                      plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
-                      title=f"{d.name} (ID) vs the offline OOD suite" + (" (with near-OOD)" if near else ""),
-                      log=log,
-                      extra={"seed": args.seed, "versions": versions(), "args": vars(args)})
-    print(render(results, "md").split("## Per OOD set")[0])
-    steal = results.get("steal_share")
-    log(f"done in {time.time() - t0:.0f} s (process CPU time {time.process_time():.0f} s"
-        + (f"; the hypervisor took {100 * steal:.0f} % of the machine's CPU" if steal is not None else "")
-        + f"); report: {results['out']}/report.md")
-    return results
+    return run_and_report(args, job, d, ood, models, folder, log, t0, near=near,
+                          title=f"{d.name} (ID) vs the offline OOD suite" + (" (with near-OOD)" if near else ""))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from amp_tf import presets as _presets
 from amp_tf.cli.common import (
     check_out,
     add_limit_alias,
-    backup_arg,
     add_preset_flags,
     base_parser,
     check_names,
@@ -46,10 +45,10 @@ from amp_tf.cli.common import (
     cli_errors,
     parse_cli,
     restrict_choices,
+    run_and_report,
     run_folder,
     split_names,
     train_config,
-    versions,
 )
 
 ARCHS = ("resnet50_imagenet", "resnet_small")
@@ -156,8 +155,7 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.imagenet", default_ood=DEFAULT_OOD, combine=combine,
                      describe=lambda a: (f"folder:{a.val_folder}" if a.val_folder else "imagenet2012", None))
     t0 = time.time()
-    from amp_tf.pipeline import GivenModel, load_id_stream, load_ood_streams, run_job
-    from amp_tf.report import render
+    from amp_tf.pipeline import GivenModel, load_id_stream, load_ood_streams
 
     def log(msg):
         print(f"[imagenet] {msg}", flush=True)
@@ -180,17 +178,8 @@ def main(argv=None):
     log(f"{d.name}: {d.num_train} training images, {d.num_classes} classes, {d.steps_per_epoch} steps/epoch; "
         f"{len(d.x_val)} validation images set the serving threshold; OOD: {', '.join(ood) or 'none present'}")
     # the paper and the official code calibrate ImageNet with H / tau ("divide"); no LiteRT export
-    results = run_job(d, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive,
-                      plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
-                      calibration="divide", tflite=False, log=log,
-                      extra={"skipped_ood_sets": skipped, "seed": args.seed, "versions": versions(),
-                             "args": vars(args)})
-    if not results.get("chief", True):
-        return results
-    if ood:
-        print(render(results, "md").split("## Per OOD set")[0])
-    log(f"done in {time.time() - t0:.0f} s; report: {results['out']}/report.md")
-    return results
+    return run_and_report(args, job, d, ood, models, folder, log, t0, extra={"skipped_ood_sets": skipped},
+                          calibration="divide", tflite=False)
 
 
 if __name__ == "__main__":
