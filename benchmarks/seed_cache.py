@@ -157,6 +157,7 @@ class SeedCache:
         text = json.dumps(entry, indent=1, sort_keys=False, default=_json_default)
         fd, tmp = tempfile.mkstemp(prefix=f".seed{int(seed)}.", suffix=".partial", dir=self.folder)
         try:
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would be committed as is
             with os.fdopen(fd, "w") as f:
                 f.write(text)
                 f.flush()
