@@ -54,8 +54,8 @@ RECIPE = dict(width=24, epochs=12, batch_size=128, lr=0.1, warmup_epochs=1.0, we
               finetune_epochs=1, finetune_lr=0.1, finetune_t="per_sample")
 SCORING = dict(eval_limit=1000, fit_limit=10000, num_anchors=5, mc_passes=20, val_ood_size=1000, train_limit=None,
                acc_limit=None)
-QUICK = dict(seeds="0,1", width=8, epochs=1, train_limit=1500, eval_limit=150, fit_limit=600, mc_passes=3,
-             val_ood_size=150, acc_limit=500)
+QUICK = dict(seeds="0,1", width=8, epochs=1, train_limit=1000, eval_limit=100, fit_limit=300, mc_passes=2,
+             val_ood_size=100, acc_limit=300)
 VANILLA = ("msp", "energy", "odin", "max_logit", "entropy", "temperature_scaling", "react", "knn", "mahalanobis",
            "gram")
 #: score name -> (tau reduction, calibration, output of amp_outputs, sign), as amp_tf.detectors.AMPDetector

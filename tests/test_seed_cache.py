@@ -84,3 +84,12 @@ def test_setting_differences_is_symmetric_in_keys():
     assert setting_differences({"a": 1}, {"a": 1}) == []
     assert setting_differences({"a": (1, 2)}, {"a": [1, 2]}) == []
     assert setting_differences({}, {"b": 2}) == ["b: stored '<not set>', now 2"]
+
+
+def test_doctest():
+    import doctest
+
+    from benchmarks import seed_cache
+
+    r = doctest.testmod(seed_cache)
+    assert r.attempted >= 4 and r.failed == 0
