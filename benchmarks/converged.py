@@ -43,7 +43,8 @@ from pathlib import Path  # noqa: E402
 if __name__ == "__main__" and not __package__:
     sys.exit("run it as a module from the repository root: python -m benchmarks.converged")
 
-from benchmarks.harness import ROOT, Log, cli_errors, machine_info, versions, write_json  # noqa: E402
+from benchmarks.harness import ROOT, Contention, Log, cli_errors, cpu_model, machine_info, versions  # noqa: E402
+from benchmarks.harness import write_json  # noqa: E402
 from benchmarks.seed_cache import SeedCache  # noqa: E402
 
 #: Bump when a change moves a seed's numbers: cached seeds of another version are redone.
@@ -283,8 +284,9 @@ def run_split(a, s, seed, log):
 
 def run_seed(a, splits, seed, log):
     """One seed's complete result (every split), as stored in its cache file."""
-    res = {"rows": {}, "models": {}, "timing": {}, "train_configs": {}, "wall_s": None}
-    t = time.time()
+    res = {"rows": {}, "models": {}, "timing": {}, "train_configs": {}, "wall_s": None, "cpu_s": None,
+           "machine": {"cpu": cpu_model(), "cores": os.cpu_count()}}
+    t, c, contention = time.time(), time.process_time(), Contention()
     for s in splits:
         rows, info, timing, cfgs, logits = run_split(a, s, seed, log)
         for key, per_set in rows.items():
@@ -295,7 +297,8 @@ def run_seed(a, splits, seed, log):
         res["train_configs"][s["name"]] = cfgs
         if logits is not None:
             res["vanilla_logits"] = logits
-    res["wall_s"] = round(time.time() - t, 1)
+    res["wall_s"], res["cpu_s"] = round(time.time() - t, 1), round(time.process_time() - c, 1)
+    res["machine"]["others_cpu_share"] = contention.share()  # the machine's CPU used by other processes
     return res
 
 
@@ -353,7 +356,10 @@ def report(a, results, splits, wall, cpu):
     head = [f"ID accuracy ({n_acc} test images, mean over seeds {a.seed_list}): vanilla "
             f"{100 * models['vanilla']['id_accuracy_mean']:.2f}, anchored {100 * models['anchored']['id_accuracy_mean']:.2f}"
             f" (anchored − vanilla: test {sum(tgap) / len(tgap):+.2f}, validation {sum(gap) / len(gap):+.2f} points). "
-            f"Wall time {wall / 60:.1f} min, process CPU {cpu / 60:.1f} min (seeds done in this session only).", ""]
+            f"Wall time of this command {wall / 60:.1f} min (process CPU {cpu / 60:.1f} min); per seed, wherever it "
+            "ran: " + "; ".join(f"seed {r['seed']} {r['wall_s'] / 60:.1f} min wall, {r['cpu_s'] / 60:.1f} min CPU on "
+                                f"{r['machine']['cores']} × {r['machine']['cpu']}" for r in results) + ".  ",
+            "The ensemble has no near-OOD twins: its overall is the mean of far and covariate.", ""]
     md = render_md(res).replace("\n## Groups", "\n" + "\n".join(head) + "\n## Groups", 1)
     return res, md
 
