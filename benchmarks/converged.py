@@ -94,6 +94,7 @@ def parse_args(argv=None):
     if "--quick" in argv:
         p.set_defaults(**QUICK)
     a = p.parse_args(argv)
+    a.argv = argv
     try:
         a.seed_list = [int(s) for s in a.seeds.split(",") if s.strip()]
     except ValueError:
@@ -337,7 +338,7 @@ def report(a, results, splits, wall, cpu):
     main = splits[0]
     res = {"benchmark": "converged", "id_set": main["name"],
            "ood_sets": list(main["ood"]) + [o for s in splits[1:] for o in s["ood"]], "positive": "id",
-           "command": "python -m benchmarks.converged " + " ".join(sys.argv[1:]),
+           "command": "python -m benchmarks.converged " + " ".join(a.argv),
            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "wall_time_s": round(wall, 1),
            "cpu_time_s": round(cpu, 1), "code_version": CODE_VERSION, "versions": versions(),
            "machine": machine_info(), "models": models, "rows": agg, "groups": groups,
