@@ -20,6 +20,10 @@ Randomness during `fit` is a pure function of `(seed, optimizer step, replica)`:
 a run restarted from a checkpoint at step s draws the same anchors as one that
 never stopped.
 
+`anchored_model(vanilla)` wraps a trained vanilla classifier: an `AnchoredModel`
+over its anchored backbone (`amp_tf.models.anchor_with_statistics`) that computes
+the vanilla function exactly, the start of anchored fine-tuning.
+
 Example:
 
 >>> import keras, numpy as np
@@ -42,6 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from amp_tf import recipe
 from amp_tf.augment import ConsistencyAugment
 from amp_tf.pixels import GRAPH_MESSAGES, PixelNormalization, check_images
 from amp_tf.serialization import WrapsBackbone
@@ -88,6 +93,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             CIFAR setting, 10 for ImageNet, 0 = never).
         consistency_mode: `"per_sample"` (each anchor its own draw) or `"official"`
             (one draw per batch with the authors' ranges); see `amp_tf.augment`.
+            The defaults of `T` are the library's recipe (`amp_tf.recipe`).
         mean, std: per-channel statistics of the training images in pixel units
             (`amp_tf.data.channel_stats(x_train)`); None: 127.5 / 127.5.
         check_pixels: refuse input that is not raw pixels (see `amp_tf.pixels`);
@@ -101,9 +107,9 @@ class AnchoredModel(WrapsBackbone, keras.Model):
     def __init__(
         self,
         backbone,
-        consistency="all",
-        consistency_every=5,
-        consistency_mode="per_sample",
+        consistency=recipe.CONSISTENCY,
+        consistency_every=recipe.CONSISTENCY_EVERY,
+        consistency_mode=recipe.CONSISTENCY_MODE,
         mean=None,
         std=None,
         check_pixels=True,
@@ -310,6 +316,40 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             num_classes=self.num_classes,
         )
         return config
+
+
+def anchored_model(model, mean=None, std=None, **kwargs):
+    """An `AnchoredModel` over ``anchor_backbone(model)`` that computes ``model``'s function on raw pixels.
+
+    Starting point of anchored fine-tuning (`amp_tf.training.finetune_anchored`):
+    the result computes exactly ``model``'s function for any anchor (on raw pixels),
+    and trains like any `AnchoredModel`. Its pixel statistics stand for the model's
+    leading preprocessing (`amp_tf.models.model_normalization`): a `PixelNormalization`,
+    ``Rescaling`` and ``Normalization`` layers (e.g. ``keras.applications`` models
+    built with ``include_preprocessing=True``) are absorbed exactly; a model without
+    them gets identity statistics (it sees raw pixels, as before).
+
+    Args:
+        model: a vanilla classifier (e.g. ``build_backbone(..., anchored=False)``
+            or a ``keras.applications`` model), ideally trained, taking raw pixels.
+        mean, std: per-channel statistics in pixel units that replace the model's
+            own `PixelNormalization`, or, for a model without one, normalise the
+            pixels before its own preprocessing (e.g. ``0, 255`` for a model
+            trained on ``x / 255``).
+        **kwargs: `AnchoredModel` arguments (``consistency``, ``seed``, ...).
+
+    Example:
+        >>> from amp_tf.models import build_backbone
+        >>> vanilla = build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=8)
+        >>> anchored_model(vanilla, seed=0).backbone.input.shape
+        (None, 28, 28, 2)
+    """
+    from amp_tf.models.anchor import anchor_with_statistics
+
+    parts = anchor_with_statistics(model, mean, std)
+    if parts.check_pixels is not None:
+        kwargs.setdefault("check_pixels", parts.check_pixels)
+    return AnchoredModel(parts.backbone, mean=parts.mean, std=parts.std, **kwargs)
 
 
 LABELS_FRACTIONAL = ("y: labels must be whole-number class ids; got non-integer values. "

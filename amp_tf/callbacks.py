@@ -22,25 +22,37 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from amp_tf import metrics, scores
+from amp_tf import detectors, metrics, scores
 from amp_tf.anchoring import AnchoredModel
-from amp_tf.predictor import AnchoredPredictor, select_anchors
+from amp_tf.predictor import select_anchors
+
+#: The callback's names of an anchored model's scores -> (detector name, negate); `tau` is raw tau.
+_ANCHORED_NAMES = {None: ("amp", False), "amp": ("amp", False), "amp_score": ("amp", False),
+                   "msp": ("msp", False), "energy": ("energy", False), "tau": ("neg_tau", True)}
+
+
+def _detector(model, score, anchors, batch_size, **predictor_kwargs):
+    """`(fitted detector, negate)` of `score` on `model` (an `AnchoredModel` with `anchors`, or a plain one)."""
+    if isinstance(model, AnchoredModel):
+        if score not in _ANCHORED_NAMES:
+            raise ValueError(f"score: {score!r} is not a score of an AnchoredModel; use one of "
+                             f"{[k for k in _ANCHORED_NAMES if k]}.")
+        name, negate = _ANCHORED_NAMES[score]
+        det = detectors.get(name, anchored=True, anchors=anchors, batch_size=batch_size, **predictor_kwargs)
+        return det.fit(model), negate
+    return detectors.get(score, anchored=False, batch_size=batch_size).fit(model), False
 
 
 def score_images(model, images, score="amp", anchors=None, batch_size=256, **predictor_kwargs):
     """One OOD score per image for an `AnchoredModel` (via AMP) or any logits model.
 
-    For an `AnchoredModel`, `score` is an output key of `AnchoredPredictor`
-    (`amp_score`/`amp`, `msp`, `energy`, `tau`) computed with `anchors`; for a
-    plain model it is a logit score name from `amp_tf.scores`.
+    For an `AnchoredModel`, `score` is `amp` (or `amp_score`), `msp`, `energy` or
+    `tau`, computed with `anchors` (`amp_tf.detectors.AMPDetector`); for a plain
+    model it is a logit score name from `amp_tf.scores`.
     """
-    if isinstance(model, AnchoredModel):
-        pred = AnchoredPredictor.from_model(model, anchors, **predictor_kwargs)
-        key = "amp_score" if score == "amp" else score
-        return pred.predict(images, batch_size)[key]
-    from amp_tf import detectors
-
-    return detectors.get(score, anchored=False, batch_size=batch_size).fit(model).score(images)
+    det, negate = _detector(model, score, anchors, batch_size, **predictor_kwargs)
+    s = det.score(images)
+    return -s if negate else s
 
 
 def _checked(images, what):
@@ -123,14 +135,14 @@ class OODMetricsCallback(keras.callbacks.Callback):
 
     def _scores(self, images):
         model = self.model
-        if isinstance(model, AnchoredModel):
-            if getattr(self, "_predictor", None) is None:  # built once: one trace per run
-                if self.anchors is None:
-                    self.anchors = select_anchors(self.id_images, self.num_anchors, self.seed)
-                self._predictor = AnchoredPredictor.from_model(model, self.anchors)
-            key = {"amp": "amp_score", None: "amp_score"}.get(self.score, self.score)
-            return self._predictor.predict(images, self.batch_size)[key]
-        return score_images(model, images, self.score or "msp", batch_size=self.batch_size)
+        if getattr(self, "_det", None) is None or self._det[0] is not model:  # built once: one trace per run
+            if isinstance(model, AnchoredModel) and self.anchors is None:
+                self.anchors = select_anchors(self.id_images, self.num_anchors, self.seed)
+            score = self.score if isinstance(model, AnchoredModel) else self.score or "msp"
+            self._det = (model, *_detector(model, score, self.anchors, self.batch_size))
+        _, det, negate = self._det
+        s = det.score(images)
+        return -s if negate else s
 
     def compute(self):
         """The metrics now: `{key: value}` with mean and per-set keys."""

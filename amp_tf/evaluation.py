@@ -1,111 +1,27 @@
-"""Scoring trained models on ID and OOD sets, and the per-score metric tables.
+"""The per-score metric tables of a scored model (every score comes from `amp_tf.detectors`).
 
-`anchored_scores` runs the backbone once per (anchor, image) pair and derives
-every AMP variant (`tau_reduction` x `calibration`) from the same logits;
-`vanilla_scores` computes the logit scores of `amp_tf.scores` (and ODIN) for a
-plain classifier. `ood_results` turns `{set: {score: values}}` into
+`evaluate_model` fits the detectors of one model (`detectors.fit_all`: every AMP
+variant of an anchored model from one pass over the anchors; the logit scores
+and ODIN of a plain classifier from one logits pass) and scores the ID test set
+and every OOD set. `ood_results` turns `{set: {score: values}}` into
 `{"<model>/<score>": {ood_set: metrics}}`, the shape `amp_tf.report` writes.
 
 Example:
 
->>> s = vanilla_scores(model, x_test, names=("msp", "energy"))   # doctest: +SKIP
->>> s["msp"].shape                                               # doctest: +SKIP
-(10000,)
+>>> res, values, acc = evaluate_model(model, x_test, y_test, {"svhn": x_svhn}, "vanilla")  # doctest: +SKIP
+>>> res["vanilla/msp"]["svhn"]["auroc"]                                                      # doctest: +SKIP
+0.91
 """
 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from amp_tf import metrics, scores
-from amp_tf.inference import batched
-from amp_tf.pixels import check_pixels
-from amp_tf.predictor import CALIBRATIONS, TAU_REDUCTIONS, AnchoredPredictor, amp_outputs
+from amp_tf import detectors, metrics
+from amp_tf.predictor import AMP_SCORES
 
+#: The scores of a plain (vanilla) classifier in the report: logit scores and ODIN, one logits pass.
 DEFAULT_VANILLA = ("msp", "energy", "odin", "max_logit", "entropy")
-
-
-def amp_variant_name(reduction, calibration):
-    """`amp` for the default (mean, exp), else e.g. `amp[sum,divide]`."""
-    if (reduction, calibration) == ("mean", "exp"):
-        return "amp"
-    return f"amp[{reduction},{calibration}]"
-
-
-def anchored_scorer(model, anchors, batch_size=256, max_batch="auto", **predictor_kwargs):
-    """A function `images -> {name: (N,) array}` with every AMP variant (traced once).
-
-    `model` is the trained `AnchoredModel`; `anchors` and the images are raw
-    pixels (the model's statistics normalise them). `predictor_kwargs` go to
-    `AnchoredPredictor` (e.g. `anchor_mode="per_image", num_anchors=5`).
-
-    Names: `amp` (mean/exp, the default), `amp[sum,exp]`, `amp[mean,divide]`,
-    `amp[sum,divide]`, `msp` and `energy` on the default calibrated logits,
-    `neg_tau` (-tau alone, higher = ID), and `predicted_class`. The backbone runs
-    once per (anchor, image) pair; the variants share those logits.
-    """
-    pred = AnchoredPredictor.from_model(model, anchors, max_batch=max_batch, **predictor_kwargs)
-    spec = tf.TensorSpec((None,) + tuple(pred.anchor_shape[1:]), tf.float32)
-
-    @tf.function(input_signature=[spec])
-    def run(x):
-        k = pred.per_anchor_logits(pred.normalizer.pixels(x))
-        out = {}
-        for r in TAU_REDUCTIONS:
-            for c in CALIBRATIONS:
-                o = amp_outputs(k, r, c)
-                out[amp_variant_name(r, c)] = o["amp_score"]
-                if (r, c) == ("mean", "exp"):
-                    out.update(msp=o["msp"], energy=o["energy"], neg_tau=-o["tau"],
-                               predicted_class=o["predicted_class"])
-        return out
-
-    return lambda images: batched(run, _check(images), batch_size)
-
-
-def anchored_scores(model, anchors, images, batch_size=256, max_batch="auto"):
-    """`anchored_scorer(...)(images)` in one call."""
-    return anchored_scorer(model, anchors, batch_size, max_batch)(images)
-
-
-def vanilla_scorer(model, names=DEFAULT_VANILLA, batch_size=256, odin_temperature=1000.0,
-                   odin_epsilon=0.0014):
-    """A function `images -> {name: (N,) array}` of logit scores (and ODIN) plus `predicted_class`."""
-    shape = tuple(model.input_shape[1:])
-    logits_fn = tf.function(lambda x: model(x, training=False),
-                            input_signature=[tf.TensorSpec((None,) + shape, tf.float32)])
-
-    odin_cache = {}  # ODIN's compiled step, traced once for every set
-
-    def run(images):
-        images = _check(images)
-        if "odin" in names:  # ODIN's first forward pass is the logits: computed once
-            odin, logits = scores._odin_and_logits(model, images.astype("float32"), odin_temperature,
-                                                   odin_epsilon, batch_size, odin_cache)
-        else:
-            logits = batched(logits_fn, images, batch_size)
-        out = {"predicted_class": logits.argmax(-1)}
-        for name in names:
-            if name == "odin":
-                out[name] = np.asarray(odin)
-            else:
-                out[name] = scores.to_numpy(scores.get(name)(logits))
-        return out
-
-    return run
-
-
-def vanilla_scores(model, images, names=DEFAULT_VANILLA, batch_size=256, **kwargs):
-    """`vanilla_scorer(...)(images)` in one call."""
-    return vanilla_scorer(model, names, batch_size, **kwargs)(images)
-
-
-def _check(images):
-    images = np.asarray(images)
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"images: expected a non-empty (N, H, W, C) array, got shape {images.shape}.")
-    return check_pixels(images)
 
 
 def ood_results(id_values, ood_values, model_name, positive="id"):
@@ -142,7 +58,8 @@ def evaluate_model(model, id_images, id_labels, ood_sets, name, anchors=None, va
                    positive="id", batch_size=256):
     """Scores one model (anchored if `anchors` is given) on the ID test set and OOD sets.
 
-    Every image set (and the anchors) is raw pixels; the model normalises.
+    An anchored model gets every name of `AMP_SCORES` over `anchors`; a plain one
+    `vanilla_names`. Every image set (and the anchors) is raw pixels; the model normalises.
 
     Returns:
         `(metrics_by_score, score_values, id_accuracy)` where `metrics_by_score`
@@ -150,11 +67,11 @@ def evaluate_model(model, id_images, id_labels, ood_sets, name, anchors=None, va
         raw score arrays for plots.
     """
     if anchors is not None:
-        run = anchored_scorer(model, anchors, batch_size)
+        dets = detectors.fit_all(AMP_SCORES, model, batch_size=batch_size, anchors=anchors)
     else:
-        run = vanilla_scorer(model, vanilla_names, batch_size)
-    id_values = run(id_images)
-    ood_values = {k: run(v) for k, v in ood_sets.items()}
+        dets = detectors.fit_all(vanilla_names, model, batch_size=batch_size)
+    id_values = dets.score(id_images)
+    ood_values = {k: dets.score(v) for k, v in ood_sets.items()}
     acc = None
     if id_labels is not None:
         acc = float(np.mean(id_values["predicted_class"] == np.asarray(id_labels)))

@@ -144,7 +144,9 @@ def load_keras_model(path, what="path", compile=False):
     check_keras_file(path, what)
     import keras
 
-    import amp_tf  # noqa: F401  (registers every amp-tf serializable)
+    from amp_tf.serializables import register_all
+
+    register_all()
 
     try:
         return keras.saving.load_model(path, compile=compile)

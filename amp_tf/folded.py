@@ -67,6 +67,14 @@ def find_stem(backbone):
             single Conv2D first (Dense, DepthwiseConv2D, BatchNormalization,
             padding/rescaling layers, several consumers, ...).
     """
+    inp = _model_input(backbone)
+    layer, node = _input_consumer(backbone, inp)
+    _check_stem(layer, node)
+    return layer, node.output_tensors[0]
+
+
+def _model_input(backbone):
+    """The one rank-4 input tensor of a functional or Sequential `backbone` (else ValueError)."""
     if not isinstance(backbone, keras.Model):
         raise ValueError(f"backbone: expected a keras.Model, got {type(backbone).__name__}. {_SUPPORTED}")
     if not (isinstance(backbone, keras.Sequential) or _is_functional(backbone)):
@@ -85,6 +93,11 @@ def find_stem(backbone):
     inp = inputs[0]
     if len(inp.shape) != 4:
         raise ValueError(f"backbone: expected a rank-4 input (B, H, W, 2C), got shape {tuple(inp.shape)}.")
+    return inp
+
+
+def _input_consumer(backbone, inp):
+    """``(layer, node)``: the one layer call that reads `inp` (else ValueError)."""
     consumers = []  # (layer, node) pairs reading the model input
     for layer in backbone.layers:
         for node in getattr(layer, "_inbound_nodes", []):
@@ -98,7 +111,11 @@ def find_stem(backbone):
             f"backbone: its input feeds several layers ({names}); the stem must be the only "
             f"consumer. {_SUPPORTED}"
         )
-    layer, node = consumers[0]
+    return consumers[0]
+
+
+def _check_stem(layer, node):
+    """ValueError unless `layer` is a plain channels-last Conv2D over an even channel count 2C."""
     where = f"layer {layer.name!r} ({type(layer).__name__})"
     if not isinstance(layer, keras.layers.Conv2D):
         what = "a weighted layer that is not a Conv2D" if layer.weights else "a layer that is not a Conv2D"
@@ -119,7 +136,6 @@ def find_stem(backbone):
             f"backbone: the stem {where} has {channels} input channels; an anchored stem "
             f"has an even count 2C (anchor + residual)."
         )
-    return layer, node.output_tensors[0]
 
 
 def split_kernel(stem):

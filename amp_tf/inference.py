@@ -3,8 +3,10 @@
 `batched(fn, images, batch_size)` runs `fn` over consecutive batches of an
 in-memory array and concatenates the results; `fn` returns a tensor, a tuple
 or a dict of tensors (e.g. a `tf.function` of a predictor or a model), and the
-result has the same structure with numpy arrays. The predictor, evaluation,
-the baselines and the export all use it.
+result has the same structure with numpy arrays. The predictor, the detectors,
+the baselines and the export all use it. `model_logits(model, x)` is the
+batched inference-mode forward of a plain classifier (one compiled function
+per model), shared by the detectors and the baselines.
 
 Example:
 
@@ -17,9 +19,13 @@ Example:
 from __future__ import annotations
 
 import sys
+import weakref
 
 import keras
 import numpy as np
+
+#: Compiled inference-mode forward of each model (weakly keyed: freed with the model).
+_LOGIT_FNS = weakref.WeakKeyDictionary()
 
 
 def _numpy(v):
@@ -68,3 +74,64 @@ def batched(fn, images, batch_size=256, verbose=0, dtype="float32"):
     if isinstance(first, tuple):
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(first)))
     return np.concatenate(parts)
+
+
+def run_batched(fn, x, batch_size):
+    """Apply ``fn`` (tensor batch -> tensor or tuple of tensors) batch-wise, batches as given.
+
+    Returns numpy arrays concatenated over batches (a tuple if ``fn`` returns one).
+    """
+    import tensorflow as tf
+
+    return batched(lambda xb: fn(tf.convert_to_tensor(xb)), x, batch_size, dtype=None)
+
+
+def as_inputs(x, what="x"):
+    """``x`` as a non-empty numpy batch; non-float data is cast to ``floatx``."""
+    if hasattr(x, "numpy"):
+        x = x.numpy()
+    x = np.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"{what} must be a non-empty batch (N, ...), got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(keras.config.floatx())
+    return x
+
+
+def check_model(model, what="model"):
+    """A `keras.Model` built as a graph (functional or Sequential with an input), else a clear error."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{what} must be a keras.Model, got {type(model).__name__}")
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            f"{what} {model.name!r} is not built as a graph (no model.inputs); "
+            "use a functional or Sequential model with a keras.Input"
+        )
+
+
+def model_logits(model, x, batch_size=256):
+    """Inference-mode outputs of ``model`` on ``x``: numpy ``(N, K)`` float32/float64.
+
+    One compiled ``model(x, training=False)`` per model (cached), run over
+    numpy batches: no tf.data iterator per call (``model.predict`` builds one,
+    and tearing it down can stall for seconds, see ``amp_tf.data.tfdata``).
+    """
+    import tensorflow as tf
+
+    check_model(model)
+    x = as_inputs(x)
+    fn = _LOGIT_FNS.get(model)
+    if fn is None:
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        fn = _LOGIT_FNS[model] = tf.function(lambda z: ref()(z, training=False), reduce_retracing=True)
+    out = run_batched(fn, x, batch_size)
+    if isinstance(out, (list, tuple, dict)):
+        raise ValueError(f"model {model.name!r} must have a single (logits) output")
+    out = np.asarray(out)
+    if out.dtype not in (np.float32, np.float64):
+        out = out.astype(np.float32)
+    return out

@@ -1,14 +1,17 @@
 """The one job pipeline: ID data -> train -> save -> export -> evaluate -> report.
 
-Every trainer (`trainers.fmnist`, `trainers.cifar`, `trainers.imagenet` for
-image folders), the tuner and `benchmarks/ood_quality.py` describe a job with
-the same three pieces and run it with `run_job`:
+Every trainer (`trainers.fmnist`, `trainers.cifar`, `trainers.imagenet`) and
+`benchmarks/ood_quality.py` describe a job with the same three pieces and run it
+with `run_job` (the benchmark loops over `train_models` / `score_models`):
 
-* `IDData`: the ID images as raw pixels, split into train / validation / test
-  (validation held out of training by a seeded permutation; the training
+* the ID data: `IDData`, raw pixels in memory, split into train / validation /
+  test (validation held out of training by a seeded permutation; the training
   indices are kept in their original order), with the per-channel training
-  statistics the models carry.
-* the OOD sets, `{name: raw-pixel images}` (`load_ood`);
+  statistics the models carry; or `StreamedIDData` for sets too large for memory
+  (ImageNet folders or tfds sets, `load_id_stream`): the same views over tf.data;
+* the OOD sets, `{name: raw-pixel images}` (`load_ood`), or streams of batches
+  (`load_ood_streams`); `load_fmnist_suite` loads the offline suite of a
+  `amp_tf.config.JobConfig`, with its near-OOD splits;
 * `{model name: TrainConfig}`: usually an anchored model and its vanilla twin.
 
 `run_job` writes into a `RunFolder` (a temporary sibling renamed into place
@@ -84,6 +87,70 @@ class IDData:
     def sizes(self):
         return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
 
+    # The three views the job takes of its ID data (`StreamedIDData` has the same):
+    def training_input(self):
+        """`(x, y, val)` for `amp_tf.training.train`: the training arrays and the validation pair."""
+        return self.x_train, self.y_train, (self.x_val, self.y_val)
+
+    def anchor_images(self):
+        """The images AMP's anchors are picked among: the training images."""
+        return self.x_train
+
+    def test_set(self):
+        """The reported ID set: `(images, labels)`."""
+        return self.x_test, self.y_test
+
+
+@dataclasses.dataclass
+class StreamedIDData:
+    """ID data too large for memory (ImageNet-sized folders or tfds sets), streamed through tf.data.
+
+    The same views as `IDData` (`training_input`, `anchor_images`, `test_set`,
+    `sizes`, `x_val`), so `run_job` runs either. Built by `load_id_stream`.
+
+    Attributes:
+        name: the ID set (the validation set's name).
+        num_classes: class count.
+        image_shape: the crops' shape.
+        mean, std: per-channel statistics in pixel units (given, e.g. ImageNet's).
+        train: a repeated, batched tf.data stream of (raw-pixel float crops, labels).
+        steps_per_epoch: training batches per epoch.
+        x_val, y_val: the ID validation images in memory (uint8): the serving threshold.
+        test: the reported ID set: a tf.data stream of (uint8 images, labels) batches.
+        anchor_pool: `() -> uint8 images` the anchors are picked among; called once, when the
+            anchors are picked (after training: the shuffled training stream is read in the same
+            order as before the job was streamed).
+        num_train: training images per epoch.
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple
+    mean: np.ndarray
+    std: np.ndarray
+    train: object
+    steps_per_epoch: int
+    x_val: np.ndarray
+    y_val: np.ndarray
+    test: object
+    anchor_pool: object
+    num_train: int | None = None
+
+    def training_input(self):
+        return self.train, self.steps_per_epoch, None
+
+    def anchor_images(self):
+        if callable(self.anchor_pool):
+            self.anchor_pool = self.anchor_pool()
+        return self.anchor_pool
+
+    def test_set(self):
+        return self.test, None
+
+    def sizes(self):
+        return {"train": self.num_train, "val": len(self.x_val), "test": None,
+                "steps_per_epoch": int(self.steps_per_epoch)}
+
 
 def split_id(name, x_all, y_all, x_test, y_test, val_size, seed=0, train_limit=None, num_classes=None,
              min_val=20):
@@ -148,6 +215,115 @@ def load_ood(names, image_shape, resize=None, convert_channels=False, limit=None
             log(f"skipped {n}: {skipped[n]}")
             continue
         ood[n] = x
+    return ood, skipped
+
+
+def load_fmnist_suite(job, seed=0, data_dir=None, download=False, log=print):
+    """The Fashion-MNIST suite of a job (`amp_tf.config.JobConfig`): `(IDData, {OOD set: images}, near)`.
+
+    The ID set is `job.data.id_set` (``fashion_mnist``, or ``fmnist_holdout_id`` in the
+    holdout mode), split with `seed` and the job's validation size and limits; the OOD
+    sets are `job.ood` (empty: the far-OOD and covariate-shift sets of
+    `amp_tf.data.fmnist_suite`). With `job.data.near`, `near` is the near-OOD group for
+    `run_job(near=...)`: per class-holdout split, its `IDData` (the same split rules)
+    and its held-out classes `{name: images}`; else empty. The trainer and the
+    benchmarks load the suite here.
+    """
+    from amp_tf.data import fmnist_suite
+
+    dc = job.data
+    kw = dict(val_size=dc.val_size, seed=seed, train_limit=dc.train_limit, eval_limit=dc.eval_limit,
+              data_dir=data_dir, download=download)
+    d = load_id(dc.id_set, **kw)
+    ood, _ = load_ood(list(job.ood) or fmnist_suite()["ood"], d.image_shape, limit=dc.eval_limit,
+                      data_dir=data_dir)
+    near = []
+    for ood_name, id_name in (fmnist_suite()["near"].items() if dc.near else ()):
+        nd = load_id(id_name, **kw)
+        n_ood, _ = load_ood([ood_name], nd.image_shape, limit=dc.eval_limit, data_dir=data_dir)
+        log(f"near-OOD split {id_name}: train {len(nd.x_train)}; OOD {ood_name} ({len(n_ood[ood_name])})")
+        near.append((nd, n_ood))
+    return d, ood, near
+
+
+def load_id_stream(train, val, image_size, batch_size, mean, std, seed=0, augment=True, train_limit=None,
+                   eval_limit=None, anchor_pool=1024, threshold_size=1000, eval_batch_size=64, load_kw=None):
+    """`StreamedIDData` of an ImageNet-sized ID set (`amp_tf.data.streaming`'s transforms).
+
+    Training: random-resized crops of `image_size` (+ flip with `augment`) of the
+    shuffled (`seed`) training set, `train_limit` images per epoch. Validation:
+    center crops; the first `threshold_size` images (at most half of a small set)
+    set the serving threshold and are held in memory, the rest (the first
+    `eval_limit`) are the reported ID set, in batches of `eval_batch_size`. The
+    anchors are picked among the first `anchor_pool` training images.
+
+    Args:
+        train, val: `(name, split)` of the training and validation sets
+            (`("imagenet2012", "train")`, `("folder:/data/train", "train")` ...).
+        mean, std: the per-channel statistics the models carry (pixel units).
+        load_kw: more `amp_tf.data.load` arguments for both (data_dir, download, manual_dir).
+    """
+    from amp_tf import data
+    from amp_tf.data.streaming import eval_batches, train_dataset
+
+    kw = dict(load_kw or {})
+    train_set = data.load(train[0], train[1], shuffle=True, seed=seed, **kw)
+    val_set = data.load(val[0], val[1], **kw)
+    if not train_set.num_classes:
+        raise ValueError(f"{train[0]}: expected one subfolder per class, found images without class subfolders.")
+    if train_set.class_names != val_set.class_names:
+        raise ValueError(f"{val[0]}: its class subfolders differ from those of {train[0]} "
+                         f"({len(val_set.class_names or ())} vs {len(train_set.class_names)} classes).")
+    ds, steps = train_dataset(train_set, batch_size, image_size, seed, augment, train_limit)
+    n_thr = threshold_count(val[0], val_set.num_examples, threshold_size)  # refused before any training
+    held = eval_batches(val_set.dataset.take(n_thr), image_size)
+    x_val, y_val = (np.concatenate(a) for a in zip(*held.as_numpy_iterator()))
+
+    def pool():
+        return np.concatenate([xb for xb, _ in eval_batches(train_set.dataset, image_size,
+                                                            limit=anchor_pool).as_numpy_iterator()])
+
+    test = eval_batches(val_set.dataset.skip(n_thr), image_size, eval_limit, batch_size=eval_batch_size)
+    n = train_set.num_examples if train_limit is None else min(train_limit, train_set.num_examples or train_limit)
+    return StreamedIDData(val[0], int(train_set.num_classes), (image_size, image_size, 3),
+                          np.asarray(mean, np.float64), np.asarray(std, np.float64), ds, steps, x_val, y_val,
+                          test, pool, n)
+
+
+def threshold_count(name, num_val, threshold_size):
+    """How many validation images set the serving threshold: `threshold_size`, at most half of a small set."""
+    from amp_tf.export import MIN_ID_IMAGES
+
+    n_thr = threshold_size
+    if num_val:  # a small validation set: half sets the threshold, half is reported
+        n_thr = min(n_thr, num_val // 2)
+    if n_thr < MIN_ID_IMAGES:
+        raise ValueError(f"{name}: {n_thr} validation images for the serving threshold; it needs at least "
+                         f"{MIN_ID_IMAGES} (half of a small validation set is used): give a larger validation "
+                         "set (--val-folder) or --threshold-size.")
+    return n_thr
+
+
+def load_ood_streams(names, image_size, limit=None, batch_size=64, load_kw=None, log=print):
+    """`({name: tf.data stream of (uint8 images, labels) batches}, {skipped name: reason})`.
+
+    Each set is center-cropped like the ID validation images, except ImageNet-C
+    (`imagenet2012_corrupted/...`: 224x224 center crops already), which is only
+    resized. Sets whose data is not on this machine are skipped with one line each.
+    """
+    from amp_tf import data
+    from amp_tf.data.streaming import eval_batches
+
+    ood, skipped = {}, {}
+    for n in names:
+        try:
+            s = data.load(n, "test", **(load_kw or {}))
+        except data.DataNotFoundError as err:
+            skipped[n] = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            log(f"skipped {n}: {skipped[n]}")
+            continue
+        crop = not n.startswith("imagenet2012_corrupted/")
+        ood[n] = eval_batches(s.dataset, image_size, limit, crop, batch_size)
     return ood, skipped
 
 
@@ -352,9 +528,11 @@ class RunFolder:
 # The job
 # --------------------------------------------------------------------------- #
 def train_models(data, models, out, verbose=1, backup=True, strategy=None, callbacks_for=None, log=print):
-    """Trains `{name: TrainConfig}` on `data` into `out/<name>/`; returns `{name: (model, cfg, seconds)}`.
+    """Trains `{name: TrainConfig}` on `data` into `out/<name>/` (`out` None: no files); returns
+    `{name: (model, cfg, seconds)}`.
 
-    The statistics of `data` are filled into each config; `init_from="job:<name>"`
+    `data` is an `IDData` (arrays) or a `StreamedIDData` (tf.data). The statistics of
+    `data` are filled into each config; `init_from="job:<name>"`
     starts an anchored model from a model trained (or given) earlier in the same
     dict. A `GivenModel` is not trained: it is loaded, checked against `data`
     and scored as it is. Each model trains under its own dtype policy
@@ -379,9 +557,10 @@ def train_models(data, models, out, verbose=1, backup=True, strategy=None, callb
                 raise ValueError(f"{name}: init_from {cfg.init_from!r} names no model trained before it.")
             init = trained[src][0]
             log(f"  {name} starts from the {src} model (anchor_backbone, function-preserving)")
-        model, _ = train(cfg, data.x_train, data.y_train, data.num_classes, val=(data.x_val, data.y_val),
-                         out_dir=Path(out) / name, verbose=verbose, strategy=strategy,
-                         backup=backup(name) if callable(backup) else backup, init_from=init,
+        x, y, val = data.training_input()
+        out_dir = Path(out) / name if out is not None else None
+        model, _ = train(cfg, x, y, data.num_classes, val=val, out_dir=out_dir, verbose=verbose,
+                         strategy=strategy, backup=backup(name) if callable(backup) else backup, init_from=init,
                          callbacks=(callbacks_for(name) if callbacks_for else ()))
         trained[name] = (model, cfg, time.time() - t)
     return trained
@@ -411,11 +590,11 @@ class GivenModel:
         """The model, loaded once and checked against `data` (an `IDData`): image shape and classes."""
         import keras
 
-        import amp_tf
         from amp_tf.anchoring import AnchoredModel
+        from amp_tf.serializables import register_all
 
         if self.model is None:
-            amp_tf.import_all()  # every serializable registered, also in a CLI process
+            register_all()  # every serializable registered, also in a CLI process
             try:
                 self.model = keras.saving.load_model(self.path, compile=False)
             except Exception as err:  # keras raises many types for a bad file
@@ -439,28 +618,66 @@ class GivenModel:
 
 
 def score_models(trained, data, ood, num_anchors=5, positive="id", log=print):
-    """Scores trained models on `data.x_test` and `ood`: `(metrics by score, raw values, info)`.
+    """Scores trained models on the ID test set and `ood`: `(metrics by score, raw values, info, anchors)`.
 
-    Anchored models use K anchors from the training images (seeded with the
+    Anchored models use K anchors from `data.anchor_images()` (seeded with the
     first anchored model's seed); every AMP variant comes from the same logits.
+    Image sets are arrays, or (`StreamedIDData`, `load_ood_streams`) tf.data
+    streams of (images, labels) batches, scored batch by batch.
     """
-    from amp_tf.evaluation import evaluate_model
+    from amp_tf.evaluation import ood_results, score_arrays
     from amp_tf.predictor import select_anchors
 
     anchored = [n for n, (_, c, _) in trained.items() if c.anchored]
-    anchors = select_anchors(data.x_train, num_anchors, seed=trained[anchored[0]][1].seed) if anchored else None
+    anchors = (select_anchors(data.anchor_images(), num_anchors, seed=trained[anchored[0]][1].seed)
+               if anchored else None)
+    id_images, id_labels = data.test_set()
     scores, values, info = {}, {}, {}
     for name, (model, cfg, secs) in trained.items():
-        n_images = len(data.x_test) + sum(len(v) for v in (ood or {}).values())
-        log(f"scoring the {name} model on {data.name} + {len(ood)} OOD set(s) ({n_images} images) ...")
+        log(f"scoring the {name} model on {data.name} + {len(ood)} OOD set(s) ({_count(id_images, ood)}) ...")
         t = time.time()
-        res, vals, acc = evaluate_model(model, data.x_test, data.y_test, ood or {}, name,
-                                        anchors=anchors if cfg.anchored else None, positive=positive)
+        run = _scorer(model, anchors if cfg.anchored else None)
+        id_vals, labels = _score_set(run, id_images, id_labels, data.name)
+        ood_vals = {k: _score_set(run, v, None, k)[0] for k, v in (ood or {}).items()}
+        res = ood_results(id_vals, ood_vals, name, positive)
         log(f"  {name}: {len(res)} scores in {time.time() - t:.0f} s")
         scores.update(res)
-        values.update(vals)
+        values.update(score_arrays(id_vals, ood_vals, name))
+        acc = None if labels is None else float(np.mean(id_vals["predicted_class"] == np.asarray(labels)))
         info[name] = {"id_accuracy": acc, "params": int(model.count_params()), "train_time_s": round(secs, 1)}
     return scores, values, info, anchors
+
+
+def _scorer(model, anchors=None, batch_size=256):
+    """`images -> {score: (N,) values, "predicted_class": ...}` of one model: its fitted detectors
+    (`detectors.fit_all`: every AMP score over `anchors` from one pass, or the vanilla scores)."""
+    from amp_tf import detectors
+    from amp_tf.evaluation import DEFAULT_VANILLA
+    from amp_tf.predictor import AMP_SCORES
+
+    if anchors is not None:
+        return detectors.fit_all(AMP_SCORES, model, batch_size=batch_size, anchors=anchors).score
+    return detectors.fit_all(DEFAULT_VANILLA, model, batch_size=batch_size).score
+
+
+def _score_set(run, images, labels, name):
+    """`(run(images), labels)` of an array, or of a stream of (images, labels) batches, concatenated."""
+    if isinstance(images, np.ndarray):
+        return run(images), labels
+    parts, labels = [], []
+    for xb, yb in (images.as_numpy_iterator() if hasattr(images, "as_numpy_iterator") else images):
+        parts.append({k: np.asarray(v) for k, v in run(xb).items()})
+        labels.append(yb)
+    if not parts:
+        raise ValueError(f"{name}: no images.")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, np.concatenate(labels)
+
+
+def _count(id_images, ood):
+    sets = [id_images, *(ood or {}).values()]
+    if all(isinstance(v, np.ndarray) for v in sets):
+        return f"{sum(len(v) for v in sets)} images"
+    return "streamed"
 
 
 def _merge(into, more):
@@ -480,20 +697,23 @@ def _machine_jiffies():
 
 def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, export=True, plots=True,
             callbacks_for=None, verbose=1, backup=True, strategy=None, title=None, extra=None, near=(),
-            log=print):
+            calibration="exp", tflite=True, log=print):
     """Trains each model, saves it, exports the anchored one, scores all, writes the report.
 
     Args:
-        data: `IDData`.
-        ood: `{name: raw-pixel images}` (may be empty: no OOD report then).
+        data: `IDData`, or `StreamedIDData` (ImageNet-sized sets, `load_id_stream`).
+        ood: `{name: raw-pixel images}` (may be empty: no OOD report then); with
+            streamed data, `{name: stream of (images, labels) batches}` (`load_ood_streams`).
         models: `{name: TrainConfig or GivenModel}`; the statistics of `data` are filled
             into the configs; a `GivenModel` is scored (and saved) as it is.
         folder: a `RunFolder`; `folder.commit()` is called at the end.
-        num_anchors: K for AMP (anchors picked from the training images with the
+        num_anchors: K for AMP (anchors picked from `data.anchor_images()` with the
             first anchored model's seed).
         positive: metric convention (`"id"` or `"ood"`).
         tpr: serving threshold: this fraction of ID validation images pass.
         export: write `serving/` (SavedModel) for the anchored model.
+        calibration: the serving head's AMP calibration (`"exp"`; ImageNet: `"divide"`).
+        tflite: also write `model.tflite` (LiteRT) of the serving head.
         callbacks_for: optional `name -> [keras callbacks]`.
         backup: `train(backup=...)`: True, False or a folder per model (callable name -> value).
         extra: more top-level keys for the results (e.g. the CLI's args).
@@ -504,82 +724,100 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
     Returns:
         The results dict (also in `report.json`), with `out` = the final folder.
     """
-    with folder.guard():  # a work folder that vanishes mid-run fails loudly (RunFolderLost)
-        return _run_job(data, ood, models, folder, num_anchors, positive, tpr, export, plots, callbacks_for,
-                        verbose, backup, strategy, title, extra, near, log)
-
-
-def _run_job(data, ood, models, folder, num_anchors, positive, tpr, export, plots, callbacks_for, verbose,
-             backup, strategy, title, extra, near, log):
-    from amp_tf.distribute import worker_info
-    from amp_tf.export import export_for_serving, export_tflite
-    from amp_tf.predictor import AnchoredPredictor
-    from amp_tf.report import write_report
-    from amp_tf.files import write_json
-
     if int(num_anchors) < 2:
         raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors}.")
     if near and any(isinstance(c, GivenModel) for c in models.values()):
         raise ValueError("near: the near-OOD splits train their own models on other classes; a given model "
                          "cannot be theirs. Drop the near splits or the given model.")
-    t0, cpu0, jiffies0 = time.time(), time.process_time(), _machine_jiffies()
-    timings = {}  # seconds per phase, in the report
+    train_kw = dict(verbose=verbose, backup=backup, strategy=strategy, log=log)
+    with folder.guard():  # a work folder that vanishes mid-run fails loudly (RunFolderLost)
+        return _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbacks_for, near,
+                        dict(export=export, tpr=tpr, calibration=calibration, tflite=tflite),
+                        dict(title=title, extra=extra, plots=plots))
 
-    def lap(phase, since):
-        timings[phase] = round(time.time() - since, 1)
-        return time.time()
 
-    out = folder.work
-    t = time.time()
-    trained = train_models(data, models, out, verbose, backup, strategy, callbacks_for, log)
-    t = lap("train", t)
+class _Clock:
+    """Seconds per phase of a job, and its wall / CPU time and the hypervisor's steal share."""
+
+    def __init__(self):
+        self.t0, self.cpu0, self.jiffies0 = time.time(), time.process_time(), _machine_jiffies()
+        self.timings, self.t = {}, self.t0
+
+    def lap(self, phase):
+        self.timings[phase] = round(time.time() - self.t, 1)
+        self.t = time.time()
+
+    def record(self, results):
+        results["timings_s"] = self.timings  # the same dict: the report phase is added after writing
+        results["wall_time_s"] = round(time.time() - self.t0, 1)
+        # Wall time depends on the machine's load: the process' CPU time and the share of
+        # the machine's CPU taken by the hypervisor (steal) make runs comparable.
+        results["cpu_time_s"] = round(time.process_time() - self.cpu0, 1)
+        jiffies1 = _machine_jiffies()
+        if self.jiffies0 and jiffies1 and jiffies1[0] > self.jiffies0[0]:
+            results["steal_share"] = round((jiffies1[1] - self.jiffies0[1]) / (jiffies1[0] - self.jiffies0[0]), 3)
+
+
+def _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbacks_for, near, serving, report):
+    from amp_tf.distribute import worker_info
+    from amp_tf.files import write_json
+    from amp_tf.report import write_report
+
+    log, clock, out = train_kw["log"], _Clock(), folder.work
+    trained = train_models(data, models, out, callbacks_for=callbacks_for, **train_kw)
+    clock.lap("train")
     if not worker_info()[2]:
         log("non-chief worker: training done; the chief writes models and report.")
         return {"chief": False}
     scores, values, info, anchors = score_models(trained, data, ood, num_anchors, positive, log)
-    t = lap("score", t)
+    clock.lap("score")
+    _save_and_export(trained, anchors, data.x_val, out, info, **serving)
+    clock.lap("save_and_export")
+    ood_names = list(ood)
+    for near_data, near_ood in near:
+        near_trained = train_models(near_data, models, out / f"near_{near_data.name}", **train_kw)
+        s, _, i, _ = score_models(near_trained, near_data, near_ood, num_anchors, positive, log)
+        _merge(scores, s)  # raw values stay out of the plots: they have another ID set
+        info.update({f"{n}@{near_data.name}": m for n, m in i.items()})
+        ood_names += list(near_ood)
+    if near:
+        clock.lap("near_ood")
+    results = _results(data, ood_names, positive, trained, num_anchors, info, scores, report)
+    clock.record(results)
+    if ood_names:
+        write_report(out, results, values, plots=report["plots"])
+    else:
+        write_json(out / "report.json", results)
+    clock.lap("report")
+    log("time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in clock.timings.items()))
+    results["out"] = str(folder.commit())
+    return results
+
+
+def _save_and_export(trained, anchors, id_val, out, info, export, tpr, calibration, tflite):
+    """Saves every model as `<name>.keras`; exports the first anchored one (serving/, model.tflite)."""
+    from amp_tf.export import export_for_serving, export_tflite
+    from amp_tf.predictor import AnchoredPredictor
+
     exported = not export
     for name, (model, cfg, _) in trained.items():
         model.save(out / f"{name}.keras")
         if cfg.anchored and not exported:
             exported = True
-            pred = AnchoredPredictor.from_model(model, anchors)
-            head = export_for_serving(pred, out / "serving", id_images=data.x_val, tpr=tpr)
-            export_tflite(head, out / "model.tflite")  # the same model for LiteRT (builtin ops, batch 1)
-            info[name]["serving_threshold_on"] = f"{len(data.x_val)} ID validation images (tpr {tpr})"
-    t = lap("save_and_export", t)
-    ood_names = list(ood)
-    for near_data, near_ood in near:
-        sub = out / f"near_{near_data.name}"
-        near_trained = train_models(near_data, models, sub, verbose, backup, strategy, None, log)
-        s, v, i, _ = score_models(near_trained, near_data, near_ood, num_anchors, positive, log)
-        _merge(scores, s)  # raw values stay out of the plots: they have another ID set
-        info.update({f"{n}@{near_data.name}": m for n, m in i.items()})
-        ood_names += list(near_ood)
-    if near:
-        t = lap("near_ood", t)
-    results = {
-        "title": title or f"{data.name} (ID) vs " + (", ".join(ood_names) or "no OOD set"),
+            pred = AnchoredPredictor.from_model(model, anchors, calibration=calibration)
+            head = export_for_serving(pred, out / "serving", id_images=id_val, tpr=tpr)
+            if tflite:
+                export_tflite(head, out / "model.tflite")  # the same model for LiteRT (builtin ops, batch 1)
+            info[name]["serving_threshold_on"] = f"{len(id_val)} ID validation images (tpr {tpr})"
+
+
+def _results(data, ood_names, positive, trained, num_anchors, info, scores, report):
+    return {
+        "title": report["title"] or f"{data.name} (ID) vs " + (", ".join(ood_names) or "no OOD set"),
         "id_set": data.name, "ood_sets": ood_names, "positive": positive,
         "data": {**data.sizes(), "mean": [float(v) for v in np.asarray(data.mean)],
                  "std": [float(v) for v in np.asarray(data.std)], "serving_threshold": "ID validation images"},
         "config": {"train": {n: c.to_dict() for n, (_, c, _) in trained.items()}, "num_anchors": int(num_anchors)},
         "models": info, "scores": scores,
-        **(extra or {}),
+        **(report["extra"] or {}),
     }
-    results["timings_s"] = timings
-    results["wall_time_s"] = round(time.time() - t0, 1)
-    # Wall time depends on the machine's load: the process' CPU time and the share of
-    # the machine's CPU taken by the hypervisor (steal) make runs comparable.
-    results["cpu_time_s"] = round(time.process_time() - cpu0, 1)
-    jiffies1 = _machine_jiffies()
-    if jiffies0 and jiffies1 and jiffies1[0] > jiffies0[0]:
-        results["steal_share"] = round((jiffies1[1] - jiffies0[1]) / (jiffies1[0] - jiffies0[0]), 3)
-    if ood_names:
-        write_report(out, results, values, plots=plots)
-    else:
-        write_json(out / "report.json", results)
-    lap("report", t)
-    log("time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    results["out"] = str(folder.commit())
-    return results

@@ -62,6 +62,22 @@ CALIBRATIONS = ("exp", "divide")
 ANCHOR_MODES = ("fixed", "per_image")
 
 
+def amp_variant_name(reduction, calibration):
+    """`amp` for the default (mean, exp), else e.g. `amp[sum,divide]`."""
+    if (reduction, calibration) == ("mean", "exp"):
+        return "amp"
+    return f"amp[{reduction},{calibration}]"
+
+
+#: The AMP variants, defined once: name -> (tau_reduction, calibration).
+AMP_VARIANTS = {amp_variant_name(r, c): (r, c)
+                for r, c in (("mean", "exp"), ("sum", "exp"), ("mean", "divide"), ("sum", "divide"))}
+#: Every score of an anchored model, all from one pass over the anchors (`amp_tf.detectors.AMPDetector`),
+#: in the order of the report tables: the variants, MSP and energy of the default calibrated logits,
+#: and `neg_tau` (-tau of the default reduction, higher = ID).
+AMP_SCORES = ("amp", "msp", "energy", "neg_tau", "amp[mean,divide]", "amp[sum,exp]", "amp[sum,divide]")
+
+
 def select_anchors(images, k, seed=0, labels=None):
     """Picks `k` distinct training images as anchors, deterministically.
 
@@ -163,6 +179,54 @@ def _backbone_and_stats(backbone, mean, std):
     return backbone, mean, std
 
 
+def _check_options(tau_reduction, calibration, max_batch):
+    """ValueError for an unknown tau reduction or calibration, or a bad `max_batch`."""
+    if tau_reduction not in TAU_REDUCTIONS:
+        raise ValueError(f"tau_reduction: expected one of {TAU_REDUCTIONS}, got {tau_reduction!r}.")
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {calibration!r}.")
+    if max_batch not in (None, "auto") and (isinstance(max_batch, str) or int(max_batch) < 1):
+        raise ValueError(f"max_batch: expected a positive int, 'auto' or None, got {max_batch!r}.")
+
+
+def _anchor_images(anchors, anchor_shape, check_pixels):
+    """``(anchors float32 or None, anchor_shape (K, H, W, C))``, checked: K >= 2, raw pixels."""
+    if anchors is None and anchor_shape is None:
+        raise ValueError("anchors: pass the (K, H, W, C) anchor images (see select_anchors).")
+    if anchors is not None:
+        anchors = np.asarray(anchors, dtype="float32")
+        anchor_shape = anchors.shape
+    anchor_shape = tuple(int(d) for d in anchor_shape)
+    if len(anchor_shape) != 4:
+        raise ValueError(f"anchors: expected shape (K, H, W, C), got {anchor_shape}.")
+    if anchor_shape[0] < 2:
+        raise ValueError(
+            f"anchors: AMP needs K >= 2 anchors (tau is a standard deviation over anchors), "
+            f"got K={anchor_shape[0]}."
+        )
+    if anchors is not None:
+        if check_pixels:
+            anchors = pixels.check_pixels(anchors, "anchors")
+        elif not np.all(np.isfinite(anchors)):
+            raise ValueError("anchors: contain NaN or Inf values.")
+        anchors = np.asarray(anchors, "float32")
+    return anchors, anchor_shape
+
+
+def _check_backbone_fits(backbone, anchor_shape):
+    """ValueError when the backbone does not take (anchor, residual) pairs of the anchors' shape."""
+    in_shape = backbone.input_shape
+    if len(in_shape) != 4 or in_shape[-1] != 2 * anchor_shape[-1]:
+        raise ValueError(
+            f"anchors: {anchor_shape[-1]}-channel anchors need a backbone over "
+            f"{2 * anchor_shape[-1]} channels, but the backbone takes input_shape={in_shape}."
+        )
+    if tuple(in_shape[1:3]) != anchor_shape[1:3] and None not in in_shape[1:3]:
+        raise ValueError(
+            f"anchors: spatial size {anchor_shape[1:3]} differs from the backbone's {tuple(in_shape[1:3])}."
+        )
+
+
 @keras.saving.register_keras_serializable(package="amp_tf")
 class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
     """K-anchor inference for a trained anchored backbone, on raw pixels.
@@ -226,47 +290,28 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")  # tau and calibration in float32 always
         super().__init__(**kwargs)
         backbone, mean, std = _backbone_and_stats(backbone, mean, std)
-        if tau_reduction not in TAU_REDUCTIONS:
-            raise ValueError(f"tau_reduction: expected one of {TAU_REDUCTIONS}, got {tau_reduction!r}.")
-        if calibration not in CALIBRATIONS:
-            raise ValueError(f"calibration: expected one of {CALIBRATIONS}, got {calibration!r}.")
-        if max_batch not in (None, "auto") and (isinstance(max_batch, str) or int(max_batch) < 1):
-            raise ValueError(f"max_batch: expected a positive int, 'auto' or None, got {max_batch!r}.")
-        if anchors is None and anchor_shape is None:
-            raise ValueError("anchors: pass the (K, H, W, C) anchor images (see select_anchors).")
-        if anchors is not None:
-            anchors = np.asarray(anchors, dtype="float32")
-            anchor_shape = anchors.shape
-        anchor_shape = tuple(int(d) for d in anchor_shape)
-        if len(anchor_shape) != 4:
-            raise ValueError(f"anchors: expected shape (K, H, W, C), got {anchor_shape}.")
-        if anchor_shape[0] < 2:
-            raise ValueError(
-                f"anchors: AMP needs K >= 2 anchors (tau is a standard deviation over anchors), "
-                f"got K={anchor_shape[0]}."
-            )
-        if anchors is not None:
-            if check_pixels:
-                anchors = pixels.check_pixels(anchors, "anchors")
-            elif not np.all(np.isfinite(anchors)):
-                raise ValueError("anchors: contain NaN or Inf values.")
-            anchors = np.asarray(anchors, "float32")
-        in_shape = backbone.input_shape
-        if len(in_shape) != 4 or in_shape[-1] != 2 * anchor_shape[-1]:
-            raise ValueError(
-                f"anchors: {anchor_shape[-1]}-channel anchors need a backbone over "
-                f"{2 * anchor_shape[-1]} channels, but the backbone takes input_shape={in_shape}."
-            )
-        if tuple(in_shape[1:3]) != anchor_shape[1:3] and None not in in_shape[1:3]:
-            raise ValueError(
-                f"anchors: spatial size {anchor_shape[1:3]} differs from the backbone's {tuple(in_shape[1:3])}."
-            )
+        _check_options(tau_reduction, calibration, max_batch)
+        anchors, anchor_shape = _anchor_images(anchors, anchor_shape, check_pixels)
+        _check_backbone_fits(backbone, anchor_shape)
         self.backbone = backbone
         self.tau_reduction = tau_reduction
         self.calibration = calibration
         self.max_batch = max_batch if max_batch in (None, "auto") else int(max_batch)
         self.eps = float(eps)
         self.anchor_shape = anchor_shape
+        self._set_anchor_mode(anchor_mode, num_anchors, anchor_seed)
+        self.normalizer = PixelNormalization(mean, std, channels=anchor_shape[-1],
+                                             check_pixels=check_pixels, name="pixel_normalization")
+        self.anchors = self.add_weight(
+            shape=anchor_shape,
+            initializer="zeros" if anchors is None else keras.initializers.Constant(anchors),
+            trainable=False,
+            name="anchors",
+        )
+
+    def _set_anchor_mode(self, anchor_mode, num_anchors, anchor_seed):
+        """Checks and sets `anchor_mode`, `k` (anchors per image) and, per image, the hash weights."""
+        anchor_shape = self.anchor_shape
         if anchor_mode not in ANCHOR_MODES:
             raise ValueError(f"anchor_mode: expected one of {ANCHOR_MODES}, got {anchor_mode!r}.")
         self.anchor_mode = anchor_mode
@@ -284,14 +329,6 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
             if num_anchors is not None and int(num_anchors) != anchor_shape[0]:
                 raise ValueError(f"num_anchors: fixed mode uses all {anchor_shape[0]} anchors, got {num_anchors}.")
             self.k = anchor_shape[0]
-        self.normalizer = PixelNormalization(mean, std, channels=anchor_shape[-1],
-                                             check_pixels=check_pixels, name="pixel_normalization")
-        self.anchors = self.add_weight(
-            shape=anchor_shape,
-            initializer="zeros" if anchors is None else keras.initializers.Constant(anchors),
-            trainable=False,
-            name="anchors",
-        )
 
     def build(self, input_shape=None):
         self.built = True  # the backbone arrives built; the anchors are created in __init__

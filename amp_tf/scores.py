@@ -153,6 +153,11 @@ class FittedScore(Score):
 
 _REGISTRY: dict[str, object] = {}  # name -> Score instance or FittedScore subclass
 
+#: The names `amp_tf.baselines` registers when it is imported (this module never imports it:
+#: the registry is the lowest layer); `get` names the missing import for them.
+BASELINE_NAMES = ("mahalanobis", "gram", "temperature_scaling", "mc_dropout_msp", "mc_dropout_entropy",
+                  "mc_dropout_variance", "ensemble_msp", "ensemble_entropy", "ensemble_variance", "knn", "react")
+
 
 def register(name, *, needs_model=False, reference=""):
     """Decorator registering a score function or a :class:`FittedScore` subclass.
@@ -202,14 +207,15 @@ def get(name, **kwargs):
 
     Plain scores return the shared :class:`Score` object (``kwargs`` not
     allowed).  Fitted scores return a fresh unfitted instance built with
-    ``kwargs``.  Unknown names raise ``ValueError`` listing the known ones.
+    ``kwargs``.  Unknown names raise ``ValueError`` listing the known ones
+    (and, for a baseline, the import that registers it: ``import amp_tf.baselines``).
     """
     if isinstance(name, Score):
         return name
-    if name not in _REGISTRY:
-        import importlib
-
-        importlib.import_module("amp_tf.baselines")  # registers the baselines on first use
+    if name in BASELINE_NAMES and name not in _REGISTRY:
+        raise ValueError(f"score {name!r} is not registered: it is a baseline of amp_tf.baselines, which "
+                         "registers its scores when imported; run `import amp_tf.baselines` (`import amp_tf` "
+                         "does, except in a CLI process before `amp_tf.import_all()`).")
     if name not in _REGISTRY:
         raise ValueError(f"unknown score {name!r}; known scores: {', '.join(names())}")
     entry = _REGISTRY[name]

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from amp_tf.anchoring import AnchoredModel
 from amp_tf.compat import patch_multiworker_fit
+from amp_tf.config import TrainConfig, warmup_epochs  # noqa: F401  (defined without TensorFlow; imported from here too)
 from amp_tf.data import tfdata
 from amp_tf.distribute import get_strategy, sync_batchnorm, worker_info
 from amp_tf.files import write_json  # noqa: F401  (its old home; import it from amp_tf.files)
@@ -46,54 +47,18 @@ from amp_tf.models import build_backbone
 from amp_tf.pixels import check_pixels
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Every setting of a training run (the trainers' flags map onto these)."""
-
-    arch: str = "resnet_small"
-    anchored: bool = True
-    backbone_kwargs: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    # "decoupled": keras SGD (w -= lr*wd*w); "coupled": the paper's PyTorch SGD (g += wd*w before momentum)
-    weight_decay_mode: str = "decoupled"
-    lr_milestones: tuple = ()  # epochs at which lr *= lr_gamma
-    lr_gamma: float = 0.2
-    warmup_epochs: float = 0.0
-    consistency: str = "all"
-    consistency_every: int = 5
-    consistency_mode: str = "per_sample"  # or "official": one draw per batch, the official ranges
-    augment: str = "crop_flip"  # training-data augmentation: "crop_flip" or "none"
-    crop_padding: int = 4
-    seed: int = 0
-    strategy: str = "default"
-    jit_compile: bool = False
-    mixed_precision: bool = False
-    # TF op determinism during this training run only (exact resume; slower on some ops)
-    deterministic: bool = False
-    # per-channel training statistics in pixel units, carried by the model;
-    # None: computed from the training arrays by `train`
-    mean: tuple | None = None
-    std: tuple | None = None
-    # anchored fine-tuning: a vanilla .keras path, or "job:<name>" (a model trained earlier in the same job)
-    init_from: str | None = None
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
 def lr_schedule(cfg, steps_per_epoch):
-    """Piecewise-constant schedule: lr x gamma at each milestone epoch (+ linear warm-up)."""
+    """The lr schedule of `cfg`: lr x gamma at each milestone epoch, or (no milestones) a linear
+    warm-up of `cfg.warmup_epochs` into a cosine decay to 0 (None: the recipe's min(1, epochs / 10)
+    epochs, as the CLI's; 0: a constant lr)."""
     boundaries = [int(m * steps_per_epoch) for m in cfg.lr_milestones]
     values = [cfg.lr * cfg.lr_gamma**i for i in range(len(boundaries) + 1)]
     base = (
         keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
         if boundaries else cfg.lr
     )
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    epochs = warmup_epochs(cfg.epochs, cfg.lr_milestones) if cfg.warmup_epochs is None else cfg.warmup_epochs
+    warm = int(epochs * steps_per_epoch)
     if warm and boundaries:
         raise ValueError("warmup_epochs with lr_milestones: pick one (not combined here).")
     if warm:
@@ -180,7 +145,7 @@ def build_model(cfg, image_shape, num_classes, init_from=None):
     if init_from is not None:
         if not cfg.anchored:
             raise ValueError("init_from: only an anchored model is initialised from a vanilla one.")
-        from amp_tf.models import anchored_model
+        from amp_tf.anchoring import anchored_model
 
         vanilla = init_from
         if not isinstance(vanilla, keras.Model):
@@ -309,40 +274,10 @@ def train(cfg, x, y, num_classes, val=None, out_dir=None, callbacks=(), verbose=
 def _train(cfg, x, y, num_classes, val, out_dir, callbacks, verbose, backup, strategy, init_from):
     keras.utils.set_random_seed(cfg.seed)
     strategy = strategy or get_strategy(cfg.strategy)
-    _, task_index, is_chief = worker_info()
-    backup_dir = None
-    cbs = list(callbacks)
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        sub = "" if is_chief else f"worker{task_index}/"  # non-chief workers write to scratch
-        backup_dir = out_dir / sub / "backup"
-        if backup not in (True, False, None):
-            backup_dir = Path(backup) / sub
-        if backup:
-            cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
-        (out_dir / sub / "checkpoints").mkdir(parents=True, exist_ok=True)
-        cbs.append(keras.callbacks.ModelCheckpoint(str(out_dir / sub / "checkpoints" / "last.keras")))
-        cbs.append(keras.callbacks.TensorBoard(str(out_dir / sub / "tensorboard"), update_freq="epoch"))
+    cbs, backup_dir = _run_callbacks(out_dir, backup, callbacks)
     start = backup_epoch(backup_dir) if (backup and backup_dir) else 0
-    if cfg.mean is None or cfg.std is None:
-        if isinstance(x, tf.data.Dataset):
-            raise ValueError("cfg.mean / cfg.std: pass the training statistics with a tf.data input.")
-        from amp_tf.data.preprocessing import channel_stats
-
-        mean, std = channel_stats(check_pixels(x, "x"))
-        cfg = dataclasses.replace(cfg, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
-    if isinstance(x, tf.data.Dataset):
-        # Streaming data (e.g. ImageNet): batched, preprocessed (image, label) pairs,
-        # repeated by the caller; `y` is then the number of steps per epoch.
-        # Resume restarts the epoch with the restored weights, but the data
-        # order is the stream's, so it is not bit-exact as with arrays.
-        ds, steps = x, int(y)
-        sample = next(iter(ds.take(1)))[0].numpy()
-    else:
-        ds, steps = epoch_dataset(
-            x, y, cfg.batch_size, cfg.seed, cfg.epochs, start, cfg.augment, cfg.crop_padding
-        )
-        sample = np.asarray(x[: min(2, len(x))], "float32")
+    cfg = _with_statistics_of(cfg, x)
+    ds, steps, sample = _training_data(cfg, x, y, start)
     val_data = None
     if val is not None:
         val_data = tf.data.Dataset.from_tensor_slices((np.asarray(check_pixels(val[0], "val"), "float32"),
@@ -370,6 +305,52 @@ def _train(cfg, x, y, num_classes, val, out_dir, callbacks, verbose, backup, str
     return model, history
 
 
+def _run_callbacks(out_dir, backup, callbacks):
+    """``(callbacks, backup_dir)``: with a run folder, BackupAndRestore (first), `callbacks`,
+    a `.keras` checkpoint per epoch and TensorBoard; non-chief workers write to ``worker<i>/``."""
+    cbs = list(callbacks)
+    if out_dir is None:
+        return cbs, None
+    _, task_index, is_chief = worker_info()
+    out_dir = Path(out_dir)
+    sub = "" if is_chief else f"worker{task_index}/"  # non-chief workers write to scratch
+    backup_dir = out_dir / sub / "backup"
+    if backup not in (True, False, None):
+        backup_dir = Path(backup) / sub
+    if backup:
+        cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+    (out_dir / sub / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cbs.append(keras.callbacks.ModelCheckpoint(str(out_dir / sub / "checkpoints" / "last.keras")))
+    cbs.append(keras.callbacks.TensorBoard(str(out_dir / sub / "tensorboard"), update_freq="epoch"))
+    return cbs, backup_dir
+
+
+def _with_statistics_of(cfg, x):
+    """`cfg` with the per-channel pixel statistics of `x` when it has none."""
+    if cfg.mean is not None and cfg.std is not None:
+        return cfg
+    if isinstance(x, tf.data.Dataset):
+        raise ValueError("cfg.mean / cfg.std: pass the training statistics with a tf.data input.")
+    from amp_tf.data.preprocessing import channel_stats
+
+    mean, std = channel_stats(check_pixels(x, "x"))
+    return dataclasses.replace(cfg, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
+
+
+def _training_data(cfg, x, y, start):
+    """``(dataset, steps per epoch, a sample batch as numpy)`` of arrays (from epoch `start`) or a stream."""
+    if isinstance(x, tf.data.Dataset):
+        # Streaming data (e.g. ImageNet): batched, preprocessed (image, label) pairs,
+        # repeated by the caller; `y` is then the number of steps per epoch.
+        # Resume restarts the epoch with the restored weights, but the data
+        # order is the stream's, so it is not bit-exact as with arrays.
+        return x, int(y), next(iter(x.take(1)))[0].numpy()
+    ds, steps = epoch_dataset(
+        x, y, cfg.batch_size, cfg.seed, cfg.epochs, start, cfg.augment, cfg.crop_padding
+    )
+    return ds, steps, np.asarray(x[: min(2, len(x))], "float32")
+
+
 def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     """Anchored fine-tuning: `anchor_backbone` on a trained vanilla model, then anchored training with T.
 
@@ -377,18 +358,15 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     for any anchor, so tau is ~0 and AMP means nothing; the fine-tuning epochs
     teach it to depend on the anchor. See BENCHMARKS.md for what they buy.
 
-    Any Keras classifier that `amp_tf.models.anchored_model` accepts works,
-    e.g. a ``keras.applications`` model built with ``classifier_activation=None``:
-    its leading ``Rescaling`` / ``Normalization`` layers become the anchored
-    model's pixel statistics, and a model without them sees raw pixels as before.
-    The model must output logits (no softmax at the end).
+    Any Keras classifier that `amp_tf.anchoring.anchored_model` accepts works (e.g. a
+    ``keras.applications`` model with ``classifier_activation=None``): it must output logits.
 
     Args:
         vanilla: a trained vanilla `keras.Model` (raw pixels in, logits out) or its `.keras` path.
         x, y: training images (raw pixels) and labels.
         num_classes: default: the model's output width.
         epochs: fine-tuning epochs (an int >= 1).
-        **config: other `TrainConfig` fields (lr, consistency, seed, batch_size, ...)
+        **config: other `TrainConfig` fields (lr, consistency, seed, batch_size, ...; defaults: `amp_tf.recipe`)
             and `train` arguments (val, out_dir, callbacks, verbose, backup, strategy).
             ``mean``/``std`` (pixel units) normalise the pixels before a model
             without its own `PixelNormalization` (see `anchored_model`).

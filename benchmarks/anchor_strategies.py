@@ -84,14 +84,13 @@ def score_strategy(strategy, model, d, val, ood, num_draws, log):
 
     from amp_tf import metrics
     from amp_tf.data.groups import group_summary
-    from amp_tf.evaluation import anchored_scorer
+    from amp_tf import detectors
 
     val_id, val_ood = val
     draws = []
     for draw in range(num_draws):
         anchors, kw = predictor_kwargs(strategy, d.x_train, d.y_train, draw)
-        run = anchored_scorer(model, anchors, **kw)
-        amp = lambda x: run(x)["amp"]  # noqa: E731
+        amp = detectors.get("amp", anchored=True, anchors=anchors, **kw).fit(model).score
         s_val = amp(val_id)
         val_m = {n: metrics.ood_metrics(s_val, amp(x)) for n, x in val_ood.items()}
         s_id = amp(d.x_test)

@@ -17,7 +17,7 @@ a cache entry records the code version it was made with and is redone when it
 differs), and the table is written to `--json`.
 
     python -m benchmarks.finetune_select --seeds 0,1,2 \\
-        --settings "official:1:0.1,per_sample:1:0.1,none:1:0.1,per_sample:2:0.1"
+        --settings "official:1:0.1,per_sample:1:0.1,none:1:0.1,per_sample:2:0.1,per_sample:1:0.03,per_sample:1:0.01"
 """
 from __future__ import annotations
 
@@ -66,9 +66,7 @@ def vanilla_twin(d, seed, cache):
 def run_setting(d, vanilla, seed, mode, epochs, lr, val_ood):
     import numpy as np
 
-    from amp_tf import metrics
-    from amp_tf.evaluation import anchored_scorer
-    from amp_tf.predictor import select_anchors
+    from amp_tf import detectors, metrics
     from amp_tf.training import finetune_anchored
 
     t = time.time()
@@ -77,7 +75,7 @@ def run_setting(d, vanilla, seed, mode, epochs, lr, val_ood):
         weight_decay_mode="coupled", consistency="none" if mode == "none" else "all",
         consistency_mode="official" if mode == "none" else mode, verbose=2, backup=False)
     train_s = time.time() - t
-    run = anchored_scorer(model, select_anchors(d.x_train, 5, seed=seed))
+    run = detectors.get("amp", anchored=True, num_anchors=5, seed=seed).fit(model, id_train=d.x_train).score_all
     ref = run(d.x_val[:1000])
     ood = {k: run(v) for k, v in val_ood.items()}
     return {
@@ -112,7 +110,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.finetune_select", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--settings", type=parse_settings,
-                   default=parse_settings("official:1:0.1,per_sample:1:0.1,none:1:0.1,per_sample:2:0.1"))
+                   default=parse_settings("official:1:0.1,per_sample:1:0.1,none:1:0.1,per_sample:2:0.1,per_sample:1:0.03,per_sample:1:0.01"))
     p.add_argument("--cache", type=Path, default=Path("runs/finetune_select"))
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/finetune_select.json"))
     args = p.parse_args(argv)

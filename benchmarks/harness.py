@@ -9,8 +9,8 @@ Machine: `machine_info` (platform, CPU model, cores, GPUs, TF threads),
 `Contention` (the machine's CPU used by other processes, and the hypervisor's
 steal share, over an interval, from /proc/stat), `vm_hwm_bytes` (peak RSS).
 
-Results: `versions`, `write_json` (atomic), `Log`, and `cli_errors` for a
-benchmark's `main`.
+Results: `versions`, `write_json` (atomic), `Log` for a benchmark's `main` (which
+answers user errors with `amp_tf.errors.cli_errors`, as the CLIs do).
 
 TensorFlow is imported lazily (only `sync` and `machine_info` need it).
 
@@ -24,14 +24,12 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -359,24 +357,6 @@ class Log:
         if self.name:
             msg = f"[{self.name} {time.time() - self.t0:{self.width}.0f} s] {msg}"
         print(msg, flush=True)
-
-
-def cli_errors(main):
-    """Wraps a benchmark's `main`: user errors (ValueError, OSError) print
-    ``error: <message>`` to stderr and exit with code 2, without a traceback.
-    Set AMP_TF_DEBUG=1 to get the traceback instead."""
-
-    @functools.wraps(main)
-    def wrapped(argv=None):
-        try:
-            return main(argv)
-        except (ValueError, OSError) as err:
-            if os.environ.get("AMP_TF_DEBUG"):
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapped
 
 
 def ints(text):

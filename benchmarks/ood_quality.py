@@ -50,8 +50,10 @@ date, wall time) and a markdown summary (also printed). Metric convention:
 
 Modules: this one (flags, main), `ood_runs` (data, `TrainConfig`s, selection,
 training and scoring), `ood_report` (aggregation over seeds, markdown), and
-the shared `harness`. The configs are `amp_tf.training.TrainConfig`s built
-from the flags here; no argv goes to another CLI.
+the shared `harness`. The training flags are the trainers' (`amp_tf.flags`, one
+definition) and make `amp_tf.config.TrainConfig`s; the data is the main job's
+loader (`amp_tf.pipeline.load_fmnist_suite`, near-OOD included); no argv goes
+to another CLI.
 """
 
 from __future__ import annotations
@@ -60,7 +62,6 @@ import time
 
 _T_START = time.time()
 
-import argparse  # noqa: E402
 import datetime  # noqa: E402
 import itertools  # noqa: E402
 import sys  # noqa: E402
@@ -70,7 +71,8 @@ if __name__ == "__main__" and not __package__:  # python benchmarks/ood_quality.
     sys.exit("run it as a module from the repository root: python -m benchmarks.ood_quality")
 
 from amp_tf.presets import FMNIST_RECIPE  # noqa: E402  (the main job's recipe: one definition)
-from benchmarks.harness import ROOT, Contention, Log, cli_errors, machine_info, versions, write_json  # noqa: E402
+from amp_tf.errors import cli_errors  # noqa: E402
+from benchmarks.harness import ROOT, Contention, Log, machine_info, versions, write_json  # noqa: E402
 from benchmarks.ood_runs import FITTED, LIBRARY_CROP_SCALE, TABLE8_TRANSFORMS  # noqa: E402
 
 #: --quick: every part of the benchmark at a tiny scale (2 seeds so that the
@@ -81,49 +83,19 @@ QUICK = dict(num_seeds=2, epochs=1, train_limit=5000, eval_limit=300, width=8, f
 
 
 # --------------------------------------------------------------------------- CLI
-def add_training_flags(p, d):
-    """The training flags (`benchmarks.ood_runs.train_config` maps them onto a TrainConfig); defaults from `d`."""
-    g = p.add_argument_group("training")
-    g.add_argument("--arch", default=d("arch", "resnet_small"), help="backbone name (amp_tf.models.backbone_names())")
-    g.add_argument("--epochs", type=int, default=d("epochs", 3), help="training epochs")
-    g.add_argument("--batch-size", type=int, default=d("batch_size", 128), help="GLOBAL batch size (split over replicas)")
-    g.add_argument("--lr", type=float, default=d("lr", 0.1), help="initial learning rate (SGD, momentum 0.9)")
-    g.add_argument("--weight-decay", type=float, default=d("weight_decay", 5e-4), help="SGD weight decay")
-    g.add_argument("--weight-decay-mode", default=d("weight_decay_mode", "decoupled"),
-                   choices=["decoupled", "coupled"],
-                   help="decoupled: keras SGD (w -= lr*wd*w); coupled: the paper's PyTorch SGD (g += wd*w "
-                        "before momentum, about 10x stronger at momentum 0.9)")
-    g.add_argument("--lr-milestones", default=d("lr_milestones", ""),
-                   help="comma-separated epochs where lr is multiplied by --lr-gamma (empty: cosine with warm-up)")
-    g.add_argument("--lr-gamma", type=float, default=d("lr_gamma", 0.2), help="lr factor at each milestone")
-    g.add_argument("--consistency", default=d("consistency", "all"),
-                   help="anchor transform T: preset (all, none, jitter_blur, flip_grayscale, resized_crop) or names joined by '+'")
-    g.add_argument("--consistency-every", type=int, default=d("consistency_every", 5),
-                   help="apply T on every n-th training step (0 = never)")
-    g.add_argument("--consistency-mode", default=d("consistency_mode", "per_sample"),
-                   choices=["per_sample", "official"],
-                   help="T's draws: per_sample, or official (one draw per batch, the authors' ranges)")
-    g.add_argument("--augment", default=d("augment", "crop_flip"), choices=["crop_flip", "none"],
-                   help="training-data augmentation")
-    g.add_argument("--seed", type=int, default=d("seed", 0),
-                   help="base seed: the train/val split and the first training seed; "
-                        "the seeds are seed .. seed + num_seeds - 1")
-    g.add_argument("--init-from", default=None, metavar="VANILLA.keras",
-                   help="anchored fine-tuning: start the anchored model from this trained vanilla model "
-                        "(anchor_backbone, function-preserving) instead of from scratch")
-    g.add_argument("--finetune-epochs", type=int, default=d("finetune_epochs", 0),
-                   help="epochs of anchored fine-tuning (>0 trains the vanilla twin first and fine-tunes "
-                        "it into the anchored model); 0 = --epochs / off")
-    s = p.add_argument_group("scale-out and speed")
-    s.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
-                   help="tf.distribute strategy (multiworker reads TF_CONFIG; tpu is untested here)")
-    s.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
-    s.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 logits and tau")
-    s.add_argument("--no-backup", action="store_true", help="disable BackupAndRestore (resume after a kill)")
-    s.add_argument("--backup-dir", default=None, help="(accepted like the trainers' flag; unused here: the "
-                   "BackupAndRestore folders are under --out)")
-    s.add_argument("--deterministic", action="store_true",
-                   help="TF op determinism: a resumed run then ends with the same weights as an uninterrupted one")
+def add_training_flags(p, defaults):
+    """The trainers' training flags (`amp_tf.flags`, one definition; `benchmarks.ood_runs.train_config`
+    maps them onto a TrainConfig), said for the benchmark; defaults from `defaults`."""
+    from amp_tf.flags import add_training_flags as add
+
+    add(p, defaults)
+    f = p.flags
+    f["seed"].help = ("base seed: the train/val split and the first training seed; "
+                      "the seeds are seed .. seed + num_seeds - 1")
+    f["finetune_epochs"].help = ("epochs of anchored fine-tuning (>0 trains the vanilla twin first and fine-tunes "
+                                 "it into the anchored model); 0 = --epochs / off")
+    f["backup_dir"].help = ("(accepted like the trainers' flag; unused here: the BackupAndRestore folders are "
+                            "under --out)")
 
 
 def add_data_flags(p, d):
@@ -145,9 +117,10 @@ def add_data_flags(p, d):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ood_quality", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_training_flags(p, FMNIST_RECIPE.get)
+    from amp_tf.flags import Parser
+
+    p = Parser(prog="python -m benchmarks.ood_quality", description=__doc__.split("\n\n")[0])
+    add_training_flags(p, FMNIST_RECIPE)
     add_data_flags(p, FMNIST_RECIPE.get)
     add_benchmark_flags(p)
     return p
@@ -262,14 +235,12 @@ def parse_grid(text, p):
 # --------------------------------------------------------------------------- main
 def load_data(args, log):
     """The ID suite and the near-OOD splits (each with its own held-out classes as OOD)."""
-    from benchmarks.ood_runs import load_fmnist_suite, load_near_splits
+    from benchmarks.ood_runs import load_suite
 
-    d = load_fmnist_suite(args)
+    d, near = load_suite(args, log)
     log(f"ID {d['id_set']}: train {len(d['x_train'])}, val {len(d['x_val'])}, test {len(d['x_test'])}; OOD: "
         + ", ".join(f"{k} ({len(v)})" for k, v in d["ood"].items()))
-    near = [] if args.no_near else load_near_splits(args)
     for nd in near:
-        log(f"near-OOD split {nd['id_set']}: train {len(nd['x_train'])}; OOD " + ", ".join(nd["ood"]))
         nd["select_on_val"] = False
     return d, near
 

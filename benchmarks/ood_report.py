@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.ood_runs import AMP_VARIANTS, LABELS, METRICS, VANILLA_LOGIT_SCORES
+from benchmarks.ood_runs import LABELS, METRICS, VANILLA_LOGIT_SCORES, amp_variants
 
 
 def aggregate(per_seed_rows):
@@ -53,7 +53,7 @@ def select_variant(per_seed_info):
     vals = [i["anchored"]["val_fpr95"] for i in per_seed_info if "val_fpr95" in i.get("anchored", {})]
     if not vals:
         return None
-    means = {v: float(np.mean([x[v] for x in vals])) for v in AMP_VARIANTS}
+    means = {v: float(np.mean([x[v] for x in vals])) for v in amp_variants()}
     return {"selected": min(means, key=means.get), "val_fpr95_mean": means}
 
 

@@ -8,81 +8,68 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy")
 LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC", "aupr_in": "AUPR-in", "aupr_out": "AUPR-out",
           "detection_accuracy": "DetAcc"}
 VANILLA_LOGIT_SCORES = ("msp", "energy", "odin", "max_logit", "entropy")
 FITTED = ("mahalanobis", "gram", "temperature_scaling", "knn", "react")
-AMP_VARIANTS = ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]")
 TABLE8_TRANSFORMS = ("none", "jitter_blur", "flip_grayscale", "resized_crop", "all")
 LIBRARY_CROP_SCALE = 0.25  # amp_tf.augment.resized_crop's default minimum area
+
+
+def amp_variants():
+    """The AMP variant names (`amp_tf.predictor.AMP_VARIANTS`; imported here, not at module level,
+    so the CLI answers --help without TensorFlow)."""
+    from amp_tf.predictor import AMP_VARIANTS
+
+    return tuple(AMP_VARIANTS)
+
+
+def amp_detector(model, d, num_anchors, seed):
+    """The fitted AMP detector of `model`: `num_anchors` anchors of the training images drawn with `seed`
+    (`score_all(images)` gives every AMP score and the predicted class from one pass)."""
+    from amp_tf import detectors
+
+    return detectors.get("amp", anchored=True, num_anchors=num_anchors, seed=seed).fit(
+        model, id_train=d["x_train"])
 
 
 # --------------------------------------------------------------------------- config
 def train_config(args, **overrides):
     """The `amp_tf.training.TrainConfig` of the benchmark's training flags, then `overrides`.
 
-    Every field the flags set is passed explicitly (the flags default to the main
-    job's recipe, `amp_tf.presets.FMNIST_RECIPE`); a cosine schedule gets a warm-up
-    of min(1, epochs / 10) epochs, milestones none; with --init-from and
-    --finetune-epochs the epochs are the fine-tuning epochs.
+    The trainers' mapping (`amp_tf.flags.train_config`, one definition): the flags default to the
+    main job's recipe (`amp_tf.presets.FMNIST_RECIPE`); a cosine schedule gets a warm-up of
+    min(1, epochs / 10) epochs, milestones none; a vanilla model is never initialised from
+    --init-from; an anchored one fine-tuned from it trains --finetune-epochs epochs (unless
+    `overrides` set them).
     """
-    from amp_tf.training import TrainConfig
+    from amp_tf.flags import train_config as from_flags
 
-    milestones = tuple(int(m) for m in str(args.lr_milestones).split(",") if m.strip())
-    cfg = TrainConfig(
-        init_from=args.init_from, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode,
-        lr_milestones=milestones, lr_gamma=args.lr_gamma, consistency_mode=args.consistency_mode,
-        warmup_epochs=0.0 if milestones else min(1.0, args.epochs * 0.1),
-        consistency=args.consistency, consistency_every=args.consistency_every, augment=args.augment,
-        seed=args.seed, strategy=args.strategy, jit_compile=args.jit_compile,
-        mixed_precision=args.mixed_precision,
-    )
-    if not cfg.anchored:
-        cfg.init_from = None
-    elif cfg.init_from and args.finetune_epochs:
-        cfg.epochs = args.finetune_epochs
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return cfg
+    return from_flags(args, **overrides)
 
 
 # --------------------------------------------------------------------------- data
-def load_fmnist_suite(args):
-    """The Fashion-MNIST split and OOD suite as raw pixels (the main job's `amp_tf.pipeline` loaders)."""
-    from amp_tf.data import fmnist_suite
-    from amp_tf.pipeline import load_id, load_ood
+def load_suite(args, log=print):
+    """`(suite, near splits)`: the Fashion-MNIST split and OOD suite as raw pixels, and (unless --no-near)
+    per class-holdout split the same dict with its held-out classes as OOD: the main job's loader,
+    `amp_tf.pipeline.load_fmnist_suite`, on the typed `DataConfig` of the flags."""
+    from amp_tf.config import DataConfig, JobConfig
+    from amp_tf.pipeline import load_fmnist_suite
 
-    s = fmnist_suite()
-    id_name, ood_names = s["id"], list(s["ood"])
-    d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
-    ood, _ = load_ood(ood_names, d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-    return _suite_dict(d, ood)
+    data = DataConfig("fashion_mnist", args.val_size, args.train_limit, args.eval_limit, near=not args.no_near)
+    d, ood, near = load_fmnist_suite(JobConfig(data=data), seed=args.seed, data_dir=args.data_dir,
+                                     download=args.download, log=log)
+    return _suite_dict(d, ood), [_suite_dict(nd, n_ood) for nd, n_ood in near]
 
 
 def _suite_dict(d, ood):
-    """An `amp_tf.pipeline.IDData` and its OOD sets as the dict every function here takes."""
+    """An `amp_tf.pipeline.IDData` and its OOD sets as the dict every function here takes (the
+    `IDData` itself under "data": `_train` trains through `amp_tf.pipeline.train_models`)."""
     return {"id_set": d.name, "x_train": d.x_train, "y_train": d.y_train, "x_val": d.x_val,
             "y_val": d.y_val, "x_test": d.x_test, "y_test": d.y_test, "num_classes": d.num_classes,
-            "ood": ood, "mean": d.mean, "std": d.std}
-
-
-def load_near_splits(args):
-    """Per class-holdout split: the same dict as `load_fmnist_suite`, its held-out classes as OOD."""
-    from amp_tf.data import fmnist_suite
-    from amp_tf.pipeline import load_id, load_ood
-
-    out = []
-    for ood_name, id_name in fmnist_suite()["near"].items():
-        d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                    eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
-        ood, _ = load_ood([ood_name], d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-        out.append(_suite_dict(d, ood))
-    return out
+            "ood": ood, "mean": d.mean, "std": d.std, "data": d}
 
 
 def validation_sets(args, d):
@@ -98,14 +85,12 @@ def val_fpr95(args, d, model, seed):
     import numpy as np
 
     from amp_tf import metrics
-    from amp_tf.evaluation import anchored_scorer
-    from amp_tf.predictor import select_anchors
 
     x_val, val_ood = validation_sets(args, d)
-    run = anchored_scorer(model, select_anchors(d["x_train"], args.num_anchors, seed=seed))
+    run = amp_detector(model, d, args.num_anchors, seed).score_all
     ref, ood = run(x_val), {k: run(v) for k, v in val_ood.items()}
     return {v: float(np.mean([metrics.ood_metrics(ref[v], o[v])["fpr95"] for o in ood.values()]))
-            for v in AMP_VARIANTS}
+            for v in amp_variants()}
 
 
 def select_training(args, d, log):
@@ -171,25 +156,26 @@ def _by_set(scores_by_name):
 def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag, init_from=None):
     """One model; with `init_from` (a trained vanilla twin) the anchored model is fine-tuned from it
     for --finetune-epochs (the main job's way), else trained from scratch for --epochs."""
-    from amp_tf.training import train
+    from amp_tf.pipeline import GivenModel, train_models
 
     kw = {"width": args.width}
     if dropout:
         kw["dropout"] = dropout
-    over = dict(anchored=anchored, seed=seed, backbone_kwargs=kw, mean=tuple(d["mean"].tolist()),
-                std=tuple(d["std"].tolist()))
+    over = dict(anchored=anchored, seed=seed, backbone_kwargs=kw)
     if anchored:
         over["consistency"] = consistency_with_crop_scale(consistency or args.consistency, args.crop_scale)
-    if init_from is not None:
-        over["epochs"] = args.finetune_epochs
-    cfg = train_config(args, **over)
+    models = {}
+    if init_from is not None:  # the trained twin, fine-tuned into the anchored model (as in the main job)
+        models["vanilla"] = GivenModel("(the vanilla twin, in memory)", model=init_from)
+        over.update(epochs=args.finetune_epochs, init_from="job:vanilla")
+    name = f"{tag}-seed{seed}"
+    models[name] = train_config(args, **over)
     log(f"training {tag}{' (fine-tuned from the vanilla twin)' if init_from is not None else ''} "
-        f"(seed {seed}, {cfg.epochs} epochs, consistency "
-        f"{cfg.consistency if anchored else '-'}, dropout {dropout}) on {len(d['x_train'])} images ...")
+        f"(seed {seed}, {models[name].epochs} epochs, consistency "
+        f"{models[name].consistency if anchored else '-'}, dropout {dropout}) on {len(d['x_train'])} images ...")
     t = time.time()
-    out_dir = Path(args.out) / f"{tag}-seed{seed}" if args.out else None
-    model, _ = train(cfg, d["x_train"], d["y_train"], d["num_classes"], val=(d["x_val"], d["y_val"]),
-                     out_dir=out_dir, verbose=args.verbose, backup=not args.no_backup, init_from=init_from)
+    model, cfg, _ = train_models(d["data"], models, args.out, verbose=args.verbose, backup=not args.no_backup,
+                                 log=lambda *_: None)[name]  # the pipeline's training: statistics, init
     dt = time.time() - t
     log(f"  trained {tag} in {dt:.0f} s")
     return model, cfg.to_dict(), dt
@@ -246,14 +232,15 @@ def run_seed(args, d, seed, log):
 
 def fitted_baselines(args, d, model_v, rows, timing, log):
     """The fitted baselines of --baselines on the vanilla twin, into `rows` and `timing`."""
-    import amp_tf.baselines as bl
+    from amp_tf import detectors
 
     all_sets = {"id": d["x_test"], **d["ood"]}
     n_fit = args.fit_limit or len(d["x_train"])
     for name in (b for b in args.baselines if b in FITTED):
         t = time.time()
-        out = bl.fit_and_score(name, model_v, d["x_train"][:n_fit], d["y_train"][:n_fit],
-                               d["x_val"], d["y_val"], sets=all_sets)
+        det = detectors.get(name, anchored=False).fit(
+            model_v, id_train=(d["x_train"][:n_fit], d["y_train"][:n_fit]), id_val=(d["x_val"], d["y_val"]))
+        out = {k: det.score(v) for k, v in all_sets.items()}
         timing[f"baseline_{name}"] = time.time() - t
         rows.update(_rows("vanilla", _by_set({name: out}), list(d["ood"]), args.positive))
         log(f"  vanilla/{name} in {timing[f'baseline_{name}']:.0f} s")
@@ -306,8 +293,7 @@ def run_table8(args, d, seed, main_model, log):
     import numpy as np
 
     from amp_tf import metrics
-    from amp_tf.evaluation import anchored_scorer, ood_results
-    from amp_tf.predictor import select_anchors
+    from amp_tf.evaluation import ood_results
 
     n = args.table8_eval_limit or None
     sets = {"id": d["x_test"][:n] if n else d["x_test"],
@@ -324,7 +310,7 @@ def run_table8(args, d, seed, main_model, log):
         t = time.time()
         per_k = {}
         for k in args.table8_k:
-            run = anchored_scorer(model, select_anchors(d["x_train"], k, seed=seed))
+            run = amp_detector(model, d, k, seed).score_all
             vals = {name: run(x) for name, x in sets.items()}
             acc = float(np.mean(vals["id"]["predicted_class"] == y_id))
             res = ood_results(vals["id"], {k2: v for k2, v in vals.items() if k2 != "id"},
@@ -353,13 +339,12 @@ def run_anchor_draws(args, d, model, log):
     import numpy as np
 
     from amp_tf.data.groups import group_summary
-    from amp_tf.evaluation import anchored_scorer, ood_results
-    from amp_tf.predictor import select_anchors
+    from amp_tf.evaluation import ood_results
 
     sets = {"id": d["x_test"], **d["ood"]}
     draws = []
     for s in range(args.anchor_draws):
-        run = anchored_scorer(model, select_anchors(d["x_train"], args.num_anchors, seed=s))
+        run = amp_detector(model, d, args.num_anchors, s).score_all
         vals = {name: run(x) for name, x in sets.items()}
         res = ood_results(vals["id"], {k: v for k, v in vals.items() if k != "id"}, "anchored", args.positive)
         q = (0.05, 0.5, 0.95)

@@ -33,11 +33,9 @@ def main(argv=None):
     import numpy as np
 
     import amp_tf  # noqa: F401  (registers the model classes)
-    from amp_tf import metrics
+    from amp_tf import detectors, metrics
     from amp_tf.data.corruptions import validation_ood_sets
-    from amp_tf.evaluation import anchored_scorer
     from amp_tf.pipeline import load_id
-    from amp_tf.predictor import select_anchors
 
     d = load_id("fashion_mnist", val_size=args.val_size, seed=args.seed, eval_limit=1)
     xv = d.x_val[: args.ood_size]
@@ -48,7 +46,8 @@ def main(argv=None):
     rows = {}
     for path in args.models:
         model = keras.models.load_model(path, compile=False)
-        run = anchored_scorer(model, select_anchors(d.x_train, args.num_anchors, seed=args.seed))
+        run = detectors.get("amp", anchored=True, num_anchors=args.num_anchors, seed=args.seed).fit(
+            model, id_train=d.x_train).score_all
         acc = float(np.mean(run(d.x_val)["predicted_class"] == d.y_val))
         ref = run(xv)
         ood = {k: run(v) for k, v in val_ood.items()}

@@ -19,7 +19,8 @@ import pytest
 import tensorflow as tf
 
 from amp_tf.export import export_for_serving
-from amp_tf.models import anchor_backbone, anchored_model, model_normalization
+from amp_tf.anchoring import anchored_model
+from amp_tf.models import anchor_backbone, model_normalization
 from amp_tf.predictor import AnchoredPredictor
 from amp_tf.training import finetune_anchored
 

@@ -302,11 +302,14 @@ def _(c):
     return expect(ValueError, "K >= 2", OODMetricsCallback, c["x"], {"blur": c["x"]}, num_anchors=1)
 
 
-@case("scores.get", "'mahalanobis' without `import amp_tf.baselines`")
+@case("scores.get", "'mahalanobis' before `import amp_tf.baselines` (was: imported by the registry)")
 def _(c):
-    s = scores.get("mahalanobis")
-    assert hasattr(s, "fit")
-    return "the score (the baselines register themselves on first use)"
+    assert hasattr(scores.get("mahalanobis"), "fit")  # `import amp_tf` imported and registered them
+    entry = scores._REGISTRY.pop("mahalanobis")  # as if amp_tf.baselines had not been imported
+    try:
+        return expect(ValueError, r"import amp_tf\.baselines", scores.get, "mahalanobis")
+    finally:
+        scores._REGISTRY["mahalanobis"] = entry
 
 
 @case("scores.get", "an unknown score name")
@@ -422,7 +425,7 @@ def _own(*layers, shape=(8, 8, 3)):
 @case("anchor_backbone / anchored_model", "a model whose first weighted layer is a Dense on the raw image")
 def _(c):
     import keras
-    from amp_tf.models import anchored_model
+    from amp_tf.anchoring import anchored_model
 
     m = _own(keras.layers.Dense(4, name="pixel_mlp"), keras.layers.Flatten(), keras.layers.Dense(2))
     return expect(ValueError, r"'pixel_mlp' \(Dense\).*Conv2D\(units, 1\)", anchored_model, m)
@@ -461,7 +464,7 @@ def _(c):
 @case("anchor_backbone / anchored_model", "a DepthwiseConv2D first (no Conv2D stem)")
 def _(c):
     import keras
-    from amp_tf.models import anchored_model
+    from amp_tf.anchoring import anchored_model
 
     m = _own(keras.layers.DepthwiseConv2D(3, name="dw"), keras.layers.Conv2D(4, 1))
     return expect(ValueError, r"'dw' \(DepthwiseConv2D\).*depthwise", anchored_model, m)
@@ -470,7 +473,7 @@ def _(c):
 @case("anchored_model", "a model whose Normalization expects `x / 255` (statistics in [0, 1])")
 def _(c):
     import keras
-    from amp_tf.models import anchored_model
+    from amp_tf.anchoring import anchored_model
 
     m = _own(keras.layers.Normalization(mean=0.45, variance=0.05, name="norm01"), keras.layers.Conv2D(4, 3))
     return expect(ValueError, r"expects images in \[0, 1\].*pass mean=0, std=255", anchored_model, m)
@@ -479,7 +482,7 @@ def _(c):
 @case("anchored_model", "ZeroPadding2D before a Rescaling with an offset")
 def _(c):
     import keras
-    from amp_tf.models import anchored_model
+    from amp_tf.anchoring import anchored_model
 
     m = _own(keras.layers.ZeroPadding2D(1), keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale"),
              keras.layers.Conv2D(4, 3))
@@ -489,7 +492,7 @@ def _(c):
 @case("anchored_model", "mean without std")
 def _(c):
     import keras
-    from amp_tf.models import anchored_model
+    from amp_tf.anchoring import anchored_model
 
     return expect(ValueError, r"mean/std: pass both", anchored_model, _own(keras.layers.Conv2D(4, 3)), mean=100.0)
 
@@ -910,9 +913,7 @@ def _(c):
 def _(c):
     from amp_tf import detectors
 
-    from amp_tf.evaluation import anchored_scorer
-
-    ref = anchored_scorer(c["model"], select_anchors(c["x"], 3, seed=0))(c["x"][:8])
+    ref = AnchoredPredictor.from_model(c["model"], select_anchors(c["x"], 3, seed=0)).predict(c["x"][:8])
     for name in ("msp", "energy"):
         s = detectors.get(name, num_anchors=3).fit(c["model"], id_train=(c["x"], c["y"])).score(c["x"][:8])
         np.testing.assert_allclose(s, ref[name], rtol=1e-5, atol=1e-6)

@@ -1,5 +1,5 @@
 """Tests for amp_tf.baselines: Mahalanobis, Gram matrices, temperature scaling,
-MC dropout, deep ensembles, their registration and fit_and_score."""
+MC dropout, deep ensembles, their registration and scoring through `amp_tf.detectors`."""
 import warnings
 
 import keras
@@ -8,7 +8,7 @@ import pytest
 from scipy.special import softmax
 
 import amp_tf.baselines as bl
-from amp_tf import scores
+from amp_tf import detectors, scores
 from amp_tf.baselines import _common
 from amp_tf.baselines.gram import deviation
 from amp_tf.models import build_backbone
@@ -334,12 +334,13 @@ def test_ensemble_different_members(rng):
 
 
 # --------------------------------------------------------------------------- #
-# registry and fit_and_score
+# registry and the detector protocol
 # --------------------------------------------------------------------------- #
 def test_all_baselines_registered():
     names = scores.names()
     for n in bl.NAMES:
         assert n in names
+    assert tuple(bl.NAMES) == scores.BASELINE_NAMES  # the registry's list of what this package registers
     assert set(scores.names(needs_fit=True)) >= {"mahalanobis", "gram", "temperature_scaling"}
     assert {"mahalanobis", "gram"} <= set(scores.names(needs_model=True, needs_fit=True))
     for n in bl.mc_dropout.NAMES + bl.ensemble.NAMES:
@@ -349,7 +350,7 @@ def test_all_baselines_registered():
 
 
 @pytest.mark.parametrize("name", bl.NAMES)
-def test_fit_and_score_every_baseline(name, rng, small_resnet):
+def test_every_baseline_fits_and_scores_as_a_detector(name, rng, small_resnet):
     x_train = rng.uniform(0, 255, size=(30, 8, 8, 1)).astype("float32")  # raw pixels
     y_train = np.arange(30) % 3
     x_val, y_val = x_train[:12], y_train[:12]
@@ -363,32 +364,31 @@ def test_fit_and_score_every_baseline(name, rng, small_resnet):
         kwargs = {"num_passes": 3, "seed": 0}
     if name == "knn":
         kwargs = {"k": 5}  # fewer than the default k=50 training samples
-    out = bl.fit_and_score(name, models, x_train, y_train, x_val, y_val, sets, **kwargs)
+    det = detectors.get(name, **kwargs).fit(models, id_train=(x_train, y_train), id_val=(x_val, y_val))
+    out = {k: det.score(v) for k, v in sets.items()}
     assert set(out) == {"id", "ood"}
     assert out["id"].shape == (7,) and out["ood"].shape == (5,)
     assert all(np.all(np.isfinite(v)) for v in out.values())
 
 
-def test_fit_and_score_generic_and_errors(rng, small_resnet):
+def test_detectors_generic_and_errors(rng, small_resnet):
     x = rng.uniform(0, 255, size=(10, 8, 8, 1)).astype("float32")  # raw pixels
     y = np.arange(10) % 3
-    out = bl.fit_and_score("msp", small_resnet, sets={"id": x})
+    msp = detectors.get("msp", anchored=False).fit(small_resnet)
     np.testing.assert_allclose(
-        out["id"], scores.to_numpy(scores.msp(small_resnet.predict(x, verbose=0))), rtol=1e-6)
+        msp.score(x), scores.to_numpy(scores.msp(small_resnet.predict(x, verbose=0))), rtol=1e-6)
     with pytest.warns(UserWarning, match="validation"):
-        bl.fit_and_score("temperature_scaling", small_resnet, x, y, sets={"id": x})
+        detectors.get("temperature_scaling").fit(small_resnet, id_train=(x, y))
     with pytest.raises(ValueError, match="fitted"):
-        bl.fit_and_score("mahalanobis", small_resnet, sets={"id": x})
-    with pytest.raises(TypeError, match="single model"):
-        bl.fit_and_score("mahalanobis", [small_resnet], x, y, sets={"id": x})
+        detectors.get("mahalanobis").fit(small_resnet)
+    with pytest.raises(TypeError, match="scores a plain classifier, got a list of models"):
+        detectors.get("mahalanobis").fit([small_resnet], id_train=(x, y))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        bl.fit_and_score("temperature_scaling", small_resnet, x, y, x, y, sets={"id": x})
+        detectors.get("temperature_scaling").fit(small_resnet, id_train=(x, y), id_val=(x, y)).score(x)
     # raw pixels in: already-normalised images are refused up front (the detector checks the whole array)
     with pytest.raises(ValueError, match="^images: .*already normalised"):
-        bl.fit_and_score("msp", small_resnet, sets={"id": x / 127.5 - 1.0})
+        msp.score(x / 127.5 - 1.0)
     # uint8 pixels give the same scores as the same pixels in float32
     xu = x.astype("uint8")
-    np.testing.assert_allclose(bl.fit_and_score("msp", small_resnet, sets={"id": xu})["id"],
-                               bl.fit_and_score("msp", small_resnet,
-                                                sets={"id": xu.astype("float32")})["id"], rtol=1e-6)
+    np.testing.assert_allclose(msp.score(xu), msp.score(xu.astype("float32")), rtol=1e-6)

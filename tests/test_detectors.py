@@ -1,4 +1,5 @@
-"""One detector protocol: every registered score and the AMP variants, fit then score, by name."""
+"""One detector protocol: every registered score and the AMP variants, fit then score, by name;
+`fit_all` scores several names with one backbone pass per image set."""
 import subprocess
 import sys
 
@@ -7,9 +8,8 @@ import pytest
 
 from amp_tf import detectors, scores
 from amp_tf.anchoring import AnchoredModel
-from amp_tf.evaluation import anchored_scorer
 from amp_tf.models import build_backbone
-from amp_tf.predictor import select_anchors
+from amp_tf.predictor import AMP_SCORES, AMP_VARIANTS, AnchoredPredictor, amp_variant_name, select_anchors
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +45,61 @@ def test_ensemble_detector_takes_a_list(setup):
     assert s.shape == (10,)
 
 
+def _predictor_reference(anchored, anchors, x, name):
+    """`name` from `AnchoredPredictor.predict` with that variant's reduction and calibration."""
+    red, cal = AMP_VARIANTS.get(name, ("mean", "exp"))
+    out = AnchoredPredictor.from_model(anchored, anchors, tau_reduction=red, calibration=cal).predict(x)
+    return -out["tau"] if name == "neg_tau" else out["amp_score" if name in AMP_VARIANTS else name]
+
+
 @pytest.mark.parametrize("name", detectors.names(anchored=True))
-def test_every_anchored_name_scores_an_anchored_model_like_the_evaluation_scorer(setup, name):
+def test_every_anchored_name_scores_an_anchored_model_like_the_predictor(setup, name):
     x, y, _, anchored = setup
     det = detectors.get(name, num_anchors=3, seed=1).fit(anchored, id_train=(x, y))
-    ref = anchored_scorer(anchored, select_anchors(x, 3, seed=1))(x[:24])[name]
+    ref = _predictor_reference(anchored, select_anchors(x, 3, seed=1), x[:24], name)
     np.testing.assert_allclose(det.score(x[:24]), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_amp_names_are_defined_once_and_all_come_from_one_pass(setup):
+    x, y, _, anchored = setup
+    assert set(detectors.names(anchored=True)) == set(AMP_SCORES)
+    assert all(amp_variant_name(*rc) == n for n, rc in AMP_VARIANTS.items()) and len(AMP_VARIANTS) == 4
+    anchors = select_anchors(x, 3, seed=1)
+    det = detectors.get("amp", anchored=True, anchors=anchors).fit(anchored)
+    out = det.score_all(x[:24])
+    assert list(out) == [*AMP_SCORES, "predicted_class"]
+    for name in ("amp[sum,divide]", "neg_tau"):  # a single-name detector is a view of the same pass
+        np.testing.assert_array_equal(detectors.get(name, anchored=True, anchors=anchors).fit(anchored)
+                                      .score(x[:24]), out[name])
+    ref = AnchoredPredictor.from_model(anchored, anchors).predict(x[:24])
+    np.testing.assert_array_equal(out["predicted_class"], ref["predicted_class"])
+    sets = detectors.fit_all(["neg_tau", "amp"], anchored, id_train=(x, y), num_anchors=3, seed=1).score(x[:24])
+    assert list(sets) == ["neg_tau", "amp", "predicted_class"]  # the order asked for
+    np.testing.assert_array_equal(sets["amp"], out["amp"])
+
+
+def test_fit_all_on_a_plain_model_runs_the_logits_once_and_matches_each_detector(setup):
+    x, y, vanilla, _ = setup
+    names = ["msp", "energy", "odin", "max_logit", "entropy", "mahalanobis"]
+    dets = detectors.fit_all(names, vanilla, id_train=(x[:64], y[:64]), batch_size=16,
+                             options={"odin": {"temperature": 10.0, "epsilon": 0.001}})
+    assert dets.odin is not None and [d.name for d in dets.logit] == ["msp", "energy", "max_logit", "entropy"]
+    out = dets.score(x[:20])
+    assert list(out) == [*names, "predicted_class"]
+    logits = vanilla.predict(x[:20].astype("float32"), verbose=0)
+    np.testing.assert_array_equal(out["predicted_class"], logits.argmax(-1))
+    for name in names:
+        opts = {"temperature": 10.0, "epsilon": 0.001} if name == "odin" else {}
+        single = detectors.get(name, **opts).fit(vanilla, id_train=(x[:64], y[:64])).score(x[:20])
+        np.testing.assert_allclose(out[name], single, rtol=1e-5, atol=1e-6)
+    only_fitted = detectors.fit_all(["mahalanobis"], vanilla, id_train=(x[:64], y[:64])).score(x[:20])
+    np.testing.assert_array_equal(only_fitted["predicted_class"], logits.argmax(-1))
+    ens = detectors.fit_all(["ensemble_msp"], [vanilla, vanilla]).score(x[:5])
+    assert list(ens) == ["ensemble_msp"]
+    with pytest.raises(ValueError, match="options"):
+        detectors.fit_all(["msp"], vanilla, options={"odin": {}})
+    with pytest.raises(TypeError, match="AnchoredModel"):
+        detectors.get("amp", anchored=True).fit(vanilla, id_train=(x, y))
 
 
 def test_per_image_anchors_through_the_protocol(setup):

@@ -7,7 +7,7 @@ from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 
 import amp_tf.baselines as bl
-from amp_tf import scores
+from amp_tf import detectors, scores
 from amp_tf.baselines.knn import KNN, normalize
 from amp_tf.baselines.react import ReAct, final_dense
 from amp_tf.models import build_backbone
@@ -171,18 +171,18 @@ def test_react_final_dense_and_errors(model):
 
 
 # --------------------------------------------------------------------------- #
-# registry and fit_and_score
+# registry and the detector protocol
 # --------------------------------------------------------------------------- #
-def test_registered_and_fit_and_score(model):
+def test_registered_and_scored_as_detectors(model):
     assert {"knn", "react"} <= set(bl.NAMES)
     assert {"knn", "react"} <= set(scores.names(needs_model=True, needs_fit=True))
     assert isinstance(scores.get("knn", k=3), bl.KNN) and bl.KNN.fit_on == "train"
     assert isinstance(scores.get("react"), bl.ReAct) and bl.ReAct.fit_on == "val"
     y = np.zeros(5, int)
     sets = {"id": QUERIES[:2], "ood": QUERIES[2:]}
-    out = bl.fit_and_score("knn", model, BANK, y, sets=sets, k=3)
-    np.testing.assert_allclose(out["id"], -EXPECTED[:2, 2], atol=1e-6)
-    np.testing.assert_allclose(out["ood"], -EXPECTED[2:, 2], atol=1e-6)
+    knn = detectors.get("knn", k=3).fit(model, id_train=(BANK, y))
+    np.testing.assert_allclose(knn.score(sets["id"]), -EXPECTED[:2, 2], atol=1e-6)
+    np.testing.assert_allclose(knn.score(sets["ood"]), -EXPECTED[2:, 2], atol=1e-6)
     # react is fitted on the validation split: c = 7.2 from X_VAL, not from BANK
-    out = bl.fit_and_score("react", model, BANK, y, X_VAL, y[:2], sets={"x": rows([1, 2, 3, 8])})
-    assert out["x"][0] == pytest.approx(energy([8.2, -4.2, 5.6]), rel=1e-6)
+    react = detectors.get("react").fit(model, id_train=(BANK, y), id_val=(X_VAL, y[:2]))
+    assert react.score(rows([1, 2, 3, 8]))[0] == pytest.approx(energy([8.2, -4.2, 5.6]), rel=1e-6)

@@ -4,7 +4,8 @@ import pytest
 
 import keras
 
-from amp_tf.models import anchor_backbone, anchored_model, backbone_names, build_backbone, register_backbone
+from amp_tf.anchoring import anchored_model
+from amp_tf.models import anchor_backbone, backbone_names, build_backbone, register_backbone
 from amp_tf.pixels import PixelNormalization
 
 # name -> (image shape, num classes, expected TRAINABLE params of the vanilla model).
@@ -338,6 +339,23 @@ def test_anchored_model_computes_the_vanilla_function_on_raw_pixels(mean, std, r
     # explicit statistics win over the vanilla model's
     other = anchored_model(model, mean=10.0, std=20.0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(other.normalizer.mean), [10.0] * 3)
+
+
+def test_anchored_model_lives_in_the_method_layer():
+    """`amp_tf.models` gives the parts (plain Keras: backbone + statistics); `amp_tf.anchoring`
+    builds the `AnchoredModel` (also `amp_tf.anchored_model`)."""
+    import amp_tf
+    from amp_tf import anchoring, models
+
+    assert amp_tf.anchored_model is anchoring.anchored_model and not hasattr(models, "anchored_model")
+    model = build_backbone("resnet_small", (12, 12, 3), 5, anchored=False, width=8, mean=70.0, std=50.0,
+                           check_pixels=False)
+    parts = models.anchor_with_statistics(model)
+    assert tuple(parts.backbone.input.shape) == (None, 12, 12, 6) and parts.check_pixels is False
+    np.testing.assert_allclose(parts.mean, [70.0] * 3)
+    np.testing.assert_allclose(parts.std, [50.0] * 3)
+    assert anchored_model(model).normalizer.check is False  # the vanilla model's own setting is kept
+    assert anchored_model(model, check_pixels=True).normalizer.check is True
 
 
 def test_vanilla_keras_round_trip_restores_statistics(tmp_path, rng):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from amp_tf import presets
-from amp_tf.cli import ood, resize_study
+from amp_tf.cli import common, ood, resize_study
 from amp_tf.cli import cifar, fmnist, imagenet
 from tests.helpers import run_cli
 
@@ -50,13 +50,18 @@ def test_registry_names_and_contents():
         p = presets.get(n)
         assert p.trainer in TRAINERS and p.dataset and p.arch and p.ood and p.metrics
         assert set(presets.values(n, "eval")) >= {"id", "ood", "scores"}
-    t2 = presets.values("table2-cifar10", "train", "trainers.cifar")  # Appendix B, CIFAR
-    assert (t2["arch"], t2["epochs"], t2["lr"], t2["weight_decay"], t2["lr_milestones"], t2["lr_gamma"],
-            t2["batch_size"], t2["consistency_every"]) == ("wrn40_2", 200, 0.1, 5e-4, "60,120,160", 0.2, 128, 5)
-    t5 = presets.values("table5-imagenet-c", "train", "trainers.imagenet")  # Appendix B, ImageNet
-    assert (t5["arch"], t5["epochs"], t5["weight_decay"], t5["lr_milestones"], t5["lr_gamma"],
-            t5["consistency_every"]) == ("resnet50_imagenet", 120, 1e-4, "30,60,90", 0.1, 10)
-    assert "imagenet2012_corrupted/gaussian_blur_5" in t5["ood"]
+    t2 = presets.job("table2-cifar10", "trainers.cifar").train  # Appendix B, CIFAR: a typed TrainConfig
+    assert (t2.arch, t2.epochs, t2.lr, t2.weight_decay, t2.lr_milestones, t2.lr_gamma, t2.batch_size,
+            t2.consistency_every, t2.warmup_epochs) == ("wrn40_2", 200, 0.1, 5e-4, (60, 120, 160), 0.2, 128, 5, 0.0)
+    t5 = presets.job("table5-imagenet-c", "trainers.imagenet")  # Appendix B, ImageNet
+    assert (t5.train.arch, t5.train.epochs, t5.train.weight_decay, t5.train.lr_milestones, t5.train.lr_gamma,
+            t5.train.consistency_every, t5.data.image_size) == ("resnet50_imagenet", 120, 1e-4, (30, 60, 90), 0.1, 10, 224)
+    assert "imagenet2012_corrupted/gaussian_blur_5" in t5.ood
+    fm = presets.job("fmnist-offline")  # the main job: the same TrainConfig the trainer's defaults give
+    assert (fm.finetune_epochs, fm.data.val_size, fm.train.backbone_kwargs) == (
+        presets.FMNIST_RECIPE["finetune_epochs"], 5000, {"width": 16})
+    with pytest.raises(ValueError, match="trains with trainers.cifar"):
+        presets.job("table2-cifar10", "trainers.fmnist")
     assert presets.get("table4-c10-vs-c100").ood == ("cifar100",)
     assert presets.get("table3-resnet34-cifar100").ood[-1] == "cifar10"
     assert presets.names("resize_study") == ["table7-resize"]
@@ -83,8 +88,10 @@ def test_every_preset_resolves_on_its_clis(name, capsys, tmp_path):
     assert cfg["preset"] == name and cfg["cli"] == p.trainer and cfg["table"] == p.table
     assert cfg["dataset"] == p.dataset and cfg["arch"] == p.arch == cfg["args"]["arch"]
     assert cfg["ood"] == [presets.expand(o) for o in p.ood]
-    for k, v in p.train.items():
-        assert cfg["args"][k] == v, k
+    flags = common.job_flags(presets.job(name))
+    for k, v in flags.items():  # the trainer takes every setting it has a flag for
+        assert cfg["args"].get(k, v) == v, k
+    assert {"epochs", "lr", "lr_milestones", "weight_decay", "num_anchors"} <= set(cfg["args"]) & set(flags)
     cfg = dry_run(ood.main, ["--preset", name], capsys)  # no --model needed for a dry run
     assert cfg["dataset"] == p.dataset == cfg["args"]["id"] and cfg["arch"] == p.arch
     assert cfg["ood"] == [presets.expand(o) for o in p.ood] and cfg["args"]["scores"] == p.scores

@@ -208,17 +208,48 @@ def test_fitted_score_registration():
         scores._REGISTRY.pop(name, None)
 
 
-def test_vanilla_scorer_takes_the_logits_from_odins_first_pass(rng):
+def test_fit_all_takes_the_logits_from_odins_first_pass(rng):
     """One forward pass fewer per image: every logit score still equals its definition."""
-    from amp_tf.evaluation import vanilla_scorer
+    from amp_tf import detectors
 
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
     x = rng.integers(0, 256, size=(19, 4, 4, 1)).astype("uint8")
-    out = vanilla_scorer(model, ("msp", "energy", "odin", "max_logit"), batch_size=8)(x)
+    out = detectors.fit_all(("msp", "energy", "odin", "max_logit"), model, batch_size=8).score(x)
     logits = model.predict(x.astype("float32"), verbose=0)
     np.testing.assert_array_equal(out["predicted_class"], logits.argmax(-1))
     np.testing.assert_allclose(out["max_logit"], logits.max(-1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out["energy"], logsumexp(logits, axis=-1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out["odin"], scores.odin(model, x, batch_size=8), rtol=1e-6)
-    no_odin = vanilla_scorer(model, ("msp",), batch_size=8)(x)
+    no_odin = detectors.fit_all(("msp",), model, batch_size=8).score(x)
     np.testing.assert_allclose(no_odin["msp"], out["msp"], rtol=1e-6)
+
+
+def test_the_scoring_layers_import_downwards_only():
+    """scores <- baselines <- detectors (predictor and inference below): no module of a lower layer
+    imports a higher one, at module or function level, nor by `importlib.import_module`."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "amp_tf"
+
+    def imports(path):
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                out.update([node.module] + [f"{node.module}.{a.name}" for a in node.names])
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
+                out.update(a.value for a in node.args if isinstance(a, ast.Constant))
+        return {m for m in out if m.startswith("amp_tf")}
+
+    def hits(mods, *banned):
+        return sorted(m for m in mods if any(m == b or m.startswith(b + ".") for b in banned))
+
+    assert hits(imports(root / "scores.py"), "amp_tf.baselines", "amp_tf.detectors", "amp_tf.evaluation") == []
+    for low in ("inference.py", "predictor.py"):
+        assert hits(imports(root / low), "amp_tf.baselines", "amp_tf.detectors", "amp_tf.evaluation") == []
+    for path in (root / "baselines").glob("*.py"):
+        assert hits(imports(path), "amp_tf.detectors", "amp_tf.evaluation") == [], path.name
+    assert hits(imports(root / "detectors.py"), "amp_tf.baselines._common", "amp_tf.evaluation") == []
+

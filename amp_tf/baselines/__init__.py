@@ -29,20 +29,17 @@ use :func:`~amp_tf.baselines.mc_dropout.mc_dropout_scores` /
 :func:`~amp_tf.baselines.ensemble.ensemble_scores` to get all three from the
 same passes.
 
-:func:`fit_and_score` runs any registered score uniformly, so a benchmark
-can loop over names::
+To fit and score any of them by name, like every other score, use the
+detector protocol (:mod:`amp_tf.detectors`, the layer above this package)::
 
-    import amp_tf.baselines as bl
+    from amp_tf import detectors
     for name in ["mahalanobis", "gram", "temperature_scaling", "mc_dropout_msp"]:
-        out = bl.fit_and_score(name, model, x_train, y_train, x_val, y_val,
-                               sets={"id": x_test, "svhn": x_svhn})
-    bl.fit_and_score("ensemble_entropy", members, sets={"id": x_test, "svhn": x_svhn})
+        det = detectors.get(name).fit(model, id_train=(x_train, y_train), id_val=(x_val, y_val))
+        s_test, s_svhn = det.score(x_test), det.score(x_svhn)
+    detectors.get("ensemble_entropy").fit(members).score(x_test)
 """
 from __future__ import annotations
 
-import numpy as np
-
-from amp_tf import scores
 from amp_tf.baselines import _common, ensemble, gram, mahalanobis, mc_dropout, temperature
 from amp_tf.baselines import knn, react
 from amp_tf.baselines.ensemble import ensemble_probs, ensemble_scores
@@ -55,7 +52,6 @@ from amp_tf.baselines.react import ReAct
 
 __all__ = [
     "NAMES",
-    "fit_and_score",
     "Mahalanobis",
     "Gram",
     "TemperatureScaling",
@@ -70,47 +66,8 @@ __all__ = [
     "ReAct",
 ]
 
-#: The registry names added by this package.
+#: The registry names added by this package (`amp_tf.scores.BASELINE_NAMES` holds the same
+#: names, so the registry can name the missing import; tests check they agree).
 NAMES = (("mahalanobis", "gram", "temperature_scaling") + mc_dropout.NAMES + ensemble.NAMES
          + ("knn", "react"))
 
-
-def fit_and_score(name, model_or_models, x_train=None, y_train=None, x_val=None, y_val=None,
-                  sets=None, **kwargs):
-    """Fit score ``name`` once (if it needs fitting) and score every set.
-
-    Args:
-        name: any registered score name (the baselines above, but also e.g.
-            ``"msp"`` or ``"odin"``).
-        model_or_models: the trained classifier (a ``keras.Model`` returning
-            logits), or the list of members for the ``ensemble_*`` scores.
-        x_train, y_train: ID training data (scores with ``fit_on == "train"``).
-        x_val, y_val: ID validation data (``fit_on == "val"``, i.e.
-            ``temperature_scaling`` and ``react``; falls back to the training data with a
-            warning when not given).
-        sets: ``{set_name: inputs}`` to score, e.g. the ID test set and the
-            OOD sets.
-        **kwargs: constructor options of a fitted score (e.g. ``epsilon=`` of
-            ``mahalanobis``, ``max_order=`` of ``gram``), otherwise call
-            options (e.g. ``num_passes=`` of ``mc_dropout_*``,
-            ``temperature=`` of ``odin``).
-
-    Returns:
-        ``{set_name: numpy (N,)}``, higher = in-distribution.
-
-    Example::
-
-        fit_and_score("mahalanobis", model, x_train, y_train,
-                      sets={"id": x_test, "ood": x_ood})["ood"].shape   # (N_ood,)
-    """
-    if not sets:
-        raise ValueError("sets must be a non-empty dict {name: inputs}")
-    from amp_tf import detectors
-
-    is_ensemble = name in ensemble.NAMES
-    if not is_ensemble and isinstance(model_or_models, (list, tuple)):
-        raise TypeError(f"score {name!r} takes a single model; only ensemble_* take a list")
-    id_train = None if x_train is None else (x_train, y_train)
-    id_val = None if x_val is None or y_val is None else (x_val, y_val)
-    return detectors.fit_and_score(name, model_or_models, sets, id_train=id_train, id_val=id_val,
-                                   anchored=False, **kwargs)

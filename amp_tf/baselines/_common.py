@@ -1,30 +1,20 @@
-"""Helpers shared by the baseline modules (private)."""
-from __future__ import annotations
+"""Helpers shared by the baseline modules (private).
 
-import weakref
+The batched forward passes (`model_logits`, `run_batched`) and the input checks
+(`as_inputs`, `check_model`) live in `amp_tf.inference`, the one batch loop;
+they are imported here so the baselines keep one helper namespace.
+"""
+from __future__ import annotations
 
 import keras
 import numpy as np
 import scipy.special
 import tensorflow as tf
 
-#: Compiled inference-mode forward of each model (weakly keyed: freed with the model).
-_LOGIT_FNS = weakref.WeakKeyDictionary()
+from amp_tf.inference import as_inputs, check_model, model_logits, run_batched  # noqa: F401
 
 #: The three scores computed from a set of softmax predictions (passes or members).
 PREDICTIVE_SCORES = ("msp", "entropy", "variance")
-
-
-def as_inputs(x, what="x"):
-    """``x`` as a non-empty numpy batch; non-float data is cast to ``floatx``."""
-    if isinstance(x, tf.Tensor):
-        x = x.numpy()
-    x = np.asarray(x)
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{what} must be a non-empty batch (N, ...), got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(keras.config.floatx())
-    return x
 
 
 def as_labels(y, n, what="y"):
@@ -40,20 +30,6 @@ def as_labels(y, n, what="y"):
             raise ValueError(f"{what} must hold integer class labels")
         y = y.astype(np.int64)
     return y
-
-
-def check_model(model, what="model"):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"{what} must be a keras.Model, got {type(model).__name__}")
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if not inputs:
-        raise ValueError(
-            f"{what} {model.name!r} is not built as a graph (no model.inputs); "
-            "use a functional or Sequential model with a keras.Input"
-        )
 
 
 def get_layer(model, name):
@@ -92,44 +68,12 @@ def compiled(fn):
     return tf.function(fn, reduce_retracing=True)
 
 
-def run_batched(fn, x, batch_size):
-    """Apply ``fn`` (numpy/tensor batch -> tensor or tuple of tensors) batch-wise.
-
-    Returns numpy arrays concatenated over batches (a tuple if ``fn`` returns one).
-    """
-    from amp_tf.inference import batched
-
-    return batched(lambda xb: fn(tf.convert_to_tensor(xb)), x, batch_size, dtype=None)
-
-
 def float_logits(z):
     """Logits as float32/float64 tensors (mixed-precision float16 -> float32)."""
     z = tf.convert_to_tensor(z)
     if z.dtype not in (tf.float32, tf.float64):
         z = tf.cast(z, tf.float32)
     return z
-
-
-def model_logits(model, x, batch_size=256):
-    """Inference-mode outputs of ``model`` on ``x``: numpy ``(N, K)`` float32/float64.
-
-    One compiled ``model(x, training=False)`` per model (cached), run over
-    numpy batches: no tf.data iterator per call (``model.predict`` builds one,
-    and tearing it down can stall for seconds, see ``amp_tf.data.tfdata``).
-    """
-    check_model(model)
-    x = as_inputs(x)
-    fn = _LOGIT_FNS.get(model)
-    if fn is None:
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-        fn = _LOGIT_FNS[model] = tf.function(lambda z: ref()(z, training=False), reduce_retracing=True)
-    out = run_batched(fn, x, batch_size)
-    if isinstance(out, (list, tuple, dict)):
-        raise ValueError(f"model {model.name!r} must have a single (logits) output")
-    out = np.asarray(out)
-    if out.dtype not in (np.float32, np.float64):
-        out = out.astype(np.float32)
-    return out
 
 
 def perturb_pixels(x, grad, epsilon):

@@ -38,9 +38,9 @@ from amp_tf.cli.common import (
     base_parser,
     check_data,
     check_names,
+    check_init_from,
     cli_errors,
     parse_cli,
-    refuse_with,
     restrict_choices,
     run_folder,
     split_names,
@@ -98,22 +98,10 @@ def combine(args, given):
     if args.vanilla and args.ood_callback_every:
         raise ValueError("--ood-callback-every with --vanilla: the OOD callback scores AMP, which needs an "
                          "anchored model; drop one of the two flags.")
-    if args.init_from:
-        if args.vanilla:
-            raise ValueError("--init-from with --vanilla: --init-from gives the vanilla twin (scored, not "
-                             "retrained) and fine-tunes the anchored model from it; drop --vanilla.")
-        for flag in ("arch", "width"):
-            refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
-        if args.finetune_epochs:
-            refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
-                        f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs.")
-        args.arch, args.width = None, None  # not used: recorded as such
-        return
-    refuse_with("finetune_epochs", given, "fine-tuning needs --init-from (a trained vanilla model).")
-    args.finetune_epochs = 0
-    if args.arch != "resnet_small":
-        refuse_with("width", given, f"only resnet_small has a --width; {args.arch} has a fixed width.")
-        args.width = None
+    if args.init_from and args.vanilla:
+        raise ValueError("--init-from with --vanilla: --init-from gives the vanilla twin (scored, not "
+                         "retrained) and fine-tunes the anchored model from it; drop --vanilla.")
+    check_init_from(args, given)
 
 
 def expand_ood(text):
@@ -121,6 +109,15 @@ def expand_ood(text):
     for n in split_names(text):
         names += list(PAPER_OOD) if n == "default" else [n]
     return list(dict.fromkeys(names))
+
+
+def job_config(args):
+    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it)."""
+    from amp_tf.config import DataConfig, JobConfig
+
+    data = DataConfig(args.dataset, args.val_size, args.train_limit, args.eval_limit, resize=args.resize)
+    return JobConfig(train_config(args, backbone_kwargs={"width": args.width} if args.width else {}), data,
+                     ood=tuple(expand_ood(args.ood)), num_anchors=args.num_anchors, positive=args.positive)
 
 
 @cli_errors
@@ -135,18 +132,18 @@ def main(argv=None):
     def log(msg):
         print(f"[cifar] {msg}", flush=True)
 
-    ood_names = expand_ood(args.ood)
+    job = job_config(args)
     name = "vanilla" if args.vanilla else "anchored"
     check_out(args)  # --out / --resume / --overwrite refused before any data is loaded
-    d = load_id(args.dataset, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
+    d = load_id(job.data.id_set, val_size=job.data.val_size, seed=args.seed, train_limit=job.data.train_limit,
+                eval_limit=job.data.eval_limit, data_dir=args.data_dir, download=args.download)
     check_data(args, d)
     models = {}
     if args.init_from:  # the given vanilla twin: loaded and checked against the data before any folder
         models["vanilla"] = GivenModel(str(args.init_from), seed=args.seed)
         models["vanilla"].load(d)
-    ood, skipped = load_ood(ood_names, d.image_shape, resize=args.resize, convert_channels=True,
-                            limit=args.eval_limit, data_dir=args.data_dir, download=args.download,
+    ood, skipped = load_ood(job.ood, d.image_shape, resize=job.data.resize, convert_channels=True,
+                            limit=job.data.eval_limit, data_dir=args.data_dir, download=args.download,
                             skip_missing=True, log=log)
     folder = run_folder(args, f"{args.dataset}-{name}", log=log)  # after every check
     log(f"run folder: {folder.path}")
@@ -168,7 +165,7 @@ def main(argv=None):
                                    every=args.ood_callback_every, positive=args.positive,
                                    seed=args.seed, verbose=args.verbose)]
 
-    results = run_job(d, ood, models, folder, num_anchors=args.num_anchors, positive=args.positive,
+    results = run_job(d, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive,
                       plots=not args.no_plots, callbacks_for=callbacks, verbose=args.verbose,
                       backup=lambda n: backup_arg(args, n), log=log,
                       extra={"skipped_ood_sets": skipped, "seed": args.seed, "versions": versions(),

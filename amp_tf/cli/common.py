@@ -1,4 +1,5 @@
-"""Flags shared by every trainer, mapped onto `amp_tf.training.TrainConfig`."""
+"""What every command shares: the common flags (the training flags and their TrainConfig are
+`amp_tf.flags`'s), the checks before TensorFlow, run folders, presets and --dry-run."""
 
 from __future__ import annotations
 
@@ -8,53 +9,17 @@ import os
 import platform
 from pathlib import Path
 
+from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
+from amp_tf.flags import Parser, add_training_flags, train_config  # noqa: F401  (shared with the benchmarks)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def base_parser(description, defaults):
-    """An ArgumentParser with the common training flags; `defaults` overrides per trainer."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """A `Parser` with the common training flags (defaults: `amp_tf.recipe`); `defaults` overrides."""
+    p = Parser(description=description)
+    add_training_flags(p, defaults)
     d = defaults.get
-    g = p.add_argument_group("training")
-    g.add_argument("--arch", default=d("arch", "resnet_small"), help="backbone name (amp_tf.models.backbone_names())")
-    g.add_argument("--epochs", type=int, default=d("epochs", 3), help="training epochs")
-    g.add_argument("--batch-size", type=int, default=d("batch_size", 128), help="GLOBAL batch size (split over replicas)")
-    g.add_argument("--lr", type=float, default=d("lr", 0.1), help="initial learning rate (SGD, momentum 0.9)")
-    g.add_argument("--weight-decay", type=float, default=d("weight_decay", 5e-4), help="SGD weight decay")
-    g.add_argument("--weight-decay-mode", default=d("weight_decay_mode", "decoupled"),
-                   choices=["decoupled", "coupled"],
-                   help="decoupled: keras SGD (w -= lr*wd*w); coupled: the paper's PyTorch SGD (g += wd*w "
-                        "before momentum, about 10x stronger at momentum 0.9)")
-    g.add_argument("--lr-milestones", default=d("lr_milestones", ""),
-                   help="comma-separated epochs where lr is multiplied by --lr-gamma (empty: cosine with warm-up)")
-    g.add_argument("--lr-gamma", type=float, default=d("lr_gamma", 0.2), help="lr factor at each milestone")
-    g.add_argument("--consistency", default=d("consistency", "all"),
-                   help="anchor transform T: preset (all, none, jitter_blur, flip_grayscale, resized_crop) or names joined by '+'")
-    g.add_argument("--consistency-every", type=int, default=d("consistency_every", 5),
-                   help="apply T on every n-th training step (0 = never)")
-    g.add_argument("--consistency-mode", default=d("consistency_mode", "per_sample"),
-                   choices=["per_sample", "official"],
-                   help="T's draws: per_sample, or official (one draw per batch, the authors' ranges)")
-    g.add_argument("--augment", default=d("augment", "crop_flip"), choices=["crop_flip", "none"],
-                   help="training-data augmentation")
-    g.add_argument("--seed", type=int, default=d("seed", 0), help="seed for data order, anchors, T and init")
-    g.add_argument("--init-from", default=None, metavar="VANILLA.keras",
-                   help="anchored fine-tuning: start the anchored model from this trained vanilla model "
-                        "(anchor_backbone, function-preserving) instead of from scratch")
-    g.add_argument("--finetune-epochs", type=int, default=d("finetune_epochs", 0),
-                   help="epochs of anchored fine-tuning (with --init-from; trainers.fmnist: >0 trains the "
-                        "vanilla twin first and fine-tunes it into the anchored model); 0 = --epochs / off")
-    s = p.add_argument_group("scale-out and speed")
-    s.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"],
-                   help="tf.distribute strategy (multiworker reads TF_CONFIG; tpu is untested here)")
-    s.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
-    s.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 logits and tau")
-    s.add_argument("--no-backup", action="store_true", help="disable BackupAndRestore (resume after a kill)")
-    s.add_argument("--backup-dir", default=None,
-                   help="BackupAndRestore folder (default: <out>/<model>/backup; each worker adds worker<i>/)")
-    s.add_argument("--deterministic", action="store_true",
-                   help="TF op determinism: a resumed run then ends with the same weights as an uninterrupted one")
     o = p.add_argument_group("data and output")
     o.add_argument("--data-dir", default=None, help="data folder (tfds data_dir, or the Fashion-MNIST IDX folder)")
     o.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
@@ -70,35 +35,6 @@ def base_parser(description, defaults):
                    help="Keras progress output: 1 = progress bar, 2 = one line per epoch (default: 1 in a "
                         "terminal, 2 when stdout is a file or pipe, so logs get no carriage-return updates)")
     return p
-
-
-def train_config(args, **overrides):
-    """The `TrainConfig` of the common flags; `overrides` (e.g. ``anchored=False``) win.
-
-    ``init_from`` is kept for an anchored model only (a vanilla model is never
-    initialised from another); an anchored model fine-tuned from a file trains
-    --finetune-epochs epochs when > 0 (else --epochs), unless `overrides` set them.
-    """
-    from amp_tf.training import TrainConfig
-
-    milestones = tuple(int(m) for m in str(args.lr_milestones).split(",") if m.strip())
-    fields = dict(
-        init_from=getattr(args, "init_from", None), arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode,
-        lr_milestones=milestones, lr_gamma=args.lr_gamma, consistency_mode=args.consistency_mode,
-        warmup_epochs=0.0 if milestones else min(1.0, (args.epochs or 1) * 0.1),
-        consistency=args.consistency, consistency_every=args.consistency_every, augment=args.augment,
-        seed=args.seed, strategy=args.strategy, jit_compile=args.jit_compile,
-        mixed_precision=args.mixed_precision, deterministic=bool(getattr(args, "deterministic", False)),
-    )
-    fields.update(overrides)
-    cfg = TrainConfig(**fields)
-    if not cfg.anchored:
-        cfg.init_from = None
-    elif (cfg.init_from and not str(cfg.init_from).startswith("job:") and "epochs" not in overrides
-          and getattr(args, "finetune_epochs", 0)):
-        cfg.epochs = args.finetune_epochs
-    return cfg
 
 
 def backup_arg(args, model_name):
@@ -288,7 +224,7 @@ def init_from_info(path):
 def explicit_flags(parser, argv):
     """The `dest`s of the flags written on the command line (not defaults, not --preset values)."""
     unset = object()
-    ns = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
+    ns = argparse.Namespace(**{dest: unset for dest in parser.flags if dest != "help"})
     parser.parse_known_args(argv, namespace=ns)
     return {k for k, v in vars(ns).items() if v is not unset}
 
@@ -298,9 +234,9 @@ def versions():
     import numpy as np
     import tensorflow as tf
 
-    import amp_tf
+    from amp_tf._version import __version__
 
-    return {"amp_tf": amp_tf.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+    return {"amp_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
 
@@ -309,12 +245,9 @@ def versions():
 # Shared CLI helpers (trainers.cifar, trainers.imagenet, eval.ood)
 # --------------------------------------------------------------------------- #
 def restrict_choices(parser, dest, choices):
-    """Limits an existing flag (e.g. the common --arch) to `choices`."""
-    for action in parser._actions:  # argparse has no public lookup by dest
-        if action.dest == dest:
-            action.choices = list(choices)
-            return parser
-    raise KeyError(dest)
+    """Limits an existing flag (e.g. the common --arch) of a `Parser` to `choices`."""
+    parser.flags[dest].choices = list(choices)
+    return parser
 
 
 def split_names(text):
@@ -332,37 +265,12 @@ def split_names(text):
     return [s.strip() for s in out if s.strip()]
 
 
-def cli_errors(main):
-    """Wraps a CLI `main`: user errors (ValueError, OSError incl. DataNotFoundError)
-    print ``error: <message>`` to stderr and exit with code 2, without a traceback.
-    Set AMP_TF_DEBUG=1 to get the traceback instead."""
-    import functools
-    import sys
-
-    @functools.wraps(main)
-    def wrapped(argv=None):
-        try:
-            return main(argv)
-        except (ValueError, OSError) as err:
-            if os.environ.get("AMP_TF_DEBUG"):
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapped
-
-
 def check_names(data_names):
     """Checks every data set name up front (unknown names fail before any work; no TensorFlow)."""
     from amp_tf.cli import names
 
     for name in data_names:
         names.check_data_name(name)
-
-
-def first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # --------------------------------------------------------------------------- #
@@ -381,16 +289,42 @@ def add_preset_flags(parser):
     return parser
 
 
+def job_flags(job):
+    """The trainer flags (`{dest: value}`) of an `amp_tf.config.JobConfig`: its settings spelt as the
+    flags spell them (``lr_milestones="30,60,90"``, ``ood="a,b"``, ``dataset``, ``width``).
+
+    A trainer takes the ones it has a flag for (`apply_preset`); those it fixes itself
+    (trainers.fmnist: the data set and its OOD suite) it has no flag for.
+
+    Example:
+        >>> from amp_tf import presets
+        >>> flags = job_flags(presets.job("table5-imagenet-c"))
+        >>> flags["lr_milestones"], flags["image_size"], flags["dataset"]
+        ('30,60,90', 224, 'imagenet2012')
+    """
+    t, d = job.train, job.data
+    out = {k: getattr(t, k) for k in ("arch", "epochs", "batch_size", "lr", "weight_decay", "weight_decay_mode",
+                                      "lr_gamma", "consistency", "consistency_every", "consistency_mode",
+                                      "augment")}
+    out.update(lr_milestones=",".join(str(m) for m in t.lr_milestones), width=t.backbone_kwargs.get("width"),
+               dataset=d.id_set, val_size=d.val_size, resize=d.resize, image_size=d.image_size,
+               anchor_pool=d.anchor_pool, ood=",".join(job.ood), num_anchors=job.num_anchors,
+               finetune_epochs=job.finetune_epochs)
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def apply_preset(parser, argv, kind, cli):
     """Sets `parser`'s defaults from ``--preset NAME`` in `argv`, before the real parse.
 
-    Flags the preset sets stop being required; with --dry-run no flag is required.
-    Returns the preset name, or None without --preset.
+    A trainer (`kind` ``train``) takes the preset's `JobConfig` (`presets.job`) as the
+    values of the flags it has (`job_flags`); an inference CLI its section
+    (`presets.values`). Flags the preset sets stop being required; with --dry-run no
+    flag is required. Returns the preset name, or None without --preset.
 
     Raises:
         ValueError: unknown preset (the message lists them), a preset of another
             trainer, a preset value that is not one of the flag's choices.
-        KeyError: a preset key that is no flag of `parser` (a registry bug).
+        KeyError: an eval-section key that is no flag of `parser` (a registry bug).
     """
     from amp_tf import presets
 
@@ -398,13 +332,16 @@ def apply_preset(parser, argv, kind, cli):
     pre.add_argument("--preset", default=None)
     pre.add_argument("--dry-run", action="store_true")
     known, _ = pre.parse_known_args(argv)
-    actions = {a.dest: a for a in parser._actions}  # argparse has no public lookup by dest
+    actions = parser.flags
     if known.dry_run:
         for a in actions.values():
             a.required = False
     if known.preset is None:
         return None
-    values = presets.values(known.preset, kind, cli)
+    if kind == "train":
+        values = {k: v for k, v in job_flags(presets.job(known.preset, cli)).items() if k in actions}
+    else:
+        values = presets.values(known.preset, kind)
     missing = sorted(set(values) - set(actions))
     if missing:
         raise KeyError(f"preset {known.preset!r}: {cli} has no flag for {missing}.")
@@ -459,8 +396,8 @@ def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=No
     Order: parse, `check_args`, then `combine(args, given)` (the command's checks of
     flags that only make sense together; `given` = the flags written on the command
     line), all before TensorFlow is imported. On --dry-run prints `resolved_config`
-    as JSON to stdout and exits 0 (no data is loaded). Otherwise imports the
-    package (`amp_tf.import_all`) and returns the args.
+    as JSON to stdout and exits 0 (no data is loaded). Otherwise registers every
+    serializable (`heavy_imports`) and returns the args.
     """
     import json
     import sys
@@ -481,10 +418,13 @@ def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=No
 
 
 def heavy_imports():
-    """Imports TensorFlow and registers every amp-tf serializable (after the cheap checks)."""
-    import amp_tf
+    """Imports TensorFlow, registers every amp-tf serializable and the baselines' scores (after the
+    cheap checks); the command imports the rest of what it uses. Not `amp_tf.import_all`: nothing
+    inside the package imports the package, its top layer (tests/test_import_graph.py)."""
+    import amp_tf.baselines  # noqa: F401  (registers the baselines in amp_tf.scores)
+    from amp_tf.serializables import register_all
 
-    amp_tf.import_all()
+    register_all()
 
 
 def add_limit_alias(group):
@@ -492,6 +432,40 @@ def add_limit_alias(group):
     name); the help documents --eval-limit only."""
     group.add_argument("--limit", type=int, dest="eval_limit", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return group
+
+
+def check_init_from(args, given, image_shape=None, data="this job's images"):
+    """The --init-from checks every trainer shares (before any work; no TensorFlow).
+
+    With --init-from: --arch / --width are refused when written (the given model
+    fixes them; recorded as None), so is --epochs when --finetune-epochs > 0, and
+    the model's input must be `image_shape` (when given; `data` names it in the
+    message). Without it: --finetune-epochs is refused when written (recorded as
+    0), and --width for any architecture but resnet_small (recorded as None).
+    trainers.fmnist, where --finetune-epochs also means "fine-tune the vanilla
+    twin trained here", calls it with --init-from only.
+
+    Returns True when --init-from is given.
+    """
+    if not args.init_from:
+        refuse_with("finetune_epochs", given, "fine-tuning needs --init-from (a trained vanilla model).")
+        args.finetune_epochs = 0
+        if getattr(args, "arch", None) != "resnet_small" and hasattr(args, "width"):
+            refuse_with("width", given, f"only resnet_small has a --width; {args.arch} has a fixed width.")
+            args.width = None
+        return False
+    for flag in ("arch", "width"):
+        refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
+    if args.finetune_epochs:
+        refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
+                    f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs. Use --finetune-epochs N "
+                    "(or --finetune-epochs 0 --epochs N).")
+    _, shape = init_from_info(args.init_from)
+    if image_shape is not None and shape is not None and tuple(shape) != tuple(image_shape):
+        raise ValueError(f"--init-from {args.init_from} takes {tuple(shape)} images; {data} are "
+                         f"{tuple(image_shape)}. Give a model trained on such images.")
+    args.arch, args.width = None, None  # not used: recorded as such
+    return True
 
 
 def refuse_with(flag, given, reason):

@@ -31,8 +31,8 @@ from amp_tf.cli.common import (
     backup_arg,
     base_parser,
     check_data,
+    check_init_from,
     cli_errors,
-    init_from_info,
     parse_cli,
     refuse_with,
     run_folder,
@@ -54,20 +54,18 @@ def suite(holdout=False):
     return "fashion_mnist", [*_presets.FMNIST_FAR, *_presets.FMNIST_COVARIATE]
 
 
-def near_splits(args, log):
-    """The near-OOD group: per class-holdout split, its ID data and its held-out classes."""
-    from amp_tf.data import fmnist_suite
-    from amp_tf.pipeline import load_id, load_ood
+def job_config(args):
+    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it).
 
-    out = []
-    for ood_name, id_name in fmnist_suite()["near"].items():
-        d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                    eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
-        check_data(args, d)
-        ood, _ = load_ood([ood_name], d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-        log(f"near-OOD split {id_name}: train {len(d.x_train)}; OOD {ood_name} ({len(ood[ood_name])})")
-        out.append((d, ood))
-    return out
+    The models of the job (`job_models`) are built from the same flags.
+    """
+    from amp_tf.config import DataConfig, JobConfig
+
+    id_name, ood_names = suite(args.holdout)
+    data = DataConfig(id_name, args.val_size, args.train_limit, args.eval_limit, near=args.near)
+    train = train_config(args, backbone_kwargs={"width": args.width} if args.width else {})
+    return JobConfig(train, data, ood=tuple(ood_names), num_anchors=args.num_anchors,
+                     finetune_epochs=args.finetune_epochs, positive=args.positive)
 
 
 def parser():
@@ -89,11 +87,9 @@ def parser():
                    help="train and score the anchored model only (from scratch, --epochs; with --init-from: "
                         "fine-tuned from that model, which is then not scored)")
     g.add_argument("--no-plots", action="store_true", help="write the report files only, no PNG plots")
-    for a in p._actions:  # the common help, said for this job
-        if a.dest == "init_from":
-            a.help = ("your trained vanilla model: it IS the vanilla twin (scored, not retrained) and the "
-                      "anchored model is fine-tuned from it for --finetune-epochs epochs (0: --epochs); "
-                      "not with --width, --arch or --near")
+    p.flags["init_from"].help = (  # the common help, said for this job
+        "your trained vanilla model: it IS the vanilla twin (scored, not retrained) and the anchored model is "
+        "fine-tuned from it for --finetune-epochs epochs (0: --epochs); not with --width, --arch or --near")
     return add_preset_flags(p)
 
 
@@ -107,20 +103,10 @@ def combine(args, given):
         raise ValueError("--near with --holdout: the holdout set (classes 0-5 vs 6-9) is itself a near-OOD "
                          "split and has no near-OOD group of its own; drop one of the two flags.")
     if args.init_from:
-        for flag in ("arch", "width"):
-            refuse_with(flag, given, "the architecture is that of the --init-from model; drop the flag.")
-        if args.finetune_epochs:
-            refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
-                        f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs. Use --finetune-epochs N "
-                        "(or --finetune-epochs 0 --epochs N).")
         if args.near:
             raise ValueError("--near with --init-from: the near-OOD splits train their own models on 6 of the "
                              "10 classes, so the given model cannot be their twin; drop --near.")
-        _, shape = init_from_info(args.init_from)
-        if shape is not None and tuple(shape) != IMAGE_SHAPE:
-            raise ValueError(f"--init-from {args.init_from} takes {tuple(shape)} images; this job's images are "
-                             f"{IMAGE_SHAPE} (Fashion-MNIST). Give a model trained on Fashion-MNIST.")
-        args.arch, args.width = None, None  # not used: recorded as such
+        check_init_from(args, given, IMAGE_SHAPE, "this job's images (Fashion-MNIST)")
     elif args.skip_vanilla:
         if args.finetune_epochs:  # --finetune-epochs 0 says the same as --skip-vanilla: fine
             refuse_with("finetune_epochs", given, "with --skip-vanilla (and no --init-from) the anchored model "
@@ -160,29 +146,27 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.fmnist", default_ood=tuple(suite()[1]),
                      describe=lambda a: suite(a.holdout), combine=combine)
     t0 = time.time()
-    from amp_tf.pipeline import GivenModel, load_id, load_ood, run_job
+    from amp_tf.pipeline import GivenModel, load_fmnist_suite, run_job
     from amp_tf.report import render
 
     def log(msg):
         print(f"[fmnist] {msg}", flush=True)
 
-    id_name, ood_names = suite(args.holdout)
+    job = job_config(args)
     check_out(args)  # --out / --resume / --overwrite refused before any data is loaded
-    d = load_id(id_name, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
-                eval_limit=args.eval_limit, data_dir=args.data_dir, download=args.download)
-    check_data(args, d)
+    d, ood, near = load_fmnist_suite(job, seed=args.seed, data_dir=args.data_dir, download=args.download, log=log)
+    for split in [d, *(nd for nd, _ in near)]:
+        check_data(args, split)
     given = None
     if args.init_from:  # loaded and checked against the data before any folder or training
         given = GivenModel(str(args.init_from), seed=args.seed)
         given.load(d)
-    ood, _ = load_ood(ood_names, d.image_shape, limit=args.eval_limit, data_dir=args.data_dir)
-    near = near_splits(args, log) if args.near else ()
     models = job_models(args, given)
     folder = run_folder(args, "fmnist", log=log)  # after every check: a refused run writes nothing
     log(f"run folder: {folder.path} (data loaded in {time.time() - t0:.0f} s)")
     log(f"ID {d.name}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; "
         "OOD: " + ", ".join(f"{k} ({len(v)})" for k, v in ood.items()))
-    results = run_job(d, ood, models, folder, num_anchors=args.num_anchors, positive=args.positive, near=near,
+    results = run_job(d, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive, near=near,
                       plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
                       title=f"{d.name} (ID) vs the offline OOD suite" + (" (with near-OOD)" if near else ""),
                       log=log,

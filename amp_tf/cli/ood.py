@@ -45,19 +45,19 @@ from amp_tf.cli.common import (
 def parser():
     import argparse
 
+    from amp_tf.cli.common import Parser
     from amp_tf.cli.names import RESIZE_METHODS
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split("\n\n")[0])  # keeps its flags by dest (presets, eval.resize_study)
     p.add_argument("--model", required=True, help="a .keras model saved by the trainers (anchored or vanilla)")
     p.add_argument("--id", required=True, help="ID data set name (its train split gives anchors/statistics, "
                                                "its test split the ID scores)")
     p.add_argument("--ood", required=True,
                    help="comma list of OOD set names (amp_tf.data.names(include_patterns=True), folder:<path>)")
     p.add_argument("--scores", default="all",
-                   help="comma list of scores, or 'all'. Anchored models: amp, amp[sum,exp], "
-                        "amp[mean,divide], amp[sum,divide], msp, energy, neg_tau; vanilla models: "
-                        "amp_tf.scores names (amp, energy, entropy, max_logit, msp, odin)")
+                   help="comma list of scores, or 'all'. Anchored models: the AMP variants, msp, energy "
+                        "and neg_tau (amp_tf.predictor.AMP_SCORES); vanilla models: the logit scores of "
+                        "amp_tf.scores (amp, energy, entropy, max_logit, msp) and odin")
     p.add_argument("--positive", default="id", choices=["id", "ood"],
                    help="metric convention: id (paper/ODIN) or ood (OpenOOD v1.5)")
     p.add_argument("--format", default="md", choices=["md", "csv", "json"],
@@ -85,9 +85,6 @@ def parser():
     return add_preset_flags(p)
 
 
-ANCHORED_SCORES = ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "msp", "energy", "neg_tau")
-
-
 _EXPECTED = ("expected a .keras file written by model.save(...) (e.g. anchored.keras or vanilla.keras "
              "from the trainers)")
 
@@ -103,11 +100,11 @@ def load_model(path):
     """The Keras model in `path` (anchored or plain); ValueError/OSError with a clear message else."""
     import keras
 
-    import amp_tf
+    from amp_tf.anchoring import AnchoredModel
     from amp_tf.files import load_keras_model
 
     model = load_keras_model(path, "--model")
-    net = model.backbone if isinstance(model, amp_tf.AnchoredModel) else model
+    net = model.backbone if isinstance(model, AnchoredModel) else model
     try:
         rank = len(net.input_shape) if isinstance(net, keras.Model) else 0
     except (AttributeError, ValueError):  # subclassed models without a defined input
@@ -131,17 +128,19 @@ def model_geometry(model):
 
 
 def choose_scores(text, anchored):
+    """The detector names of --scores: an anchored model's in `AMP_SCORES` order (the report's)."""
     from amp_tf import scores
+    from amp_tf.predictor import AMP_SCORES
 
-    # vanilla: the logit scores, plus ODIN (the one model score evaluation.vanilla_scorer runs)
-    valid = (list(ANCHORED_SCORES) if anchored
+    # vanilla: the logit scores, plus ODIN (its first pass gives the logits: one pass for all)
+    valid = (list(AMP_SCORES) if anchored
              else sorted(scores.names(needs_model=False, needs_fit=False) + ["odin"]))
     asked = valid if text.strip() == "all" else split_names(text)
     bad = [s for s in asked if s not in valid]
     if bad or not asked:
         raise ValueError(f"--scores: unknown score(s) {', '.join(bad) or '(none given)'} for "
                          f"{'an anchored' if anchored else 'a vanilla'} model; valid: {', '.join(valid)}, or all.")
-    return list(dict.fromkeys(asked))
+    return [s for s in valid if s in asked] if anchored else list(dict.fromkeys(asked))
 
 
 def _out_path(args):
@@ -181,6 +180,48 @@ def combine(args, given):
         _out_path(args)
 
 
+def fit_detectors(args, model, anchored, names, geo, log):
+    """`detectors.fit_all` for --scores: AMP over --num-anchors training images (seeded with --seed),
+    or the logit scores and ODIN of a vanilla model."""
+    from amp_tf import detectors
+    from amp_tf.data.loading import load_images
+
+    if not anchored:
+        odin = {"odin": {"temperature": args.odin_temperature, "epsilon": args.odin_epsilon}}
+        return detectors.fit_all(names, model, batch_size=args.batch_size,
+                                 options={k: v for k, v in odin.items() if k in names})
+    log(f"reading the {args.id} training split (anchor pool) ...")
+    x_train, _, _ = load_images(args.id, "train", limit=args.train_limit, **geo)
+    if args.num_anchors > len(x_train):
+        raise ValueError(f"--num-anchors {args.num_anchors}: the {args.id} train split has only "
+                         f"{len(x_train)} images.")
+    return detectors.fit_all(names, model, id_train=x_train, batch_size=args.batch_size,
+                             num_anchors=args.num_anchors, seed=args.seed)
+
+
+def results_of(args, model, kind, id_vals, id_labels, ood_vals, size, channels, seconds):
+    """The report dict of one scored model (report.json)."""
+    import numpy as np
+
+    from amp_tf.evaluation import ood_results
+
+    acc = None
+    out_classes = (model.backbone if kind == "anchored" else model).output_shape[-1]
+    if id_labels.min() >= 0 and id_labels.max() < out_classes:
+        acc = float(np.mean(id_vals["predicted_class"] == id_labels))
+    return {
+        "title": f"{Path(args.model).name}: {args.id} (ID) vs " + ", ".join(ood_vals),
+        "id_set": args.id, "ood_sets": list(ood_vals), "positive": args.positive, "seed": args.seed,
+        "model_path": str(args.model), "model_kind": kind,
+        "versions": versions(),
+        "config": {"args": vars(args), "num_anchors": args.num_anchors if kind == "anchored" else None,
+                   "image_size": list(size), "channels": channels},
+        "models": {kind: {"id_accuracy": acc, "params": int(model.count_params())}},
+        "scores": ood_results(id_vals, ood_vals, kind, args.positive),
+        "wall_time_s": round(seconds, 1),
+    }
+
+
 @cli_errors
 def main(argv=None):
     args = parse_cli(parser(), argv, "eval", "eval.ood", combine=combine)
@@ -190,11 +231,8 @@ def main(argv=None):
         if args.verbose:
             print(f"[eval.ood] {msg}", file=sys.stderr, flush=True)
 
-    import numpy as np
-
     from amp_tf.data.loading import load_images
-    from amp_tf.evaluation import anchored_scorer, ood_results, score_arrays, vanilla_scorer
-    from amp_tf.predictor import select_anchors
+    from amp_tf.evaluation import score_arrays
     from amp_tf.report import render, write_report
 
     ood_names = list(dict.fromkeys(split_names(args.ood)))
@@ -211,43 +249,17 @@ def main(argv=None):
     for n in ood_names:
         ood_x[n], _, _ = load_images(n, "test", limit=args.eval_limit, **geo)
         log(f"read {n}: {len(ood_x[n])} images")
-
-    if anchored:
-        log(f"reading the {args.id} training split (anchor pool) ...")
-        x_train, _, _ = load_images(args.id, "train", limit=args.train_limit, **geo)
-        if args.num_anchors > len(x_train):
-            raise ValueError(f"--num-anchors {args.num_anchors}: the {args.id} train split has only "
-                             f"{len(x_train)} images.")
-        anchors = select_anchors(x_train, args.num_anchors, seed=args.seed)
-        del x_train
-        scorer = anchored_scorer(model, anchors, args.batch_size)
-    else:
-        scorer = vanilla_scorer(model, names, args.batch_size, odin_temperature=args.odin_temperature,
-                                odin_epsilon=args.odin_epsilon)
+    dets = fit_detectors(args, model, anchored, names, geo, log)
 
     def score(name, x):
-        vals = scorer(x)
+        vals = dets.score(x)
         log(f"scored {name}: {len(x)} images")
-        return {k: v for k, v in vals.items() if k in names or k == "predicted_class"}
+        return vals
 
     x_id, id_labels, _ = load_images(args.id, "test", limit=args.eval_limit, **geo)
     id_vals = score(f"{args.id} (test)", x_id)
     ood_vals = {n: score(n, ood_x.pop(n)) for n in ood_names}
-    acc = None
-    out_classes = (model.backbone if anchored else model).output_shape[-1]
-    if id_labels.min() >= 0 and id_labels.max() < out_classes:
-        acc = float(np.mean(id_vals["predicted_class"] == id_labels))
-    results = {
-        "title": f"{Path(args.model).name}: {args.id} (ID) vs " + ", ".join(ood_names),
-        "id_set": args.id, "ood_sets": ood_names, "positive": args.positive, "seed": args.seed,
-        "model_path": str(args.model), "model_kind": kind,
-        "versions": versions(),
-        "config": {"args": vars(args), "num_anchors": args.num_anchors if anchored else None,
-                   "image_size": list(size), "channels": channels},
-        "models": {kind: {"id_accuracy": acc, "params": int(model.count_params())}},
-        "scores": ood_results(id_vals, ood_vals, kind, args.positive),
-        "wall_time_s": round(time.time() - t0, 1),
-    }
+    results = results_of(args, model, kind, id_vals, id_labels, ood_vals, size, channels, time.time() - t0)
     paths = write_report(out, results, score_arrays(id_vals, ood_vals, kind),
                          formats=("json", args.format), plots=not args.no_plots)
     sys.stdout.write(render(results, args.format))

@@ -60,21 +60,15 @@ def parser():
     """eval.ood's parser with --ood-folder / --methods / --save-images instead of --ood."""
     p = ood.parser()
     p.description = __doc__.split("\n\n")[0]
-    for a in p._actions:  # argparse has no public lookup by dest
-        if a.dest == "ood":  # the OOD sets are the variants; --ood is refused in main()
-            a.required = False
-            a.help = argparse.SUPPRESS
-        elif a.dest == "resize":
-            a.help = ("resize the ID images to the model's size if they differ "
-                      "(the OOD variants come from --methods)")
-        elif a.dest == "channels":
-            a.help = ("convert grayscale <-> RGB to the model's channel count (ID set and the folder; "
-                      "default: a mismatch is an error)")
-        elif a.dest == "eval_limit" and a.help != argparse.SUPPRESS:
-            a.help = ("use at most N images of the folder (the same ones for every method) "
-                      "and of the ID test set")
-        elif a.dest == "out":
-            a.help = "report folder (default: runs/resize-<model>-<time>)"
+    f = p.flags  # the shared flags, said for the study
+    f["ood"].required, f["ood"].help = False, argparse.SUPPRESS  # the variants; --ood is refused in main()
+    f["resize"].help = ("resize the ID images to the model's size if they differ "
+                        "(the OOD variants come from --methods)")
+    f["channels"].help = ("convert grayscale <-> RGB to the model's channel count (ID set and the folder; "
+                          "default: a mismatch is an error)")
+    f["eval_limit"].help = ("use at most N images of the folder (the same ones for every method) "
+                            "and of the ID test set")
+    f["out"].help = "report folder (default: runs/resize-<model>-<time>)"
     g = p.add_argument_group("resize study")
     g.add_argument("--ood-folder", required=True, metavar="DIR",
                    help="folder of images larger than the model's input (flat or with subfolders)")
@@ -89,12 +83,11 @@ def parser():
 def _forward(args, ood_names, out):
     """eval.ood's argv for the resolved `args` (every flag eval.ood knows, --ood = the variants)."""
     argv = []
-    for a in ood.parser()._actions:
-        if (not a.option_strings or a.dest in ("help", "ood", "out", "preset", "dry_run")
-                or a.help == argparse.SUPPRESS):  # hidden aliases (--limit) repeat a flag
+    for dest, a in ood.parser().flags.items():  # one entry per dest: hidden aliases (--limit) are not in it
+        if not a.option_strings or dest in ("help", "ood", "out", "preset", "dry_run"):
             continue
-        value = getattr(args, a.dest, None)
-        if isinstance(a, argparse._StoreTrueAction):
+        value = getattr(args, dest, None)
+        if a.nargs == 0:  # a switch (store_true)
             argv += [a.option_strings[0]] if value else []
         elif value is not None:
             argv += [a.option_strings[0], str(value)]

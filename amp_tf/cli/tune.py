@@ -9,7 +9,8 @@ under a heavy Gaussian blur; no outlier exposure), or ``val_accuracy``
 (--objective). Each trial builds and compiles its model with
 amp_tf.training's ``build_model`` / ``compile_model`` from a ``TrainConfig`` and
 trains on the seeded, per-epoch ``epoch_dataset`` (random crop + flip) with a
-constant learning rate. Offline by default: Fashion-MNIST (--id; any set of
+constant learning rate and the library's recipe otherwise (`amp_tf.recipe`:
+coupled weight decay, per-sample T). Offline by default: Fashion-MNIST (--id; any set of
 amp_tf.data with a train split works), with small --train-limit / --val-size.
 
 Writes to --out: tuner/ (KerasTuner's directory: an interrupted search resumes
@@ -31,6 +32,7 @@ import json
 import sys
 import time
 
+from amp_tf import recipe
 from amp_tf.cli.common import (
     check_data_dir,
     check_names,
@@ -72,9 +74,10 @@ def parser():
     h.add_argument("--width", default="8,16,32", help="candidate base widths of resnet_small")
     t = p.add_argument_group("training (fixed)")
     t.add_argument("--arch", default="resnet_small", help="backbone (amp_tf.models); --width needs resnet_small")
-    t.add_argument("--batch-size", type=int, default=128, help="batch size")
-    t.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (momentum 0.9)")
-    t.add_argument("--augment", default="crop_flip", choices=["crop_flip", "none"], help="training augmentation")
+    t.add_argument("--batch-size", type=int, default=recipe.BATCH_SIZE, help="batch size")
+    t.add_argument("--weight-decay", type=float, default=recipe.WEIGHT_DECAY,
+                   help="SGD weight decay (momentum, weight decay mode and T's draws: amp_tf.recipe)")
+    t.add_argument("--augment", default=recipe.AUGMENT, choices=["crop_flip", "none"], help="training augmentation")
     t.add_argument("--seed", type=int, default=0, help="seed of the split, the search, init, anchors and T")
     d = p.add_argument_group("data and output")
     d.add_argument("--id", default="fashion_mnist", help="ID data set (amp_tf.data name with a train split)")
@@ -259,12 +262,7 @@ def write_tables(out, rows, objective):
 def main(argv=None):
     args = parser().parse_args(argv)
     t0 = time.time()
-    for flag, v, lo in (("--max-trials", args.max_trials, 1), ("--epochs", args.epochs, 1),
-                        ("--batch-size", args.batch_size, 1), ("--val-size", args.val_size, 20),
-                        ("--ood-size", args.ood_size, 10), ("--num-anchors", args.num_anchors, 2),
-                        ("--hyperband-factor", args.hyperband_factor, 2)):
-        if v < lo:
-            raise ValueError(f"{flag}: expected >= {lo}, got {v}.")
+    _check_counts(args)
     space = search_space(args)
     check_data_dir(args.data_dir, args.download)
     check_names([args.id])
@@ -272,7 +270,6 @@ def main(argv=None):
     heavy_imports()  # after every check that needs no data
     from amp_tf import data
     from amp_tf.pipeline import load_id
-    from amp_tf.files import write_json
 
     d = load_id(args.id, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=1, data_dir=args.data_dir, download=args.download)
@@ -280,7 +277,6 @@ def main(argv=None):
         raise ValueError(f"{len(d.x_train)} training images, fewer than one batch of {args.batch_size}; "
                          "lower --batch-size or --val-size, or raise --train-limit.")
     x_train, y_train, x_val, y_val, mean, std = d.x_train, d.y_train, d.x_val, d.y_val, d.mean, d.std
-    num_classes = d.num_classes
     n_ood = min(args.ood_size, len(x_val))
     ood_id, ood_proxy = x_val[:n_ood], data.gaussian_blur(x_val[:n_ood], args.blur_sigma)
     out = run_dir(args, f"tune-{args.id.replace('/', '_')}")
@@ -291,9 +287,26 @@ def main(argv=None):
     print(f"[tune] space: {json.dumps(space)}")
 
     hypermodel = make_hypermodel(args, space, x_train, y_train, (x_val, y_val), ood_id, ood_proxy,
-                                 num_classes, mean, std)
+                                 d.num_classes, mean, std)
     tuner = make_tuner(args, hypermodel, out)
     tuner.search(epochs=args.epochs, verbose=args.verbose)
+    extra = {"search_space": space, "normalization": {"mean": mean.tolist(), "std": std.tolist()}}
+    return _report_best(args, tuner, hypermodel, out, extra, t0)
+
+
+def _check_counts(args):
+    """ValueError for a count flag below its minimum."""
+    for flag, v, lo in (("--max-trials", args.max_trials, 1), ("--epochs", args.epochs, 1),
+                        ("--batch-size", args.batch_size, 1), ("--val-size", args.val_size, 20),
+                        ("--ood-size", args.ood_size, 10), ("--num-anchors", args.num_anchors, 2),
+                        ("--hyperband-factor", args.hyperband_factor, 2)):
+        if v < lo:
+            raise ValueError(f"{flag}: expected >= {lo}, got {v}.")
+
+
+def _report_best(args, tuner, hypermodel, out, extra, t0):
+    """Writes trials.csv / trials.md and best.json (with `extra`), prints the best trial; returns best.json's dict."""
+    from amp_tf.files import write_json
 
     rows = trials_table(tuner, args.objective)
     csv_path, md_path = write_tables(out, rows, args.objective)
@@ -306,7 +319,7 @@ def main(argv=None):
     best = {"trial_id": best_row["trial_id"], "objective": args.objective, "score": best_row[args.objective],
             "hyperparameters": {k: v for k, v in best_hp.values.items() if not k.startswith("tuner/")},
             "train_config": cfg.to_dict(), "id_set": args.id, "tuner": args.tuner,
-            "search_space": space, "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+            "search_space": extra["search_space"], "normalization": extra["normalization"],
             "args": vars(args), "versions": versions(), "wall_time_s": round(time.time() - t0, 1)}
     write_json(out / "best.json", best)
     flags = [f"--lr {cfg.lr:.4g}", f"--consistency {cfg.consistency}",

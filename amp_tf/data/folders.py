@@ -153,7 +153,43 @@ def load_folder(request: LoadRequest) -> ImageSet:
         >>> s.image_shape, s.num_examples
         ((8, 8, 3), 1)
     """
-    root = Path(request.name.split(":", 1)[1]).expanduser()
+    root = _folder_root(request.name)
+    candidates, class_names, skipped = _scan(root)
+    decoded, shapes, labels, paths = _decode_all(root, candidates, skipped)
+    _check_readable(root, paths, skipped, request.strict)
+
+    channels = 3 if any(shape[-1] == 3 for shape in shapes) else 1
+    sizes = {shape[:2] for shape in shapes}
+    num_classes = len(class_names) or None
+    names = tuple(class_names) or None
+    labels_np = np.asarray(labels, dtype=np.int64)
+    skipped_names = tuple(name for name, _ in skipped)
+
+    if decoded is not None and len(sizes) == 1:
+        if channels == 3:
+            decoded = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in decoded]
+        image_set = from_arrays(request, np.stack(decoded), labels_np, num_classes, names)
+        image_set.skipped = skipped_names
+        return image_set
+
+    # Mixed sizes or too big for memory: decode on the fly.
+    del decoded
+    height, width = next(iter(sizes)) if len(sizes) == 1 else (None, None)
+    return ImageSet(
+        name=request.name,
+        dataset=_streamed(request, paths, labels_np, (height, width, channels)),
+        image_shape=(height, width, channels),
+        num_classes=num_classes,
+        num_examples=len(paths),
+        split=request.split,
+        class_names=names,
+        skipped=skipped_names,
+    )
+
+
+def _folder_root(name: str) -> Path:
+    """The folder of ``folder:<path>``; DataNotFoundError when it is missing or a file."""
+    root = Path(name.split(":", 1)[1]).expanduser()
     if not root.exists():
         raise DataNotFoundError(
             f"folder {root} does not exist; pass folder:<path> with an existing folder of images "
@@ -161,19 +197,29 @@ def load_folder(request: LoadRequest) -> ImageSet:
         )
     if not root.is_dir():
         raise DataNotFoundError(f"{root} is a file, not a folder; pass folder:<the folder that holds the images>.")
-    candidates, class_names, skipped = _scan(root)
+    return root
 
-    def try_decode(item):
-        path, _ = item
-        try:
-            return _decode(str(path), gray=None), None
-        except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
-            return None, f"unreadable: {type(err).__name__}: {err}"
 
+def _try_decode(item):
+    """``(array, None)`` for a readable image file, ``(None, why)`` otherwise."""
+    path, _ = item
+    try:
+        return _decode(str(path), gray=None), None
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, ...
+        return None, f"unreadable: {type(err).__name__}: {err}"
+
+
+def _decode_all(root, candidates, skipped):
+    """Decodes every candidate once (in threads); unreadable ones are appended to `skipped`.
+
+    Returns:
+        ``(decoded, shapes, labels, paths)`` of the readable images; ``decoded`` is
+        None once the set outgrows `MAX_IN_MEMORY_BYTES` (then it is decoded again on the fly).
+    """
     decoded, shapes, labels, paths = [], [], [], []
-    nbytes, keep = 0, True
+    nbytes = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for (path, label), (arr, why) in zip(candidates, pool.map(try_decode, candidates)):
+        for (path, label), (arr, why) in zip(candidates, pool.map(_try_decode, candidates)):
             if arr is None:
                 skipped.append((str(path.relative_to(root)), why))
                 continue
@@ -181,12 +227,17 @@ def load_folder(request: LoadRequest) -> ImageSet:
             labels.append(label)
             paths.append(str(path))
             nbytes += arr.size * 3
-            if keep and nbytes > MAX_IN_MEMORY_BYTES:
-                keep, decoded = False, []  # too big: decode on the fly later
-            if keep:
+            if decoded is not None and nbytes > MAX_IN_MEMORY_BYTES:
+                decoded = None  # too big: decode on the fly later
+            if decoded is not None:
                 decoded.append(arr)
+    return decoded, shapes, labels, paths
 
-    if skipped and request.strict:
+
+def _check_readable(root, paths, skipped, strict):
+    """Raises when `strict` and files were skipped, or when no image is readable; else warns
+    about the skipped files (attributed to the caller of `load_folder`'s caller)."""
+    if skipped and strict:
         raise UnreadableImageError(
             _report(root, skipped) + ". Remove or fix them, or load with strict=False to skip them."
         )
@@ -198,49 +249,26 @@ def load_folder(request: LoadRequest) -> ImageSet:
             + ". Point folder:<path> at the folder that holds the images."
         )
     if skipped:
-        warnings.warn(f"folder:{root}: skipped {_report(root, skipped)}", UserWarning, stacklevel=3)
+        warnings.warn(f"folder:{root}: skipped {_report(root, skipped)}", UserWarning, stacklevel=4)
 
-    channels = 3 if any(shape[-1] == 3 for shape in shapes) else 1
-    sizes = {shape[:2] for shape in shapes}
-    num_classes = len(class_names) or None
-    names = tuple(class_names) or None
-    labels_np = np.asarray(labels, dtype=np.int64)
 
-    if keep and len(sizes) == 1:
-        if channels == 3:
-            decoded = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in decoded]
-        image_set = from_arrays(request, np.stack(decoded), labels_np, num_classes, names)
-        image_set.skipped = tuple(name for name, _ in skipped)
-        return image_set
-
-    # Mixed sizes or too big for memory: decode on the fly.
-    height, width = next(iter(sizes)) if len(sizes) == 1 else (None, None)
-    del decoded
-    gray = channels == 1
+def _streamed(request, paths, labels, image_shape):
+    """A `tf.data` pipeline that decodes `paths` on the fly (shuffling the paths, not the images)."""
+    gray = image_shape[-1] == 1
 
     def decode_path(p):
         return _decode(p.decode(), gray=gray)
 
     def load_one(path, label):
         image = tf.numpy_function(decode_path, [path], tf.uint8, stateful=False)
-        image.set_shape((height, width, channels))
+        image.set_shape(image_shape)
         return image, label
 
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), labels_np))
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), labels))
     if request.shuffle:  # shuffle the cheap paths, not decoded images
         ds = ds.shuffle(len(paths), seed=request.seed, reshuffle_each_iteration=True)
     ds = ds.map(load_one, num_parallel_calls=tfdata.map_calls())
-    plain = dataclasses.replace(request, shuffle=False)
-    return ImageSet(
-        name=request.name,
-        dataset=finish_dataset(ds, plain, shuffle_buffer=1),
-        image_shape=(height, width, channels),
-        num_classes=num_classes,
-        num_examples=len(paths),
-        split=request.split,
-        class_names=names,
-        skipped=tuple(name for name, _ in skipped),
-    )
+    return finish_dataset(ds, dataclasses.replace(request, shuffle=False), shuffle_buffer=1)
 
 
 register("folder:<path>")(load_folder)

@@ -39,7 +39,17 @@ def load_images(name, split, image_size, channels, resize=None, convert_channels
     """
     size = tuple(int(s) for s in image_size)
     s = load(name, split, data_dir=data_dir, download=download, seed=seed, shuffle=shuffle)
-    h, w, c = s.image_shape
+    _check_geometry(name, s.image_shape, size, channels, resize, convert_channels)
+    xs, ys = _read_batches(s, size, channels, resize, limit)
+    if not xs or sum(len(v) for v in xs) == 0:
+        why = f" (limit {limit})" if limit is not None else ""
+        raise ValueError(f"{name} (split {split!r}) has no images{why}.")
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), s
+
+
+def _check_geometry(name, image_shape, size, channels, resize, convert_channels):
+    """ValueError (naming --channels / --resize) when the set's images do not fit the model."""
+    h, w, c = image_shape
     if c != channels and not convert_channels:
         raise ValueError(
             f"{name}: the images have {c} channel(s) but the model takes {channels}; pass --channels "
@@ -54,6 +64,11 @@ def load_images(name, split, image_size, channels, resize=None, convert_channels
             f"(antialiased bilinear) or one of {', '.join(RESIZE_METHODS[1:])} to resize them."
         )
 
+
+def _read_batches(s, size, channels, resize, limit):
+    """Lists ``(images, labels)`` of the `ImageSet` `s` (at most `limit` images) in the model's geometry."""
+    h, w, _ = s.image_shape
+
     def fix(x):
         if x.shape[1:3] != size:
             x = resize_images(x, size, resize)
@@ -61,22 +76,18 @@ def load_images(name, split, image_size, channels, resize=None, convert_channels
 
     if s.arrays is not None:  # in memory
         x, y = to_numpy(s, limit)
-        xs, ys = [fix(x)], [y]
+        return [fix(x)], [y]
+    ds = s.dataset if limit is None else s.dataset.take(limit)
+    xs, ys = [], []
+    if h is None or w is None:  # varying sizes: resize per image in the pipeline
+        zeros, ones = np.zeros(channels, np.float32), np.ones(channels, np.float32)
+        ds = preprocess(ds, zeros, ones, image_size=size, resize_method=resize,
+                        channels=channels, batch_size=256)
+        for xb, yb in ds.as_numpy_iterator():
+            xs.append(np.clip(np.round(xb), 0, 255).astype(np.uint8))
+            ys.append(yb)
     else:
-        ds = s.dataset if limit is None else s.dataset.take(limit)
-        xs, ys = [], []
-        if h is None or w is None:  # varying sizes: resize per image in the pipeline
-            zeros, ones = np.zeros(channels, np.float32), np.ones(channels, np.float32)
-            ds = preprocess(ds, zeros, ones, image_size=size, resize_method=resize,
-                                 channels=channels, batch_size=256)
-            for xb, yb in ds.as_numpy_iterator():
-                xs.append(np.clip(np.round(xb), 0, 255).astype(np.uint8))
-                ys.append(yb)
-        else:
-            for xb, yb in ds.batch(512).as_numpy_iterator():
-                xs.append(fix(xb))
-                ys.append(yb)
-    if not xs or sum(len(v) for v in xs) == 0:
-        why = f" (limit {limit})" if limit is not None else ""
-        raise ValueError(f"{name} (split {split!r}) has no images{why}.")
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), s
+        for xb, yb in ds.batch(512).as_numpy_iterator():
+            xs.append(fix(xb))
+            ys.append(yb)
+    return xs, ys

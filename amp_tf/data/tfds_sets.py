@@ -158,41 +158,15 @@ def load_tfds(request: LoadRequest, tfds_name: str | None = None) -> ImageSet:
         ...     print("download=True" in str(err))
         True
     """
-    import tensorflow_datasets as tfds
-
     tfds_name = tfds_name or request.name
     builder = tfds_builder(tfds_name, request)
     split = tfds_split(tfds_name, request.split)
     features = builder.info.features
-    image_feature = features["image"]
-    image_shape = tuple(image_feature.shape)
+    image_shape = tuple(features["image"].shape)
     label_feature = features["label"] if "label" in features else None
-
-    read_config = tfds.ReadConfig(shuffle_seed=request.seed, try_autocache=False)
-    ds = builder.as_dataset(split=split, shuffle_files=request.shuffle, read_config=read_config)
-
-    def to_pair(example):
-        image = tf.ensure_shape(tf.cast(example["image"], tf.uint8), image_shape)
-        if label_feature is not None:
-            label = tf.cast(example["label"], tf.int64)
-        else:
-            label = tf.constant(-1, tf.int64)
-        return image, label
-
-    ds = ds.map(to_pair, num_parallel_calls=tfdata.map_calls())
-
-    num_examples = None
-    try:
-        num_examples = int(builder.info.splits[split].num_examples)
-    except Exception:  # splits unknown (not generated metadata, mocked builders)
-        card = int(ds.cardinality())
-        num_examples = card if card >= 0 else None
-
-    buffer = SHUFFLE_BUFFER
-    if num_examples and all(d is not None for d in image_shape):
-        if num_examples * int(np.prod(image_shape)) <= CACHE_MAX_BYTES:
-            ds = ds.cache()
-            buffer = num_examples
+    ds = _pairs(builder, split, request, image_shape, labelled=label_feature is not None)
+    num_examples = _num_examples(builder, split, ds)
+    ds, buffer = _cache_small(ds, num_examples, image_shape)
 
     num_classes = getattr(label_feature, "num_classes", None)
     names = getattr(label_feature, "names", None)
@@ -205,6 +179,42 @@ def load_tfds(request: LoadRequest, tfds_name: str | None = None) -> ImageSet:
         split=request.split,
         class_names=tuple(names) if names else None,
     )
+
+
+def _pairs(builder, split, request, image_shape, labelled):
+    """The split as ``(uint8 image, int64 label)`` pairs (label -1 for a set without labels)."""
+    import tensorflow_datasets as tfds
+
+    read_config = tfds.ReadConfig(shuffle_seed=request.seed, try_autocache=False)
+    ds = builder.as_dataset(split=split, shuffle_files=request.shuffle, read_config=read_config)
+
+    def to_pair(example):
+        image = tf.ensure_shape(tf.cast(example["image"], tf.uint8), image_shape)
+        if labelled:
+            label = tf.cast(example["label"], tf.int64)
+        else:
+            label = tf.constant(-1, tf.int64)
+        return image, label
+
+    return ds.map(to_pair, num_parallel_calls=tfdata.map_calls())
+
+
+def _num_examples(builder, split, ds):
+    """The split's size from the tfds metadata, else the dataset's cardinality, else None."""
+    try:
+        return int(builder.info.splits[split].num_examples)
+    except Exception:  # splits unknown (not generated metadata, mocked builders)
+        card = int(ds.cardinality())
+        return card if card >= 0 else None
+
+
+def _cache_small(ds, num_examples, image_shape):
+    """``(dataset, shuffle buffer)``: a split of fixed-size images that fits `CACHE_MAX_BYTES`
+    is cached and shuffled over all of it; others keep `SHUFFLE_BUFFER`."""
+    if num_examples and all(d is not None for d in image_shape):
+        if num_examples * int(np.prod(image_shape)) <= CACHE_MAX_BYTES:
+            return ds.cache(), num_examples
+    return ds, SHUFFLE_BUFFER
 
 
 for _name in TFDS_NAMES:

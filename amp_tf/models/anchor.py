@@ -9,8 +9,9 @@ through ``keras.models.clone_model``.
 Leading per-channel affine maps of the pixels (``Rescaling``, ``Normalization``,
 our ``PixelNormalization``, constant ``x * s`` / ``x / s`` / ``x + b`` / ``x - b``
 ops, in chains and inside nested models) are absorbed: the anchored backbone
-drops them and `anchored_model` carries them as its pixel statistics, so that it
-computes exactly the original function on raw pixels. The composed map
+drops them and `anchor_with_statistics` returns them as pixel statistics, with
+which `amp_tf.anchoring.anchored_model` computes exactly the original function on
+raw pixels. The composed map
 ``y = A * x + B`` is "normalise with mean ``-B / A`` and std ``1 / A``", and the
 anchored model feeds ``[(c - mean) / std, (x - c) / std] = [A c + B, A (x - c)]``,
 which the doubled first kernel sums to ``W (A x + B)``: what the original first
@@ -70,8 +71,9 @@ def anchor_backbone(model: keras.Model) -> keras.Model:
     ``W·c + W·(x - c) = W·x``, the anchored model computes exactly the original
     function for any anchor ``c``. Leading affine preprocessing (``Rescaling``,
     ``Normalization``, ``PixelNormalization``) is dropped: the anchored backbone
-    takes *normalised* ``[c, x - c]``, and `anchored_model` (or
-    `input_statistics`) supplies the statistics that stand for it. ``model``
+    takes *normalised* ``[c, x - c]``, and `anchor_with_statistics` returns the
+    statistics that stand for it (`amp_tf.anchoring.anchored_model` builds the
+    `AnchoredModel` from both). ``model``
     itself is left unchanged and shares no variables with the result.
 
     Args:
@@ -323,40 +325,35 @@ def model_normalization(model, mean=None, std=None):
     return _statistics(model, stages, int(model.inputs[0].shape[-1]), mean, std)
 
 
-def anchored_model(model, mean=None, std=None, **kwargs):
-    """An `AnchoredModel` over ``anchor_backbone(model)`` that computes ``model``'s function on raw pixels.
+class AnchoredParts(NamedTuple):
+    """What an `AnchoredModel` is built from (`anchor_with_statistics`): plain Keras and numpy."""
 
-    Starting point of anchored fine-tuning: the result computes exactly
-    ``model``'s function for any anchor (on raw pixels), and trains like any
-    `AnchoredModel`. Its pixel statistics stand for the model's leading
-    preprocessing (`model_normalization`): a `PixelNormalization`, ``Rescaling``
-    and ``Normalization`` layers (e.g. ``keras.applications`` models built with
-    ``include_preprocessing=True``) are absorbed exactly; a model without them
-    gets identity statistics (it sees raw pixels, as before).
+    backbone: keras.Model
+    mean: np.ndarray
+    std: np.ndarray
+    check_pixels: object  # the model's own PixelNormalization check (None without one)
 
-    Args:
-        model: a vanilla classifier (e.g. ``build_backbone(..., anchored=False)``
-            or a ``keras.applications`` model), ideally trained, taking raw pixels.
-        mean, std: per-channel statistics in pixel units that replace the model's
-            own `PixelNormalization`, or, for a model without one, normalise the
-            pixels before its own preprocessing (e.g. ``0, 255`` for a model
-            trained on ``x / 255``).
-        **kwargs: `AnchoredModel` arguments (``consistency``, ``seed``, ...).
+
+def anchor_with_statistics(model, mean=None, std=None) -> AnchoredParts:
+    """`anchor_backbone(model)` and the pixel statistics that stand for ``model``'s preprocessing.
+
+    The backbone drops the leading affine preprocessing it absorbed; ``mean``/``std``
+    (float32, (C,), `model_normalization`) put it back, so ``AnchoredModel(backbone,
+    mean=mean, std=std)`` computes ``model``'s function on raw pixels. That model is
+    built one layer up, by `amp_tf.anchoring.anchored_model`: this package stays plain Keras.
 
     Example:
-        >>> from amp_tf.models import build_backbone
-        >>> vanilla = build_backbone("resnet_small", (28, 28, 1), 10, anchored=False, width=8)
-        >>> anchored_model(vanilla, seed=0).backbone.input.shape
-        (None, 28, 28, 2)
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255),
+        ...                       keras.layers.Conv2D(4, 3)])
+        >>> parts = anchor_with_statistics(m)
+        >>> parts.backbone.input.shape, parts.std.tolist(), parts.check_pixels
+        ((None, 8, 8, 6), [255.0, 255.0, 255.0], None)
     """
-    from amp_tf.anchoring import AnchoredModel
-
     backbone, stages = _anchor(model)
     mean, std = _statistics(model, stages, int(model.inputs[0].shape[-1]), mean, std)
     own = [st.layer for st in stages if _is_pixel_normalization(st.layer)]
-    if own:
-        kwargs.setdefault("check_pixels", own[0].check)
-    return AnchoredModel(backbone, mean=mean, std=std, **kwargs)
+    return AnchoredParts(backbone, mean, std, own[0].check if own else None)
 
 
 def _where(layer):

@@ -102,6 +102,14 @@ def build_backbone(
         >>> m.input.shape, m.output.shape
         ((None, 28, 28, 2), (None, 10))
     """
+    input_shape = _check_request(name, input_shape, num_classes)
+    inputs, x = _image_input(input_shape, anchored, mean, std, check_pixels)
+    outputs = _BACKBONES[name](x, num_classes, **kwargs)
+    return keras.Model(inputs, outputs, name=f"{name}_anchored" if anchored else name)
+
+
+def _check_request(name, input_shape, num_classes):
+    """The image shape as a tuple; ValueError for an unknown name, shape or class count."""
     if name not in _BACKBONES:
         raise ValueError(
             f"Unknown backbone {name!r}. Known backbones: {', '.join(backbone_names())}."
@@ -116,16 +124,20 @@ def build_backbone(
         )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int; got {num_classes!r}.")
+    return input_shape
+
+
+def _image_input(input_shape, anchored, mean, std, check_pixels):
+    """``(keras.Input, the tensor the architecture starts from)``: the 2C-channel anchored
+    input as is, or the C-channel raw pixels behind a `PixelNormalization` (vanilla)."""
     h, w, c = input_shape
     inputs = keras.Input(
         shape=(h, w, 2 * c if anchored else c),
         name="anchored_input" if anchored else "input",
     )
-    x = inputs
-    if not anchored:
-        from amp_tf.pixels import PixelNormalization
+    if anchored:
+        return inputs, inputs
+    from amp_tf.pixels import PixelNormalization
 
-        x = PixelNormalization(mean, std, channels=c, check_pixels=check_pixels,
-                               name="pixel_normalization")(inputs)
-    outputs = _BACKBONES[name](x, num_classes, **kwargs)
-    return keras.Model(inputs, outputs, name=f"{name}_anchored" if anchored else name)
+    return inputs, PixelNormalization(mean, std, channels=c, check_pixels=check_pixels,
+                                      name="pixel_normalization")(inputs)
