@@ -43,8 +43,8 @@ from pathlib import Path  # noqa: E402
 if __name__ == "__main__" and not __package__:
     sys.exit("run it as a module from the repository root: python -m benchmarks.converged")
 
-from benchmarks.harness import ROOT, Contention, Log, cli_errors, cpu_model, machine_info, versions  # noqa: E402
-from benchmarks.harness import write_json  # noqa: E402
+from amp_tf.errors import cli_errors  # noqa: E402
+from benchmarks.harness import ROOT, Contention, Log, cpu_model, machine_info, versions, write_json  # noqa: E402
 from benchmarks.seed_cache import SeedCache  # noqa: E402
 
 #: Bump when a change moves a seed's numbers: cached seeds of another version are redone.
@@ -61,10 +61,6 @@ QUICK = dict(seeds="0,1", width=8, epochs=1, train_limit=1000, eval_limit=100, f
              val_ood_size=100, acc_limit=300)
 VANILLA = ("msp", "energy", "odin", "max_logit", "entropy", "temperature_scaling", "react", "knn", "mahalanobis",
            "gram")
-#: score name -> (tau reduction, calibration, output of amp_outputs, sign), as amp_tf.detectors.AMPDetector
-AMP = {"amp": ("mean", "exp", "amp_score", 1), "amp[sum,exp]": ("sum", "exp", "amp_score", 1),
-       "amp[mean,divide]": ("mean", "divide", "amp_score", 1), "amp[sum,divide]": ("sum", "divide", "amp_score", 1),
-       "neg_tau": ("mean", "exp", "tau", -1), "msp": ("mean", "exp", "msp", 1), "energy": ("mean", "exp", "energy", 1)}
 
 
 def parser():
@@ -175,34 +171,12 @@ def train_pair(a, s, seed, log):
 
 # --------------------------------------------------------------------------- scoring
 def amp_scores(model, d, sets, a, seed):
-    """`{set: {score: array}}` of every AMP output, from one pass of per-anchor logits per set.
-
-    Fitted as `amp_tf.detectors.get("amp", num_anchors, seed)` (same anchors, same predictor);
-    the variants are `amp_tf.predictor.amp_outputs` on the same per-anchor logits, exactly as
-    `AMPDetector.score` computes each (tests/test_converged.py checks it), without K forward
-    passes per variant.
-    """
-    import numpy as np
-    import tensorflow as tf
-
+    """`{set: {score: array}}` of every AMP score (`amp_tf.predictor.AMP_SCORES`) and `predicted_class`."""
     from amp_tf import detectors
-    from amp_tf.inference import batched
-    from amp_tf.predictor import amp_outputs
+    from amp_tf.predictor import AMP_SCORES
 
-    det = detectors.get("amp", num_anchors=a.num_anchors, seed=seed).fit(model, id_train=(d.x_train, d.y_train))
-    pred = det.predictor
-    fn = tf.function(lambda x: tf.transpose(pred.per_anchor_logits(pred.normalizer.pixels(x)), [1, 0, 2]),
-                     reduce_retracing=True)
-    out = {}
-    for name, x in sets.items():
-        kbn = np.transpose(batched(fn, det._inputs(x), det.batch_size), [1, 0, 2])
-        per = {}
-        for score, (red, cal, key, sign) in AMP.items():
-            o = amp_outputs(kbn, red, cal, pred.eps)
-            per[score] = sign * o[key].numpy()
-            per["predicted_class"] = o["predicted_class"].numpy()
-        out[name] = per
-    return out
+    dets = detectors.fit_all(AMP_SCORES, model, id_train=(d.x_train, d.y_train), num_anchors=a.num_anchors, seed=seed)
+    return {k: dets.score(x) for k, x in sets.items()}
 
 
 def vanilla_scores(model, d, sets, a, seed):
@@ -211,11 +185,8 @@ def vanilla_scores(model, d, sets, a, seed):
     from amp_tf.baselines import MCDropout
 
     n = a.fit_limit or len(d.x_train)
-    out = {k: {} for k in sets}
-    for name in VANILLA:
-        det = detectors.get(name).fit(model, id_train=(d.x_train[:n], d.y_train[:n]), id_val=(d.x_val, d.y_val))
-        for k, x in sets.items():
-            out[k][name] = det.score(x)
+    dets = detectors.fit_all(VANILLA, model, id_train=(d.x_train[:n], d.y_train[:n]), id_val=(d.x_val, d.y_val))
+    out = {k: dets.score(x) for k, x in sets.items()}
     mc = MCDropout(model, a.mc_passes, seed)  # seeded: each set gets the masks detectors.get("mc_dropout_*") draws
     for k, x in sets.items():
         out[k].update({f"mc_dropout_{s}": v for s, v in mc.scores(x).items()})
@@ -249,8 +220,8 @@ def run_split(a, s, seed, log):
     """Rows, model info, timing and configs of one split and seed (+ the vanilla logits of the main split)."""
     import numpy as np
 
-    from amp_tf.baselines._common import model_logits
     from amp_tf.data.corruptions import validation_ood_sets
+    from amp_tf.inference import model_logits
     from amp_tf.metrics import ood_metrics
 
     d, ood = s["d"], s["ood"]

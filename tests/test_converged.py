@@ -1,4 +1,4 @@
-"""benchmarks.converged: flags, the shared AMP pass, the stored logits, and --quick end to end (slow)."""
+"""benchmarks.converged: flags, the scores, the stored logits, and --quick end to end (slow)."""
 import json
 import os
 import subprocess
@@ -45,24 +45,30 @@ def test_pack_round_trip_is_float16():
     assert y.shape == x.shape and np.allclose(x, y, rtol=1e-3, atol=1e-2)
 
 
-def test_amp_scores_equal_the_detectors():
-    """The shared per-anchor pass gives exactly what `amp_tf.detectors` gives for each AMP name."""
+def test_scores_match_the_detectors():
+    """Every AMP score from one pass, and MC dropout's shared passes equal to `detectors.get(...)` per set."""
     from amp_tf import detectors
     from amp_tf.pipeline import IDData
+    from amp_tf.predictor import AMP_SCORES
     from amp_tf.training import TrainConfig, finetune_anchored, train
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (96, 28, 28, 1)).astype("uint8")
-    y = rng.integers(0, 10, 96)
-    van, _ = train(TrainConfig(anchored=False, epochs=1, batch_size=32, backbone_kwargs={"width": 4}), x, y, 10,
-                   verbose=0, backup=False)
+    y = np.arange(96) % 10
+    cfg = TrainConfig(anchored=False, epochs=1, batch_size=32, backbone_kwargs={"width": 4, "dropout": 0.2})
+    van, _ = train(cfg, x, y, 10, verbose=0, backup=False)
     anc, _ = finetune_anchored(van, x, y, epochs=1, batch_size=32, lr=0.01, verbose=0, backup=False)
-    d = IDData("t", x, y, x[:20], y[:20], x[:30], y[:30], 10)
-    a = types.SimpleNamespace(num_anchors=3)
-    got = converged.amp_scores(anc, d, {"s": x[:40]}, a, seed=1)["s"]
-    for name in converged.AMP:
-        want = detectors.get(name, num_anchors=3, seed=1).fit(anc, id_train=(x, y)).score(x[:40])
-        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+    d = IDData("t", x, y, x[:40], y[:40], x[:30], y[:30], 10)
+    a = types.SimpleNamespace(num_anchors=3, fit_limit=60, mc_passes=3)
+    sets = {"s": x[:40], "t": x[50:70]}
+    amp = converged.amp_scores(anc, d, sets, a, seed=1)
+    assert set(amp["s"]) == set(AMP_SCORES) | {"predicted_class"}
+    van_scores = converged.vanilla_scores(van, d, sets, a, seed=1)
+    for k, images in sets.items():
+        assert set(converged.VANILLA) < set(van_scores[k])
+        for name in ("mc_dropout_msp", "mc_dropout_entropy", "mc_dropout_variance"):
+            want = detectors.get(name, num_passes=3, seed=1).fit(van).score(images)
+            np.testing.assert_allclose(van_scores[k][name], want, rtol=1e-6, err_msg=f"{k} {name}")
 
 
 @pytest.mark.slow
