@@ -343,7 +343,7 @@ def main(argv=None):
     a = parse_args(argv)
     log = Log("converged")
     cache = SeedCache(a.cache, a.settings, CODE_VERSION, log=log)
-    reused = cache.check(a.resume)  # refuses before any TensorFlow import
+    reused = cache.check(a.resume)  # refuses before loading data or training anything
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
