@@ -7,6 +7,7 @@ or the root on PYTHONPATH):
     python -m benchmarks.peer_speed --quick     # amp-tf vs a PyTorch reference, step profile
     python -m benchmarks.ood_quality --quick    # OOD quality: AMP vs the baselines, over seeds
     python -m benchmarks.anchor_strategies --quick
+    python -m benchmarks.converged --quick      # section 1 on converged models, resumable per seed
     python -m benchmarks.validate_models runs/x/anchored.keras
 
 `python benchmarks/speed.py` (a path) stops with a one-line message naming the
@@ -15,7 +16,7 @@ or the root on PYTHONPATH):
 Layout: `harness` (timing, machine info and contention, result JSON), then per
 benchmark a CLI module (`speed`, `peer_speed`, `ood_quality`, ...) and modules by
 concern (`speed_core`, `speed_report`, `peer_models`, `peer_torch`, `ood_runs`,
-`ood_report`, ...). Importing the package imports no TensorFlow.
+`ood_report`, `seed_cache`, `converged_pilot`, ...). Importing the package imports no TensorFlow.
 """
 
 import os

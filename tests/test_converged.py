@@ -1,0 +1,93 @@
+"""benchmarks.converged: flags, the scores, the stored logits, and --quick end to end (slow)."""
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import converged
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_settings_exclude_run_flags_and_quick_overrides():
+    a = converged.parse_args(["--seeds", "3,4", "--resume", "--json", "/tmp/x.json"])
+    assert a.seed_list == [3, 4] and a.settings["width"] == converged.RECIPE["width"]
+    assert not {"seeds", "resume", "json", "md", "cache", "models"} & set(a.settings)
+    q = converged.parse_args(["--quick", "--width", "4"])
+    assert q.settings["width"] == 4 and q.settings["epochs"] == 1 and q.seed_list == [0, 1]
+    assert "converged-quick" in str(q.cache) and q.json.name == "converged_quick.json"
+    assert converged.parse_args([]).models != q.models  # models are cached per settings
+
+
+def test_bad_flags_are_refused():
+    for argv in (["--seeds", "a"], ["--epochs", "0"], ["--finetune-t", "none"]):
+        with pytest.raises(SystemExit):
+            converged.parse_args(argv)
+
+
+def test_resume_with_other_settings_is_refused_before_any_work(tmp_path, capsys):
+    converged.SeedCache(tmp_path, converged.parse_args([]).settings, converged.CODE_VERSION).save(0, {"x": 1})
+    with pytest.raises(SystemExit) as err:
+        converged.main(["--cache", str(tmp_path), "--resume", "--width", "7", "--eval-limit", "9"])
+    assert err.value.code == 2
+    msg = capsys.readouterr().err
+    assert f"width: stored {converged.RECIPE['width']}, now 7" in msg and "eval_limit: stored 1000, now 9" in msg
+
+
+def test_pack_round_trip_is_float16():
+    x = np.random.default_rng(0).normal(0, 8, (7, 10)).astype("float32")
+    y = converged.unpack(json.loads(json.dumps(converged.pack(x))))
+    assert y.shape == x.shape and np.allclose(x, y, rtol=1e-3, atol=1e-2)
+
+
+def test_scores_match_the_detectors():
+    """Every AMP score from one pass, and MC dropout's shared passes equal to `detectors.get(...)` per set."""
+    from amp_tf import detectors
+    from amp_tf.pipeline import IDData
+    from amp_tf.predictor import AMP_SCORES
+    from amp_tf.training import TrainConfig, finetune_anchored, train
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 28, 28, 1)).astype("uint8")
+    y = np.arange(96) % 10
+    cfg = TrainConfig(anchored=False, epochs=1, batch_size=32, backbone_kwargs={"width": 4, "dropout": 0.2})
+    van, _ = train(cfg, x, y, 10, verbose=0, backup=False)
+    anc, _ = finetune_anchored(van, x, y, epochs=1, batch_size=32, lr=0.01, verbose=0, backup=False)
+    d = IDData("t", x, y, x[:40], y[:40], x[:30], y[:30], 10)
+    a = types.SimpleNamespace(num_anchors=3, fit_limit=60, mc_passes=3)
+    sets = {"s": x[:40], "t": x[50:70]}
+    amp = converged.amp_scores(anc, d, sets, a, seed=1)
+    assert set(amp["s"]) == set(AMP_SCORES) | {"predicted_class"}
+    van_scores = converged.vanilla_scores(van, d, sets, a, seed=1)
+    for k, images in sets.items():
+        assert set(converged.VANILLA) < set(van_scores[k])
+        for name in ("mc_dropout_msp", "mc_dropout_entropy", "mc_dropout_variance"):
+            want = detectors.get(name, num_passes=3, seed=1).fit(van).score(images)
+            np.testing.assert_allclose(van_scores[k][name], want, rtol=1e-6, err_msg=f"{k} {name}")
+
+
+@pytest.mark.slow
+def test_quick_end_to_end_then_resume(tmp_path):
+    """--quick trains, scores and reports; a second run with --resume reuses both seeds (no training)."""
+    out = tmp_path / "q.json"
+    argv = [sys.executable, "-m", "benchmarks.converged", "--quick", "--no-near", "--cache", str(tmp_path / "c"),
+            "--models", str(tmp_path / "m"), "--json", str(out), "--verbose", "0"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["seed0.json", "seed1.json"]
+    for key in ("anchored/amp", "vanilla/gram", "vanilla/knn", "vanilla/mc_dropout_msp", "vanilla/odin",
+                "ensemble/ensemble_msp"):
+        assert key in res["rows"], key
+    assert {"far", "covariate"} <= set(res["groups"]["anchored/amp"]) and res["models"]["ensemble"]["members"] == 2
+    assert "AMP (selected)" in out.with_suffix(".md").read_text()
+    again = subprocess.run(argv + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing seeds [0, 1]" in again.stdout and "vanilla (" not in again.stdout
+    assert json.loads(out.read_text())["rows"]["anchored/amp"] == res["rows"]["anchored/amp"]
