@@ -25,10 +25,18 @@ anchor for AMP), plus the predicted class:
   `energy` of the calibrated logits, `neg_tau`), all from one pass (`score_all`); `fit`
   picks K anchors from the ID training images (`num_anchors`, `seed`), or takes
   `anchors=` as given, plus any `AnchoredPredictor` option (`anchor_mode="per_image"`).
+* anchored features (`knn`, `mahalanobis` on an `AnchoredModel`: `AnchoredFeatureDetector`):
+  the backbone's pooled `"features"` of the anchored inputs `[c, x - c]` (normalised as the
+  predictor does), averaged over AMP's K anchors, fitted and scored with the baseline's own
+  `fit_features` / `score_features`; `fit_all` takes them from AMP's pass;
+* AMP combined with a feature score (`amp+knn`, `amp+mahalanobis`: `CombinedDetector`):
+  `w * z(amp) + (1 - w) * z(feature)`, each z standardised on the ID validation images
+  (`id_val`), `w` an option (default 0.5; `benchmarks/anchored_features.py` measures it).
 
-`get(name)` of `amp`, `msp` or `energy` without `anchored=` gives a detector that
-picks AMP or the logit function when `fit` sees the model (it delegates to an
-`AMPDetector` or a `LogitDetector`). Adding a detector = one score (a function or a
+`get(name)` of `amp`, `msp`, `energy`, `knn` or `mahalanobis` without `anchored=` gives
+a detector that picks the anchored or the plain detector when `fit` sees the model (it
+delegates to an `AMPDetector` / `AnchoredFeatureDetector`, or a `LogitDetector` /
+`FittedDetector`). Adding a detector = one score (a function or a
 `FittedScore` class, registered in `amp_tf.scores`) + one line in `KINDS`.
 
 Layers: `scores` <- `baselines` <- `detectors`, with `predictor` and `inference`

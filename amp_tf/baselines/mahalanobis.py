@@ -37,6 +37,8 @@ Choices made here (documented deviations from the paper's full method):
   keeps those directions with a large but finite weight (Tikhonov).
 * Statistics and distances are computed in float64 numpy; only the gradient
   step runs in TensorFlow (float32).
+* ``fit_features`` / ``score_features`` run the same math on precomputed
+  features (`amp_tf.detectors` uses them for the anchored model's features).
 
 Example::
 
