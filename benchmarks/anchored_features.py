@@ -256,7 +256,8 @@ def render(summary):
         cell = lambda g, m: (f"{100 * e[g][m]['mean']:.1f} ± {100 * e[g][m]['std']:.1f}"  # noqa: E731
                              if g in e else "–")
         mark = " (**selected**)" if k == summary["selected"] else ""
-        lines.append(f"| {k}{mark} | " + " | ".join(cell(g, "fpr95") for g in groups) + f" | {cell('overall', 'auroc')} |")
+        cells = [cell(g, "fpr95") for g in groups] + [cell("overall", "auroc")]
+        lines.append(f"| {k}{mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
