@@ -22,7 +22,8 @@ Resumable: each seed's models are cached in `--cache`, and its results in
 so an interrupted seed is redone, never half-counted. A cache made with other settings is
 refused (the differing settings are named); one from another code version is redone.
 
-    python -m benchmarks.anchored_features --seeds 0,1,2 --train-limit 20000
+    python -m benchmarks.anchored_features --seeds 0,1,2     # BENCHMARKS.md section 6 (23 min, 2 cores)
+    python -m benchmarks.anchored_features --train-limit 20000   # reduced scale
     python -m benchmarks.anchored_features --quick            # CI smoke (< 90 s)
 """
 from __future__ import annotations
