@@ -305,7 +305,7 @@ class AMPDetector(Detector):
             spec = tf.TensorSpec((None,) + tuple(pred.anchor_shape[1:]), tf.float32)
             feat = None
             if self.feature_layer is not None:
-                from amp_tf.baselines._common import pooled_features
+                from amp_tf.baselines import pooled_features
 
                 feat = pooled_features(pred.backbone, self.feature_layer, with_logits=True)
                 d = int(pred.backbone.get_layer(self.feature_layer).output.shape[-1])  # channels last
