@@ -25,10 +25,18 @@ anchor for AMP), plus the predicted class:
   `energy` of the calibrated logits, `neg_tau`), all from one pass (`score_all`); `fit`
   picks K anchors from the ID training images (`num_anchors`, `seed`), or takes
   `anchors=` as given, plus any `AnchoredPredictor` option (`anchor_mode="per_image"`).
+* anchored features (`knn`, `mahalanobis` on an `AnchoredModel`: `AnchoredFeatureDetector`):
+  the backbone's pooled `"features"` of the anchored inputs `[c, x - c]` (normalised as the
+  predictor does), averaged over AMP's K anchors, fitted and scored with the baseline's own
+  `fit_features` / `score_features`; `fit_all` takes them from AMP's pass;
+* AMP combined with a feature score (`amp+knn`, `amp+mahalanobis`: `CombinedDetector`):
+  `w * z(amp) + (1 - w) * z(feature)`, each z standardised on the ID validation images
+  (`id_val`), `w` an option (default 0.5; `benchmarks/anchored_features.py` measures it).
 
-`get(name)` of `amp`, `msp` or `energy` without `anchored=` gives a detector that
-picks AMP or the logit function when `fit` sees the model (it delegates to an
-`AMPDetector` or a `LogitDetector`). Adding a detector = one score (a function or a
+`get(name)` of `amp`, `msp`, `energy`, `knn` or `mahalanobis` without `anchored=` gives
+a detector that picks the anchored or the plain detector when `fit` sees the model (it
+delegates to an `AMPDetector` / `AnchoredFeatureDetector`, or a `LogitDetector` /
+`FittedDetector`). Adding a detector = one score (a function or a
 `FittedScore` class, registered in `amp_tf.scores`) + one line in `KINDS`.
 
 Layers: `scores` <- `baselines` <- `detectors`, with `predictor` and `inference`
@@ -68,6 +76,15 @@ KINDS = {
     **{v: (_ANCHORED,) for v in AMP_SCORES if v not in ("amp", "msp", "energy")},
     **{n: (_ENSEMBLE,) if n.startswith("ensemble_") else (_PLAIN,) for n in _scores.BASELINE_NAMES},
 }
+#: The feature-space detectors that also score an `AnchoredModel` (its anchored features, mean over K).
+FEATURE_NAMES = ("knn", "mahalanobis")
+#: AMP combined with a feature score: `w * z(amp) + (1 - w) * z(feature)` (`CombinedDetector`).
+COMBINATIONS = {f"amp+{n}": n for n in FEATURE_NAMES}
+KINDS.update({n: (_PLAIN, _ANCHORED) for n in FEATURE_NAMES})
+KINDS.update({n: (_ANCHORED,) for n in COMBINATIONS})
+#: Options of the AMP detector (the anchors and the predictor), as opposed to the feature score's own.
+_AMP_OPTIONS = ("anchors", "num_anchors", "seed", "anchor_mode", "pool_size", "max_batch", "eps",
+                "tau_reduction", "calibration", "anchor_seed", "check_pixels", "batch_size")
 
 
 def model_kind(model):
@@ -246,6 +263,7 @@ class AMPDetector(Detector):
         opts = dict(self.options)
         anchors, k, seed = opts.pop("anchors", None), int(opts.pop("num_anchors", 5)), int(opts.pop("seed", 0))
         self.batch_size = int(opts.pop("batch_size", 256))
+        self.feature_layer = opts.pop("feature_layer", None)
         per_image = opts.get("anchor_mode") == "per_image"
         if per_image:
             opts.setdefault("num_anchors", k)
@@ -265,9 +283,17 @@ class AMPDetector(Detector):
         return self.score_all(images)[self.name]
 
     def score_all(self, images):
-        """`{name: (N,)}` for every name of `AMP_SCORES`, and `predicted_class`: one backbone pass per anchor."""
+        """`{name: (N,)}` for every name of `AMP_SCORES`, and `predicted_class`: one backbone pass per anchor.
+
+        With the option `feature_layer` (e.g. `"features"`), also `features`: `(N, D)` float64, that
+        layer's (pooled) output on the anchored inputs `[c, x - c]`, averaged over the K anchors,
+        from the same pass (what the anchored KNN / Mahalanobis score).
+        """
         self._check_fitted()
-        return batched(self._compiled(), self._inputs(images), self.batch_size)
+        out = batched(self._compiled(), self._inputs(images), self.batch_size)
+        if "features" in out:
+            out["features"] = out["features"].astype(np.float64)
+        return out
 
     def _compiled(self):
         if self._fn is None:
@@ -277,10 +303,24 @@ class AMPDetector(Detector):
 
             pred = self.predictor
             spec = tf.TensorSpec((None,) + tuple(pred.anchor_shape[1:]), tf.float32)
+            feat = None
+            if self.feature_layer is not None:
+                from amp_tf.baselines import pooled_features
+
+                feat = pooled_features(pred.backbone, self.feature_layer, with_logits=True)
+                d = int(pred.backbone.get_layer(self.feature_layer).output.shape[-1])  # channels last
 
             @tf.function(input_signature=[spec])
             def run(x):
-                k = pred.per_anchor_logits(pred.normalizer.pixels(x))
+                x = pred.normalizer.pixels(x)
+                extra = {}
+                if feat is None:
+                    k = pred.per_anchor_logits(x)
+                else:  # one pass gives the features and the logits: (K*B, D + N), split after
+                    both = pred._run_chunked(lambda r, training=False: tf.concat(feat(r), -1),
+                                             pred.anchored_rows(x))
+                    both = tf.reshape(both, [pred.num_anchors, tf.shape(x)[0], -1])
+                    k, extra["features"] = both[..., d:], tf.reduce_mean(both[..., :d], axis=0)
                 out = {}
                 for name, (red, cal) in AMP_VARIANTS.items():
                     o = amp_outputs(k, red, cal, pred.eps)
@@ -288,21 +328,153 @@ class AMPDetector(Detector):
                     if name == "amp":
                         out.update(msp=o["msp"], energy=o["energy"], neg_tau=-o["tau"],
                                    predicted_class=o["predicted_class"])
-                return {n: out[n] for n in (*AMP_SCORES, "predicted_class")}
+                return {**{n: out[n] for n in (*AMP_SCORES, "predicted_class")}, **extra}
 
             self._fn = run
         return self._fn
 
 
+def _split_options(name, options):
+    """`(score options, AMP options)` of an anchored feature detector: the options the score's class
+    takes (`k`, `max_train`, `ridge`, ...; `seed` and `batch_size` go to both) and `_AMP_OPTIONS`."""
+    _is_fitted(name)  # registers the baselines
+    params = set(inspect.signature(_scores._REGISTRY[name].__init__).parameters) - {"self"}
+    unknown = set(options) - params - set(_AMP_OPTIONS)
+    if unknown:
+        raise TypeError(f"detector {name!r}: unknown options {sorted(unknown)}; the score takes "
+                        f"{sorted(params)}, the anchors {sorted(_AMP_OPTIONS)}.")
+    return ({k: v for k, v in options.items() if k in params},
+            {k: v for k, v in options.items() if k in _AMP_OPTIONS})
+
+
+class AnchoredFeatureDetector(Detector):
+    """KNN or Mahalanobis on an `AnchoredModel`: the backbone's pooled `"features"` of the anchored
+    inputs `[c, x - c]` (normalised as `AnchoredPredictor` does), averaged over the K anchors.
+
+    The anchors are AMP's (`num_anchors`, `seed` from the ID training images, or `anchors=`);
+    the bank / class means are fitted on the anchored features of the ID training images with
+    the score's own `fit_features`, and `score` is its `score_features`. The pass is an
+    `AMPDetector` with `feature_layer`, so `fit_all` shares it with AMP (`amp`).
+    Mahalanobis's input pre-processing (`epsilon > 0`) is not offered here.
+    """
+
+    fit_on = "train"
+
+    def __init__(self, name, **options):
+        super().__init__(name, **options)
+        score_opts, self.amp_options = _split_options(name, options)
+        self.estimator = _scores.get(name, **score_opts)
+        if float(getattr(self.estimator, "epsilon", 0.0)):
+            raise ValueError(f"detector {name!r} on an AnchoredModel: input pre-processing (epsilon > 0) "
+                             "is not offered; use epsilon=0.")
+        self.layer = getattr(self.estimator, "layer", "features")
+
+    def fit(self, model, id_train=None, id_val=None, amp=None, train_features=None):
+        """`amp`: a fitted `AMPDetector` with this `feature_layer` to share (`fit_all`);
+        `train_features`: the anchored features of all of `id_train` already computed with it."""
+        self._bind(model)
+        self.model = None
+        if id_train is None:
+            raise ValueError(f"detector {self.name!r} is fitted on ID train data: pass id_train=(images, labels).")
+        x, y = id_train if isinstance(id_train, tuple) else (id_train, None)
+        x = self._inputs(x, "id_train images")
+        if y is None and self.name == "mahalanobis":
+            raise ValueError("detector 'mahalanobis' needs the labels: pass id_train=(images, labels).")
+        if amp is None:
+            amp = AMPDetector("amp", feature_layer=self.layer, **self.amp_options).fit(model, id_train=x)
+        self.amp = amp
+        rows = self.estimator.bank_rows(len(x))
+        feats = (self.amp.score_all(x[rows])["features"] if train_features is None
+                 else np.asarray(train_features)[rows])
+        self.estimator.fit_features(feats, None if y is None else np.asarray(y)[rows])
+        self.model = model
+        return self
+
+    def score(self, images):
+        self._check_fitted()
+        return self.from_outputs(self.amp.score_all(images))
+
+    def from_outputs(self, out):
+        """The score from `AMPDetector.score_all`'s outputs (with `features`)."""
+        return np.asarray(self.estimator.score_features(out["features"]))
+
+
+def zscore_combination(amp_score, feature_score, stats, w):
+    """`w * z(amp) + (1 - w) * z(feature)`, `z(s) = (s - mean) / std` with `stats =
+    ((amp mean, amp std), (feature mean, feature std))` of the ID validation images."""
+    (ma, sa), (mf, sf) = stats
+    w = float(w)
+    return w * (np.asarray(amp_score) - ma) / sa + (1.0 - w) * (np.asarray(feature_score) - mf) / sf
+
+
+class CombinedDetector(Detector):
+    """`amp+knn`, `amp+mahalanobis` on an `AnchoredModel`: `w * z(amp) + (1 - w) * z(feature)`.
+
+    Each score is standardised by its mean and std on the ID VALIDATION images (`id_val`,
+    required); `w` (option, default 0.5) weighs AMP (`w = 1`: AMP alone, `w = 0`: the anchored
+    feature score alone, both up to an increasing affine map). `amp_score` (default `"amp"`)
+    picks the AMP variant. The other options go to the `AnchoredFeatureDetector` (its score and
+    anchors); AMP and the features come from one pass.
+    """
+
+    fit_on = "val"
+
+    def __init__(self, name, **options):
+        super().__init__(name, **options)
+        opts = dict(options)
+        self.w, self.amp_score = float(opts.pop("w", 0.5)), opts.pop("amp_score", "amp")
+        if not 0.0 <= self.w <= 1.0:
+            raise ValueError(f"detector {name!r}: w must be in [0, 1], got {self.w}.")
+        if self.amp_score not in AMP_SCORES:
+            raise ValueError(f"detector {name!r}: amp_score must be one of {AMP_SCORES}, got {self.amp_score!r}.")
+        self.feature = AnchoredFeatureDetector(COMBINATIONS[name], **opts)
+
+    def fit(self, model, id_train=None, id_val=None, amp=None, feature=None, train_features=None):
+        """`feature`: a fitted `AnchoredFeatureDetector` of this score to share (`fit_all`)."""
+        self._bind(model)
+        self.model = None
+        if id_val is None:
+            raise ValueError(f"detector {self.name!r} standardises each score on ID validation images: "
+                             "pass id_val=(images, labels).")
+        self.feature = feature or self.feature.fit(model, id_train=id_train, amp=amp, train_features=train_features)
+        x_val = self._inputs(id_val[0] if isinstance(id_val, tuple) else id_val, "id_val images")
+        out = self.feature.amp.score_all(x_val)
+        a, f = out[self.amp_score], self.feature.from_outputs(out)
+        self.stats = ((float(np.mean(a)), float(np.std(a)) or 1.0), (float(np.mean(f)), float(np.std(f)) or 1.0))
+        self.model = model
+        return self
+
+    def score(self, images):
+        self._check_fitted()
+        return self.from_outputs(self.feature.amp.score_all(images))
+
+    def from_outputs(self, out, w=None):
+        """The combination from `AMPDetector.score_all`'s outputs; `w` overrides the option."""
+        return zscore_combination(out[self.amp_score], self.feature.from_outputs(out), self.stats,
+                                  self.w if w is None else w)
+
+
+def _anchored_detector(name, **options):
+    """The detector of `name` for an `AnchoredModel`."""
+    if name in FEATURE_NAMES:
+        return AnchoredFeatureDetector(name, **options)
+    if name in COMBINATIONS:
+        return CombinedDetector(name, **options)
+    return AMPDetector(name, **options)
+
+
 class ByModelDetector(Detector):
-    """`amp`, `msp` or `energy` before the model is known: `fit` builds an `AMPDetector` for an
-    `AnchoredModel` and a `LogitDetector` (the function on its logits) for a plain classifier,
-    and this detector delegates to it."""
+    """`amp`, `msp`, `energy`, `knn` or `mahalanobis` before the model is known: `fit` builds the
+    anchored detector for an `AnchoredModel` (`AMPDetector`, `AnchoredFeatureDetector`) and the
+    plain one for a classifier (the function on its logits, or the `FittedDetector`), and this
+    detector delegates to it. Options of the other kind are dropped."""
 
     def fit(self, model, id_train=None, id_val=None):
         self._bind(model)
         if model_kind(model) == _ANCHORED:
-            self.inner = AMPDetector(self.name, **self.options)
+            self.inner = _anchored_detector(self.name, **self.options)
+        elif self.name in FEATURE_NAMES:  # the score's own options (AMP's anchors do not apply)
+            self.inner = FittedDetector(self.name, **_split_options(self.name, self.options)[0])
         else:  # the formula on the logits: only the batch size applies
             self.inner = LogitDetector(self.name, **{k: v for k, v in self.options.items() if k == "batch_size"})
         self.model = None
@@ -325,16 +497,20 @@ class DetectorSet:
     (argmax of the mean logits, or of the logits) is added for a single model.
     """
 
-    def __init__(self, names, model, amp=None, logit=(), odin=None, others=()):
+    def __init__(self, names, model, amp=None, logit=(), odin=None, others=(), on_amp=()):
         self.names, self.model = tuple(names), model
         self.amp, self.logit, self.odin, self.others = amp, tuple(logit), odin, tuple(others)
+        self.on_amp = tuple(on_amp)  # anchored feature / combined detectors: from the AMP pass's outputs
         self.batch_size = 256
 
     def score(self, images):
         """`{name: numpy (N,)}` in the order of the names, then `predicted_class` (a single model)."""
         out = {}
         if self.amp is not None:
-            out.update(self.amp.score_all(images))
+            amp_out = self.amp.score_all(images)
+            out.update({k: v for k, v in amp_out.items() if k != "features"})
+            for det in self.on_amp:
+                out[det.name] = det.from_outputs(amp_out)
         logits = None
         if self.odin is not None:
             out["odin"], logits = self.odin.score_and_logits(images)
@@ -395,7 +571,9 @@ def get(name, anchored=None, **options):
     if anchored is False and _ANCHORED in kinds and _PLAIN not in kinds:
         raise ValueError(f"detector {name!r} needs an anchored model (AnchoredModel).")
     if _ANCHORED in kinds and anchored is not False:
-        return AMPDetector(name, **options) if anchored or _PLAIN not in kinds else ByModelDetector(name, **options)
+        if anchored or _PLAIN not in kinds:
+            return _anchored_detector(name, **options)
+        return ByModelDetector(name, **options)
     if _is_fitted(name):
         return FittedDetector(name, **options)
     return (ModelDetector if _scores.get(name).needs_model else LogitDetector)(name, **options)
@@ -433,12 +611,15 @@ def fit_all(names, model, id_train=None, id_val=None, batch_size=None, options=N
         raise ValueError(f"options: {unknown} are not among the names {names}.")
     kind, bs = model_kind(model), {} if batch_size is None else {"batch_size": int(batch_size)}
     amp_names = [n for n in names if kind == _ANCHORED and n in AMP_SCORES]
+    feat_names = [n for n in names if kind == _ANCHORED and (n in FEATURE_NAMES or n in COMBINATIONS)]
     amp = None
-    if amp_names:
-        amp = get("amp", anchored=True, **bs, **amp_options).fit(model, id_train=id_train, id_val=id_val)
+    if amp_names or feat_names:
+        extra = {"feature_layer": "features"} if feat_names else {}
+        amp = get("amp", anchored=True, **bs, **amp_options, **extra).fit(model, id_train=id_train, id_val=id_val)
+    on_amp = _fit_on_amp(feat_names, model, amp, id_train, id_val, bs, amp_options, options)
     logit, odin, others = [], None, []
     for n in names:
-        if n in amp_names:
+        if n in amp_names or n in feat_names:
             continue
         det = get(n, anchored=None if kind == _ANCHORED else False, **{**bs, **options.get(n, {})})
         det.fit(model, id_train=id_train, id_val=id_val)
@@ -448,6 +629,37 @@ def fit_all(names, model, id_train=None, id_val=None, batch_size=None, options=N
             odin = det
         else:
             others.append(det)
-    out = DetectorSet(names, model, amp=amp, logit=logit, odin=odin, others=others)
+    out = DetectorSet(names, model, amp=amp, logit=logit, odin=odin, others=others, on_amp=on_amp)
     out.batch_size = int(batch_size or 256)
+    return out
+
+
+def _fit_on_amp(feat_names, model, amp, id_train, id_val, bs, amp_options, options):
+    """The anchored feature and combined detectors of `fit_all`, sharing `amp`'s pass: the anchored
+    features of the ID training images are computed once for all of them."""
+    if not feat_names:
+        return []
+    if id_train is None:
+        raise ValueError(f"detectors {feat_names} are fitted on ID train data: pass id_train=(images, labels).")
+    x = id_train[0] if isinstance(id_train, tuple) else id_train
+    train_feats = amp.score_all(x)["features"]
+    fitted, out = {}, []
+
+    def feature(name):
+        if name not in fitted:
+            det = AnchoredFeatureDetector(name, **bs, **amp_options, **options.get(name, {}))
+            if det.layer != amp.feature_layer:
+                raise ValueError(f"fit_all: {name!r} on an AnchoredModel scores layer 'features' only.")
+            fitted[name] = det.fit(model, id_train=id_train, amp=amp, train_features=train_feats)
+        return fitted[name]
+
+    for n in feat_names:
+        if n in COMBINATIONS:
+            opts = dict(options.get(n, {}))
+            det = CombinedDetector(n, **bs, **amp_options, **opts)
+            same = not (set(opts) - {"w", "amp_score"})  # no score options of its own: share the fitted one
+            out.append(det.fit(model, id_train=id_train, id_val=id_val, amp=amp, train_features=train_feats,
+                               feature=feature(COMBINATIONS[n]) if same else None))
+        else:
+            out.append(feature(n))
     return out

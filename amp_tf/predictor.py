@@ -402,6 +402,12 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
 
         `images` are float32 pixels (already checked by `call`).
         """
+        logits = self._run_backbone(self.anchored_rows(images))
+        return tf.reshape(logits, [self.num_anchors, tf.shape(images)[0], -1])
+
+    def anchored_rows(self, images):
+        """The backbone's inputs `[c, x - c]` of every (anchor, image) pair, normalised as in
+        training: (K * B, H, W, 2C), anchor-major (row `k * B + b` = anchor k, image b)."""
         x, a = self.normalised(images)
         k, b = self.num_anchors, tf.shape(x)[0]
         xs = tf.broadcast_to(x[None], tf.concat([[k], tf.shape(x)], 0))
@@ -410,9 +416,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         else:
             cs = tf.broadcast_to(a[:, None], tf.concat([[k], tf.shape(x)], 0))
         rows = tf.concat([cs, xs - cs], axis=-1)
-        rows = tf.reshape(rows, tf.concat([[k * b], tf.shape(rows)[2:]], 0))
-        logits = self._run_backbone(rows)
-        return tf.reshape(logits, [k, b, -1])
+        return tf.reshape(rows, tf.concat([[k * b], tf.shape(rows)[2:]], 0))
 
     def _run_backbone(self, rows):
         return self._run_chunked(self.backbone, rows)

@@ -49,12 +49,13 @@ def parse_settings(text):
     return out
 
 
-def vanilla_twin(d, seed, cache):
+def vanilla_twin(d, seed, cache, name=None):
+    """The main job's vanilla twin of `d` (2 epochs), cached as `cache / name` (default `vanilla_s{seed}.keras`)."""
     import keras
 
     from amp_tf.training import TrainConfig, train
 
-    path = cache / f"vanilla_s{seed}.keras"
+    path = cache / (name or f"vanilla_s{seed}.keras")
     if not path.exists():
         cfg = TrainConfig(anchored=False, epochs=2, warmup_epochs=0.2, seed=seed, backbone_kwargs={"width": 16},
                           weight_decay_mode="coupled", mean=tuple(d.mean.tolist()), std=tuple(d.std.tolist()))

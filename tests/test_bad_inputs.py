@@ -905,7 +905,7 @@ def _(c):
     before = detectors.names()
     import amp_tf.baselines  # noqa: F401
 
-    assert detectors.names() == before == sorted(detectors.KINDS) and len(before) == 21
+    assert detectors.names() == before == sorted(detectors.KINDS) and len(before) == 23
     return f"the same {len(before)} names (a static table; tests/test_detectors.py also checks a fresh process)"
 
 

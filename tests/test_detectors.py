@@ -52,7 +52,7 @@ def _predictor_reference(anchored, anchors, x, name):
     return -out["tau"] if name == "neg_tau" else out["amp_score" if name in AMP_VARIANTS else name]
 
 
-@pytest.mark.parametrize("name", detectors.names(anchored=True))
+@pytest.mark.parametrize("name", AMP_SCORES)
 def test_every_anchored_name_scores_an_anchored_model_like_the_predictor(setup, name):
     x, y, _, anchored = setup
     det = detectors.get(name, num_anchors=3, seed=1).fit(anchored, id_train=(x, y))
@@ -62,7 +62,7 @@ def test_every_anchored_name_scores_an_anchored_model_like_the_predictor(setup, 
 
 def test_amp_names_are_defined_once_and_all_come_from_one_pass(setup):
     x, y, _, anchored = setup
-    assert set(detectors.names(anchored=True)) == set(AMP_SCORES)
+    assert set(detectors.names(anchored=True)) == {*AMP_SCORES, *detectors.FEATURE_NAMES, *detectors.COMBINATIONS}
     assert all(amp_variant_name(*rc) == n for n, rc in AMP_VARIANTS.items()) and len(AMP_VARIANTS) == 4
     anchors = select_anchors(x, 3, seed=1)
     det = detectors.get("amp", anchored=True, anchors=anchors).fit(anchored)
@@ -128,7 +128,8 @@ def test_names_are_a_static_table_that_matches_the_registry(setup):
     assert set(scores.names()) <= set(detectors.names())
     assert set(detectors.names()) == set(detectors.KINDS) | set(scores.names())
     assert set(detectors.names(anchored=True)) == {"amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]",
-                                                   "msp", "energy", "neg_tau"}
+                                                   "msp", "energy", "neg_tau", "knn", "mahalanobis",
+                                                   "amp+knn", "amp+mahalanobis"}
     assert "neg_tau" not in detectors.names(anchored=False) and "mahalanobis" in detectors.names(anchored=False)
 
 
@@ -138,7 +139,7 @@ def test_names_do_not_depend_on_what_was_imported():
             "b = detectors.names(); print(len(a), len(b)); assert a == b")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["21", "21"]
+    assert out.stdout.split() == ["23", "23"]
 
 
 def test_each_name_refuses_the_model_kind_it_is_not_listed_for(setup):
@@ -173,3 +174,72 @@ def test_fit_checks_the_id_images_against_the_model(setup):
         detectors.get("mahalanobis").fit(vanilla, id_train=(np.zeros((8, 28, 28, 1), np.uint8), y[:8]))
     with pytest.raises(ValueError, match=r"id_train images: .*x / 255"):
         detectors.get("amp").fit(anchored, id_train=(x / 255.0, y))
+
+
+def _anchored_features_reference(anchored, anchors, x, layer="features"):
+    """Mean over the anchors of the backbone's pooled `layer` on `[c, x - c]` (normalised), by hand."""
+    import keras
+
+    bb = anchored.backbone
+    ext = keras.Model(bb.inputs, bb.get_layer(layer).output)
+    norm = lambda v: (np.asarray(v, np.float32) - 120.0) / 70.0  # noqa: E731  (the model's mean / std)
+    xs, cs = norm(x), norm(anchors)
+    return np.mean([ext.predict(np.concatenate([np.broadcast_to(c, xs.shape), xs - c], -1), verbose=0)
+                    for c in cs], axis=0)
+
+
+@pytest.mark.parametrize("name", ["knn", "mahalanobis"])
+def test_feature_detectors_on_an_anchored_model_fit_the_baseline_on_mean_anchored_features(setup, name):
+    import amp_tf.baselines as bl
+
+    x, y, _, anchored = setup
+    opts = {"k": 5} if name == "knn" else {}
+    det = detectors.get(name, num_anchors=3, seed=1, **opts).fit(anchored, id_train=(x[:64], y[:64]))
+    assert type(det.inner).__name__ == "AnchoredFeatureDetector"
+    anchors = select_anchors(x[:64], 3, seed=1)
+    f_train = _anchored_features_reference(anchored, anchors, x[:64])
+    f_test = _anchored_features_reference(anchored, anchors, x[64:90])
+    np.testing.assert_allclose(det.inner.amp.score_all(x[64:90])["features"], f_test, rtol=1e-4, atol=1e-5)
+    ref = (bl.KNN(k=5) if name == "knn" else bl.Mahalanobis()).fit_features(f_train, y[:64])
+    np.testing.assert_allclose(det.score(x[64:90]), ref.score_features(f_test), rtol=1e-3, atol=1e-4)
+    # the same detector by name on the vanilla kind stays the plain baseline
+    assert type(detectors.get(name, anchored=False)).__name__ == "FittedDetector"
+
+
+def test_fit_all_shares_one_anchored_pass_between_amp_features_and_the_combination(setup):
+    x, y, _, anchored = setup
+    names = ["amp", "knn", "mahalanobis", "amp+knn"]
+    tr, va = (x[:64], y[:64]), (x[64:], y[64:])
+    dets = detectors.fit_all(names, anchored, id_train=tr, id_val=va, num_anchors=3, seed=1,
+                             options={"knn": {"k": 5}, "amp+knn": {"w": 0.25}})
+    out = dets.score(x[:20])
+    assert list(out) == [*names, "predicted_class"] and dets.amp.feature_layer == "features"
+    plain_amp = detectors.get("amp", anchored=True, num_anchors=3, seed=1).fit(anchored, id_train=tr)
+    np.testing.assert_allclose(out["amp"], plain_amp.score(x[:20]), rtol=1e-5, atol=1e-6)
+    for name, opts in (("knn", {"k": 5}), ("mahalanobis", {})):
+        single = detectors.get(name, anchored=True, num_anchors=3, seed=1, **opts).fit(anchored, id_train=tr)
+        np.testing.assert_allclose(out[name], single.score(x[:20]), rtol=1e-5, atol=1e-6)
+    comb = detectors.get("amp+knn", num_anchors=3, seed=1, k=5, w=0.25).fit(anchored, id_train=tr, id_val=va)
+    np.testing.assert_allclose(out["amp+knn"], comb.score(x[:20]), rtol=1e-5, atol=1e-6)
+    # w * z(amp) + (1 - w) * z(knn), z from the ID validation images
+    val = dets.score(x[64:])
+    z = lambda s, ref: (s - ref.mean()) / ref.std()  # noqa: E731
+    np.testing.assert_allclose(out["amp+knn"], 0.25 * z(out["amp"], val["amp"]) + 0.75 * z(out["knn"], val["knn"]),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(val["amp+knn"].mean(), 0.0, atol=1e-6)
+
+
+def test_feature_and_combined_detectors_refuse_what_they_cannot_do(setup):
+    x, y, vanilla, anchored = setup
+    with pytest.raises(TypeError, match="AMP needs an AnchoredModel"):
+        detectors.get("amp+knn").fit(vanilla, id_train=(x, y), id_val=(x, y))
+    with pytest.raises(ValueError, match="id_val"):
+        detectors.get("amp+knn", k=5).fit(anchored, id_train=(x, y))
+    with pytest.raises(ValueError, match="w must be in"):
+        detectors.get("amp+mahalanobis", w=1.5)
+    with pytest.raises(ValueError, match="epsilon"):
+        detectors.get("mahalanobis", anchored=True, epsilon=0.001)
+    with pytest.raises(TypeError, match="unknown options"):
+        detectors.get("knn", anchored=True, kk=3)
+    with pytest.raises(ValueError, match="labels"):
+        detectors.get("mahalanobis", anchored=True).fit(anchored, id_train=x)

@@ -49,6 +49,7 @@ from amp_tf.baselines.mc_dropout import MCDropout, mc_dropout_model, mc_dropout_
 from amp_tf.baselines.temperature import TemperatureScaling
 from amp_tf.baselines.knn import KNN
 from amp_tf.baselines.react import ReAct
+from amp_tf.baselines._common import pooled_features  # the feature extractor (also of the anchored detectors)
 
 __all__ = [
     "NAMES",
@@ -64,6 +65,7 @@ __all__ = [
     "deviation",
     "KNN",
     "ReAct",
+    "pooled_features",
 ]
 
 #: The registry names added by this package (`amp_tf.scores.BASELINE_NAMES` holds the same

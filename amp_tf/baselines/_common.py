@@ -42,23 +42,33 @@ def get_layer(model, name):
         ) from None
 
 
-def pooled_features(model, layer):
+def pooled_features(model, layer, with_logits=False):
     """`x -> float features of `layer``, feature maps averaged over their spatial axes.
 
-    The one feature extractor of the feature-space baselines (Mahalanobis, KNN).
+    The one feature extractor of the feature-space baselines (Mahalanobis, KNN),
+    also on an anchored backbone (`amp_tf.detectors`: the anchored rows `[c, x - c]`).
+    With `with_logits=True` it returns `x -> (features, logits)` from the same forward
+    pass (the model's output, float32).
     """
     out = get_layer(model, layer).output
     if isinstance(out, (list, tuple)):
         raise ValueError(f"layer {layer!r} has several outputs")
     inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]
-    extractor = keras.Model(inputs, out, name=f"{model.name}_{layer}_extractor")
+    outputs = [out, model.outputs[0]] if with_logits else out
+    extractor = keras.Model(inputs, outputs, name=f"{model.name}_{layer}_extractor")
     rank = len(out.shape)
 
-    def feat(x):
-        f = float_logits(extractor(x, training=False))
+    def pool(f):
+        f = float_logits(f)
         if rank > 2:  # feature maps: mean over spatial axes (channels last)
             f = tf.reduce_mean(f, axis=list(range(1, rank - 1)))
         return f
+
+    def feat(x):
+        if with_logits:
+            f, logits = extractor(x, training=False)
+            return pool(f), float_logits(logits)
+        return pool(extractor(x, training=False))
 
     return feat
 

@@ -95,15 +95,20 @@ class KNN(FittedScore):
         """Store the normalised features of (a subset of) ``x_train``; returns ``self``."""
         _common.check_model(model)
         x_train = _common.as_inputs(x_train, "x_train")
-        n = x_train.shape[0]
-        if self.max_train is not None and n > self.max_train:
-            rng = np.random.default_rng(self.seed)
-            x_train = x_train[np.sort(rng.choice(n, self.max_train, replace=False))]
+        x_train = x_train[self.bank_rows(x_train.shape[0])]
         self._build(model)
         return self.fit_features(self.features(x_train))
 
-    def fit_features(self, feats):
-        """Fit from precomputed (unnormalised) features ``(n, D)``; returns ``self``."""
+    def bank_rows(self, n):
+        """Indices of the ``n`` training rows that form the bank: all, or a sorted seeded
+        subset of ``max_train`` (drawn before any forward pass)."""
+        if self.max_train is not None and n > self.max_train:
+            return np.sort(np.random.default_rng(self.seed).choice(n, self.max_train, replace=False))
+        return np.arange(n)
+
+    def fit_features(self, feats, y_train=None):
+        """Fit from precomputed (unnormalised) features ``(n, D)`` of the bank rows (labels ignored);
+        returns ``self``."""
         bank = normalize(feats)
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ValueError(f"features must be a non-empty (n, D) array, got {bank.shape}")

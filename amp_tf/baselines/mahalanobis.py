@@ -37,6 +37,8 @@ Choices made here (documented deviations from the paper's full method):
   keeps those directions with a large but finite weight (Tikhonov).
 * Statistics and distances are computed in float64 numpy; only the gradient
   step runs in TensorFlow (float32).
+* ``fit_features`` / ``score_features`` run the same math on precomputed
+  features (`amp_tf.detectors` uses them for the anchored model's features).
 
 Example::
 
@@ -114,7 +116,19 @@ class Mahalanobis(FittedScore):
         x_train = _common.as_inputs(x_train, "x_train")
         labels = _common.as_labels(y_train, x_train.shape[0], "y_train")
         self._build(model)
-        feats = self.features(x_train)
+        return self.fit_features(self.features(x_train), labels)
+
+    def bank_rows(self, n):
+        """Indices of the training rows the fit uses: all of them."""
+        return np.arange(n)
+
+    def fit_features(self, feats, y_train):
+        """Fit the class means and the tied covariance from precomputed features ``(n, D)`` and
+        their labels; returns ``self`` (``score_features`` then works; ``score`` needs ``fit``)."""
+        feats = np.asarray(feats, dtype=np.float64)
+        if feats.ndim != 2 or feats.shape[0] == 0:
+            raise ValueError(f"features must be a non-empty (n, D) array, got {feats.shape}")
+        labels = _common.as_labels(y_train, feats.shape[0], "y_train")
         classes, idx = np.unique(labels, return_inverse=True)
         means = np.stack([feats[idx == k].mean(axis=0) for k in range(len(classes))])
         centered = feats - means[idx]
@@ -190,3 +204,7 @@ class Mahalanobis(FittedScore):
         """``max_c -distance_c`` (numpy ``(N,)``, higher = ID); ``epsilon`` overrides the default."""
         self._check_fitted()
         return -self.distances(x, epsilon).min(axis=1)
+
+    def score_features(self, feats):
+        """:meth:`score` (without input pre-processing) from precomputed features ``(N, D)``."""
+        return -self.distances_from_features(feats).min(axis=1)
