@@ -920,11 +920,11 @@ def _(c):
     return "the scores, through AnchoredPredictor (on the calibrated mean logits, as eval.ood reports them)"
 
 
-@case("detectors.get", "'mahalanobis' fitted on an AnchoredModel")
+@case("detectors.get", "'gram' fitted on an AnchoredModel (knn / mahalanobis take one: its anchored features)")
 def _(c):
     from amp_tf import detectors
 
-    return expect(TypeError, "scores a plain classifier, got an AnchoredModel", detectors.get("mahalanobis").fit,
+    return expect(TypeError, "scores a plain classifier, got an AnchoredModel", detectors.get("gram").fit,
                   c["model"], id_train=(c["x"], c["y"]))
 
 
