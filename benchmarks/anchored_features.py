@@ -207,13 +207,14 @@ def score_split(args, d, seed, tag, log, validation):
 
 
 def run_seed(args, seed, log):
-    from benchmarks.ood_runs import load_fmnist_suite, load_near_splits
+    from benchmarks.ood_runs import load_suite
 
     ns = SimpleNamespace(val_size=args.val_size, seed=seed, train_limit=args.train_limit, eval_limit=args.eval_limit,
-                         data_dir=args.data_dir, download=args.download)
+                         data_dir=args.data_dir, download=args.download, no_near=args.no_near)
     t = time.time()
-    rows, val_rows, info = score_split(args, load_fmnist_suite(ns), seed, "", log, validation=True)
-    for i, nd in enumerate([] if args.no_near else load_near_splits(ns), 1):
+    suite, near = load_suite(ns, log=log)
+    rows, val_rows, info = score_split(args, suite, seed, "", log, validation=True)
+    for i, nd in enumerate(near, 1):
         r, _, inf = score_split(args, nd, seed, f"_near{i}", log, validation=False)
         for key, per_set in r.items():
             rows.setdefault(key, {}).update(per_set)
