@@ -44,7 +44,7 @@ if __name__ == "__main__" and not __package__:
     sys.exit("run it as a module from the repository root: python -m benchmarks.converged")
 
 from amp_tf.errors import cli_errors  # noqa: E402
-from benchmarks.harness import ROOT, Contention, Log, cpu_model, machine_info, versions, write_json  # noqa: E402
+from benchmarks.harness import ROOT, Contention, Log, cpu_model, machine_info, parse_quick, versions, write_json  # noqa: E402
 from benchmarks.seed_cache import SeedCache  # noqa: E402
 
 #: Bump when a change moves a seed's numbers: cached seeds of another version are redone.
@@ -87,11 +87,8 @@ def parser():
 
 
 def parse_args(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
     p = parser()
-    if "--quick" in argv:
-        p.set_defaults(**QUICK)
-    a = p.parse_args(argv)
+    a, argv = parse_quick(p, argv, QUICK)
     a.argv = argv
     try:
         a.seed_list = [int(s) for s in a.seeds.split(",") if s.strip()]

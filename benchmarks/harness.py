@@ -362,3 +362,14 @@ class Log:
 def ints(text):
     """'1, 2,5' -> [1, 2, 5]."""
     return [int(v) for v in str(text).replace(" ", "").split(",") if v]
+
+
+def parse_quick(parser, argv, quick):
+    """`(args, argv)`: `argv` (None: the command line) parsed with `quick` as the defaults when
+    `--quick` is given, so explicit flags still override the quick settings."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--quick" in argv:
+        parser.set_defaults(**quick)
+    return parser.parse_args(argv), argv

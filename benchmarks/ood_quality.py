@@ -72,7 +72,7 @@ if __name__ == "__main__" and not __package__:  # python benchmarks/ood_quality.
 
 from amp_tf.presets import FMNIST_RECIPE  # noqa: E402  (the main job's recipe: one definition)
 from amp_tf.errors import cli_errors  # noqa: E402
-from benchmarks.harness import ROOT, Contention, Log, machine_info, versions, write_json  # noqa: E402
+from benchmarks.harness import ROOT, Contention, Log, machine_info, parse_quick, versions, write_json  # noqa: E402
 from benchmarks.ood_runs import FITTED, LIBRARY_CROP_SCALE, TABLE8_TRANSFORMS  # noqa: E402
 
 #: --quick: every part of the benchmark at a tiny scale (2 seeds so that the
@@ -186,11 +186,8 @@ def add_benchmark_flags(p):
 
 
 def parse_args(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
     p = parser()
-    if "--quick" in argv:
-        p.set_defaults(**QUICK)
-    args = p.parse_args(argv)
+    args, _ = parse_quick(p, argv, QUICK)
     if args.num_seeds < 1 or args.epochs < 1 or args.num_anchors < 2 or args.mc_passes < 2:
         p.error("--num-seeds and --epochs must be >= 1, --num-anchors and --mc-passes >= 2")
     if not 0.0 <= args.mc_dropout < 1.0:
