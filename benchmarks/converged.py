@@ -15,7 +15,9 @@ rows aggregated as section 1 (`benchmarks.ood_report`).
   continues with `--resume` (`benchmarks.seed_cache`: other settings refused, naming each;
   another CODE_VERSION redone with a line; an interrupted seed redone, never half-counted).
   Within a session the trained models of an unfinished seed are kept under `--models`
-  (default `runs/converged/<settings hash>/`, not committed): a restart skips them.
+  (default `runs/converged/`, not committed; vanilla models in a folder named by a hash of the
+  vanilla recipe, anchored ones by a hash of every setting): a restart skips them, and a new
+  fine-tuning setting reuses the vanilla models.
 * MC dropout: the vanilla recipe has dropout 0.2 before the classifier, so MC dropout
   (`--mc-passes` stochastic passes) is scored on the vanilla model itself: no extra
   training per seed, and its deterministic scores are those of the same model.
@@ -72,11 +74,15 @@ def parser():
     p.add_argument("--resume", action="store_true", help="continue the run whose seeds are in --cache")
     p.add_argument("--cache", type=Path, default=None, help="one JSON per finished seed (default "
                    "benchmarks/results/converged, with --quick runs/converged-quick/seeds)")
-    p.add_argument("--models", type=Path, default=None, help="trained models of unfinished seeds "
-                   "(default runs/converged[-quick]/<settings hash>)")
+    p.add_argument("--models", type=Path, default=None, help="trained models of unfinished seeds (default "
+                   "runs/converged[-quick]); vanilla models under a hash of the vanilla recipe, anchored ones under a "
+                   "hash of every setting, so a new fine-tuning reuses the trained vanilla models")
     p.add_argument("--json", type=Path, default=None, help="results (default benchmarks/results/converged[_quick].json)")
     p.add_argument("--md", type=Path, default=None, help="markdown summary (default: --json with .md)")
     p.add_argument("--no-near", action="store_true", help="skip the near-OOD splits (their own twins)")
+    p.add_argument("--vanilla-only", action="store_true", help="train (or reuse) the vanilla models of every seed "
+                   "and split, then stop: no fine-tuning, no scores, no seed file (the long trainings can run while "
+                   "the fine-tuning is being chosen)")
     p.add_argument("--data-dir", default=None, help="data folder (tfds data_dir or the Fashion-MNIST IDX folder)")
     p.add_argument("--jit-compile", action="store_true", help="XLA train steps (GPU; slower on CPU)")
     p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2], help="Keras progress output")
@@ -105,9 +111,21 @@ def parse_args(argv=None):
     a.md = a.md or a.json.with_suffix(".md")
     a.settings = {k: getattr(a, k) for k in {**RECIPE, **SCORING}} | {"no_near": a.no_near, "val_size": 5000,
                                                                        "split_seed": 0, "positive": "id"}
-    digest = hashlib.sha1(json.dumps([a.settings, CODE_VERSION], sort_keys=True).encode()).hexdigest()[:10]
-    a.models = a.models or ROOT / "runs" / f"converged{'-quick' if a.quick else ''}" / digest
+    a.models = a.models or ROOT / "runs" / f"converged{'-quick' if a.quick else ''}"
+    a.vanilla_dir, a.anchored_dir = (a.models / digest(a.settings, keys) for keys in (VANILLA_KEYS, None))
     return a
+
+
+#: The settings a vanilla model depends on: a change of the fine-tuning or scoring keeps the trained vanilla models.
+VANILLA_KEYS = ("width", "epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "dropout", "train_limit")
+#: Bump when the vanilla training code changes (CODE_VERSION covers everything else).
+VANILLA_VERSION = "converged-vanilla-1"
+
+
+def digest(settings, keys=None):
+    """A short hash naming the model folder of `settings` (restricted to `keys`, with its code version)."""
+    picked = [{k: settings[k] for k in keys}, VANILLA_VERSION] if keys else [settings, CODE_VERSION]
+    return hashlib.sha1(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:10]
 
 
 # --------------------------------------------------------------------------- data and models
@@ -143,37 +161,60 @@ def trained(path, make, log):
     return model, wall, cpu
 
 
-def train_pair(a, s, seed, log):
-    """(vanilla, anchored, {phase: (wall s, cpu s)}, configs) of split `s` and `seed`."""
-    from amp_tf.training import TrainConfig, finetune_anchored, train
+def vanilla_config(a, s, seed):
+    from amp_tf.training import TrainConfig
 
     d = s["d"]
-    stats = dict(mean=tuple(d.mean.tolist()), std=tuple(d.std.tolist()))
-    cfg = TrainConfig(arch="resnet_small", anchored=False, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                      weight_decay=a.weight_decay, weight_decay_mode="coupled", warmup_epochs=a.warmup_epochs,
-                      augment="crop_flip", seed=seed, jit_compile=a.jit_compile,
-                      backbone_kwargs={"width": a.width, "dropout": a.dropout}, **stats)
+    return TrainConfig(arch="resnet_small", anchored=False, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                       weight_decay=a.weight_decay, weight_decay_mode="coupled", warmup_epochs=a.warmup_epochs,
+                       augment="crop_flip", seed=seed, jit_compile=a.jit_compile,
+                       backbone_kwargs={"width": a.width, "dropout": a.dropout},
+                       mean=tuple(d.mean.tolist()), std=tuple(d.std.tolist()))
+
+
+def train_vanilla(a, s, seed, log):
+    """(the vanilla model of split `s` and `seed`, wall s, cpu s): trained, or reused from `a.vanilla_dir`."""
+    from amp_tf.training import train
+
+    d, cfg = s["d"], vanilla_config(a, s, seed)
+    log(f"{s['name']} seed {seed}: vanilla ({a.epochs} epochs, width {a.width}) on {len(d.x_train)} images")
+    return trained(a.vanilla_dir / f"seed{seed}" / f"{s['name']}-vanilla.keras", lambda: train(
+        cfg, d.x_train, d.y_train, d.num_classes, verbose=a.verbose, backup=False)[0], log)
+
+
+def train_pair(a, s, seed, log):
+    """(vanilla, anchored, {phase: (wall s, cpu s)}, configs) of split `s` and `seed`."""
+    from amp_tf.training import finetune_anchored
+
+    d = s["d"]
     ft = dict(epochs=a.finetune_epochs, lr=a.finetune_lr, warmup_epochs=0.1 * a.finetune_epochs, seed=seed,
               batch_size=a.batch_size, weight_decay=a.weight_decay, weight_decay_mode="coupled", consistency="all",
               consistency_every=5, consistency_mode=a.finetune_t, jit_compile=a.jit_compile)
-    folder = a.models / f"seed{seed}"
-    log(f"{s['name']} seed {seed}: vanilla ({a.epochs} epochs, width {a.width}) on {len(d.x_train)} images")
-    van, *tv = trained(folder / f"{s['name']}-vanilla.keras", lambda: train(
-        cfg, d.x_train, d.y_train, d.num_classes, verbose=a.verbose, backup=False)[0], log)
-    log(f"{s['name']} seed {seed}: anchored fine-tuning ({a.finetune_epochs} epoch, lr {a.finetune_lr})")
-    anc, *ta = trained(folder / f"{s['name']}-anchored.keras", lambda: finetune_anchored(
+    van, *tv = train_vanilla(a, s, seed, log)
+    log(f"{s['name']} seed {seed}: anchored fine-tuning ({a.finetune_epochs} epochs, lr {a.finetune_lr})")
+    anc, *ta = trained(a.anchored_dir / f"seed{seed}" / f"{s['name']}-anchored.keras", lambda: finetune_anchored(
         van, d.x_train, d.y_train, verbose=a.verbose, backup=False, **ft)[0], log)
-    return van, anc, {"train_vanilla": tv, "finetune_anchored": ta}, {"vanilla": cfg.to_dict(), "finetune": ft}
+    return van, anc, {"train_vanilla": tv, "finetune_anchored": ta}, {"vanilla": vanilla_config(a, s, seed).to_dict(),
+                                                                      "finetune": ft}
 
 
 # --------------------------------------------------------------------------- scoring
-def amp_scores(model, d, sets, a, seed):
-    """`{set: {score: array}}` of every AMP score (`amp_tf.predictor.AMP_SCORES`) and `predicted_class`."""
-    from amp_tf import detectors
-    from amp_tf.predictor import AMP_SCORES
+#: The anchored model's feature detectors (its penultimate features, mean over the K anchors) and
+#: AMP's z-score combinations with them (BENCHMARKS.md section 7), next to every AMP score.
+ANCHORED_FEATURES = ("knn", "mahalanobis", "amp+knn", "amp+mahalanobis")
 
-    dets = detectors.fit_all(AMP_SCORES, model, id_train=(d.x_train, d.y_train), num_anchors=a.num_anchors, seed=seed)
-    return {k: dets.score(x) for k, x in sets.items()}
+
+def anchored_detectors(model, d, a, seed):
+    """Every AMP score (`amp_tf.predictor.AMP_SCORES`) and `ANCHORED_FEATURES`, fitted once: the anchors
+    drawn from all training images, the feature detectors on the first `--fit-limit` of them, the
+    combinations' z statistics on the ID validation images."""
+    from amp_tf import detectors
+    from amp_tf.predictor import AMP_SCORES, select_anchors
+
+    n = a.fit_limit or len(d.x_train)
+    return detectors.fit_all(list(AMP_SCORES) + list(ANCHORED_FEATURES), model,
+                             id_train=(d.x_train[:n], d.y_train[:n]), id_val=(d.x_val, d.y_val),
+                             anchors=select_anchors(d.x_train, a.num_anchors, seed=seed))
 
 
 def vanilla_scores(model, d, sets, a, seed):
@@ -227,9 +268,10 @@ def run_split(a, s, seed, log):
     t, c = time.time(), time.process_time()
     n_acc = a.acc_limit or None  # accuracy on all test (and validation) images unless limited (--quick)
     x_test, y_test, x_val, y_val = d.x_test[:n_acc], d.y_test[:n_acc], d.x_val[:n_acc], d.y_val[:n_acc]
-    amp = amp_scores(anc, d, {**sets, "id_all": x_test, "val": x_val}, a, seed)
+    dets = anchored_detectors(anc, d, a, seed)
+    amp = {k: dets.score(x) for k, x in {**sets, "id_all": x_test, "val": x_val}.items()}
     x_vo = d.x_val[: a.val_ood_size]
-    val_ood = amp_scores(anc, d, {"ref": x_vo, **validation_ood_sets(x_vo, seed=seed)}, a, seed)
+    val_ood = {k: dets.score(x) for k, x in {"ref": x_vo, **validation_ood_sets(x_vo, seed=seed)}.items()}
     timing["score_anchored"] = (time.time() - t, time.process_time() - c)
     t, c = time.time(), time.process_time()
     van_scores = vanilla_scores(van, d, sets, a, seed)
@@ -246,7 +288,8 @@ def run_split(a, s, seed, log):
     if s["main"]:
         info["anchored"]["val_fpr95"] = {v: float(np.mean([ood_metrics(val_ood["ref"][v], val_ood[o][v])["fpr95"]
                                                            for o in val_ood if o != "ref"]))
-                                         for v in ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]")}
+                                         for v in ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]",
+                                                   *ANCHORED_FEATURES)}
     log(f"  {s['name']} seed {seed}: ID test acc vanilla {acc['vanilla']['test']:.4f}, anchored "
         f"{acc['anchored']['test']:.4f} (val {acc['vanilla']['val']:.4f} / {acc['anchored']['val']:.4f})")
     kept = {k: pack(v) for k, v in logits.items() if k != "val"} if s["main"] else None
@@ -340,12 +383,19 @@ def main(argv=None):
     a = parse_args(argv)
     log = Log("converged")
     cache = SeedCache(a.cache, a.settings, CODE_VERSION, log=log)
-    reused = cache.check(a.resume)  # refuses before loading data or training anything
+    reused = None if a.vanilla_only else cache.check(a.resume)  # refuses before loading data or training anything
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     splits = load_splits(a)
-    log(f"cache {a.cache} (reusing seeds {reused}); models of unfinished seeds in {a.models}")
+    if a.vanilla_only:
+        for seed in a.seed_list:
+            for s in splits:
+                train_vanilla(a, s, seed, log)
+        log(f"vanilla models of seeds {a.seed_list} in {a.vanilla_dir}; no seed scored (--vanilla-only)")
+        return 0
+    log(f"cache {a.cache} (reusing seeds {reused}); models of unfinished seeds in {a.vanilla_dir} (vanilla), "
+        f"{a.anchored_dir} (anchored)")
     results, c0 = [], time.process_time()
     for seed in a.seed_list:
         r = cache.load(seed)

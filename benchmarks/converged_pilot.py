@@ -59,6 +59,8 @@ def parser():
     f.add_argument("--lr", type=float, default=0.1)
     f.add_argument("--epochs", type=int, default=2)
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--mode", default="per_sample", choices=["per_sample", "official", "none"],
+                   help="T on the anchor channel (none: no T)")
     p.add_argument("--json", type=Path, default=RESULTS)
     return p
 
@@ -134,29 +136,32 @@ def cmd_train(args, d):
 
 
 def cmd_finetune(args, d):
-    """Fine-tunes `--vanilla` the main job's way (per-sample T, coupled weight decay, warm-up 0.1 x
-    epochs) at `--lr` for `--epochs`; ID VALIDATION accuracy of the anchored model (AMP's prediction,
-    K = 5) and of the vanilla model. Validation only: the test set is not touched."""
+    """Fine-tunes `--vanilla` the main job's way (T `--mode` on every 5th step, coupled weight decay,
+    warm-up 0.1 x epochs) at `--lr` for `--epochs` (`benchmarks.finetune_select.run_setting`): ID
+    VALIDATION accuracy of the anchored model (AMP's prediction, K = 5) against the vanilla model's, and
+    the validation-OOD FPR95 of AMP (`validation_ood_sets` of 1,000 validation images) against the vanilla
+    model's MSP and energy on the same sets. Validation only: the test set is not touched."""
     import keras
     import numpy as np
 
-    from amp_tf import detectors
-    from amp_tf.training import finetune_anchored
+    from amp_tf import detectors, metrics
+    from amp_tf.data.corruptions import validation_ood_sets
+    from benchmarks.finetune_select import run_setting
 
     van = keras.models.load_model(args.vanilla, compile=False)
+    val_ood = validation_ood_sets(d.x_val[:1000], seed=args.seed)
     t, c = time.time(), time.process_time()
-    anc, _ = finetune_anchored(van, d.x_train, d.y_train, epochs=args.epochs, lr=args.lr,
-                               warmup_epochs=0.1 * args.epochs, seed=args.seed, weight_decay_mode="coupled",
-                               consistency="all", consistency_every=5, consistency_mode="per_sample", verbose=2,
-                               backup=False)
+    res = run_setting(d, van, args.seed, args.mode, args.epochs, args.lr, val_ood, test=False)
     wall, cpu = time.time() - t, time.process_time() - c
-    pred = detectors.fit_all(["amp"], anc, id_train=(d.x_train, d.y_train), num_anchors=5,
-                             seed=args.seed).score(d.x_val)["predicted_class"]
-    vpred = van.predict(d.x_val, 500, verbose=0).argmax(1)
-    acc_a, acc_v = float(np.mean(pred == d.y_val)), float(np.mean(vpred == d.y_val))
-    return {"vanilla": str(args.vanilla), "lr": args.lr, "epochs": args.epochs, "val_acc_anchored": acc_a,
-            "val_acc_vanilla": acc_v, "gap_points": round(100 * (acc_a - acc_v), 2), "wall_s": round(wall, 1),
-            "process_cpu_s": round(cpu, 1)}
+    base = detectors.fit_all(["msp", "energy"], van, id_train=(d.x_train[:10000], d.y_train[:10000]))
+    ref, ood = base.score(d.x_val[:1000]), {k: base.score(v) for k, v in val_ood.items()}
+    van_fpr = {s: float(np.mean([metrics.ood_metrics(ref[s], o[s])["fpr95"] for o in ood.values()]))
+               for s in ("msp", "energy")}
+    acc_v = float(np.mean(van.predict(d.x_val, 500, verbose=0).argmax(1) == d.y_val))
+    return {"vanilla": Path(args.vanilla).name, "mode": args.mode, "lr": args.lr, "epochs": args.epochs,
+            "val_acc_anchored": res["val_acc"], "val_acc_vanilla": acc_v,
+            "gap_points": round(100 * (res["val_acc"] - acc_v), 2), "val_ood_fpr95_anchored": res["val_ood_fpr95"],
+            "val_ood_fpr95_vanilla": van_fpr, "wall_s": round(wall, 1), "process_cpu_s": round(cpu, 1)}
 
 
 def main(argv=None):

@@ -21,7 +21,11 @@ def test_settings_exclude_run_flags_and_quick_overrides():
     q = converged.parse_args(["--quick", "--width", "4"])
     assert q.settings["width"] == 4 and q.settings["epochs"] == 1 and q.seed_list == [0, 1]
     assert "converged-quick" in str(q.cache) and q.json.name == "converged_quick.json"
-    assert converged.parse_args([]).models != q.models  # models are cached per settings
+    full = converged.parse_args([])
+    assert full.vanilla_dir != q.vanilla_dir and full.anchored_dir != q.anchored_dir  # models cached per settings
+    other_ft = converged.parse_args(["--finetune-lr", "0.001"])  # a new fine-tuning reuses the vanilla models
+    assert other_ft.vanilla_dir == full.vanilla_dir and other_ft.anchored_dir != full.anchored_dir
+    assert converged.parse_args(["--width", "8"]).vanilla_dir != full.vanilla_dir
 
 
 def test_bad_flags_are_refused():
@@ -61,8 +65,14 @@ def test_scores_match_the_detectors():
     d = IDData("t", x, y, x[:40], y[:40], x[:30], y[:30], 10)
     a = types.SimpleNamespace(num_anchors=3, fit_limit=60, mc_passes=3)
     sets = {"s": x[:40], "t": x[50:70]}
-    amp = converged.amp_scores(anc, d, sets, a, seed=1)
-    assert set(amp["s"]) == set(AMP_SCORES) | {"predicted_class"}
+    dets = converged.anchored_detectors(anc, d, a, seed=1)
+    amp = {k: dets.score(v) for k, v in sets.items()}
+    assert set(amp["s"]) == set(AMP_SCORES) | set(converged.ANCHORED_FEATURES) | {"predicted_class"}
+    from amp_tf.predictor import select_anchors
+
+    alone = detectors.get("mahalanobis", anchored=True, anchors=select_anchors(x, 3, seed=1)).fit(
+        anc, id_train=(x[:60], y[:60]))
+    np.testing.assert_allclose(amp["t"]["mahalanobis"], alone.score(x[50:70]), rtol=1e-4)
     van_scores = converged.vanilla_scores(van, d, sets, a, seed=1)
     for k, images in sets.items():
         assert set(converged.VANILLA) < set(van_scores[k])
