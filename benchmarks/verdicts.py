@@ -1,0 +1,115 @@
+"""Section 1's verdicts, checked on another run of the protocol (issue 20: which hold at convergence?).
+
+Each verdict is a rule on the test groups' mean FPR95 (`res["groups"]` of a results JSON written
+by `benchmarks.ood_report`: `benchmarks.ood_quality`, `benchmarks.converged`), so the answer
+is computed the same way for both runs, never read off by eye:
+
+    python -m benchmarks.verdicts benchmarks/results/ood_protocol.json benchmarks/results/converged.json
+
+prints a markdown table: each verdict, whether it holds in each run, and the numbers it rests on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+LOGIT = ("msp", "energy", "odin", "max_logit", "entropy", "temperature_scaling", "react")
+FEATURE = ("knn", "mahalanobis", "gram")
+#: "level" means within this many FPR95 points.
+LEVEL = 2.0
+
+
+def fpr(res, row, group):
+    """Mean FPR95 (%) of `row` (e.g. "anchored/amp") on `group` (near, far, covariate, overall); None if absent."""
+    g = res.get("groups", {}).get(row, {}).get(group)
+    return None if g is None else 100 * g["fpr95"]["mean"]
+
+
+def best(res, rows, group):
+    """(row, FPR95) of the lowest mean FPR95 among `rows` present in `res`."""
+    got = [(r, fpr(res, r, group)) for r in rows]
+    got = [(r, v) for r, v in got if v is not None]
+    return min(got, key=lambda rv: rv[1]) if got else (None, None)
+
+
+def _vs(res, group, rows, win):
+    amp, (name, other) = fpr(res, "anchored/amp", group), best(res, rows, group)
+    if amp is None or other is None:
+        return None, "–"
+    return win(amp, other), f"amp {amp:.1f} vs {name.split('/')[-1]} {other:.1f}"
+
+
+def _selected(res):
+    sel = ((res.get("selection") or {}).get("variant") or {}).get("selected")
+    a, s = fpr(res, "anchored/amp", "overall"), fpr(res, f"anchored/{sel}", "overall")
+    if sel is None or a is None or s is None:
+        return None, "–"
+    if sel == "amp":
+        return False, "validation selects amp itself"
+    return s > a, f"{sel} {s:.1f} vs amp {a:.1f}"
+
+
+def _features(res):
+    a = fpr(res, "anchored/amp", "overall")
+    got = {n: fpr(res, f"vanilla/{n}", "overall") for n in FEATURE}
+    if a is None or None in got.values():
+        return None, "–"
+    return all(v < a for v in got.values()), f"amp {a:.1f}; " + ", ".join(f"{n} {v:.1f}" for n, v in got.items())
+
+
+def _anchored_features(res):
+    rows = [r for r in ("anchored/amp+mahalanobis", "anchored/mahalanobis") if fpr(res, r, "overall") is not None]
+    van = fpr(res, "vanilla/mahalanobis", "overall")
+    if not rows or van is None:
+        return None, "–"
+    name, v = best(res, rows, "overall")
+    return v < van, f"{name.split('/')[-1]} {v:.1f} vs vanilla mahalanobis {van:.1f}"
+
+
+VERDICTS = (
+    ("AMP beats every logit score of its vanilla twin overall",
+     lambda r: _vs(r, "overall", [f"vanilla/{n}" for n in LOGIT], lambda a, o: a < o)),
+    ("AMP beats every logit score on far-OOD",
+     lambda r: _vs(r, "far", [f"vanilla/{n}" for n in LOGIT], lambda a, o: a < o)),
+    ("AMP loses near-OOD to the best logit score",
+     lambda r: _vs(r, "near", [f"vanilla/{n}" for n in LOGIT], lambda a, o: a > o)),
+    (f"AMP is level (within {LEVEL:g} points) with the best logit score on covariate shift",
+     lambda r: _vs(r, "covariate", [f"vanilla/{n}" for n in LOGIT], lambda a, o: abs(a - o) <= LEVEL)),
+    ("the AMP variant selected on validation is worse on the test groups than the default amp", _selected),
+    ("Gram, Mahalanobis and KNN each beat AMP overall", _features),
+    ("the anchored model's Mahalanobis (alone or with AMP) beats the vanilla Mahalanobis overall",
+     _anchored_features),
+)
+
+
+def check(res):
+    """`[(verdict, holds: True / False / None when the run lacks the rows, evidence)]`."""
+    return [(text, *rule(res)) for text, rule in VERDICTS]
+
+
+def table(named_results):
+    """Markdown: one row per verdict, one column per run (`{name: results}`)."""
+    checked = {n: check(r) for n, r in named_results.items()}
+    mark = {True: "holds", False: "does not hold", None: "not measured"}
+    lines = ["| verdict | " + " | ".join(named_results) + " |", "|:--|" + ":--|" * len(named_results)]
+    for i, (text, *_rest) in enumerate(VERDICTS):
+        cells = [f"{mark[c[i][1]]} ({c[i][2]})" if c[i][1] is not None else mark[None] for c in checked.values()]
+        lines.append(f"| {text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.verdicts", description=__doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="+", type=Path, help="results JSON files (benchmarks/results/*.json)")
+    args = p.parse_args(argv)
+    missing = [str(f) for f in args.results if not f.is_file()]
+    if missing:
+        p.error(f"no such results file: {', '.join(missing)}")
+    print(table({f.stem: json.loads(f.read_text()) for f in args.results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
