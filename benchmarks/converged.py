@@ -164,14 +164,12 @@ def trained(path, make, log):
 
 
 def vanilla_config(a, s, seed):
-    from amp_tf.training import TrainConfig
+    """The vanilla `TrainConfig` of split `s` (the pilots' recipe function, `converged_pilot.vanilla_config`)."""
+    from benchmarks.converged_pilot import vanilla_config as recipe_config
 
     d = s["d"]
-    return TrainConfig(arch="resnet_small", anchored=False, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                       weight_decay=a.weight_decay, weight_decay_mode="coupled", warmup_epochs=a.warmup_epochs,
-                       augment="crop_flip", seed=seed, jit_compile=a.jit_compile,
-                       backbone_kwargs={"width": a.width, "dropout": a.dropout},
-                       mean=tuple(d.mean.tolist()), std=tuple(d.std.tolist()))
+    return recipe_config(a.width, a.epochs, a.batch_size, a.lr, a.warmup_epochs, a.weight_decay, seed, a.jit_compile,
+                         mean=tuple(d.mean.tolist()), std=tuple(d.std.tolist()), dropout=a.dropout)
 
 
 def train_vanilla(a, s, seed, log):
