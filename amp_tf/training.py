@@ -361,6 +361,11 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     Any Keras classifier that `amp_tf.anchoring.anchored_model` accepts works (e.g. a
     ``keras.applications`` model with ``classifier_activation=None``): it must output logits.
 
+    The defaults (2 epochs at the recipe's lr 0.1) were chosen for the main job's short-trained
+    vanilla twin. For a converged model (one trained to its full accuracy, e.g. yours), pass
+    ``**amp_tf.recipe.FINETUNE_CONVERGED`` (8 epochs at lr 0.01): chosen on validation, it keeps
+    the accuracy where the defaults lose about 2 points (BENCHMARKS.md section 6).
+
     Args:
         vanilla: a trained vanilla `keras.Model` (raw pixels in, logits out) or its `.keras` path.
         x, y: training images (raw pixels) and labels.

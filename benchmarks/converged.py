@@ -45,6 +45,7 @@ from pathlib import Path  # noqa: E402
 if __name__ == "__main__" and not __package__:
     sys.exit("run it as a module from the repository root: python -m benchmarks.converged")
 
+from amp_tf import recipe as _recipe  # noqa: E402
 from amp_tf.errors import cli_errors  # noqa: E402
 from benchmarks.harness import ROOT, Contention, Log, cpu_model, machine_info, parse_quick, versions, write_json  # noqa: E402
 from benchmarks.seed_cache import SeedCache  # noqa: E402
@@ -58,7 +59,8 @@ CODE_VERSION = "converged-2 (2026-12-02: fine-tuning 8 epochs at lr 0.01; anchor
 #: model's validation accuracy, then the lowest validation-OOD FPR95 of AMP): lr 0.01 x 8 epochs
 #: (-0.46 points); the main job's 2 epochs at lr 0.1 lose 2.2 points on a converged model.
 RECIPE = dict(width=32, epochs=20, batch_size=128, lr=0.1, warmup_epochs=1.0, weight_decay=5e-4, dropout=0.2,
-              finetune_epochs=8, finetune_lr=0.01, finetune_t="per_sample")
+              finetune_epochs=_recipe.FINETUNE_CONVERGED["epochs"], finetune_lr=_recipe.FINETUNE_CONVERGED["lr"],
+              finetune_t="per_sample")
 SCORING = dict(eval_limit=1000, fit_limit=10000, num_anchors=5, mc_passes=20, val_ood_size=1000, train_limit=None,
                acc_limit=None)
 QUICK = dict(seeds="0,1", width=8, epochs=1, train_limit=1000, eval_limit=100, fit_limit=300, mc_passes=2,

@@ -18,6 +18,15 @@ def test_recipe_is_the_selected_one():
     assert recipe.CONSISTENCY_MODE == "per_sample"
 
 
+def test_converged_fine_tuning_is_the_benchmark_s():
+    """The converged benchmark fine-tunes with the recipe's FINETUNE_CONVERGED (one definition)."""
+    from benchmarks import converged
+
+    assert recipe.FINETUNE_CONVERGED == {"epochs": 8, "lr": 0.01}
+    assert (converged.RECIPE["finetune_epochs"], converged.RECIPE["finetune_lr"]) == (8, 0.01)
+    assert set(recipe.FINETUNE_CONVERGED) <= set(inspect.signature(TrainConfig).parameters)
+
+
 def test_train_config_defaults_are_the_recipe():
     cfg = TrainConfig()
     assert {k: getattr(cfg, k) for k in R} == R
