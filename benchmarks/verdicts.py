@@ -6,7 +6,8 @@ is computed the same way for both runs, never read off by eye:
 
     python -m benchmarks.verdicts benchmarks/results/ood_protocol.json benchmarks/results/converged.json
 
-prints a markdown table: each verdict, whether it holds in each run, and the numbers it rests on.
+prints two markdown tables: each verdict, whether it holds in each run, and the numbers it rests on;
+then every row's FPR95 per test group, the runs side by side.
 """
 from __future__ import annotations
 
@@ -100,6 +101,17 @@ def table(named_results):
     return "\n".join(lines)
 
 
+def side_by_side(named_results, groups=("near", "far", "covariate", "overall")):
+    """Markdown: the mean FPR95 of every row present in any run, per group, one column per run and group."""
+    rows = list(dict.fromkeys(r for res in named_results.values() for r in res.get("groups", {})))
+    head = [f"{g} ({n})" for g in groups for n in named_results]
+    lines = ["| model/score | " + " | ".join(head) + " |", "|:--|" + "--:|" * len(head)]
+    for r in rows:
+        cells = [fpr(res, r, g) for g in groups for res in named_results.values()]
+        lines.append(f"| {r} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.verdicts", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", type=Path, help="results JSON files (benchmarks/results/*.json)")
@@ -107,7 +119,8 @@ def main(argv=None):
     missing = [str(f) for f in args.results if not f.is_file()]
     if missing:
         p.error(f"no such results file: {', '.join(missing)}")
-    print(table({f.stem: json.loads(f.read_text()) for f in args.results}))
+    runs = {f.stem: json.loads(f.read_text()) for f in args.results}
+    print(table(runs) + "\n\nFPR95 (%) of each test group, mean over seeds:\n\n" + side_by_side(runs))
     return 0
 
 

@@ -47,5 +47,6 @@ def test_cli_table_and_missing_file(tmp_path, capsys):
     assert verdicts.main([str(f)]) == 0
     out = capsys.readouterr().out
     assert "| verdict | run |" in out and "holds (amp 75.0 vs msp 76.0)" in out and "not measured" in out
+    assert "| anchored/amp | 85.0 | 50.0 | 91.0 | 75.0 |" in out and "| vanilla/gram | – | – | – | 40.0 |" in out
     with pytest.raises(SystemExit):
         verdicts.main([str(tmp_path / "nope.json")])
