@@ -22,8 +22,8 @@ def test_converged_fine_tuning_is_the_benchmark_s():
     """The converged benchmark fine-tunes with the recipe's FINETUNE_CONVERGED (one definition)."""
     from benchmarks import converged
 
-    assert recipe.FINETUNE_CONVERGED == {"epochs": 8, "lr": 0.01}
-    assert (converged.RECIPE["finetune_epochs"], converged.RECIPE["finetune_lr"]) == (8, 0.01)
+    assert recipe.FINETUNE_CONVERGED == {"epochs": 12, "lr": 0.01}
+    assert (converged.RECIPE["finetune_epochs"], converged.RECIPE["finetune_lr"]) == (12, 0.01)
     assert set(recipe.FINETUNE_CONVERGED) <= set(inspect.signature(TrainConfig).parameters)
 
 
