@@ -14,10 +14,12 @@ rows aggregated as section 1 (`benchmarks.ood_report`).
   `benchmarks/results/converged/`, committed), so a later session on a fresh clone
   continues with `--resume` (`benchmarks.seed_cache`: other settings refused, naming each;
   another CODE_VERSION redone with a line; an interrupted seed redone, never half-counted).
-  Within a session the trained models of an unfinished seed are kept under `--models`
-  (default `runs/converged/`, not committed; vanilla models in a folder named by a hash of the
-  vanilla recipe, anchored ones by a hash of every setting): a restart skips them, and a new
-  fine-tuning setting reuses the vanilla models.
+  A seed takes hours (2-4 on 2 cores), longer than some sessions, so its parts are kept too:
+  the trained models (without optimizer state, about 1.4 MB each) and each split's scored
+  result under `--models` (default `benchmarks/results/converged_models/`, committed; vanilla
+  models in a folder named by a hash of the vanilla recipe, anchored ones and split results
+  by a hash of every setting and CODE_VERSION): a later session continues at the last
+  finished model or split, and a new fine-tuning setting reuses the vanilla models.
 * MC dropout: the vanilla recipe has dropout 0.2 before the classifier, so MC dropout
   (`--mc-passes` stochastic passes) is scored on the vanilla model itself: no extra
   training per seed, and its deterministic scores are those of the same model.
@@ -79,9 +81,10 @@ def parser():
     p.add_argument("--resume", action="store_true", help="continue the run whose seeds are in --cache")
     p.add_argument("--cache", type=Path, default=None, help="one JSON per finished seed (default "
                    "benchmarks/results/converged, with --quick runs/converged-quick/seeds)")
-    p.add_argument("--models", type=Path, default=None, help="trained models of unfinished seeds (default "
-                   "runs/converged[-quick]); vanilla models under a hash of the vanilla recipe, anchored ones under a "
-                   "hash of every setting, so a new fine-tuning reuses the trained vanilla models")
+    p.add_argument("--models", type=Path, default=None, help="trained models and per-split results (default "
+                   "benchmarks/results/converged_models, committed, so a seed can span sessions; with --quick "
+                   "runs/converged-quick); vanilla models under a hash of the vanilla recipe, anchored ones and "
+                   "split results under a hash of every setting, so a new fine-tuning reuses the vanilla models")
     p.add_argument("--json", type=Path, default=None, help="results (default benchmarks/results/converged[_quick].json)")
     p.add_argument("--md", type=Path, default=None, help="markdown summary (default: --json with .md)")
     p.add_argument("--no-near", action="store_true", help="skip the near-OOD splits (their own twins)")
@@ -116,7 +119,8 @@ def parse_args(argv=None):
     a.md = a.md or a.json.with_suffix(".md")
     a.settings = {k: getattr(a, k) for k in {**RECIPE, **SCORING}} | {"no_near": a.no_near, "val_size": 5000,
                                                                        "split_seed": 0, "positive": "id"}
-    a.models = a.models or ROOT / "runs" / f"converged{'-quick' if a.quick else ''}"
+    a.models = a.models or (ROOT / "runs" / "converged-quick" if a.quick else
+                            ROOT / "benchmarks" / "results" / "converged_models")
     a.vanilla_dir, a.anchored_dir = (a.models / digest(a.settings, keys) for keys in (VANILLA_KEYS, None))
     return a
 
@@ -150,20 +154,37 @@ def load_splits(a):
 
 
 def trained(path, make, log):
-    """The model saved at `path`, or `make()` saved there atomically (a restart skips finished trainings)."""
+    """(model, wall s, cpu s): the model saved at `path` (with the training time stored beside it), or
+    `make()` saved there atomically. Saved without its optimizer state (half the size: nothing trains a
+    saved model further; fine-tuning starts its own optimizer), and with `<path>.json` holding the
+    training's wall / CPU time and CPU model, so a seed finished across sessions still states its cost."""
     import keras
 
+    side = path.with_suffix(".json")
     if path.exists():
-        log(f"  reusing {path}")
-        return keras.models.load_model(path, compile=False), 0.0, 0.0
+        t = json.loads(side.read_text()) if side.exists() else {"wall_s": 0.0, "cpu_s": 0.0}
+        log(f"  reusing {path} (trained in {t['wall_s'] / 60:.1f} min wall)")
+        return keras.models.load_model(path, compile=False), t["wall_s"], t["cpu_s"]
     t, c = time.time(), time.process_time()
     model = make()
     wall, cpu = time.time() - t, time.process_time() - c
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.keras")
+    tmp, bare = (path.with_name(f".{path.stem}.{k}.keras") for k in ("partial", "bare"))
     model.save(tmp)
-    os.replace(tmp, path)
+    model = keras.models.load_model(tmp, compile=False)  # the same weights, no optimizer
+    model.save(bare)
+    tmp.unlink()
+    atomic_json(side, {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "cpu": cpu_model()})
+    os.replace(bare, path)
     return model, wall, cpu
+
+
+def atomic_json(path, obj):
+    """Write `obj` to `path` as JSON via a temporary file + rename (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(obj))  # insertion order kept: the report lists sets in that order
+    os.replace(tmp, path)
 
 
 def vanilla_config(a, s, seed):
@@ -258,7 +279,22 @@ def unpack(p):
 
 
 def run_split(a, s, seed, log):
-    """Rows, model info, timing and configs of one split and seed (+ the vanilla logits of the main split)."""
+    """Rows, model info, timing and configs of one split and seed (+ the vanilla logits of the main split).
+
+    Kept beside the anchored model (`<anchored_dir>/seed<N>/<split>-result.json`, a folder named by
+    a hash of every setting and `CODE_VERSION`), so a seed that spans sessions rescores nothing:
+    the seed's file is still written only when every split is done."""
+    path = a.anchored_dir / f"seed{seed}" / f"{s['name']}-result.json"
+    if path.exists():
+        log(f"  reusing {path}")
+        return tuple(json.loads(path.read_text()))
+    out = score_split(a, s, seed, log)
+    atomic_json(path, list(out))
+    return out
+
+
+def score_split(a, s, seed, log):
+    """`run_split` computed: the pair trained (or reused), every detector scored."""
     import numpy as np
 
     from amp_tf.data.corruptions import validation_ood_sets
@@ -314,8 +350,10 @@ def run_seed(a, splits, seed, log):
         res["train_configs"][s["name"]] = cfgs
         if logits is not None:
             res["vanilla_logits"] = logits
-    res["wall_s"], res["cpu_s"] = round(time.time() - t, 1), round(time.process_time() - c, 1)
-    res["machine"]["others_cpu_share"] = contention.share()  # the machine's CPU used by other processes
+    # The seed's cost wherever its parts ran (trainings and scoring stored with the models), and this run's.
+    res["wall_s"], res["cpu_s"] = (round(sum(v[i] for v in res["timing"].values()), 1) for i in (0, 1))
+    res["this_run"] = {"wall_s": round(time.time() - t, 1), "cpu_s": round(time.process_time() - c, 1)}
+    res["machine"]["others_cpu_share"] = contention.share()  # the machine's CPU used by other processes (this run)
     return res
 
 

@@ -101,3 +101,16 @@ def test_quick_end_to_end_then_resume(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing seeds [0, 1]" in again.stdout and "vanilla (" not in again.stdout
     assert json.loads(out.read_text())["rows"]["anchored/amp"] == res["rows"]["anchored/amp"]
+    # A seed that spans sessions: its models (with their training time) and split results are kept, so a
+    # run that lost the seed files trains and scores nothing again, and states the seed's full cost.
+    models = sorted((tmp_path / "m").rglob("*.keras"))
+    assert len(models) == 4 and all(m.with_suffix(".json").exists() for m in models)
+    seed0 = json.loads((tmp_path / "c" / "seed0.json").read_text())["result"]
+    assert seed0["wall_s"] == round(sum(v[0] for v in seed0["timing"].values()), 1) > 0
+    for f in (tmp_path / "c").iterdir():
+        f.unlink()
+    parts = subprocess.run(argv + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert parts.returncode == 0, parts.stderr[-3000:]
+    assert parts.stdout.count("-result.json") == 2 and "reusing seeds []" in parts.stdout
+    assert json.loads(out.read_text())["rows"] == res["rows"]
+    assert json.loads((tmp_path / "c" / "seed0.json").read_text())["result"]["wall_s"] == seed0["wall_s"]
