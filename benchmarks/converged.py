@@ -36,12 +36,10 @@ import time
 _T0 = time.time()
 
 import argparse  # noqa: E402
-import base64  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 if __name__ == "__main__" and not __package__:
@@ -50,6 +48,7 @@ if __name__ == "__main__" and not __package__:
 from amp_tf import recipe as _recipe  # noqa: E402
 from amp_tf.errors import cli_errors  # noqa: E402
 from benchmarks.harness import ROOT, Contention, Log, cpu_model, machine_info, parse_quick, versions, write_json  # noqa: E402
+from benchmarks.model_store import pack, trained, unpack  # noqa: E402
 from benchmarks.seed_cache import SeedCache  # noqa: E402
 
 #: Bump when a change moves a seed's numbers: cached seeds of another version are redone.
@@ -153,40 +152,6 @@ def load_splits(a):
     return out
 
 
-def trained(path, make, log):
-    """(model, wall s, cpu s): the model saved at `path` (with the training time stored beside it), or
-    `make()` saved there atomically. Saved without its optimizer state (half the size: nothing trains a
-    saved model further; fine-tuning starts its own optimizer), and with `<path>.json` holding the
-    training's wall / CPU time and CPU model, so a seed finished across sessions still states its cost."""
-    import keras
-
-    side = path.with_suffix(".json")
-    if path.exists():
-        t = json.loads(side.read_text()) if side.exists() else {"wall_s": 0.0, "cpu_s": 0.0}
-        log(f"  reusing {path} (trained in {t['wall_s'] / 60:.1f} min wall)")
-        return keras.models.load_model(path, compile=False), t["wall_s"], t["cpu_s"]
-    t, c = time.time(), time.process_time()
-    model = make()
-    wall, cpu = time.time() - t, time.process_time() - c
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, bare = (path.with_name(f".{path.stem}.{k}.keras") for k in ("partial", "bare"))
-    model.save(tmp)
-    model = keras.models.load_model(tmp, compile=False)  # the same weights, no optimizer
-    model.save(bare)
-    tmp.unlink()
-    atomic_json(side, {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "cpu": cpu_model()})
-    os.replace(bare, path)
-    return model, wall, cpu
-
-
-def atomic_json(path, obj):
-    """Write `obj` to `path` as JSON via a temporary file + rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj))  # insertion order kept: the report lists sets in that order
-    os.replace(tmp, path)
-
-
 def vanilla_config(a, s, seed):
     """The vanilla `TrainConfig` of split `s` (the pilots' recipe function, `converged_pilot.vanilla_config`)."""
     from benchmarks.converged_pilot import vanilla_config as recipe_config
@@ -263,21 +228,6 @@ def metric_rows(model_name, by_set, ood_names):
             for score in ref if score != "predicted_class"}
 
 
-def pack(arr):
-    """float16 logits -> compact base64 text (zlib), with the shape."""
-    import numpy as np
-
-    a16 = np.asarray(arr, "float16")
-    return {"shape": list(a16.shape), "f16_zlib_b64": base64.b64encode(zlib.compress(a16.tobytes(), 9)).decode()}
-
-
-def unpack(p):
-    import numpy as np
-
-    raw = zlib.decompress(base64.b64decode(p["f16_zlib_b64"]))
-    return np.frombuffer(raw, "float16").reshape(p["shape"]).astype("float32")
-
-
 def run_split(a, s, seed, log):
     """Rows, model info, timing and configs of one split and seed (+ the vanilla logits of the main split).
 
@@ -289,7 +239,7 @@ def run_split(a, s, seed, log):
         log(f"  reusing {path}")
         return tuple(json.loads(path.read_text()))
     out = score_split(a, s, seed, log)
-    atomic_json(path, list(out))
+    write_json(path, list(out), indent=None)  # insertion order kept: the report lists sets in that order
     return out
 
 

@@ -324,8 +324,8 @@ def _json_default(o):
         return str(o)
 
 
-def write_json(path, obj):
-    """Writes `obj` as indented JSON, atomically (a temporary file, then a rename).
+def write_json(path, obj, indent=2):
+    """Writes `obj` as JSON (indented unless `indent=None`), atomically (a temporary file, then a rename).
 
     NumPy scalars and arrays become numbers and lists, paths strings.
 
@@ -340,7 +340,7 @@ def write_json(path, obj):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    tmp.write_text(json.dumps(obj, indent=indent, default=_json_default))
     os.replace(tmp, path)
 
 

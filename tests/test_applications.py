@@ -311,6 +311,11 @@ FAMILIES = {
 # The SavedModel round trip of these runs in the slow tier; every family's runs with AMP_TF_APPS_FULL=1.
 EXPORT_ALWAYS = ("MobileNetV3Small", "VGG16")
 FULL = os.environ.get("AMP_TF_APPS_FULL") == "1"
+# Step 0 on logits scaled to max |logit| = 1: float32 round-off of raw 0..255 pixels through a network
+# built for normalised inputs reaches 1.5e-4 (EfficientNetV2B0 without its layers, on a CI machine);
+# a wrong anchoring differs by O(1).
+STEP0_TOL = 1e-3
+STEP0_OK = "same (≤ 1e-3)"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
@@ -386,7 +391,7 @@ def family_rows(name, tmp, log):
         log.append(f"{name:18s} {label[:24]:24s} diff {diff:.2e} scale {scale:.1f} loss {loss:.3f} "
                    f"export {export} anchor {t_anchor:.0f}s step0 {t_step0:.0f}s export {t_export:.0f}s "
                    f"total {time.time() - t0:.0f}s")
-        exact = "exact (≤ 1e-4)" if diff <= 1e-4 else f"DIFFERS ({diff:.2g})"
+        exact = STEP0_OK if diff <= STEP0_TOL else f"DIFFERS ({diff:.2g})"
         rows.append((name, x.shape[1], label, exact, stats, step, export))
     return rows
 
@@ -399,7 +404,9 @@ def applications_table(rows):
            "Every family is built with `weights=None`, 4 classes, `classifier_activation=None` (logits), "
            "the last kernel scaled so that the largest |logit| on the test batch is 1 (random-init logits "
            "range from 1e-11 to 1e3, so the difference is relative to the logit scale). "
-           "**Step 0**: max |`anchored_model(m)` - `m`| on the same raw pixels (2 images, two anchor draws). "
+           "**Step 0**: max |`anchored_model(m)` - `m`| on the same raw pixels (2 images, two anchor draws); "
+           "the bar is 1e-3 of the logit scale, because float32 round-off alone reaches 1.5e-4 where raw "
+           "0..255 pixels go through a network built for normalised inputs (a wrong anchoring differs by O(1)). "
            "**Statistics**: the pixel mean / std the anchored model carries: its leading `Rescaling` / "
            "`Normalization` layers absorbed (identity 0 / 1 without them). **Fine-tuning step**: one "
            "`fit` step of the anchored model (finite loss). **Round trip**: `AnchoredPredictor.from_model` -> "
@@ -447,7 +454,7 @@ def test_every_keras_applications_family_is_anchored_and_the_table_is_current(tm
         rows = [r[:6] + (kept.get((r[0], r[2]), r[6]) if r[6] == "(full run)" else r[6],) for r in rows]
     assert len({r[0] for r in rows}) >= 17
     for row in rows:
-        assert row[3] in ("exact (≤ 1e-4)", "refused"), row
+        assert row[3] in (STEP0_OK, "refused"), row
         assert row[3] == "refused" or row[5] in ("runs", "as above (same anchored backbone)"), row
         assert "DIFFERS" not in row[6], row
     text = applications_table(rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import converged
+from benchmarks import converged, model_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_resume_with_other_settings_is_refused_before_any_work(tmp_path, capsys)
 
 def test_pack_round_trip_is_float16():
     x = np.random.default_rng(0).normal(0, 8, (7, 10)).astype("float32")
-    y = converged.unpack(json.loads(json.dumps(converged.pack(x))))
+    y = model_store.unpack(json.loads(json.dumps(model_store.pack(x))))
     assert y.shape == x.shape and np.allclose(x, y, rtol=1e-3, atol=1e-2)
 
 
