@@ -65,8 +65,8 @@ RECIPE = dict(width=32, epochs=20, batch_size=128, lr=0.1, warmup_epochs=1.0, we
               finetune_t="per_sample")
 SCORING = dict(eval_limit=1000, fit_limit=10000, num_anchors=5, mc_passes=20, val_ood_size=1000, train_limit=None,
                acc_limit=None)
-QUICK = dict(seeds="0,1", width=8, epochs=1, train_limit=1000, eval_limit=100, fit_limit=300, mc_passes=2,
-             val_ood_size=100, acc_limit=300)
+QUICK = dict(seeds="0,1", width=8, epochs=1, finetune_epochs=1, train_limit=1000, eval_limit=100, fit_limit=300,
+             mc_passes=2, val_ood_size=100, acc_limit=300)
 VANILLA = ("msp", "energy", "odin", "max_logit", "entropy", "temperature_scaling", "react", "knn", "mahalanobis",
            "gram")
 
