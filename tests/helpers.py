@@ -54,8 +54,9 @@ def run_cli(main, argv):
         return exit_.code
 
 
-#: The tiny main job (trainers.fmnist, near-OOD included) that the end-to-end tests share.
-MAIN_JOB_ARGS = ["--train-limit", "768", "--eval-limit", "120", "--val-size", "200", "--epochs", "1",
+#: The tiny main job (trainers.fmnist, near-OOD included) that the end-to-end tests share; through
+#: the main job's preset, so that one run also checks `--preset fmnist-offline` end to end.
+MAIN_JOB_ARGS = ["--preset", "fmnist-offline", "--train-limit", "768", "--eval-limit", "120", "--val-size", "200", "--epochs", "1",
                  "--batch-size", "64", "--width", "4", "--verbose", "0", "--near"]
 _MAIN_JOB = {}
 
@@ -63,13 +64,23 @@ _MAIN_JOB = {}
 def tiny_main_job(tmp_path_factory):
     """The run folder of one tiny trainers.fmnist run (MAIN_JOB_ARGS), made once per test session.
 
-    Test modules that call it share the run (this module is imported once), so
-    every end-to-end check of a run's files costs one training.
+    Test modules that call it share the run, so every end-to-end check of a run's files costs one
+    training. Under pytest-xdist (`-n 2`) the workers share it too: the first to ask trains it
+    under a file lock in the run's common temporary folder, the others wait and read it.
     """
     if "out" not in _MAIN_JOB:
+        import fcntl
+        import os
+
         from amp_tf.cli import fmnist
 
-        out = tmp_path_factory.mktemp("fmnist")
-        fmnist.main([*MAIN_JOB_ARGS, "--out", str(out)])
+        root = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            root = root.parent  # one folder per pytest run, above the workers' own
+        out = root / "tiny_main_job"
+        with open(root / "tiny_main_job.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / "report.json").exists():
+                fmnist.main([*MAIN_JOB_ARGS, "--out", str(out)])
         _MAIN_JOB["out"] = out
     return _MAIN_JOB["out"]

@@ -1,14 +1,9 @@
 """benchmarks.anchored_features: its cache rules (fast) and a --quick run end to end (slow)."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from benchmarks import anchored_features as af
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _settings(**over):
@@ -37,10 +32,10 @@ def test_flags_quick_and_bad_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_runs_end_to_end_and_resumes_from_its_cache(tmp_path):
-    cmd = [sys.executable, "-m", "benchmarks.anchored_features", "--quick", "--cache", str(tmp_path)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_quick_runs_end_to_end_and_resumes_from_its_cache(tmp_path, capsys):
+    """In-process (the command line's `main`): a fresh interpreter adds only TF's import here."""
+    argv = ["--quick", "--cache", str(tmp_path)]
+    assert af.main(argv) == 0
     res = json.loads((tmp_path / "anchored_features.json").read_text())
     s = res["summary"]
     for key in ("anchored/amp", "anchored/knn", "anchored/mahalanobis", "vanilla/knn", "vanilla/mahalanobis",
@@ -50,6 +45,7 @@ def test_quick_runs_end_to_end_and_resumes_from_its_cache(tmp_path):
     assert s["selected"] in s["validation"] and res["cpu"] and res["wall_time_s"] > 0
     # w = 1 is AMP up to an increasing affine map: the same metrics
     assert s["validation"]["anchored/amp+knn[w=1]"]["fpr95"] == pytest.approx(s["validation"]["anchored/amp"]["fpr95"])
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert again.returncode == 0 and "seed 0: cached" in again.stdout
+    capsys.readouterr()
+    assert af.main(argv) == 0
+    assert "seed 0: cached" in capsys.readouterr().out
     assert json.loads((tmp_path / "anchored_features.json").read_text())["summary"] == s

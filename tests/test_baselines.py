@@ -349,7 +349,8 @@ def test_all_baselines_registered():
     assert isinstance(scores.get("gram", max_order=2), bl.Gram)
 
 
-@pytest.mark.parametrize("name", bl.NAMES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("ensemble") else n
+                                  for n in bl.NAMES])  # the ensemble trains its members
 def test_every_baseline_fits_and_scores_as_a_detector(name, rng, small_resnet):
     x_train = rng.uniform(0, 255, size=(30, 8, 8, 1)).astype("float32")  # raw pixels
     y_train = np.arange(30) % 3

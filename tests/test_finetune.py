@@ -12,6 +12,7 @@ def fmnist():
     return data.to_numpy(data.load("fashion_mnist", "train"), limit=512)
 
 
+@pytest.mark.slow  # fine-tunes for real
 def test_finetune_starts_from_the_vanilla_function_and_learns_to_use_anchors(fmnist):
     x, y = fmnist
     vanilla, _ = train(TrainConfig(anchored=False, epochs=1, batch_size=64, backbone_kwargs={"width": 4}),

@@ -63,6 +63,18 @@ def test_report_json_has_every_field(run):
     assert "validation" in rep["models"]["anchored"]["serving_threshold_on"]
 
 
+def test_the_run_went_through_the_main_jobs_preset(run):
+    """The shared tiny main job runs through `--preset fmnist-offline` (tests/helpers.py)."""
+    from amp_tf import presets
+
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["ood_sets"] == list(presets.get("fmnist-offline").ood) + NEAR  # --near adds its group
+    vanilla, anchored = rep["config"]["train"]["vanilla"], rep["config"]["train"]["anchored"]
+    assert (vanilla["epochs"], vanilla["backbone_kwargs"]) == (1, {"width": 4})  # the explicit flags win
+    assert (anchored["backbone_kwargs"], anchored["consistency_every"]) == ({"width": 4}, 5)  # the preset's T
+    assert rep["args"]["preset"] == "fmnist-offline"
+
+
 def test_run_folder_files(run):
     for f in ("report.md", "anchored.keras", "vanilla.keras", "job.json", "auroc_vs_corruption.png",
               "roc_digits.png", "densities_anchored_amp.png", "densities_vanilla_msp.png",

@@ -134,20 +134,6 @@ def test_unknown_or_misplaced_preset_errors(capsys):
     assert "--model" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_fmnist_offline_preset_real_run(tmp_path, capsys):
-    out = tmp_path / "run"
-    res = run(fmnist.main, ["--preset", "fmnist-offline", "--epochs", 1, "--width", 4, "--train-limit", 256,
-                            "--val-size", 64, "--eval-limit", 64, "--skip-vanilla", "--no-backup",
-                            "--verbose", 0, "--out", out])
-    assert isinstance(res, dict), capsys.readouterr()
-    rep = json.loads((out / "report.json").read_text())
-    assert rep["ood_sets"] == list(presets.get("fmnist-offline").ood)
-    train = rep["config"]["train"]["anchored"]
-    assert (train["epochs"], train["backbone_kwargs"], train["consistency_every"]) == (1, {"width": 4}, 5)
-    assert rep["args"]["preset"] == "fmnist-offline"
-
-
 # ------------------------------------------------------ Table 7 resize study
 
 

@@ -28,7 +28,7 @@ from amp_tf.pipeline import RunFolder, RunFolderLost, check_run_folder
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--train-limit", "1536", "--epochs", "4", "--batch-size", "128", "--width", "8",
+ARGS = ["--train-limit", "768", "--epochs", "3", "--batch-size", "128", "--width", "8",
         "--skip-vanilla", "--finetune-epochs", "0", "--eval-limit", "40", "--val-size", "100", "--num-anchors", "2",
         "--deterministic", "--verbose", "0", "--seed", "3", "--no-plots"]
 LOST_ARGS = [*ARGS]
@@ -107,7 +107,7 @@ def test_sigkill_mid_training_then_resume_is_exact_and_a_finished_run_is_not_red
     assert len(wa) == len(wb) > 0
     for x, y in zip(wa, wb):
         np.testing.assert_array_equal(x, y)
-    assert a.optimizer.iterations.numpy() == b.optimizer.iterations.numpy() == 4 * (1536 // 128)
+    assert a.optimizer.iterations.numpy() == b.optimizer.iterations.numpy() == 3 * (768 // 128)
     # --resume of the finished run: refused, nothing retrained, no file touched
     before = _files(run)
     assert "already complete" in _refused(argv + ["--resume"])
