@@ -39,8 +39,26 @@ def rng():
 _SLOW_DOCTEST = re.compile(r"\.fit\(|\btrain\(|finetune_anchored\(|run_job\(|fashion_mnist")
 
 
+#: Under `-n 2 --dist loadfile --no-loadscope-reorder` each worker takes the next module in this
+#: order when it runs low: the longest modules (end-to-end runs) first, so that the two workers end
+#: together, and test_load_anywhere last, when the tiny main job it shares with test_fmnist_job
+#: (tests/helpers.py) is long made. Within a module the order is the file's.
+_LONGEST_FIRST = ("test_converged.py", "test_resume.py", "test_applications.py", "test_cli.py", "test_fmnist_job.py",
+                  "test_anchored_features.py", "test_anchoring.py", "test_detectors.py", "test_distributed.py",
+                  "test_baselines.py", "test_litert.py", "test_tune.py", "test_recipe.py", "test_models.py")
+_LAST = ("test_load_anywhere.py",)
+
+
+def _rank(item):
+    name = item.path.name
+    if name in _LONGEST_FIRST:
+        return _LONGEST_FIRST.index(name)
+    return len(_LONGEST_FIRST) + (1 if name in _LAST else 0)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_rank)  # stable
     for item in items:
         if isinstance(item, DoctestItem) and item.dtest is not None:
             if any(_SLOW_DOCTEST.search(ex.source) for ex in item.dtest.examples):
