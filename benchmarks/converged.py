@@ -257,11 +257,15 @@ def score_split(a, s, seed, log):
     t, c = time.time(), time.process_time()
     n_acc = a.acc_limit or None  # accuracy on all test (and validation) images unless limited (--quick)
     x_test, y_test, x_val, y_val = d.x_test[:n_acc], d.y_test[:n_acc], d.x_val[:n_acc], d.y_val[:n_acc]
+    log(f"  {s['name']} seed {seed}: scoring the anchored model (every AMP score and anchored feature "
+        f"detector; {len(sets)} sets, {len(x_test)} test and {len(x_val)} validation images for accuracy)")
     dets = anchored_detectors(anc, d, a, seed)
     amp = {k: dets.score(x) for k, x in {**sets, "id_all": x_test, "val": x_val}.items()}
     x_vo = d.x_val[: a.val_ood_size]
     val_ood = {k: dets.score(x) for k, x in {"ref": x_vo, **validation_ood_sets(x_vo, seed=seed)}.items()}
     timing["score_anchored"] = (time.time() - t, time.process_time() - c)
+    log(f"  {s['name']} seed {seed}: scoring the vanilla model (every vanilla detector, MC dropout with "
+        f"{a.mc_passes} passes; anchored scoring took {timing['score_anchored'][0] / 60:.1f} min)")
     t, c = time.time(), time.process_time()
     van_scores = vanilla_scores(van, d, sets, a, seed)
     logits = {k: model_logits(van, x) for k, x in {"id_all": x_test, "val": x_val, **ood}.items()}

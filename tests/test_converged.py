@@ -91,7 +91,8 @@ def test_quick_end_to_end_then_resume(tmp_path, capsys):
         assert converged.main(argv + list(extra)) == 0
         return capsys.readouterr().out
 
-    run()
+    first = run()
+    assert first.count("scoring the anchored model") == first.count("scoring the vanilla model") == 2  # 2 seeds
     res = json.loads(out.read_text())
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["seed0.json", "seed1.json"]
     for key in ("anchored/amp", "vanilla/gram", "vanilla/knn", "vanilla/mc_dropout_msp", "vanilla/odin",
@@ -100,7 +101,7 @@ def test_quick_end_to_end_then_resume(tmp_path, capsys):
     assert {"far", "covariate"} <= set(res["groups"]["anchored/amp"]) and res["models"]["ensemble"]["members"] == 2
     assert "AMP (selected)" in out.with_suffix(".md").read_text()
     again = run("--resume")
-    assert "reusing seeds [0, 1]" in again and "vanilla (" not in again
+    assert "reusing seeds [0, 1]" in again and "vanilla (" not in again and "scoring" not in again
     assert json.loads(out.read_text())["rows"]["anchored/amp"] == res["rows"]["anchored/amp"]
     # A seed that spans sessions: its models (with their training time) and split results are kept, so a
     # run that lost the seed files trains and scores nothing again, and states the seed's full cost.
