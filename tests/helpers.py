@@ -56,8 +56,8 @@ def run_cli(main, argv):
 
 #: The tiny main job (trainers.fmnist, near-OOD included) that the end-to-end tests share; through
 #: the main job's preset, so that one run also checks `--preset fmnist-offline` end to end.
-MAIN_JOB_ARGS = ["--preset", "fmnist-offline", "--train-limit", "768", "--eval-limit", "120", "--val-size", "200", "--epochs", "1",
-                 "--batch-size", "64", "--width", "4", "--verbose", "0", "--near"]
+MAIN_JOB_ARGS = ["--preset", "fmnist-offline", "--train-limit", "768", "--eval-limit", "120", "--val-size", "200",
+                 "--epochs", "1", "--batch-size", "64", "--width", "4", "--verbose", "0", "--near"]
 _MAIN_JOB = {}
 
 

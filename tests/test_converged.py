@@ -1,10 +1,12 @@
 """benchmarks.converged: flags, the scores, the stored logits, and --quick end to end (slow)."""
 import json
 import types
+
 import numpy as np
 import pytest
 
 from benchmarks import converged, model_store
+
 
 def test_settings_exclude_run_flags_and_quick_overrides():
     a = converged.parse_args(["--seeds", "3,4", "--resume", "--json", "/tmp/x.json"])
