@@ -109,7 +109,8 @@ def plot_densities(score_values, out_path, score_key, id_label="ID"):
     """Density histograms of ID vs each OOD set for one score (one panel per set).
 
     All panels share the same bins; each panel is titled with the AUROC of its
-    (ID, OOD set) pair from :func:`amp_tf.metrics.ood_metrics`.
+    (ID, OOD set) pair from :func:`amp_tf.metrics.ood_metrics`. One legend (ID
+    blue, OOD red) sits under the figure's title, outside the panels.
 
     Args:
         score_values: ``{score_key: {"id": array, ood_set: array, ...}}``.
@@ -141,9 +142,9 @@ def plot_densities(score_values, out_path, score_key, id_label="ID"):
     nrows = math.ceil(len(sets) / ncols)
     from matplotlib.figure import Figure
 
-    height = 2.5 * nrows + 1.2
-    fig = Figure(figsize=(3.3 * ncols, height), dpi=DPI)  # fixed margins: tight layout doubles the cost
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.55 / height, top=1 - 0.85 / height,
+    width, height = 3.3 * ncols + 0.5, 2.5 * nrows + 1.4
+    fig = Figure(figsize=(width, height), dpi=DPI)  # fixed margins (inches): tight layout doubles the cost
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 1.05 / height,
                         wspace=0.28, hspace=0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     # one filled step outline per histogram (ax.hist draws a patch per bar: 10x slower)
@@ -151,23 +152,54 @@ def plot_densities(score_values, out_path, score_key, id_label="ID"):
     for ax, name in zip(axes.flat, sets):
         auroc = ood_metrics(id_s, ood[name])["auroc"]
         ood_density, _ = np.histogram(np.clip(ood[name], lo, hi), bins=edges, density=True)
-        ax.stairs(id_density, edges, fill=True, alpha=0.5, color="tab:blue", label=id_label)
-        ax.stairs(ood_density, edges, fill=True, alpha=0.5, color="tab:red", label=name)
+        id_patch = ax.stairs(id_density, edges, fill=True, alpha=0.5, color="tab:blue")
+        ood_patch = ax.stairs(ood_density, edges, fill=True, alpha=0.5, color="tab:red")
         ax.set_title(f"{name}: AUROC {100 * auroc:.1f}%", fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="upper left")
     for ax in list(axes.flat)[len(sets):]:
         ax.set_visible(False)
-    fig.suptitle(f"Score densities: {score_key}", fontsize=11)
+    fig.suptitle(f"Score densities: {score_key}", fontsize=11, y=1 - 0.08 / height, va="top")
+    # one legend for every panel, outside the data: under the title
+    fig.legend([id_patch, ood_patch], [id_label, "OOD set (the panel's title)"], loc="upper center",
+               bbox_to_anchor=(0.5, 1 - 0.4 / height), ncols=2, fontsize=8, frameon=False)
     fig.supxlabel("score (higher = ID)", fontsize=9)
     fig.supylabel("density", fontsize=9)
     return _save(fig, out_path)
 
 
+#: The ROC curves' colours, in order: matplotlib's ten ``tab10`` colours, then ten darker ones.
+ROC_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf", "#000000", "#000080", "#800000", "#008080", "#c000c0", "#b8860b",
+               "#4b0082", "#a0522d", "#2e8b57", "#808000")
+
+
+def _roc_styles(keys):
+    """``{key: plot kwargs}`` for the ROC curves: every key its own colour, one line style per model.
+
+    Keys are ``"<model>/<score>"``. Colours come from `ROC_COLOURS` (20 saturated
+    colours, none light) in key order, so no two of up to 20 curves share a
+    colour; the model (``anchored``, ``vanilla``, ...) sets the line style
+    (solid, dashed, dash-dot, dotted). Past 20 keys the colours repeat, shifted
+    to the next line style. The styles depend on the keys only: the same key
+    looks the same in every ROC plot of a run.
+    """
+    colours = ROC_COLOURS
+    models = list(dict.fromkeys(k.split("/", 1)[0] if "/" in k else "" for k in keys))
+    dashes = ("-", "--", "-.", ":")
+    out = {}
+    for i, k in enumerate(keys):
+        m = models.index(k.split("/", 1)[0] if "/" in k else "")
+        out[k] = dict(color=colours[i % len(colours)], ls=dashes[(m + i // len(colours)) % len(dashes)])
+    return out
+
+
 def plot_roc(score_values, out_path, ood_set):
     """ROC curves (ID positive) of every score key on one OOD set, with AUROC in the legend.
 
-    Score keys without scores for ``ood_set`` are skipped.
+    Each curve has its own colour, each model its own line style (`_roc_styles`:
+    the same key looks the same in every ROC plot of a run); the legend sits
+    right of the axes, best AUROC first. Score keys without scores for
+    ``ood_set`` are skipped.
 
     Args:
         score_values: ``{score_key: {"id": array, ood_set: array, ...}}``.
@@ -187,20 +219,34 @@ def plot_roc(score_values, out_path, ood_set):
     keys = [k for k, v in score_values.items() if "id" in v and ood_set in v]
     if not keys:
         raise ValueError(f"no score key in score_values has 'id' and {ood_set!r} scores")
-    fig = _figure((5.0, 4.6))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (50.0%)")
+    from matplotlib.figure import Figure
+
+    styles = _roc_styles([k for k, v in score_values.items() if "id" in v])
+    label_chars = max(len(k) for k in keys) + len(" (AUROC 100.0%)")
+    legend_w = 0.6 + 0.066 * label_chars  # inches at fontsize 8: the line sample, then the text
+    rows = len(keys) + 1
+    axes_w, axes_h = 3.9, 3.6
+    width, height = 0.75 + axes_w + 0.25 + legend_w, max(0.55 + axes_h + 0.45, 0.9 + 0.17 * rows)
+    fig = Figure(figsize=(width, height), dpi=DPI)  # fixed margins: a layout engine doubles the cost
+    ax = fig.add_axes((0.75 / width, (height - 0.45 - axes_h) / height, axes_w / width, axes_h / height))
+    (chance,) = ax.plot([0, 1], [0, 1], ls=(0, (1, 2)), color="grey", lw=1)
+    curves = []
     for key in keys:
         fpr, tpr = roc_curve(score_values[key]["id"], score_values[key][ood_set])
         auroc = ood_metrics(score_values[key]["id"], score_values[key][ood_set])["auroc"]
-        ax.plot(fpr, tpr, lw=1.6, label=f"{key} (AUROC {100 * auroc:.1f}%)")
+        (line,) = ax.plot(fpr, tpr, lw=1.8, **styles[key])
+        curves.append((-auroc, len(curves), line, f"{key} (AUROC {100 * auroc:.1f}%)"))
+    curves.sort(key=lambda c: c[:2])
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel(f"FPR: {ood_set} accepted as ID")
     ax.set_ylabel("TPR: ID accepted")
     ax.set_title(f"ROC, ID vs {ood_set}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    fig.legend([c[2] for c in curves] + [chance], [c[3] for c in curves] + ["chance (AUROC 50.0%)"],
+               loc="upper left", bbox_to_anchor=((0.75 + axes_w + 0.2) / width, 1 - 0.4 / height),
+               fontsize=8, title="model/score, best first", title_fontsize=8, frameon=False,
+               handlelength=3.0)
     return _save(fig, out_path)
 
 

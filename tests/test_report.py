@@ -241,3 +241,38 @@ def test_line_styles_one_colour_per_score_one_style_per_model():
     assert {st[k]["ls"] for k in keys if k.startswith("anchored")} == {"--"}
     many = plots._line_styles([f"m/s{i}" for i in range(14)])
     assert len({v["color"] for v in many.values()}) == 14
+
+
+def test_roc_every_curve_its_own_colour_legend_outside(monkeypatch, tmp_path):
+    """16 curves: 16 colours, one line style per model, the same key alike in every plot, legend right of the axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    anchored = ["amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "neg_tau", "amp+knn", "amp+mahalanobis"]
+    vanilla = ["msp", "energy", "odin", "maxlogit", "entropy", "react", "knn", "mahalanobis", "gram"]
+    rng = np.random.default_rng(0)
+    keys = [f"anchored/{s}" for s in anchored] + [f"vanilla/{s}" for s in vanilla]
+    score_values = {k: {"id": rng.normal(0, 1, 200), "digits": rng.normal(-0.1 * i, 1, 100),
+                        "letters": rng.normal(-1, 1, 100)} for i, k in enumerate(keys)}
+    score_values["vanilla/gram"].pop("letters")  # a key without this set is skipped
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or str(path))
+    plot_roc(score_values, tmp_path / "a.png", "digits")
+    plot_roc(score_values, tmp_path / "b.png", "letters")
+    looks = []
+    for fig, n in zip(figs, (16, 15)):
+        (ax,) = fig.axes
+        curves = [ln for ln in ax.get_lines() if ln.get_color() != "grey"]  # the chance line is grey
+        assert len(curves) == n
+        looks.append({ln.get_color(): ln.get_linestyle() for ln in curves})
+        assert len(looks[-1]) == n  # no colour twice
+        (legend,) = fig.legends
+        assert len(legend.get_texts()) == n + 1  # and the chance line
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # outside the data
+        assert legend.get_window_extent(renderer).x1 <= fig.bbox.x1 + 1  # and inside the figure
+    assert set(looks[1].items()) <= set(looks[0].items())  # a key keeps its colour and style
+    st = plots._roc_styles(keys)
+    assert {st[k]["ls"] for k in keys[:7]} == {"-"} and {st[k]["ls"] for k in keys[7:]} == {"--"}
+    many = plots._roc_styles([f"m{i % 3}/s{i}" for i in range(20)])
+    assert len({v["color"] for v in many.values()}) == 20
