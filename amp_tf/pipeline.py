@@ -59,6 +59,8 @@ class IDData:
         x_test, y_test: the reported ID test set.
         num_classes: class count.
         mean, std: per-channel statistics of `x_train` in pixel units.
+        sources: where each split was read, ``{"train": path, "test": path}`` (when
+            the loader tells; recorded in job.json).
     """
 
     name: str
@@ -71,6 +73,7 @@ class IDData:
     num_classes: int
     mean: np.ndarray = None
     std: np.ndarray = None
+    sources: dict = None
 
     def __post_init__(self):
         from amp_tf.data.preprocessing import channel_stats
@@ -153,7 +156,7 @@ class StreamedIDData:
 
 
 def split_id(name, x_all, y_all, x_test, y_test, val_size, seed=0, train_limit=None, num_classes=None,
-             min_val=20):
+             min_val=20, sources=None):
     """`IDData` from a training pool: `val_size` images held out by a seeded permutation.
 
     The validation images are the first `val_size` of `permutation(seed)`; the
@@ -175,7 +178,7 @@ def split_id(name, x_all, y_all, x_test, y_test, val_size, seed=0, train_limit=N
     y_all = np.asarray(y_all)
     n = int(num_classes) if num_classes else int(y_all.max()) + 1
     return IDData(name, x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx],
-                  np.asarray(x_test), np.asarray(y_test), n)
+                  np.asarray(x_test), np.asarray(y_test), n, sources=sources)
 
 
 def load_id(name, val_size=5000, seed=0, train_limit=None, eval_limit=None, data_dir=None, download=False):
@@ -185,9 +188,11 @@ def load_id(name, val_size=5000, seed=0, train_limit=None, eval_limit=None, data
     kw = dict(data_dir=data_dir, download=download)
     train_set = data.load(name, "train", **kw)
     x_all, y_all = data.to_numpy(train_set)
-    x_test, y_test = data.to_numpy(data.load(name, "test", **kw), limit=eval_limit or None)
+    test_set = data.load(name, "test", **kw)
+    x_test, y_test = data.to_numpy(test_set, limit=eval_limit or None)
+    sources = {"train": train_set.source, "test": test_set.source}  # val: held out of train
     return split_id(name, x_all, y_all, x_test, y_test, val_size, seed, train_limit,
-                    num_classes=train_set.num_classes)
+                    num_classes=train_set.num_classes, sources=sources)
 
 
 def load_ood(names, image_shape, resize=None, convert_channels=False, limit=None, data_dir=None,
@@ -330,198 +335,8 @@ def load_ood_streams(names, image_size, limit=None, batch_size=64, load_kw=None,
 # --------------------------------------------------------------------------- #
 # Run folders
 # --------------------------------------------------------------------------- #
-class RunFolderLost(FileNotFoundError):
-    """The work folder of a run in progress was deleted or taken over by another run: nothing is committed."""
-
-
-def _stored_config(folder):
-    """The `job.json` of a run folder, or None when it has none (or it is unreadable)."""
-    try:
-        return json.loads((Path(folder) / "job.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _non_empty_dir(path):
-    return path.is_dir() and any(path.iterdir())
-
-
-def check_run_folder(path, config, resume=False, overwrite=False):
-    """Refuses a run folder that would mix runs, before anything is loaded or written. Touches nothing.
-
-    Returns the state RunFolder will start from: ``"new"``, ``"interrupted"``
-    (a `.<name>.partial` left by a killed run: resumed with `resume=True`) or
-    ``"replace"`` (`overwrite=True` over an earlier run).
-
-    Raises:
-        ValueError: `--out` is a file, or `.` / `..`; it holds a run (or a killed run) and
-            neither `resume` nor `overwrite` is set; `resume` with no interrupted
-            run, of a finished run (nothing to resume: it is refused, its files
-            stay as they are), or with other settings than the stored `job.json`;
-            `overwrite` of a folder that holds no amp-tf run (no `job.json`).
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> check_run_folder(pathlib.Path(tempfile.mkdtemp()) / "run", {"seed": 0})
-        'new'
-    """
-    path = Path(path)
-    if path.name in ("", ".", ".."):
-        raise ValueError(f"--out {path}: name a run folder of its own (e.g. runs/my-run), not {path}.")
-    work = path.parent / f".{path.name}.partial"
-    config = json.loads(json.dumps(config, default=str))
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite: pick one.")
-    for p in (path, work):
-        if p.exists() and not p.is_dir():
-            raise ValueError(f"--out {path}: {p} is a file, not a run folder; pass another --out.")
-    finished, partial = _non_empty_dir(path), work.exists()
-    if overwrite:
-        if finished and _stored_config(path) is None:
-            raise ValueError(f"--overwrite: {path} holds no job.json, so it is no amp-tf run folder and is "
-                             "left alone; remove it yourself, or pass another --out.")
-        return "replace" if finished or partial else "new"
-    if not resume:
-        if finished or partial:
-            what = "holds an earlier run" if finished else f"has an interrupted run ({work})"
-            raise ValueError(f"--out {path} {what}. Pass --resume to continue it with the same settings, "
-                             "--overwrite to replace it, or another --out.")
-        return "new"
-    if not partial:
-        if finished and _stored_config(path) is not None:
-            raise ValueError(f"--resume: the run in {path} is already complete; there is nothing to resume, "
-                             "and its files are left as they are. Pass --overwrite to run it again, or "
-                             "another --out.")
-        what = "holds no amp-tf run (no job.json)" if finished else "holds no run to resume"
-        raise ValueError(f"--resume: {path} {what}; drop --resume.")
-    old = _stored_config(work)
-    if old is None:
-        raise ValueError(f"--resume: the interrupted run in {work} has no job.json (its folder was deleted or "
-                         "replaced during the run), so its settings are unknown; pass --overwrite to start over.")
-    if old != config:
-        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-        raise ValueError(f"--resume: the settings differ from the stored run's in {diff}; rerun with the "
-                         "stored settings, or pass --overwrite to start over.")
-    return "interrupted"
-
-
-class RunFolder:
-    """A run's output folder, never mixed with another run and never half-written.
-
-    The run writes into `work` (a hidden sibling `.<name>.partial`, holding
-    `job.json`) and `commit()` renames it to `path` when complete. The rules
-    (`check_run_folder`, which a CLI can call before it loads any data):
-
-    * a new `path`: the run starts;
-    * a non-empty `path`, or a partial folder left by a killed run: refused,
-      unless `resume=True` (continues the *interrupted* run; its stored
-      `job.json` must equal `config`) or `overwrite=True` (starts afresh; the
-      earlier run in `path` is deleted only by `commit()`, so a run that
-      fails or is refused on the way leaves it as it was; a non-empty folder
-      without `job.json` is never replaced);
-    * `resume=True` of a *finished* run: refused, its files untouched (there is
-      nothing to resume; `overwrite=True` runs it again).
-
-    If the work folder is deleted, or taken over by another run (a second
-    `--overwrite` or `--resume` of the same `--out`), while this run is in
-    progress, `commit()` (and `check_intact()`, between phases) raises
-    `RunFolderLost` and commits nothing.
-
-    Args:
-        path: the final folder.
-        config: the run's settings (JSON-able); stored as `job.json` and
-            compared on resume. Leave out what may differ on resume (verbosity).
-        resume, overwrite: see above (not both).
-        log: where the "resuming ..." line goes.
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> run = RunFolder(pathlib.Path(tempfile.mkdtemp()) / "run", {"seed": 0}, log=lambda m: None)
-        >>> _ = (run.work / "report.md").write_text("done")
-        >>> run.commit().name
-        'run'
-    """
-
-    OWNER = ".owner"  # a token of the process that writes the work folder (removed at commit)
-
-    def __init__(self, path, config, resume=False, overwrite=False, log=print):
-        import uuid
-
-        self.path = Path(path)
-        self.work = self.path.parent / f".{self.path.name}.partial"
-        self.config = json.loads(json.dumps(config, default=str))
-        self.log = log
-        self.state = check_run_folder(self.path, self.config, resume, overwrite)
-        if self.state == "replace":  # the earlier run in `path` stays until this one is complete
-            shutil.rmtree(self.work, ignore_errors=True)
-        if self.state == "interrupted":
-            self.log(f"resuming the interrupted run in {self.work} (same settings; completed epochs are "
-                     "restored from its backups)")
-        self._token = uuid.uuid4().hex
-        self.work.mkdir(parents=True, exist_ok=True)
-        (self.work / "job.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
-        (self.work / self.OWNER).write_text(self._token)
-
-    def check_intact(self):
-        """Raises `RunFolderLost` unless the work folder is still this run's (job.json and owner token)."""
-        try:
-            mine = (self.work / self.OWNER).read_text() == self._token
-        except OSError:
-            mine = False
-        if not mine or _stored_config(self.work) != self.config:
-            raise RunFolderLost(
-                f"the run folder {self.work} was deleted or taken over by another run while this run was in "
-                f"progress; nothing was committed to {self.path}. Start the run again (--overwrite)."
-            )
-
-    @contextlib.contextmanager
-    def guard(self):
-        """Wraps a run's work: an `OSError` because the work folder vanished becomes `RunFolderLost`.
-
-        Example:
-            >>> import pathlib, tempfile
-            >>> run = RunFolder(pathlib.Path(tempfile.mkdtemp()) / "run", {}, log=lambda m: None)
-            >>> with run.guard():
-            ...     shutil.rmtree(run.work)
-            ...     (run.work / "report.md").write_text("x")
-            Traceback (most recent call last):
-            ...
-            amp_tf.pipeline.RunFolderLost: the run folder ... was deleted or taken over by another run ...
-        """
-        try:
-            yield self.work
-        except OSError as err:
-            if not isinstance(err, RunFolderLost):
-                self.check_intact()
-            raise
-
-    def commit(self):
-        """Moves the complete run into place; returns its final path.
-
-        Raises:
-            RunFolderLost: the work folder is gone or no longer this run's.
-            FileExistsError: `path` was filled by someone else during the run.
-        """
-        self.check_intact()
-        if _non_empty_dir(self.path):
-            if self.state == "new" or _stored_config(self.path) is None:
-                raise FileExistsError(f"{self.path} was filled while this run was in progress; the complete "
-                                      f"run stays in {self.work}: move it yourself.")
-            shutil.rmtree(self.path)  # the earlier run that --overwrite replaces
-        elif self.path.is_dir():
-            self.path.rmdir()
-        (self.work / self.OWNER).unlink()
-        self.work.rename(self.path)
-        return self.path
-
-    def discard(self):
-        """Removes the work folder of a run refused after `RunFolder` was made (a resumed one is kept).
-
-        For checks that need the data: call it when such a check refuses the run,
-        so that a refusal leaves nothing behind (an earlier run in `path` is untouched).
-        """
-        if self.state != "interrupted" and self.work.is_dir():
-            shutil.rmtree(self.work)
+# The rules and the lock live in amp_tf.runfolder (pure Python: a CLI checks --out before TensorFlow).
+from amp_tf.runfolder import RunFolder, RunFolderLost, RunInterrupted, check_run_folder  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------- #

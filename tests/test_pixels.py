@@ -97,6 +97,7 @@ def test_run_folder_resumes_only_an_identical_interrupted_run(tmp_path):
     out = tmp_path / "run"
     killed = RunFolder(out, {"lr": 0.1}, log=lambda m: None)
     (killed.work / "backup").mkdir()
+    killed.release()  # its process ended (a kill)
     with pytest.raises(ValueError, match="interrupted run"):
         RunFolder(out, {"lr": 0.1})
     with pytest.raises(ValueError, match=r"\['lr'\]"):

@@ -118,6 +118,43 @@ def test_sigkill_mid_training_then_resume_is_exact_and_a_finished_run_is_not_red
     assert "error: " in err and "was deleted or taken over" in err and not lost_out.exists()
 
 
+def _wait_for_lock(proc, out, timeout=600):
+    lock = out.parent / f".{out.name}.partial" / RunFolder.OWNER
+    end = time.time() + timeout
+    while proc.poll() is None and time.time() < end and not lock.exists():
+        time.sleep(0.02)
+    return lock.exists()
+
+
+@pytest.mark.slow
+def test_a_second_run_into_a_live_runs_folder_is_refused_at_once_and_the_first_completes_untouched(tmp_path):
+    run, ref_out = tmp_path / "run", tmp_path / "ref"
+    ref, first = _start(ref_out), _start(run)
+    assert _wait_for_lock(first, run), first.communicate()[1][-3000:]
+    took = {}
+    for extra in ([], ["--resume"], ["--overwrite"]):
+        t = time.time()
+        second = subprocess.run(_cmd(run) + extra, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                                timeout=120)
+        took[" ".join(extra) or "plain"] = round(time.time() - t, 2)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"is in use by a live run (process {first.pid} on " in second.stderr, second.stderr
+        assert "--resume to continue" not in second.stderr and "Traceback" not in second.stderr
+    print(f"the second process was refused in {took} s")
+    assert max(took.values()) < 10  # measured well under 2 s: refused before TensorFlow is imported
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-3000:]
+    assert not (tmp_path / ".run.partial").exists() and not (run / RunFolder.OWNER).exists()
+    assert json.loads((run / "job.json").read_text()) == json.loads((ref_out / "job.json").read_text())
+    a, b = (keras.models.load_model(p / "anchored.keras") for p in (ref_out, run))
+    for x, y in zip(a.backbone.get_weights(), b.backbone.get_weights()):
+        np.testing.assert_array_equal(x, y)  # nothing mixed: the same weights as a run alone
+    assert json.loads((run / "report.json").read_text())["scores"] == json.loads(
+        (ref_out / "report.json").read_text())["scores"]
+
+
 # ------------------------------------------------------------------ RunFolder (fast)
 def _finished(out, config):
     folder = RunFolder(out, config, log=QUIET)
@@ -150,13 +187,35 @@ def test_a_deleted_work_folder_fails_the_commit_and_commits_nothing(tmp_path):
             (folder.work / "anchored.keras").write_bytes(b"")
 
 
-def test_a_work_folder_taken_over_by_another_run_is_not_committed_by_the_first(tmp_path):
+def test_a_live_run_owns_its_folder_and_one_taken_over_is_not_committed(tmp_path):
     out = tmp_path / "run"
     first = RunFolder(out, {"seed": 0}, log=QUIET)
-    second = RunFolder(out, {"seed": 0}, overwrite=True, log=QUIET)  # same settings, same --out
+    (first.work / "report.md").write_text("first")
+    for kw in ({}, {"resume": True}, {"overwrite": True}):  # same settings, same --out: refused at once
+        with pytest.raises(ValueError, match=rf"in use by a live run \(process {os.getpid()} on "):
+            RunFolder(out, {"seed": 0}, log=QUIET, **kw)
+    assert (first.work / "report.md").read_text() == "first" and first.held()
+    lock = json.loads((first.work / RunFolder.OWNER).read_text())
+    assert lock["pid"] == os.getpid() and lock["host"] and lock["started"]
+    (first.work / RunFolder.OWNER).write_text(json.dumps({**lock, "token": "another run's"}))  # taken over
     with pytest.raises(RunFolderLost):
         first.commit()
-    assert second.commit() == out
+    assert not out.exists()
+
+
+def test_a_lock_whose_process_is_gone_is_an_interrupted_run(tmp_path):
+    out = tmp_path / "run"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    first = RunFolder(out, {"seed": 0}, log=QUIET)
+    lock = json.loads((first.work / RunFolder.OWNER).read_text())
+    first.release()
+    (first.work / RunFolder.OWNER).write_text(json.dumps({**lock, "pid": int(dead.stdout), "token": "x"}))
+    with pytest.raises(ValueError, match=rf"has an interrupted run .*process {int(dead.stdout)} .* is gone.*--resume"):
+        RunFolder(out, {"seed": 0}, log=QUIET)
+    said = []
+    resumed = RunFolder(out, {"seed": 0}, resume=True, log=said.append)  # takes the dead run's lock over
+    assert "resuming" in said[0] and resumed.held()
+    assert resumed.commit() == out and sorted(p.name for p in out.iterdir()) == ["job.json"]
 
 
 def test_overwrite_keeps_the_earlier_run_until_the_new_one_is_complete(tmp_path):
@@ -180,10 +239,14 @@ def test_refusals_touch_nothing(tmp_path):
         RunFolder(mine, {"seed": 0}, overwrite=True)
     with pytest.raises(ValueError, match="holds no amp-tf run"):
         RunFolder(mine, {"seed": 0}, resume=True)
+    with pytest.raises(ValueError, match=r"holds files that are no amp-tf run \(thesis.txt; no job.json\); "
+                                         "they are left alone"):
+        RunFolder(mine, {"seed": 0})
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="is a file, not a run folder"):
         RunFolder(tmp_path / "file", {"seed": 0})
     killed = RunFolder(tmp_path / "killed", {"seed": 0}, log=QUIET)
+    killed.release()  # its process ended
     (killed.work / "job.json").unlink()
     with pytest.raises(ValueError, match="has no job.json"):
         RunFolder(tmp_path / "killed", {"seed": 0}, resume=True)
@@ -199,6 +262,7 @@ def test_resume_continues_an_interrupted_run_and_replaces_a_stale_copy(tmp_path)
     out = _finished(tmp_path / "run", {"seed": 0})
     killed = RunFolder(tmp_path / "run", {"seed": 0}, overwrite=True, log=QUIET)
     (killed.work / "backup").mkdir()
+    killed.release()  # its process ended
     said = []
     resumed = RunFolder(out, {"seed": 0}, resume=True, log=said.append)
     assert resumed.state == "interrupted" and "resuming the interrupted run" in said[0]

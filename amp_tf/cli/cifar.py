@@ -143,7 +143,7 @@ def main(argv=None):
     ood, skipped = load_ood(job.ood, d.image_shape, resize=job.data.resize, convert_channels=True,
                             limit=job.data.eval_limit, data_dir=args.data_dir, download=args.download,
                             skip_missing=True, log=log)
-    folder = run_folder(args, f"{args.dataset}-{name}", log=log)  # after every check
+    folder = run_folder(args, f"{args.dataset}-{name}", log=log, data=[d])  # after every check
     log(f"run folder: {folder.path}")
     log(f"ID {args.dataset}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; OOD: "
         + (", ".join(f"{k} ({len(v)})" for k, v in ood.items()) or "none present"))

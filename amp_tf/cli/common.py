@@ -57,21 +57,45 @@ def _run_config(args):
 
 
 def check_out(args):
-    """Refuses --out / --resume / --overwrite that would mix runs, before any data is loaded. Writes nothing."""
-    if args.out:
-        from amp_tf.pipeline import check_run_folder
+    """Refuses --out / --resume / --overwrite that would mix runs (a live run's folder among them), or a
+    place that cannot be written, before TensorFlow is imported and any data loaded. Writes nothing."""
+    from amp_tf.runfolder import check_run_folder, check_writable  # pure Python
 
+    if args.out:
         check_run_folder(Path(args.out), _run_config(args), resume=getattr(args, "resume", False),
                          overwrite=getattr(args, "overwrite", False))
+    else:
+        check_writable(Path("runs"), "the default run folder under runs/")
+    if getattr(args, "backup_dir", None):
+        check_writable(Path(args.backup_dir), f"--backup-dir {args.backup_dir}")
 
 
-def run_folder(args, name, log=print):
-    """The `amp_tf.pipeline.RunFolder` of --out / --resume / --overwrite (default: runs/<name>-<time>)."""
+def run_folder(args, name, log=print, data=()):
+    """The `amp_tf.pipeline.RunFolder` of --out / --resume / --overwrite (default: runs/<name>-<time>);
+    its job.json records where each split of `data` (`IDData`s) was read (`data_sources`)."""
     from amp_tf.pipeline import RunFolder
 
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     return RunFolder(out, _run_config(args), resume=getattr(args, "resume", False),
-                     overwrite=getattr(args, "overwrite", False), log=log)
+                     overwrite=getattr(args, "overwrite", False), log=log,
+                     record={"data_sources": data_sources(*data)} if data else None)
+
+
+def data_sources(*datasets):
+    """``{"<set>/<split>": path}``: where each split of the ID data (`IDData.sources`) was read.
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> data_sources(NS(name="fashion_mnist", sources={"train": "/d/train-images-idx3-ubyte.gz"}))
+        {'fashion_mnist/train': '/d/train-images-idx3-ubyte.gz', 'fashion_mnist/val': '/d/train-images-idx3-ubyte.gz'}
+    """
+    out = {}
+    for d in datasets:
+        for split, source in (getattr(d, "sources", None) or {}).items():
+            out[f"{d.name}/{split}"] = source or "not told by its loader"
+            if split == "train":  # the validation images are held out of the training split
+                out[f"{d.name}/val"] = out[f"{d.name}/train"]
+    return out
 
 
 def run_dir(args, name):
@@ -132,6 +156,9 @@ def check_args(args):
             raise ValueError(f"--lr-milestones: epochs must be >= 1, got {a['lr_milestones']!r}.")
     if a.get("resume") and a.get("overwrite"):
         raise ValueError("--resume and --overwrite: pick one.")
+    if a.get("resume") and "out" in a and not a.get("out"):
+        raise ValueError("--resume needs --out: name the folder of the run to continue (its --out; without "
+                         "--out every run gets a new folder under runs/).")
     if (a.get("num_anchors") is not None and a.get("train_limit") is not None
             and a["num_anchors"] > a["train_limit"]):
         raise ValueError(f"--num-anchors {a['num_anchors']}: the anchors are picked among the training images, "
@@ -439,6 +466,8 @@ def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=No
         sys.stdout.write(json.dumps(resolved_config(args, preset, kind, cli, default_ood, describe), indent=2,
                                     default=str) + "\n")
         raise SystemExit(0)
+    if kind == "train":
+        check_out(args)  # a live run's folder, a run to resume, a place that cannot be written: at once
     heavy_imports()
     return args
 

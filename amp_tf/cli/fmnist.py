@@ -98,6 +98,10 @@ def combine(args, given):
     What the job records (job.json, report.json) is what it uses: flags that
     --init-from makes meaningless are refused when written, and recorded as None.
     """
+    if args.data_dir and not args.download and not args.dry_run:  # every split from --data-dir, or refused now
+        from amp_tf.contract import check_fashion_mnist_dir
+
+        check_fashion_mnist_dir(args.data_dir)
     if args.near and args.holdout:
         raise ValueError("--near with --holdout: the holdout set (classes 0-5 vs 6-9) is itself a near-OOD "
                          "split and has no near-OOD group of its own; drop one of the two flags.")
@@ -160,7 +164,7 @@ def main(argv=None):
         given = GivenModel(str(args.init_from), seed=args.seed)
         given.load(d)
     models = job_models(args, given)
-    folder = run_folder(args, "fmnist", log=log)  # after every check: a refused run writes nothing
+    folder = run_folder(args, "fmnist", log=log, data=[d, *(nd for nd, _ in near)])  # after every check
     log(f"run folder: {folder.path} (data loaded in {time.time() - t0:.0f} s)")
     log(f"ID {d.name}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; "
         "OOD: " + ", ".join(f"{k} ({len(v)})" for k, v in ood.items()))

@@ -170,6 +170,7 @@ def load_folder(request: LoadRequest) -> ImageSet:
             decoded = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in decoded]
         image_set = from_arrays(request, np.stack(decoded), labels_np, num_classes, names)
         image_set.skipped = skipped_names
+        image_set.source = str(root)
         return image_set
 
     # Mixed sizes or too big for memory: decode on the fly.
@@ -184,6 +185,7 @@ def load_folder(request: LoadRequest) -> ImageSet:
         split=request.split,
         class_names=names,
         skipped=skipped_names,
+        source=str(root),
     )
 
 

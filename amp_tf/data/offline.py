@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amp_tf.contract import fashion_mnist_missing
 from amp_tf.data import idx
 from amp_tf.data.registry import (
     DataNotFoundError,
@@ -81,9 +82,11 @@ def fashion_mnist_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST as numpy arrays, from the first source that is present.
 
-    Order: IDX files in ``data_dir`` (or its ``fashion-mnist/`` subfolder), a
-    prepared tfds copy in ``data_dir``, Debian's IDX files, a prepared tfds copy
-    in the default tfds dir; with ``download=True`` finally a tfds download.
+    With ``data_dir``: IDX files in it (or its ``fashion-mnist/`` subfolder), or a
+    prepared tfds copy in it (``download=True``: downloaded into it), and nothing
+    else: the data is the one named, never the system copy. Without: Debian's IDX
+    files, then a prepared tfds copy in the default tfds dir (``download=True``: a
+    tfds download). `fashion_mnist_source` tells which file or folder was read.
 
     Args:
         split: ``"train"`` (60,000) or ``"test"`` (10,000).
@@ -104,31 +107,45 @@ def fashion_mnist_arrays(
     """
     if split not in _IDX_PREFIX:
         raise ValueError(f"Fashion-MNIST has no split {split!r}; use split='train' or 'test'.")
+    arrays, source = _locate(split, data_dir, download)
+    _SOURCES[(split, str(data_dir) if data_dir else None)] = source
+    return arrays
+
+
+#: Where each split was read: ``{(split, data_dir): path}`` (`fashion_mnist_source`).
+_SOURCES = {}
+
+
+def fashion_mnist_source(split: str, data_dir: str | None = None) -> str | None:
+    """The file or folder Fashion-MNIST's `split` was last read from with this `data_dir`, or None."""
+    return _SOURCES.get((split, str(data_dir) if data_dir else None))
+
+
+def _locate(split, data_dir, download):
+    """``(arrays, source)``. With `data_dir`, from there only (IDX files, a tfds copy, or a download into
+    it): never from the system copy, so that the data is the one the user named."""
     prefix = _IDX_PREFIX[split]
-    looked = []
     if data_dir:
         base = Path(data_dir).expanduser()
         for folder in (base, base / "fashion-mnist", base / "fashion_mnist"):
             arrays = _idx_arrays(folder, prefix)
             if arrays is not None:
-                return arrays
-            looked.append(str(folder))
-        arrays = _tfds_arrays(split, data_dir)  # a tfds data dir passed as data_dir
+                return arrays, str(idx.find_idx_pair(folder, prefix)[0])
+        arrays = _tfds_arrays(split, data_dir, download=download)  # a tfds data dir passed as data_dir
         if arrays is not None:
-            return arrays
+            return arrays, str(base / "fashion_mnist")
+        raise DataNotFoundError(fashion_mnist_missing(base, split) or f"data_dir {base}: Fashion-MNIST's "
+                                f"{split} split is not there (its tensorflow-datasets copy is incomplete); "
+                                "pass download=True (CLI: --download) to fetch it into it.")
     arrays = _idx_arrays(Path(DEBIAN_FASHION_MNIST_DIR), prefix)
     if arrays is not None:
-        return arrays
-    looked.append(DEBIAN_FASHION_MNIST_DIR)
-    if not data_dir:
-        arrays = _tfds_arrays(split, None)  # default tfds data dir
-        if arrays is not None:
-            return arrays
-    if download:
-        return _tfds_arrays(split, data_dir, download=True)
+        return arrays, str(idx.find_idx_pair(DEBIAN_FASHION_MNIST_DIR, prefix)[0])
+    arrays = _tfds_arrays(split, None, download=download)  # default tfds data dir
+    if arrays is not None:
+        return arrays, "tensorflow-datasets' default data dir (fashion_mnist)"
     raise DataNotFoundError(
         f"Fashion-MNIST ({split}) not found: no {prefix}-images-idx3-ubyte[.gz] / "
-        f"{prefix}-labels-idx1-ubyte[.gz] in {', '.join(looked)}, and no prepared "
+        f"{prefix}-labels-idx1-ubyte[.gz] in {DEBIAN_FASHION_MNIST_DIR}, and no prepared "
         "tensorflow-datasets copy. Fix: `sudo apt-get install dataset-fashion-mnist` (offline "
         f"files in {DEBIAN_FASHION_MNIST_DIR}), or pass data_dir (CLI: --data-dir) pointing at a "
         "folder with the four *-ubyte[.gz] files, or download=True (CLI: --download) to fetch "
@@ -145,6 +162,8 @@ def _tfds_arrays(split: str, data_dir: str | None, download: bool = False):
     try:
         image_set = tfds_sets.load_tfds(request)
     except DataNotFoundError:
+        if download:
+            raise  # why the download failed
         return None
     logger.info("Fashion-MNIST %s from tensorflow-datasets", split)
     images, labels = to_numpy(image_set)
@@ -165,7 +184,9 @@ def load_fashion_mnist(request: LoadRequest) -> ImageSet:
     """
     check_split(request, ("train", "test"))
     images, labels = fashion_mnist_arrays(request.split, request.data_dir, request.download)
-    return from_arrays(request, images, labels, 10, FASHION_MNIST_CLASSES)
+    out = from_arrays(request, images, labels, 10, FASHION_MNIST_CLASSES)
+    out.source = fashion_mnist_source(request.split, request.data_dir)
+    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -258,7 +279,9 @@ def _holdout_id_set(request, classes):
     remap = np.full(10, -1, np.int64)
     remap[list(classes)] = np.arange(len(classes))
     names = tuple(FASHION_MNIST_CLASSES[c] for c in classes)
-    return from_arrays(request, images, remap[labels], len(classes), names)
+    out = from_arrays(request, images, remap[labels], len(classes), names)
+    out.source = fashion_mnist_source(request.split, request.data_dir)
+    return out
 
 
 def _holdout_ood_set(request, classes):

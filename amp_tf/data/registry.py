@@ -56,6 +56,8 @@ class ImageSet:
         arrays: ``(images, labels)`` numpy arrays in dataset order for in-memory
             sets (the fast path of `to_numpy`), else None.
         skipped: Files that were skipped as unreadable (folder sets).
+        source: Where the images were read (a file or folder path), when the loader
+            tells: run folders record it (job.json's ``data_sources``).
     """
 
     name: str
@@ -67,6 +69,7 @@ class ImageSet:
     class_names: tuple | None = None
     arrays: tuple | None = dataclasses.field(default=None, repr=False)
     skipped: tuple = ()
+    source: str | None = None
 
 
 def register(name: str):

@@ -178,6 +178,7 @@ def load_tfds(request: LoadRequest, tfds_name: str | None = None) -> ImageSet:
         num_examples=num_examples,
         split=request.split,
         class_names=tuple(names) if names else None,
+        source=str(builder.data_dir),
     )
 
 

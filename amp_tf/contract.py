@@ -1,0 +1,221 @@
+"""One contract, checked at every door: each check that a model, a flag combination or a data
+folder must pass lives here once, and the library entry points, every CLI, the tuner, eval.ood
+and the examples call it (tests/test_bad_inputs.py feeds every door the same bad inputs).
+
+* `check_logits_head` / `head_activation_in_config`: a classifier must output logits; a final
+  softmax or sigmoid is refused with the fix (drop the final activation: ``activation=None``).
+* `check_arch_width`: only ``resnet_small`` has a width (trainers.cifar, trainers.tune, ...).
+* `check_image_shape`: a model's input against the data's images; a model that takes any
+  size (``(None, None, C)``) accepts every size with its channel count.
+* `check_scores`: the detector names valid for a model kind (eval.ood).
+* `fashion_mnist_missing`: what a data folder lacks for Fashion-MNIST (--data-dir is the
+  only source when given).
+
+Pure Python at import (no TensorFlow, no Keras): the CLIs call these before TensorFlow is
+imported; `check_logits_head` imports Keras only when it is given a live model.
+
+Example:
+    >>> check_image_shape((None, None, 1), (28, 28, 1), "the model")
+    >>> check_arch_width("wrn40_2", width_given=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: --width: only resnet_small has a --width; wrn40_2 has a fixed width. Drop --width, or use --arch resnet_small.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Final activations that turn logits into something else (AMP, the anchored loss and every
+#: logit score need logits).
+NOT_LOGITS = ("softmax", "sigmoid", "log_softmax")
+#: Backbones with a width flag.
+WIDTH_ARCHS = ("resnet_small",)
+
+
+# --------------------------------------------------------------------------- #
+# The output head: logits only
+# --------------------------------------------------------------------------- #
+def _head_message(what, found):
+    return (f"{what}: the model ends in {found}, so it outputs probabilities, not logits; anchored training, "
+            "AMP and the logit scores need logits. Drop the final activation: build the last layer with "
+            "activation=None (keras.applications: classifier_activation=None) and give the model that "
+            "outputs logits.")
+
+
+def head_activation(model):
+    """Where a live Keras model applies a final softmax / sigmoid (a description), or None.
+
+    Follows the single output back through shape-only layers (Flatten, Reshape, Dropout,
+    Identity, a linear Activation) and nested models.
+    """
+    import keras
+
+    shape_only = (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity, keras.layers.Dropout)
+    outputs = getattr(model, "outputs", None) or []
+    layer = _producer(outputs[0]) if len(outputs) == 1 else None
+    for _ in range(64):
+        if layer is None:
+            return None
+        where = f"layer {layer.name!r} ({type(layer).__name__})"
+        if type(layer).__name__ == "Softmax":
+            return f"a softmax ({where})"
+        act = getattr(getattr(layer, "activation", None), "__name__", "")
+        if act in NOT_LOGITS:
+            return f"a {act} ({where} has activation={act!r})"
+        if isinstance(layer, keras.Model) and getattr(layer, "outputs", None):
+            layer = _producer(layer.outputs[0])
+        elif (isinstance(layer, shape_only) or act == "linear") and len(layer._inbound_nodes) == 1:
+            layer = _producer(layer._inbound_nodes[0].input_tensors[0])
+        else:
+            return None
+    return None
+
+
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history else None
+
+
+def check_logits_head(model, what="model"):
+    """Refuses a model (live Keras model) whose output is not logits (a final softmax or sigmoid).
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="sigmoid", name="head")])
+        >>> check_logits_head(m, "vanilla")
+        Traceback (most recent call last):
+        ...
+        ValueError: vanilla: the model ends in a sigmoid (layer 'head' (Dense) has activation='sigmoid'), ...
+    """
+    found = head_activation(model)
+    if found:
+        raise ValueError(_head_message(what, found))
+    return model
+
+
+def head_activation_in_config(config):
+    """`head_activation` of a saved model read from its `.keras` config.json (no Keras): a
+    Functional / Sequential model whose last layer is a Softmax or has a softmax / sigmoid
+    activation. None when it cannot tell (e.g. a subclassed model)."""
+    inner = (config or {}).get("config") or {}
+    layers = inner.get("layers") or []
+    if not layers:
+        return None
+    last = layers[-1]
+    outputs = inner.get("output_layers")
+    if isinstance(outputs, list) and outputs and isinstance(outputs[0], list):
+        by_name = {(layer.get("config") or {}).get("name", layer.get("name")): layer for layer in layers}
+        last = by_name.get(outputs[0][0], last)
+    name = (last.get("config") or {}).get("name", last.get("name"))
+    if last.get("class_name") == "Softmax":
+        return f"a softmax (layer {name!r} (Softmax))"
+    act = (last.get("config") or {}).get("activation")
+    if isinstance(act, dict):
+        act = (act.get("config") or {}).get("name") or act.get("class_name")
+    if act in NOT_LOGITS:
+        return f"a {act} (layer {name!r} ({last.get('class_name')}) has activation={act!r})"
+    if last.get("class_name") in ("Functional", "Sequential", "Model"):
+        return head_activation_in_config(last)
+    return None
+
+
+def check_logits_config(config, what):
+    """`check_logits_head` for a saved model's config.json (the CLIs, before TensorFlow)."""
+    found = head_activation_in_config(config)
+    if found:
+        raise ValueError(_head_message(what, found))
+
+
+# --------------------------------------------------------------------------- #
+# Architecture and width; image shapes; score names
+# --------------------------------------------------------------------------- #
+def check_arch_width(arch, width_given, flag="--width"):
+    """Refuses a width for a backbone that has none (only `WIDTH_ARCHS` have one)."""
+    if width_given and arch is not None and arch not in WIDTH_ARCHS:
+        raise ValueError(f"{flag}: only resnet_small has a --width; {arch} has a fixed width. Drop --width, or "
+                         "use --arch resnet_small.")
+
+
+def shapes_match(model_shape, data_shape):
+    """True when images of `data_shape` (H, W, C) fit a model input `model_shape` (None: any size)."""
+    model_shape, data_shape = tuple(model_shape), tuple(data_shape)
+    return len(model_shape) == len(data_shape) and all(
+        m is None or d is None or int(m) == int(d) for m, d in zip(model_shape, data_shape))
+
+
+def check_image_shape(model_shape, data_shape, what="the model", data_what="the data", fix=None):
+    """Refuses a model whose input does not take the data's images (a model taking any size,
+    ``(None, None, C)``, takes every size with C channels)."""
+    if model_shape is None or data_shape is None or shapes_match(model_shape, data_shape):
+        return
+    fix = fix or "Give a model trained on such images."
+    raise ValueError(f"{what} takes {_fmt(model_shape)} images; {data_what} are {_fmt(data_shape)}. {fix}")
+
+
+def _fmt(shape):
+    return "(" + ", ".join("any" if d is None else str(int(d)) for d in shape) + ")"
+
+
+#: `amp_tf.detectors.names(anchored=True)` (tests/test_bad_inputs.py checks that they agree):
+#: the names eval.ood scores on an anchored model, in the report's order.
+ANCHORED_SCORES = ("amp", "msp", "energy", "neg_tau", "amp[mean,divide]", "amp[sum,exp]", "amp[sum,divide]",
+                   "knn", "mahalanobis", "amp+knn", "amp+mahalanobis")
+#: The anchored scores fitted on the ID training images' features (labels for Mahalanobis).
+FEATURE_SCORES = ("knn", "mahalanobis", "amp+knn", "amp+mahalanobis")
+
+
+def check_scores(asked, valid, kind):
+    """The asked score names in `valid`'s order (anchored) or as asked; ValueError naming the
+    unknown ones and the valid names for this model kind."""
+    bad = [s for s in asked if s not in valid]
+    if bad or not asked:
+        raise ValueError(f"--scores: unknown score(s) {', '.join(bad) or '(none given)'} for "
+                         f"{'an anchored' if kind == 'anchored' else 'a vanilla'} model; valid: "
+                         f"{', '.join(valid)}, or all.")
+    return list(dict.fromkeys(asked))
+
+
+# --------------------------------------------------------------------------- #
+# Data folders
+# --------------------------------------------------------------------------- #
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def _has_idx_pair(folder, prefix):
+    for kind, ndim in (("images", 3), ("labels", 1)):
+        names = [f"{prefix}-{kind}-idx{ndim}-ubyte", f"{prefix}-{kind}.idx{ndim}-ubyte"]
+        if not any((folder / (n + s)).is_file() for n in names for s in (".gz", "")):
+            return False
+    return True
+
+
+def fashion_mnist_missing(data_dir, split):
+    """Why Fashion-MNIST's `split` is not in the data folder `data_dir` (the files it needs and what is
+    there), or None when its IDX files or a tensorflow-datasets copy are there."""
+    base = Path(data_dir).expanduser()
+    prefix = _IDX_PREFIX[split]
+    if any(_has_idx_pair(f, prefix) for f in (base, base / "fashion-mnist", base / "fashion_mnist")):
+        return None
+    if (base / "fashion_mnist").is_dir():
+        return None  # a tensorflow-datasets copy: its loader tells what is missing in it
+    try:
+        present = sorted(p.name for p in base.iterdir())
+    except OSError:
+        present = []
+    have = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+    return (f"data_dir (--data-dir) {base}: Fashion-MNIST's {split} split is not there: it needs "
+            f"{prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] (in the folder or its "
+            "fashion-mnist/ subfolder) or a prepared tensorflow-datasets copy (fashion_mnist/); the folder "
+            f"holds {have or 'nothing'}. With a data folder every split is read from it only: add the files, "
+            "pass download=True (CLI: --download) to fetch them into it, or drop --data-dir to use the system "
+            f"copy ({DEBIAN_FASHION_MNIST_DIR}: `sudo apt-get install dataset-fashion-mnist`).")
+
+
+def check_fashion_mnist_dir(data_dir, splits=("train", "test")):
+    """Refuses, before any work, a data folder that lacks a Fashion-MNIST split (trainers.fmnist)."""
+    for split in splits:
+        why = fashion_mnist_missing(data_dir, split)
+        if why:
+            raise ValueError(why)
