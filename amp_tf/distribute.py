@@ -15,6 +15,8 @@ Example:
 >>> strategy = get_strategy("default")
 >>> strategy.num_replicas_in_sync
 1
+>>> print(describe_strategy(strategy, "default", 128))
+strategy default: 1 replica (the default device), global batch 128 = 128 per replica
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 
+#: The strategies made so far, by `(name, devices)`: a trainer logs its strategy at start and trains
+#: under the same object (a multi-worker or TPU strategy is made once per process).
+_MADE = {}
+
 
 def get_strategy(name="default", devices=None):
-    """A `tf.distribute.Strategy` by name.
+    """A `tf.distribute.Strategy` by name (made once per process and name: later calls return it).
 
     Args:
         name: `default` (no distribution), `mirrored` (all local GPUs, or the
@@ -42,6 +48,13 @@ def get_strategy(name="default", devices=None):
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {name!r}.")
     if name == "default":
         return tf.distribute.get_strategy()
+    key = (name, tuple(devices) if devices is not None else None)
+    if key not in _MADE:
+        _MADE[key] = _make(name, devices)
+    return _MADE[key]
+
+
+def _make(name, devices):
     if name == "mirrored":
         if devices is None:
             gpus = tf.config.list_logical_devices("GPU")
@@ -59,6 +72,32 @@ def get_strategy(name="default", devices=None):
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def describe_strategy(strategy, name, global_batch):
+    """One line for a run's log: the strategy, its replicas and devices, and the batch per replica.
+
+    Example:
+        >>> print(describe_strategy(get_strategy("default"), "default", 64))
+        strategy default: 1 replica (the default device), global batch 64 = 64 per replica
+    """
+    n = int(strategy.num_replicas_in_sync)
+    try:
+        devices = [d.rsplit("/", 1)[-1].replace("device:", "") for d in strategy.extended.worker_devices]
+    except (RuntimeError, AttributeError, NotImplementedError):  # the default strategy has no device list
+        devices = None
+    where = ", ".join(devices) if devices else "the default device"
+    if name == "multiworker":
+        where = f"{_workers()} worker(s); this worker's devices: {where}"
+    b = int(global_batch)
+    per = f"{b // n}" if b % n == 0 else f"{b // n} or {b // n + 1} (it does not divide evenly)"
+    return (f"strategy {name}: {n} replica{'s' if n != 1 else ''} ({where}), global batch {b} = {per} "
+            "per replica")
+
+
+def _workers():
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {})
+    return sum(len(cluster.get(k, [])) for k in ("chief", "worker")) or 1
 
 
 def worker_info():

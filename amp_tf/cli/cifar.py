@@ -26,8 +26,10 @@ report.json / report.md and plots, the .keras model, normalization.json, and
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
 
 from amp_tf import presets as _presets
 from amp_tf.cli.common import (
@@ -101,6 +103,46 @@ def combine(args, given):
         raise ValueError("--init-from with --vanilla: --init-from gives the vanilla twin (scored, not "
                          "retrained) and fine-tunes the anchored model from it; drop --vanilla.")
     check_init_from(args, given)
+    check_id_data(args)  # last: a wrong flag is named before missing data
+
+
+#: The CIFAR archives tensorflow-datasets prepares each set from (its download, or its manual folder).
+ARCHIVES = {"cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+            "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"}
+#: The command that runs the same trainer path (strategy, anchored training, AMP report) offline.
+OFFLINE_COMMAND = "python -m trainers.fmnist --strategy mirrored --out runs/fmnist-mirrored"
+
+
+def tfds_dir(args):
+    """The tensorflow-datasets folder the ID set is read from: --data-dir, else tfds' default."""
+    return args.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+
+
+def check_id_data(args):
+    """Without --download the ID set must be prepared on disk: checked before TensorFlow is imported, so
+    a machine without CIFAR hears it in about a second, with the command that works offline and how to
+    point --data-dir at CIFAR files. (A copy that is there but unusable is judged later by the loader.)
+
+    Raises:
+        FileNotFoundError: no ``<dir>/<dataset>/<version>/dataset_info.json``.
+    """
+    root = str(tfds_dir(args))
+    if args.download or args.dry_run or "://" in root:
+        return
+    folder = Path(root).expanduser()
+    if any(folder.glob(f"{args.dataset}/**/dataset_info.json")):
+        return
+    url = ARCHIVES[args.dataset]
+    manual = folder / "downloads" / "manual"
+    raise FileNotFoundError(
+        f"{args.dataset} is not on this machine: no prepared tensorflow-datasets copy in {folder} (looked for "
+        f"{folder}/{args.dataset}/<version>/dataset_info.json) and --download was not given. Offline, the same "
+        f"trainer path (--strategy, anchored training, the AMP report) runs on Fashion-MNIST: {OFFLINE_COMMAND}. "
+        f"For {args.dataset}: pass --data-dir DIR where DIR holds a prepared copy (DIR/{args.dataset}/<version>/, "
+        f"e.g. a ~/tensorflow_datasets copied from a machine that ran with --download); or put "
+        f"{url.rsplit('/', 1)[-1]} (from {url}) in {manual}/ and add --download, which prepares it from that "
+        f"file without the network (with --data-dir DIR: DIR/downloads/manual/); or add --download on a machine "
+        f"with a network (about 160 MiB).")
 
 
 def expand_ood(text):

@@ -4,12 +4,21 @@ Offline first: before any tfds call that could touch the network, the loader
 checks that the prepared dataset is on disk (``builder.is_prepared()`` only looks
 at ``data_dir``). If it is not there and ``download`` was not asked for it fails
 at once with a message that says how to get the data; ``tfds.load`` itself would
-retry for minutes without a network.
+retry for minutes without a network. With ``download`` it first tries the hosts
+of the set's files (a socket connect, `PROBE_TIMEOUT_S` seconds) unless those
+files already lie in the manual folder (``<data_dir>/downloads/manual``, where
+tensorflow-datasets takes them from without the network): no network fails in
+seconds, and a download or preparation that fails removes what it created.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import socket
+import threading
+import urllib.parse
 
 import numpy as np
 import tensorflow as tf
@@ -56,6 +65,9 @@ DOWNLOAD_SIZES = {
     "mnist": "about 11 MiB",
 }
 
+#: Seconds a download waits for a socket connection to the hosts of the set's files.
+PROBE_TIMEOUT_S = 3.0
+
 #: Decoded sets up to this size are cached in memory after the first epoch.
 CACHE_MAX_BYTES = 2 * 1024**3
 #: Shuffle buffer for sets that are not cached.
@@ -95,11 +107,135 @@ def _not_prepared_message(builder, tfds_name: str, request: LoadRequest) -> str:
             "dir that already holds a prepared copy."
         )
     size = DOWNLOAD_SIZES.get(_family(tfds_name), "size unknown")
+    files = _manual_files_hint(builder, request)
     return (
         f"{head} Fix: pass download=True (CLI: --download) to let tensorflow-datasets download "
         f"({size}, from {builder.info.homepage}) and prepare it in that dir, or pass data_dir "
-        "(CLI: --data-dir) pointing at a tfds data dir that already holds a prepared copy."
+        "(CLI: --data-dir) pointing at a tfds data dir that already holds a prepared copy"
+        + (f"; without a network: {files}." if files else ".")
     )
+
+
+def _urls(builder):
+    """``{url: file name}`` of the set's download files (tensorflow-datasets' checksum list), or {}."""
+    try:
+        return {url: info.filename for url, info in (builder.url_infos or {}).items() if info.filename}
+    except Exception:  # no checksum list for this builder
+        return {}
+
+
+def _manual_dir(builder, request):
+    return request.manual_dir or os.path.join(str(builder.data_dir_root), "downloads", "manual")
+
+
+def _manual_files_hint(builder, request):
+    """How to prepare the set from its files without the network (tfds takes them from the manual folder)."""
+    urls = _urls(builder)
+    if not urls:
+        return ""
+    names = ", ".join(sorted(set(urls.values())))
+    return (f"put {names} (from {', '.join(urls)}) in {_manual_dir(builder, request)} and pass download=True "
+            "(CLI: --download): tensorflow-datasets prepares the set from them without the network")
+
+
+def _has_manual_files(builder, request):
+    urls = _urls(builder)
+    folder = _manual_dir(builder, request)
+    return bool(urls) and all(os.path.isfile(os.path.join(folder, n)) for n in urls.values())
+
+
+def _reachable(hosts, timeout=PROBE_TIMEOUT_S):
+    """True when a TCP connection to any of ``[(host, port)]`` opens within `timeout` seconds.
+
+    Each host is tried in a daemon thread (a name lookup can hang past a socket
+    timeout); the answer comes after at most `timeout` seconds either way.
+    """
+    answered, ok, lock = threading.Event(), [], threading.Lock()
+    failed = [0]
+
+    def attempt(host, port):
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.append(host)
+            answered.set()
+        except OSError:
+            with lock:
+                failed[0] += 1
+                if failed[0] == len(hosts):  # every host refused: no need to wait out the timeout
+                    answered.set()
+
+    for host, port in hosts:
+        threading.Thread(target=attempt, args=(host, port), daemon=True).start()
+    answered.wait(timeout)
+    return bool(ok)
+
+
+def _download_hosts(builder):
+    """``[(host, port)]`` a download connects to first: the proxy when one is set, else the files' hosts."""
+    urls = list(_urls(builder)) or [str(builder.info.homepage or "")]
+    hosts = []
+    for url in urls:
+        u = urllib.parse.urlsplit(url)
+        proxy = os.environ.get(f"{u.scheme}_proxy") or os.environ.get(f"{u.scheme.upper()}_PROXY")
+        if proxy:
+            u = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if u.hostname:
+            hosts.append((u.hostname, u.port or (443 if u.scheme == "https" else 80)))
+    return list(dict.fromkeys(hosts))
+
+
+def _check_network(builder, tfds_name, request):
+    """Fails in `PROBE_TIMEOUT_S` seconds, writing nothing, when a download cannot reach the files' hosts."""
+    if "://" in str(builder.data_dir) or _has_manual_files(builder, request):
+        return
+    if "mocking" in getattr(builder.download_and_prepare, "__module__", ""):
+        return  # tfds.testing.mock_data: its download_and_prepare is a no-op
+    hosts = _download_hosts(builder)
+    if not hosts or _reachable(hosts):
+        return
+    where = ", ".join(f"{h}:{p}" for h, p in hosts)
+    files = _manual_files_hint(builder, request)
+    raise DataNotFoundError(
+        f"download of {tfds_name!r}: no connection to {where} within {PROBE_TIMEOUT_S:g} s (no network?); "
+        f"nothing was downloaded or written. Fix: run where the network is reachable, or pass data_dir "
+        "(CLI: --data-dir) pointing at a tfds data dir that already holds a prepared copy"
+        + (f", or {files}." if files else ".")
+    )
+
+
+@contextlib.contextmanager
+def _removed_on_failure(root, subdirs):
+    """Removes what the block created in `root` (and directly in its `subdirs`) when the block fails.
+
+    Entries that were there before are never touched: only this call's own downloads, extractions and
+    half-prepared folders go (a retry starts clean; tensorflow-datasets does not resume a file).
+    """
+    root = str(root)
+    if "://" in root:
+        yield
+        return
+
+    def listing(folder):
+        return set(os.listdir(folder)) if os.path.isdir(folder) else None
+
+    before = {d: listing(os.path.join(root, d) if d else root) for d in ("", *subdirs)}
+    try:
+        yield
+    except BaseException:
+        for d, had in before.items():
+            folder = os.path.join(root, d) if d else root
+            if had is None:
+                if d == "" or before[""] is not None:  # a folder this call made: all of it
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            for name in (listing(folder) or set()) - had:
+                path = os.path.join(folder, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+        raise
 
 
 def _is_prepared(builder) -> bool:
@@ -114,7 +250,8 @@ def tfds_builder(tfds_name: str, request: LoadRequest):
     """Returns the tfds builder, prepared; never touches the network unless asked.
 
     Raises:
-        DataNotFoundError: Not prepared and ``request.download`` is False.
+        DataNotFoundError: Not prepared and ``request.download`` is False, or a
+            download that cannot reach the hosts of the set's files.
     """
     import tensorflow_datasets as tfds
 
@@ -123,13 +260,15 @@ def tfds_builder(tfds_name: str, request: LoadRequest):
     if not _is_prepared(builder):
         if not request.download:
             raise DataNotFoundError(_not_prepared_message(builder, tfds_name, request))
+        _check_network(builder, tfds_name, request)
         size = DOWNLOAD_SIZES.get(_family(tfds_name), "size unknown")
         logger.warning(
             "downloading and preparing %s (%s, from %s) into %s; this needs network access",
             tfds_name, size, builder.info.homepage, builder.data_dir,
         )
         config = tfds.download.DownloadConfig(manual_dir=request.manual_dir)
-        builder.download_and_prepare(download_config=config)
+        with _removed_on_failure(builder.data_dir_root, ("downloads", _family(tfds_name))):
+            builder.download_and_prepare(download_config=config)
     return builder
 
 
