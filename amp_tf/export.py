@@ -2,9 +2,16 @@
 
 Both take raw pixels and answer prediction and OOD verdict in one call. Their
 outputs are the same: `logits`, `probabilities`, `predicted_class`, `tau`,
-`amp_score`, `calibrated_logits`, `msp`, `energy` and `is_ood`, where
-`is_ood = amp_score < threshold` and the threshold is chosen so that a fraction
-`tpr` (default 95%) of the given ID validation images pass.
+`amp_score`, `calibrated_logits`, `msp`, `energy`, `ood_score` and `is_ood`, where
+`ood_score` is the shipped detector's score (higher = in-distribution) and
+`is_ood = ood_score < threshold`, the threshold chosen so that a fraction `tpr`
+(default 95%) of the ID validation images pass. The shipped detector is the one
+`amp_tf.detectors.select_detector` chose on validation data (pass the
+`ShippedDetector`); given a bare `AnchoredPredictor`, the exports ship AMP alone
+(`ood_score = amp_score`). Its score comes from the same pass over the K anchors
+as the logits (features and logits of one backbone call). Both exports also answer
+which detector they ship: the SavedModel's `detector` signature and the `.tflite`'s
+`detector` signature return `name`, `label` and `threshold` (`TFLiteModel.detector`).
 
 * `export_for_serving(predictor, "serving/", id_images=...)`: a SavedModel whose
   `serving_default` signature takes `images` (uint8, N x H x W x C, any N >= 1).
@@ -62,36 +69,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from amp_tf.metrics import check_tpr as _check_tpr, threshold_at_tpr  # noqa: F401  (public here too)
 from amp_tf.pixels import check_pixels
+from amp_tf.detectors.shipped import ShippedDetector, feature_extractor, shipped_outputs
+from amp_tf.inference import batched
 from amp_tf.predictor import AnchoredPredictor
 
 #: The fewest ID images `id_images` may set a threshold from.
 MIN_ID_IMAGES = 20
 
 OUTPUTS = ("logits", "probabilities", "predicted_class", "tau", "amp_score",
-           "calibrated_logits", "msp", "energy", "is_ood")
-
-
-def threshold_at_tpr(id_scores, tpr=0.95):
-    """The largest threshold t with at least `tpr` of `id_scores` >= t.
-
-    Example:
-
-    >>> threshold_at_tpr(np.arange(100.0), 0.95)
-    5.0
-    """
-    s = np.sort(np.asarray(id_scores, dtype="float64").ravel())
-    if s.size == 0:
-        raise ValueError("id_scores: empty; pass ID validation images to set the threshold.")
-    _check_tpr(tpr)
-    if not np.all(np.isfinite(s)):
-        raise ValueError("id_scores: contain NaN or Inf; the model's scores are not finite.")
-    return float(s[int(np.floor((1.0 - tpr) * s.size + 1e-9))])
-
-
-def _check_tpr(tpr):
-    if not (isinstance(tpr, (int, float)) and 0.0 < tpr < 1.0):
-        raise ValueError(f"tpr: expected a fraction in (0, 1), e.g. 0.95; got {tpr!r}.")
+           "calibrated_logits", "msp", "energy", "ood_score", "is_ood")
 
 
 # ------------------------------------------------------------------ input messages (SavedModel and .tflite)
@@ -118,22 +106,28 @@ def empty_message(shape):
 
 @keras.saving.register_keras_serializable(package="amp_tf")
 class ServingHead(keras.layers.Layer):
-    """Raw pixels -> AnchoredPredictor (which normalises) -> outputs plus `is_ood`.
+    """Raw pixels -> AnchoredPredictor (which normalises) -> outputs plus `ood_score` and `is_ood`.
 
     Computes in float32 whatever the global dtype policy (the threshold and the
     scores it is compared with are float32).
 
     Args:
         predictor: an `AnchoredPredictor` (it carries anchors and statistics).
-        threshold: AMP threshold; `is_ood = amp_score < threshold`.
+        threshold: `is_ood = ood_score < threshold`.
+        score: the shipped detector's `ShippedScore` (None: AMP alone, `ood_score = amp_score`).
+        detector: its name and label, `{"name": ..., "label": ...}` (readable from both exports).
     """
 
-    def __init__(self, predictor, threshold=0.0, **kwargs):
+    def __init__(self, predictor, threshold=0.0, score=None, detector=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if isinstance(predictor, dict):  # from_config
             predictor = keras.saving.deserialize_keras_object(predictor)
-        self.predictor = predictor
+        if isinstance(score, dict):
+            score = keras.saving.deserialize_keras_object(score)
+        self.predictor, self.score = predictor, score
+        self.detector = dict(detector or {"name": "amp", "label": "amp"})
+        self.extractor = feature_extractor(predictor.backbone) if score is not None and score.uses_features() else None
         self.threshold = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(_finite(threshold)),
             trainable=False, name="threshold",
@@ -144,15 +138,20 @@ class ServingHead(keras.layers.Layer):
 
     def call(self, images):
         images = self.check_shape(images)
-        out = dict(self.predictor(images))
-        out["is_ood"] = out["amp_score"] < tf.cast(self.threshold, tf.float32)
+        out = shipped_outputs(self.predictor, self.score, self.extractor, images)
+        out["is_ood"] = out["ood_score"] < tf.cast(self.threshold, tf.float32)
         return out
 
     def fixed_shape_call(self, images):
         """`call` for the TFLite trace: no in-graph checks, one backbone call (see the module doc)."""
-        out = dict(self.predictor.fixed_shape_outputs(images))
-        out["is_ood"] = out["amp_score"] < tf.cast(self.threshold, tf.float32)
+        out = shipped_outputs(self.predictor, self.score, self.extractor, images, fixed_shape=True)
+        out["is_ood"] = out["ood_score"] < tf.cast(self.threshold, tf.float32)
         return out
+
+    def detector_info(self):
+        """`{"name", "label", "threshold"}` of the shipped detector, as tensors (the exports' `detector`)."""
+        return {"name": tf.constant(self.detector["name"]), "label": tf.constant(self.detector["label"]),
+                "threshold": tf.cast(self.threshold, tf.float32)}
 
     def check_shape(self, images):
         """In-graph: a non-empty batch of the anchors' (H, W, C), with a message naming it.
@@ -175,7 +174,8 @@ class ServingHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(predictor=keras.saving.serialize_keras_object(self.predictor),
-                      threshold=float(keras.ops.convert_to_numpy(self.threshold)))
+                      threshold=float(keras.ops.convert_to_numpy(self.threshold)), detector=self.detector,
+                      score=None if self.score is None else keras.saving.serialize_keras_object(self.score))
         return config
 
 
@@ -267,20 +267,36 @@ def serving_head(predictor, id_images=None, threshold=None, tpr=0.95, batch_size
     """The `ServingHead` both exports write: float32, built, its threshold set.
 
     Args:
-        predictor: an `AnchoredPredictor`, or a `ServingHead` (e.g. the one
-            `export_for_serving` returned: its threshold is kept; then pass
+        predictor: a `ShippedDetector` (the validation-selected detector, attached to its
+            model: its score, name and threshold are shipped; `id_images` or `threshold`
+            override the threshold), an `AnchoredPredictor` (AMP alone), or a `ServingHead`
+            (e.g. the one `export_for_serving` returned: everything is kept; then pass
             neither `id_images` nor `threshold`).
         id_images, threshold, tpr: see `export_for_serving`.
         batch_size: images per call while scoring `id_images`.
     """
+    score, detector = None, None
     if isinstance(predictor, ServingHead):
         if id_images is not None or threshold is not None:
             raise ValueError("predictor: a ServingHead carries its threshold; pass neither id_images "
                              "nor threshold with it (or pass its predictor to set a new one).")
         threshold = float(keras.ops.convert_to_numpy(predictor.threshold))
-        predictor = predictor.predictor
+        predictor, score, detector = predictor.predictor, predictor.score, predictor.detector
+    elif isinstance(predictor, ShippedDetector):
+        det = predictor
+        if det.predictor is None:
+            raise ValueError("predictor: this ShippedDetector is not attached to a model; use "
+                             "load_detector(folder, model) or det.attach(model) first.")
+        if id_images is None and threshold is None:
+            if det.threshold is None:
+                raise ValueError("predictor: the ShippedDetector has no threshold; pass id_images (ID validation "
+                                 "images) or threshold=.")
+            threshold = det.threshold
+        elif id_images is not None and threshold is not None:
+            raise ValueError("Pass at most one of id_images (to set the threshold at `tpr`) or threshold.")
+        predictor, score, detector = det.predictor, det.score_layer, {"name": det.name, "label": det.label}
     elif not isinstance(predictor, AnchoredPredictor):
-        raise TypeError(f"predictor: expected an AnchoredPredictor or a ServingHead, "
+        raise TypeError(f"predictor: expected a ShippedDetector, an AnchoredPredictor or a ServingHead, "
                         f"got {type(predictor).__name__}.")
     elif (id_images is None) == (threshold is None):
         raise ValueError("Pass exactly one of id_images (to set the threshold at `tpr`) or threshold.")
@@ -291,10 +307,11 @@ def serving_head(predictor, id_images=None, threshold=None, tpr=0.95, batch_size
     else:
         id_images = _check_id_images(id_images, shape, tpr)
     predictor = float32_predictor(predictor)
-    head = ServingHead(predictor, 0.0 if threshold is None else threshold)
+    head = ServingHead(predictor, 0.0 if threshold is None else threshold, score=score, detector=detector)
     head(np.zeros((1,) + shape, np.uint8))  # builds head and predictor
     if id_images is not None:
-        threshold = threshold_at_tpr(predictor.predict(id_images, batch_size)["amp_score"], tpr)
+        fn = tf.function(lambda x: {"ood_score": head.call(x)["ood_score"]}, reduce_retracing=True)
+        threshold = threshold_at_tpr(batched(fn, id_images, batch_size)["ood_score"], tpr)
     head.threshold.assign(_finite(threshold))
     return head
 
@@ -351,6 +368,7 @@ def export_for_serving(predictor, path, id_images=None, threshold=None, tpr=0.95
     archive = keras.export.ExportArchive()
     archive.track(head)
     archive.add_endpoint(name="serving_default", fn=head.call, input_signature=[spec])
+    archive.add_endpoint(name="detector", fn=head.detector_info, input_signature=[])
     tmp = _temporary_sibling(path)
     try:
         archive.write_out(str(tmp), verbose=False)
@@ -369,9 +387,17 @@ def tflite_bytes(head, batch_size=1):
     module = tf.Module()
     # the tf.Variables under the Keras ones, tracked by the module: the converter freezes them
     module.tf_variables = [v.value for v in head.weights]
-    module.serve = tf.function(head.fixed_shape_call, input_signature=[spec])
+
+    def serving_default(images):
+        return head.fixed_shape_call(images)
+
+    def detector():
+        return head.detector_info()
+
+    module.serve = tf.function(serving_default, input_signature=[spec])
+    module.detector = tf.function(detector, input_signature=[])
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.serve.get_concrete_function()], module)
+        [module.serve.get_concrete_function(), module.detector.get_concrete_function()], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
         return converter.convert()
@@ -461,6 +487,7 @@ class TFLiteModel:
         batch_size: the fixed batch of the model.
         image_shape: (H, W, C) the model takes.
         runtime: `"ai_edge_litert"` or `"tensorflow"`.
+        detector: `{"name", "label", "threshold"}` of the shipped detector (its `detector` signature).
 
     Example:
 
@@ -480,6 +507,11 @@ class TFLiteModel:
             raise ValueError(f"path: {path} has no serving_default signature taking `images`; "
                              "pass a .tflite written by amp_tf.export.export_tflite.")
         self.runner = self.interpreter.get_signature_runner("serving_default")
+        self.detector = {"name": "amp", "label": "amp", "threshold": None}  # a .tflite made before the info
+        if "detector" in signatures:
+            info = self.interpreter.get_signature_runner("detector")()
+            self.detector = {k: (v.item().decode() if isinstance(v.item(), bytes) else float(v))
+                             for k, v in ((k, np.asarray(v)) for k, v in info.items())}
         spec = self.runner.get_input_details()["images"]
         self.batch_size = int(spec["shape"][0])
         self.image_shape = tuple(int(d) for d in spec["shape"][1:])

@@ -164,14 +164,33 @@ class RunModels:
         anchored: the anchored model (`anchored.keras`), or None.
         vanilla: its vanilla twin (`vanilla.keras`), or None (e.g. `--skip-vanilla`).
         anchors: the (K, H, W, C) anchors the run scored and exported with (raw pixels).
-        threshold: the serving threshold: `amp_score < threshold` means OOD (set on
+        threshold: the serving threshold: `ood_score < threshold` means OOD (set on
             the run's ID validation images).
+        detector: the shipped `ShippedDetector` (`detector.json`, attached to `anchored`), or None
+            for a run made before detectors were saved (then `ood_score` is AMP's).
         job: the run's settings (`job.json`).
+
+    `predict(images)` scores raw pixels exactly as the run's `serving/` does: `predicted_class`,
+    `ood_score`, `amp_score` and `is_ood`, as numpy arrays.
     """
 
-    def __init__(self, path, anchored, vanilla, anchors, threshold, job):
+    def __init__(self, path, anchored, vanilla, anchors, threshold, job, detector=None):
         self.path, self.anchored, self.vanilla = path, anchored, vanilla
-        self.anchors, self.threshold, self.job = anchors, threshold, job
+        self.anchors, self.threshold, self.job, self.detector = anchors, threshold, job, detector
+
+    @property
+    def detector_label(self):
+        return "amp" if self.detector is None else self.detector.label
+
+    def predict(self, images, batch_size=256):
+        if self.detector is not None:
+            return self.detector.predict(images, batch_size)
+        from amp_tf.predictor import AnchoredPredictor
+
+        out = AnchoredPredictor.from_model(self.anchored, self.anchors).predict(images, batch_size)
+        out["ood_score"] = out["amp_score"]
+        out["is_ood"] = out["ood_score"] < self.threshold
+        return out
 
 
 def load_run(path):
@@ -209,5 +228,17 @@ def load_run(path):
     if set(found) != {"anchors", "threshold"}:
         raise ValueError(f"run {path}: serving/ has no anchors and threshold; re-export it with "
                          "amp_tf.export_for_serving.")
+    from amp_tf.detectors.shipped import has_detector, load_detector
+
+    detector = None
+    if has_detector(path):
+        detector = load_detector(path, models["anchored"])
+    else:
+        import warnings
+
+        warnings.warn(f"run {path}: no saved detector (detector.json; a run made before the shipped detector): "
+                      "scoring falls back to AMP alone with the serving threshold. Refit one with "
+                      "amp_tf.detectors.select_detector(model, id_train, id_val) and save it into the run folder "
+                      "(.save(folder)), or rerun the job.", UserWarning, stacklevel=2)
     return RunModels(path, models["anchored"], models["vanilla"], found["anchors"], float(found["threshold"]),
-                     json.loads((path / "job.json").read_text()))
+                     json.loads((path / "job.json").read_text()), detector)

@@ -330,3 +330,25 @@ def format_table(table, fmt="md", percent=True, digits=2):
         w.writerows(body)
         return buf.getvalue()
     raise ValueError(f"fmt must be 'md' or 'csv', got {fmt!r}")
+
+
+def threshold_at_tpr(id_scores, tpr=0.95):
+    """The largest threshold t with at least `tpr` of `id_scores` >= t.
+
+    Example:
+
+    >>> threshold_at_tpr(np.arange(100.0), 0.95)
+    5.0
+    """
+    s = np.sort(np.asarray(id_scores, dtype="float64").ravel())
+    if s.size == 0:
+        raise ValueError("id_scores: empty; pass ID validation images to set the threshold.")
+    check_tpr(tpr)
+    if not np.all(np.isfinite(s)):
+        raise ValueError("id_scores: contain NaN or Inf; the model's scores are not finite.")
+    return float(s[int(np.floor((1.0 - tpr) * s.size + 1e-9))])
+
+
+def check_tpr(tpr):
+    if not (isinstance(tpr, (int, float)) and 0.0 < tpr < 1.0):
+        raise ValueError(f"tpr: expected a fraction in (0, 1), e.g. 0.95; got {tpr!r}.")

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from amp_tf.pixels import check_pixels
+from amp_tf.scoring import score_models  # noqa: F401  (the job's scoring; importable from here as before)
 
 
 # --------------------------------------------------------------------------- #
@@ -419,9 +420,15 @@ class GivenModel:
         if isinstance(self.model, AnchoredModel) != self.anchored:
             want = "an anchored" if self.anchored else "a vanilla"
             raise ValueError(f"{self.path}: expected {want} model, got a {type(self.model).__name__}.")
+        if not self.anchored:  # the contract of every door (amp_tf.contract): logits out
+            from amp_tf.contract import check_logits_head
+
+            check_logits_head(self.model, str(self.path))
         if data is not None:
+            from amp_tf.contract import shapes_match
+
             shape, classes = tuple(self.model.input_shape[1:]), int(self.model.output_shape[-1])
-            if shape != tuple(data.image_shape) or classes != int(data.num_classes):
+            if not shapes_match(shape, data.image_shape) or classes != int(data.num_classes):
                 raise ValueError(
                     f"{self.path}: the model takes {shape} images and has {classes} outputs; the ID set "
                     f"{data.name} is {tuple(data.image_shape)} with {data.num_classes} classes. Give a model "
@@ -430,69 +437,6 @@ class GivenModel:
 
     def to_dict(self):
         return {"given": str(self.path), "anchored": self.anchored, "trained_here": False}
-
-
-def score_models(trained, data, ood, num_anchors=5, positive="id", log=print):
-    """Scores trained models on the ID test set and `ood`: `(metrics by score, raw values, info, anchors)`.
-
-    Anchored models use K anchors from `data.anchor_images()` (seeded with the
-    first anchored model's seed); every AMP variant comes from the same logits.
-    Image sets are arrays, or (`StreamedIDData`, `load_ood_streams`) tf.data
-    streams of (images, labels) batches, scored batch by batch.
-    """
-    from amp_tf.evaluation import ood_results, score_arrays
-    from amp_tf.predictor import select_anchors
-
-    anchored = [n for n, (_, c, _) in trained.items() if c.anchored]
-    anchors = (select_anchors(data.anchor_images(), num_anchors, seed=trained[anchored[0]][1].seed)
-               if anchored else None)
-    id_images, id_labels = data.test_set()
-    scores, values, info = {}, {}, {}
-    for name, (model, cfg, secs) in trained.items():
-        log(f"scoring the {name} model on {data.name} + {len(ood)} OOD set(s) ({_count(id_images, ood)}) ...")
-        t = time.time()
-        run = _scorer(model, anchors if cfg.anchored else None)
-        id_vals, labels = _score_set(run, id_images, id_labels, data.name)
-        ood_vals = {k: _score_set(run, v, None, k)[0] for k, v in (ood or {}).items()}
-        res = ood_results(id_vals, ood_vals, name, positive)
-        log(f"  {name}: {len(res)} scores in {time.time() - t:.0f} s")
-        scores.update(res)
-        values.update(score_arrays(id_vals, ood_vals, name))
-        acc = None if labels is None else float(np.mean(id_vals["predicted_class"] == np.asarray(labels)))
-        info[name] = {"id_accuracy": acc, "params": int(model.count_params()), "train_time_s": round(secs, 1)}
-    return scores, values, info, anchors
-
-
-def _scorer(model, anchors=None, batch_size=256):
-    """`images -> {score: (N,) values, "predicted_class": ...}` of one model: its fitted detectors
-    (`detectors.fit_all`: every AMP score over `anchors` from one pass, or the vanilla scores)."""
-    from amp_tf import detectors
-    from amp_tf.evaluation import DEFAULT_VANILLA
-    from amp_tf.predictor import AMP_SCORES
-
-    if anchors is not None:
-        return detectors.fit_all(AMP_SCORES, model, batch_size=batch_size, anchors=anchors).score
-    return detectors.fit_all(DEFAULT_VANILLA, model, batch_size=batch_size).score
-
-
-def _score_set(run, images, labels, name):
-    """`(run(images), labels)` of an array, or of a stream of (images, labels) batches, concatenated."""
-    if isinstance(images, np.ndarray):
-        return run(images), labels
-    parts, labels = [], []
-    for xb, yb in (images.as_numpy_iterator() if hasattr(images, "as_numpy_iterator") else images):
-        parts.append({k: np.asarray(v) for k, v in run(xb).items()})
-        labels.append(yb)
-    if not parts:
-        raise ValueError(f"{name}: no images.")
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, np.concatenate(labels)
-
-
-def _count(id_images, ood):
-    sets = [id_images, *(ood or {}).values()]
-    if all(isinstance(v, np.ndarray) for v in sets):
-        return f"{sum(len(v) for v in sets)} images"
-    return "streamed"
 
 
 def _merge(into, more):
@@ -577,6 +521,7 @@ def _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbac
     from amp_tf.distribute import worker_info
     from amp_tf.files import write_json
     from amp_tf.report import write_report
+    from amp_tf.scoring import job_anchors, select_shipped, shipped_summary
 
     log, clock, out = train_kw["log"], _Clock(), folder.work
     trained = train_models(data, models, out, callbacks_for=callbacks_for, **train_kw)
@@ -584,20 +529,28 @@ def _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbac
     if not worker_info()[2]:
         log("non-chief worker: training done; the chief writes models and report.")
         return {"chief": False}
-    scores, values, info, anchors = score_models(trained, data, ood, num_anchors, positive, log)
+    anchors = job_anchors(trained, data, num_anchors)
+    shipped = select_shipped(trained, data, anchors, serving["calibration"], serving["tpr"], log)
+    clock.lap("select")
+    scores, values, info, anchors = score_models(trained, data, ood, num_anchors, positive, log, shipped, anchors)
     clock.lap("score")
-    _save_and_export(trained, anchors, data.x_val, out, info, **serving)
+    _save_and_export(trained, anchors, data.x_val, out, info, shipped=shipped, **serving)
     clock.lap("save_and_export")
     ood_names = list(ood)
     for near_data, near_ood in near:
         near_trained = train_models(near_data, models, out / f"near_{near_data.name}", **train_kw)
-        s, _, i, _ = score_models(near_trained, near_data, near_ood, num_anchors, positive, log)
+        near_anchors = job_anchors(near_trained, near_data, num_anchors)
+        near_shipped = select_shipped(near_trained, near_data, near_anchors, serving["calibration"], serving["tpr"],
+                                      log)
+        s, _, i, _ = score_models(near_trained, near_data, near_ood, num_anchors, positive, log, near_shipped,
+                                  near_anchors)
         _merge(scores, s)  # raw values stay out of the plots: they have another ID set
         info.update({f"{n}@{near_data.name}": m for n, m in i.items()})
         ood_names += list(near_ood)
     if near:
         clock.lap("near_ood")
     results = _results(data, ood_names, positive, trained, num_anchors, info, scores, report)
+    results["shipped"] = next((shipped_summary(d, n) for n, d in shipped.items()), None)
     clock.record(results)
     if ood_names:
         write_report(out, results, values, plots=report["plots"])
@@ -609,21 +562,29 @@ def _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbac
     return results
 
 
-def _save_and_export(trained, anchors, id_val, out, info, export, tpr, calibration, tflite):
-    """Saves every model as `<name>.keras`; exports the first anchored one (serving/, model.tflite)."""
+def _save_and_export(trained, anchors, id_val, out, info, export, tpr, calibration, tflite, shipped=None):
+    """Saves every model as `<name>.keras`; exports the first anchored one (serving/, model.tflite) with
+    its shipped detector (`shipped[name]`, saved as `detector.json` / `detector.npz`), else AMP alone."""
     from amp_tf.export import export_for_serving, export_tflite
     from amp_tf.predictor import AnchoredPredictor
 
-    exported = not export
+    exported, shipped = not export, shipped or {}
     for name, (model, cfg, _) in trained.items():
         model.save(out / f"{name}.keras")
+        if name in shipped:
+            shipped[name].save(out)
         if cfg.anchored and not exported:
             exported = True
-            pred = AnchoredPredictor.from_model(model, anchors, calibration=calibration)
-            head = export_for_serving(pred, out / "serving", id_images=id_val, tpr=tpr)
+            if name in shipped:
+                head = export_for_serving(shipped[name], out / "serving")
+            else:
+                pred = AnchoredPredictor.from_model(model, anchors, calibration=calibration)
+                head = export_for_serving(pred, out / "serving", id_images=id_val, tpr=tpr)
             if tflite:
                 export_tflite(head, out / "model.tflite")  # the same model for LiteRT (builtin ops, batch 1)
             info[name]["serving_threshold_on"] = f"{len(id_val)} ID validation images (tpr {tpr})"
+            info[name]["serving_threshold"] = float(head.threshold.numpy())
+            info[name]["serving_detector"] = head.detector["label"]
 
 
 def _results(data, ood_names, positive, trained, num_anchors, info, scores, report):
@@ -631,7 +592,9 @@ def _results(data, ood_names, positive, trained, num_anchors, info, scores, repo
         "title": report["title"] or f"{data.name} (ID) vs " + (", ".join(ood_names) or "no OOD set"),
         "id_set": data.name, "ood_sets": ood_names, "positive": positive,
         "data": {**data.sizes(), "mean": [float(v) for v in np.asarray(data.mean)],
-                 "std": [float(v) for v in np.asarray(data.std)], "serving_threshold": "ID validation images"},
+                 "std": [float(v) for v in np.asarray(data.std)],
+                 "serving_threshold": next((m["serving_threshold"] for m in info.values() if "serving_threshold" in m),
+                                           None)},
         "config": {"train": {n: c.to_dict() for n, (_, c, _) in trained.items()}, "num_anchors": int(num_anchors)},
         "models": info, "scores": scores,
         **(report["extra"] or {}),

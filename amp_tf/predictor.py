@@ -418,6 +418,29 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         rows = tf.concat([cs, xs - cs], axis=-1)
         return tf.reshape(rows, tf.concat([[k * b], tf.shape(rows)[2:]], 0))
 
+    def logits_and_features(self, images, extractor, width):
+        """`(per-anchor logits (K, B, N), mean anchored features (B, D))` from one backbone pass.
+
+        `extractor` maps the anchored rows to `concat([features (D = width), logits])`, e.g.
+        `feature_extractor(backbone)` (amp_tf.detectors.shipped); `images` are float32 pixels.
+        """
+        both = self._run_chunked(extractor, self.anchored_rows(images))
+        both = tf.reshape(both, [self.num_anchors, tf.shape(images)[0], -1])
+        return both[..., width:], tf.reduce_mean(both[..., :width], axis=0)
+
+    def one_batch(self):
+        """A context in which the K*B rows go through the backbone in one call (TFLite traces)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            self._one_batch = True
+            try:
+                yield
+            finally:
+                self._one_batch = False
+        return ctx()
+
     def _run_backbone(self, rows):
         return self._run_chunked(self.backbone, rows)
 

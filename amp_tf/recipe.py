@@ -48,6 +48,18 @@ CONSISTENCY_EVERY = 5
 #: "per_sample": each anchor its own draw of T; "official": one draw per batch, the authors' ranges.
 CONSISTENCY_MODE = "per_sample"
 
+#: K: anchors per image at inference (paper Sec. 3.1); AMP needs at least `MIN_ANCHORS` (tau is a std).
+NUM_ANCHORS = 5
+MIN_ANCHORS = 2
+#: The shipped detector (`amp_tf.detectors.select_detector`): selected among its candidates on ID validation
+#: images and validation OOD sets (`validation_ood_sets` of `SELECT_VAL_OOD` validation images); the
+#: feature scores fitted on `SELECT_FIT_LIMIT` training images; AMP's weight in `amp+<feature>` from
+#: `SELECT_WEIGHTS`; the threshold lets `SERVING_TPR` of the ID validation images pass.
+SELECT_FIT_LIMIT = 10_000
+SELECT_VAL_OOD = 1000
+SELECT_WEIGHTS = (0.25, 0.5, 0.75)
+SERVING_TPR = 0.95
+
 #: Anchored fine-tuning of a *converged* classifier (e.g. your own trained model): 12 epochs at lr 0.01,
 #: chosen on validation on a 94 % Fashion-MNIST ResNet (``benchmarks.converged_pilot finetune``,
 #: BENCHMARKS.md section 6). The main job's 2 epochs at lr 0.1 suit its short-trained vanilla twin

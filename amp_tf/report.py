@@ -113,15 +113,15 @@ def summarize(results):
 
     Returns:
         A new dict (``results`` is not modified) with ``"summary"``:
-        ``{score_key: {metric: mean over its OOD sets}}``, ``"best"``:
-        ``{metric: score_key}`` (lowest mean for ``fpr95``, highest otherwise)
-        and ``"positive"`` (the convention, default ``"id"``).
+        ``{score_key: {metric: mean over its OOD sets}}``, ``"groups"`` (near / far /
+        covariate means, when the sets belong to groups) and ``"positive"`` (the
+        convention, default ``"id"``). Nothing is chosen here: the one "best" of a run
+        is its shipped detector, chosen on validation data (``results["shipped"]``).
 
     Example::
 
         s = summarize(results)
         s["summary"]["anchored/amp"]["auroc"]   # mean AUROC over the OOD sets
-        s["best"]["fpr95"]                      # e.g. "anchored/amp"
     """
     scores = results.get("scores")
     if not scores:
@@ -131,7 +131,7 @@ def summarize(results):
     out["summary"] = {
         key: dict(metrics_table(per_set, mean_name=MEAN).mean) for key, per_set in scores.items()
     }
-    out["best"] = {m: _best(out["summary"], m) for m in METRIC_KEYS}
+    out.pop("best", None)
     from amp_tf.data.groups import group_summary
 
     groups = {key: group_summary({k: {m: v for m, v in mm.items() if m in METRIC_KEYS}
@@ -227,26 +227,62 @@ def _footer(s):
     return "Run: " + " · ".join(parts) if parts else ""
 
 
-def _groups_table(groups, percent):
-    """Rows = scores; FPR95 and AUROC per group, then overall (best overall in bold)."""
+def _groups_table(groups, percent, shipped=None):
+    """Rows = scores; FPR95 and AUROC per group, then overall; the best value of every column in bold.
+
+    The shipped score's row is marked; with `shipped` (``results["shipped"]``) a last column gives each
+    anchored candidate's validation FPR95, the figure the selection compared.
+    """
     names = []
     for g in groups.values():
         names += [n for n in g if n not in names and n != "overall"]
     names.append("overall")
-    header = ["Score"] + [f"{n} FPR95 ↓" for n in names] + [f"{n} AUROC ↑" for n in names]
-    with_overall = {k: g for k, g in groups.items() if "overall" in g}
-    best_fpr = min(with_overall, key=lambda k: with_overall[k]["overall"]["fpr95"]) if with_overall else None
-    best_auc = max(with_overall, key=lambda k: with_overall[k]["overall"]["auroc"]) if with_overall else None
+    val = (shipped or {}).get("family_val_fpr95") or {}
+    model = (shipped or {}).get("model")
+    cols = [(n, "fpr95") for n in names] + [(n, "auroc") for n in names]
+    header = ["Score"] + [f"{n} {'FPR95 ↓' if m == 'fpr95' else 'AUROC ↑'}" for n, m in cols]
+    if val:
+        header.append("validation FPR95 ↓ (chose the shipped score)")
+    best = {}
+    for n, m in cols:
+        vals = [g.get(n, {}).get(m) for g in groups.values()]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            best[(n, m)] = min(vals) if m in LOWER_IS_BETTER else max(vals)
     rows = []
     for key, g in groups.items():
-        cells = [f"`{key}`"]
-        for metric, best in (("fpr95", best_fpr), ("auroc", best_auc)):
-            for n in names:
-                v = g.get(n, {}).get(metric)
-                text = "–" if v is None else _fmt(v, percent)
-                cells.append(f"**{text}**" if n == "overall" and key == best and v is not None else text)
+        mark = " (shipped)" if shipped and key == shipped.get("key") else ""
+        cells = [f"`{key}`{mark}" if not mark else f"**`{key}`{mark}**"]
+        for n, m in cols:
+            v = g.get(n, {}).get(m)
+            text = "–" if v is None else _fmt(v, percent)
+            cells.append(f"**{text}**" if v is not None and v == best.get((n, m)) else text)
+        if val:
+            short = key.split("/", 1)[1] if key.startswith(f"{model}/") else None
+            cells.append(_fmt(val[short], percent) if short in val else "–")
         rows.append(cells)
     return _md_table(header, rows, [":---"] + ["---:"] * (len(header) - 1))
+
+
+def _shipped_section(s, percent):
+    """The report's first answer: which score is shipped, chosen how, its threshold, where it is."""
+    sh = s.get("shipped")
+    if not sh:
+        return ["## Shipped detector", "", "AMP alone (`amp_score`): no detector was selected for this run "
+                "(no anchored model with in-memory ID data).", ""]
+    pct = (lambda v: f"{100 * v:.2f} %") if percent else (lambda v: f"{v:.4f}")
+    key = sh.get("key")
+    g = (s.get("groups") or {}).get(key, {}).get("overall")
+    test = (f" On this report's test sets its overall FPR95 is {pct(g['fpr95'])} and AUROC {pct(g['auroc'])} "
+            "(the table below compares it with every baseline).") if g else ""
+    return ["## Shipped detector", "",
+            f"`serving/` and `model.tflite` decide `is_ood` by **`{sh['label']}`** (row `{key}`): "
+            f"`is_ood = ood_score < {sh['threshold']:.6g}`, the threshold letting {100 * sh['tpr']:.0f} % of the "
+            f"{s.get('data', {}).get('val', 'ID')} ID validation images pass. It was chosen among "
+            f"{len(sh.get('candidates', []))} candidates by the lowest mean FPR95 on validation OOD sets made from "
+            f"ID validation images (validation FPR95 {pct(sh['val_fpr95'])}, AUROC {pct(sh['val_auroc'])}); no "
+            f"test image took part.{test} Its fitted state is `detector.json` / `detector.npz` "
+            "(`amp_tf.detectors.load_detector(run_folder, model)`).", ""]
 
 
 def _render_md(s, percent):
@@ -258,10 +294,15 @@ def _render_md(s, percent):
             "AUROC, AUPR-in (ID positive), AUPR-out (OOD positive) and DetAcc do not depend "
             "on the convention. Scores: higher = ID.", ""]
     out += [("Values in %. " if percent else "Values are fractions. ")
-            + "↓ lower is better, ↑ higher is better; best per column in **bold**.", ""]
+            + "↓ lower is better, ↑ higher is better; the best value of every column in **bold**. "
+            "Terms (FPR95, AUROC, near / far / covariate, twin, MSP, ODIN, ReAct, KNN, Mahalanobis, Gram, "
+            "the AMP variants such as `amp[sum,exp]`, `neg_tau`, DetAcc): docs/glossary.md.", ""]
+    out += _shipped_section(s, percent)
     if s.get("groups"):
         out += ["## OOD groups (mean per group; overall = mean of the group means)", "",
-                _groups_table(s["groups"], percent), ""]
+                _groups_table(s["groups"], percent, s.get("shipped")), ""]
+    if s.get("plots"):
+        out += ["## Plots", "", " · ".join(f"[{p}]({p})" for p in s["plots"]), ""]
     if s.get("models"):
         out += ["## Models", "", _models_table(s["models"], percent)]
     out += ["## Summary (mean over OOD sets)", ""]
@@ -353,6 +394,18 @@ def _write_text(path, text):
     return path
 
 
+def _plot_names(s, score_values):
+    """The PNG files `write_report` draws for these results (linked from report.md)."""
+    names = []
+    if score_values:
+        names += [f"densities_{_safe_name(k)}.png" for k, v in score_values.items() if "id" in v and len(v) > 1]
+        sets = dict.fromkeys(n for v in score_values.values() if "id" in v for n in v if n != "id")
+        names += [f"roc_{_safe_name(n)}.png" for n in sets]
+    if any(re.match(r"fmnist_[a-z]+_\d", n) for n in _ood_set_names(s["scores"])):
+        names.append("auroc_vs_corruption.png")
+    return names
+
+
 def write_report(out_dir, results, score_values=None, formats=("json", "md"), plots=True):
     """Write ``report.<fmt>`` files and PNG plots into ``out_dir`` (created).
 
@@ -384,6 +437,8 @@ def write_report(out_dir, results, score_values=None, formats=("json", "md"), pl
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     s = summarize(results)
+    if plots:
+        s["plots"] = _plot_names(s, score_values)
     written = {}
 
     def put(fname, path):

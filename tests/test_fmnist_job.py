@@ -14,8 +14,9 @@ FAR = ["digits", "font_letters", "skimage_patches"]
 COVARIATE = [f"fmnist_{k}_{lv}" for k in ("blur", "jpeg", "contrast", "pixelate") for lv in range(1, 6)]
 NEAR = ["fmnist_holdout_ood", "fmnist_holdout2_ood"]
 OOD = FAR + COVARIATE + NEAR
-ANCHORED = {"amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "msp", "energy", "neg_tau"}
-VANILLA = {"msp", "energy", "odin", "max_logit", "entropy"}
+ANCHORED = {"amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "msp", "energy", "neg_tau",
+            "knn", "mahalanobis", "amp+knn", "amp+mahalanobis"}
+VANILLA = {"msp", "energy", "odin", "max_logit", "entropy", "react", "knn", "mahalanobis", "gram"}
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,11 @@ def run(tmp_path_factory):
 def test_report_json_has_every_field(run):
     rep = json.loads((run / "report.json").read_text())
     for key in ("title", "id_set", "ood_sets", "positive", "seed", "wall_time_s", "versions", "config",
-                "models", "scores", "summary", "best", "data"):
+                "models", "scores", "summary", "shipped", "data"):
         assert key in rep, key
     assert rep["id_set"] == "fashion_mnist" and rep["ood_sets"] == OOD
     assert rep["positive"] == "id" and rep["seed"] == 0 and rep["wall_time_s"] > 0
-    assert set(rep["timings_s"]) == {"train", "score", "save_and_export", "near_ood"}  # report's own is logged
+    assert set(rep["timings_s"]) == {"train", "select", "score", "save_and_export", "near_ood"}  # + report (logged)
     assert sum(rep["timings_s"].values()) <= rep["wall_time_s"] + 1 and rep["cpu_time_s"] > 0
     assert {"amp_tf", "tensorflow", "keras", "python"} <= set(rep["versions"])
     for name in ("anchored", "vanilla"):
@@ -45,7 +46,13 @@ def test_report_json_has_every_field(run):
             assert all(0.0 <= metrics[k] <= 1.0 for k in METRICS)
         mean = rep["summary"][key]
         np.testing.assert_allclose(mean["auroc"], np.mean([per_set[s]["auroc"] for s in OOD]), atol=1e-5)
-    assert set(rep["best"]) >= METRICS
+    # the shipped detector: chosen on validation (its row is in the report, its figures are validation ones)
+    shipped = rep["shipped"]
+    assert shipped["key"] in rep["scores"] and shipped["name"] in rep["shipped"]["family_val_fpr95"]
+    assert 0.0 <= shipped["val_fpr95"] <= 1.0 and shipped["val_fpr95"] == min(shipped["family_val_fpr95"].values())
+    assert isinstance(rep["data"]["serving_threshold"], float)
+    assert rep["data"]["serving_threshold"] == pytest.approx(shipped["threshold"])
+    assert "best" not in rep
     # the group table: a mean per group, and overall = the mean of the group means (not of the sets)
     g = rep["groups"]["anchored/amp"]
     assert set(g) == {"near", "far", "covariate", "overall"}

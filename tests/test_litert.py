@@ -24,7 +24,7 @@ from tests.helpers import pixel_images, tiny_backbone
 
 MEAN, STD = [70.0], [80.0]
 OUTPUTS = {"logits", "probabilities", "predicted_class", "tau", "amp_score", "calibrated_logits",
-           "msp", "energy", "is_ood"}
+           "msp", "energy", "ood_score", "is_ood"}
 ROOT = Path(__file__).resolve().parents[1]
 
 

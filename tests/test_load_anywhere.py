@@ -18,13 +18,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from amp_tf import data
 from amp_tf.anchoring import AnchoredModel
 from amp_tf.files import check_keras_file, load_keras_model, load_run
 from amp_tf.models import build_backbone
 from amp_tf.optimizers import CoupledSGD
-from amp_tf.predictor import AnchoredPredictor
 from amp_tf.training import TrainConfig, compile_model, finetune_anchored, train
 from tests.helpers import tiny_main_job
 
@@ -122,10 +122,14 @@ def test_example_load_and_score_runs_on_a_run_folder(tmp_path_factory, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [r for r in map(str.split, proc.stdout.splitlines()) if len(r) == 5 and r[1].isdigit()]
     assert len(rows) == 6 and all(r[3] in ("ID", "OOD") for r in rows), proc.stdout
-    loaded = load_run(run)  # the same answers in-process
-    pred = AnchoredPredictor.from_model(loaded.anchored, loaded.anchors).predict(x)
+    loaded = load_run(run)  # the same answers in-process, from the run's shipped detector
+    assert loaded.detector is not None and loaded.detector.threshold == pytest.approx(loaded.threshold)
+    pred = loaded.predict(x)
     np.testing.assert_array_equal([int(r[1]) for r in rows], pred["predicted_class"])
-    assert [r[3] == "OOD" for r in rows] == list(pred["amp_score"] < loaded.threshold)
+    assert [r[3] == "OOD" for r in rows] == list(pred["is_ood"])
+    served = tf.saved_model.load(str(run / "serving")).signatures["serving_default"](images=tf.constant(x))
+    np.testing.assert_allclose(pred["ood_score"], served["ood_score"].numpy(), rtol=1e-4, atol=1e-5)
+    assert list(served["is_ood"].numpy()) == list(pred["is_ood"])
     assert f"{sum(r[3] == 'OOD' for r in rows)} of 6 flagged OOD" in proc.stdout
 
 

@@ -61,8 +61,11 @@ from __future__ import annotations
 from amp_tf.detectors.anchored import AMPDetector, AnchoredFeatureDetector, CombinedDetector, zscore_combination
 from amp_tf.detectors.base import COMBINATIONS, FEATURE_NAMES, KINDS, Detector, model_inputs, model_kind, names
 from amp_tf.detectors.plain import FittedDetector, LogitDetector, ModelDetector
+from amp_tf.detectors.selection import select_detector
 from amp_tf.detectors.sets import ByModelDetector, DetectorSet, fit_all, get
+from amp_tf.detectors.shipped import ShippedDetector, ShippedScore, has_detector, load_detector
 
 __all__ = ["AMPDetector", "AnchoredFeatureDetector", "ByModelDetector", "COMBINATIONS", "CombinedDetector", "Detector",
            "DetectorSet", "FEATURE_NAMES", "FittedDetector", "KINDS", "LogitDetector", "ModelDetector", "fit_all", "get",
-           "model_inputs", "model_kind", "names", "zscore_combination"]
+           "model_inputs", "model_kind", "names", "zscore_combination", "select_detector", "ShippedDetector",
+           "ShippedScore", "has_detector", "load_detector"]

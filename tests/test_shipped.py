@@ -1,0 +1,188 @@
+"""The shipped detector (issue: ship the validation-selected detector): selection, saved state, exports.
+
+* `select_detector` fits every candidate and picks the lowest validation-OOD FPR95; it refuses
+  bad input before any fitting;
+* the saved state (`detector.json` / `detector.npz`) loads in a fresh interpreter and scores the
+  same; a state made for another model is refused, naming both;
+* the in-graph score (`ShippedScore`) equals the candidate's numpy score;
+* on a committed converged model, pure noise (uniform and Gaussian) is flagged OOD by the shipped
+  SavedModel and `.tflite`, which agree on 256 test images.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from amp_tf import detectors
+from amp_tf.anchoring import AnchoredModel
+from amp_tf.detectors.selection import candidate_scorer
+from amp_tf.models import build_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVERGED = ROOT / "benchmarks/results/converged_models/a43ca4358a/seed0/fashion_mnist-anchored.keras"
+
+
+def _tiny(width=4, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return AnchoredModel(build_backbone("resnet_small", (12, 12, 1), 3, width=width), mean=(100.0,), std=(60.0,))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (160, 12, 12, 1)).astype("uint8")
+    y = rng.integers(0, 3, 160)
+    model = _tiny()
+    model(x[:2])
+    det = detectors.select_detector(model, (x[:100], y[:100]), (x[100:], y[100:]), num_anchors=3, val_ood_size=40)
+    return model, det, x, y
+
+
+def test_selection_picks_the_lowest_validation_fpr95(tiny):
+    _, det, _, _ = tiny
+    rows = det.candidates
+    assert det.name == rows[0]["name"] and det.options == rows[0]["options"]
+    fprs = [r["val_fpr95"] for r in rows]
+    assert fprs == sorted(fprs)
+    names = {r["name"] for r in rows}
+    assert {"amp", "amp[sum,exp]", "knn", "mahalanobis", "amp+knn", "amp+mahalanobis"} <= names
+    assert {r["options"].get("w") for r in rows if r["name"] == "amp+knn"} == {0.25, 0.5, 0.75}
+    assert det.threshold is not None and 0.0 < det.tpr < 1.0
+
+
+def test_threshold_lets_tpr_of_the_validation_images_pass(tiny):
+    _, det, x, _ = tiny
+    s = det.score(x[100:])
+    assert np.mean(s >= det.threshold) >= det.tpr
+    assert np.mean(s > det.threshold) < det.tpr  # the largest such threshold
+
+
+@pytest.mark.parametrize("kind", ["mahalanobis", "knn", "amp+mahalanobis", "amp+knn", "amp[sum,divide]"])
+def test_in_graph_score_equals_the_candidates_numpy_score(tiny, kind):
+    """`ShippedScore` (what the exports run) against the float64 numpy detectors of the selection."""
+    from amp_tf.detectors.shipped import ShippedDetector, score_layer
+
+    model, det, x, _ = tiny
+    fitted = det.fitted
+    opts = fitted["family_best"].get(kind, {})
+    feat = fitted["features"].get(kind.split("+")[-1])
+    amp_score = opts.get("amp_score", "amp")
+    layer = score_layer(kind, amp_score, opts.get("w", 1.0), fitted["stats"].get((kind, amp_score)),
+                        None if feat is None else feat.estimator)
+    one = ShippedDetector(layer, det.anchors, kind, opts).attach(model)
+    want = candidate_scorer(det)(x[:40])[kind]
+    np.testing.assert_allclose(one.score(x[:40]), want, rtol=1e-4, atol=1e-4 * (np.std(want) + 1e-12))
+
+
+def test_saved_state_loads_in_a_fresh_interpreter_and_scores_the_same(tiny, tmp_path):
+    model, det, x, _ = tiny
+    model.save(tmp_path / "anchored.keras")
+    det.save(tmp_path)
+    np.save(tmp_path / "x.npy", x[:16])
+    code = ("import sys, json, numpy as np, keras, amp_tf\n"
+            "from amp_tf.detectors import load_detector\n"
+            "p = sys.argv[1]\n"
+            "m = keras.saving.load_model(p + '/anchored.keras')\n"
+            "d = load_detector(p, m)\n"
+            "out = d.predict(np.load(p + '/x.npy'))\n"
+            "print(json.dumps({'name': d.name, 'label': d.label, 'threshold': d.threshold,"
+            " 'score': out['ood_score'].tolist(), 'is_ood': out['is_ood'].tolist()}))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    want = det.predict(x[:16])
+    assert got["name"] == det.name and got["label"] == det.label and got["threshold"] == pytest.approx(det.threshold)
+    np.testing.assert_allclose(got["score"], want["ood_score"], rtol=1e-5, atol=1e-6)
+    assert got["is_ood"] == want["is_ood"].tolist()
+
+
+def test_a_state_for_another_model_is_refused_naming_both(tiny, tmp_path):
+    from amp_tf.detectors.shipped import ShippedDetector, score_layer
+
+    _, det, _, _ = tiny
+    maha = det.fitted["features"]["mahalanobis"].estimator
+    ShippedDetector(score_layer("mahalanobis", feature=maha), det.anchors, "mahalanobis", threshold=0.0).save(tmp_path)
+    other = _tiny(width=8)
+    other(np.zeros((1, 12, 12, 1), "uint8"))
+    with pytest.raises(ValueError, match=r"holds \d+-wide features, the model's 'features' layer gives \d+"):
+        detectors.load_detector(tmp_path, other)
+
+
+def test_missing_state_says_it_falls_back_to_amp(tmp_path):
+    with pytest.raises(FileNotFoundError, match="decides by AMP alone.*select_detector"):
+        detectors.load_detector(tmp_path)
+
+
+def test_bad_selection_input_is_refused_before_any_fitting(tiny):
+    model, _, x, y = tiny
+    with pytest.raises(ValueError, match="at least 20"):
+        detectors.select_detector(model, (x[:100], y[:100]), (x[100:110], y[100:110]))
+    with pytest.raises(ValueError, match="no validation OOD images"):
+        detectors.select_detector(model, (x[:100], y[:100]), (x[100:], y[100:]), val_ood={})
+    with pytest.raises(ValueError, match="no validation OOD images"):
+        detectors.select_detector(model, (x[:100], y[:100]), (x[100:], y[100:]), val_ood={"a": x[:0]})
+    with pytest.raises(ValueError, match="labels"):
+        detectors.select_detector(model, x[:100], (x[100:], y[100:]))
+    with pytest.raises(TypeError, match="AnchoredModel"):
+        detectors.select_detector(model.backbone, (x[:100], y[:100]), (x[100:], y[100:]))
+
+
+# ------------------------------------------------------------------ a converged model: noise, LiteRT
+@pytest.fixture(scope="module")
+def shipped_exports(tmp_path_factory):
+    import keras
+
+    from amp_tf.export import TFLiteModel, export_for_serving, export_tflite
+    from amp_tf.pipeline import load_id
+
+    model = keras.saving.load_model(CONVERGED, compile=False)
+    d = load_id("fashion_mnist", val_size=400, train_limit=3000, eval_limit=256)
+    det = detectors.select_detector(model, (d.x_train, d.y_train), (d.x_val, d.y_val), fit_limit=2000,
+                                    val_ood_size=400)
+    out = tmp_path_factory.mktemp("shipped")
+    head = export_for_serving(det, out / "serving")
+    export_tflite(head, out / "model.tflite")
+    served = tf.saved_model.load(str(out / "serving"))
+    return det, served, TFLiteModel(out / "model.tflite"), d
+
+
+def _noise(kind, seed, n=32):
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        x = rng.integers(0, 256, (n, 28, 28, 1))
+    else:
+        x = np.rint(rng.normal(127.5, 64.0, (n, 28, 28, 1)))
+    return np.clip(x, 0, 255).astype("uint8")
+
+
+@pytest.mark.parametrize("kind,seed", [("uniform", 0), ("gaussian", 1), ("uniform", 7), ("gaussian", 12)])
+def test_pure_noise_is_flagged_ood_by_the_shipped_exports(shipped_exports, kind, seed):
+    det, served, lite, _ = shipped_exports
+    x = _noise(kind, seed)
+    out = served.signatures["serving_default"](images=tf.constant(x))
+    assert out["is_ood"].numpy().all(), (det.label, out["ood_score"].numpy().max(), det.threshold)
+    assert lite(x)["is_ood"].all()
+
+
+def test_litert_matches_the_saved_model_and_both_name_the_detector(shipped_exports):
+    det, served, lite, d = shipped_exports
+    x = d.x_test[:256]
+    want = {k: v.numpy() for k, v in served.signatures["serving_default"](images=tf.constant(x)).items()}
+    got = lite(x)
+    np.testing.assert_allclose(got["ood_score"], want["ood_score"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got["is_ood"], want["is_ood"])
+    np.testing.assert_array_equal(got["predicted_class"], want["predicted_class"])
+    info = {k: v.numpy() for k, v in served.signatures["detector"]().items()}
+    assert info["name"].decode() == det.name and info["label"].decode() == det.label
+    assert lite.detector["name"] == det.name and lite.detector["threshold"] == pytest.approx(det.threshold)
+    assert float(info["threshold"]) == pytest.approx(det.threshold)
