@@ -344,8 +344,10 @@ def anchored_model(model, mean=None, std=None, **kwargs):
         >>> anchored_model(vanilla, seed=0).backbone.input.shape
         (None, 28, 28, 2)
     """
+    from amp_tf.contract import check_logits_head
     from amp_tf.models.anchor import anchor_with_statistics
 
+    check_logits_head(model, "anchored_model")  # AMP and the anchored loss need logits
     parts = anchor_with_statistics(model, mean, std)
     if parts.check_pixels is not None:
         kwargs.setdefault("check_pixels", parts.check_pixels)

@@ -155,11 +155,7 @@ def build_model(cfg, image_shape, num_classes, init_from=None):
             vanilla = keras.models.load_model(path, compile=False)
         if isinstance(vanilla, AnchoredModel):
             raise ValueError("init_from: expected a vanilla model; this one is already anchored.")
-        if tuple(vanilla.input_shape[1:]) != tuple(image_shape) or vanilla.output_shape[-1] != num_classes:
-            raise ValueError(
-                f"init_from: the model takes {tuple(vanilla.input_shape[1:])} images and has "
-                f"{vanilla.output_shape[-1]} outputs; the data is {tuple(image_shape)} with {num_classes} classes."
-            )
+        check_model_for(vanilla, image_shape, num_classes, "init_from")
         return anchored_model(vanilla, consistency=cfg.consistency, consistency_every=cfg.consistency_every,
                               consistency_mode=cfg.consistency_mode, seed=cfg.seed, num_classes=num_classes)
     stats = {} if cfg.anchored else {"mean": cfg.mean, "std": cfg.std}
@@ -441,8 +437,8 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
         `(AnchoredModel, history)`.
 
     Raises:
-        ValueError: epochs < 1, a model that ends in a softmax, or a model that
-            cannot be anchored (named layer and what would work), before any training.
+        ValueError: epochs < 1, a model that ends in a softmax or sigmoid (not logits), whose input
+            does not take the images of `x`, or a model that cannot be anchored (named layer and what would work), before any training.
 
     Example:
         >>> import numpy as np
@@ -454,7 +450,7 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
         >>> model.backbone.input.shape
         (None, 28, 28, 2)
     """
-    from amp_tf.models.anchor import anchor_backbone, softmax_output
+    from amp_tf.models.anchor import anchor_backbone
 
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected an int >= 1 (fine-tuning epochs), got {epochs!r}.")
@@ -462,13 +458,8 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     train_kw = {k: config.pop(k) for k in list(config) if k in train_keys}
     if not isinstance(vanilla, keras.Model):
         vanilla = keras.models.load_model(vanilla, compile=False)
-    soft = softmax_output(vanilla)
-    if soft:
-        raise ValueError(
-            f"vanilla: the model ends in a softmax ({soft}); anchored training and AMP need "
-            "logits. Pass a logits model: build it with classifier_activation=None "
-            "(keras.applications) or activation=None on the last layer."
-        )
+    check_model_for(vanilla, np.shape(x)[1:] if not isinstance(x, tf.data.Dataset) else None,
+                    num_classes, "vanilla")
     stats = {k: config.pop(k) for k in ("mean", "std") if config.get(k) is not None}
     if stats:
         vanilla = _with_statistics(vanilla, stats.get("mean"), stats.get("std"))
@@ -476,6 +467,20 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     cfg = TrainConfig(anchored=True, epochs=int(epochs), **config)
     n = num_classes or int(vanilla.output_shape[-1])
     return train(cfg, x, y, n, init_from=vanilla, **train_kw)
+
+
+def check_model_for(model, image_shape, num_classes, what="model"):
+    """The contract of a model given to train on data (`amp_tf.contract`): logits out (no final softmax /
+    sigmoid), an input that takes `image_shape` images (a model taking any size takes all), and one
+    output per class. `image_shape` / `num_classes` None: not checked."""
+    from amp_tf.contract import check_image_shape, check_logits_head
+
+    check_logits_head(model, what)
+    check_image_shape(tuple(model.input_shape[1:]), image_shape, f"{what}: the model", "the data's images")
+    if num_classes is not None and int(model.output_shape[-1]) != int(num_classes):
+        raise ValueError(f"{what}: the model has {model.output_shape[-1]} outputs; the data has {num_classes} "
+                         "classes. Give a model trained on this data set's classes.")
+    return model
 
 
 def _with_statistics(vanilla, mean, std):

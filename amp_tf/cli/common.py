@@ -10,6 +10,7 @@ import platform
 import time
 from pathlib import Path
 
+from amp_tf.contract import check_arch_width, check_image_shape
 from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
 from amp_tf.flags import Parser, add_training_flags, train_config  # noqa: F401  (shared with the benchmarks)
 
@@ -241,6 +242,9 @@ def init_from_info(path):
         raise ValueError(f"--init-from {path} is an anchored model (AnchoredModel): fine-tuning starts from "
                          f"a vanilla model, which becomes the anchored one; {fix}. To continue training "
                          "an anchored run, use --resume on its --out.")
+    from amp_tf.contract import check_logits_config
+
+    check_logits_config(config, f"--init-from {path}")  # logits only: a softmax / sigmoid head is refused
     shape = None
     for layer in (config.get("config") or {}).get("layers") or ():
         if layer.get("class_name") == "InputLayer":
@@ -506,7 +510,7 @@ def check_init_from(args, given, image_shape=None, data="this job's images"):
         refuse_with("finetune_epochs", given, "fine-tuning needs --init-from (a trained vanilla model).")
         args.finetune_epochs = 0
         if getattr(args, "arch", None) != "resnet_small" and hasattr(args, "width"):
-            refuse_with("width", given, f"only resnet_small has a --width; {args.arch} has a fixed width.")
+            check_arch_width(args.arch, "width" in given)  # the one check (amp_tf.contract), also trainers.tune
             args.width = None
         return False
     for flag in ("arch", "width"):
@@ -516,9 +520,7 @@ def check_init_from(args, given, image_shape=None, data="this job's images"):
                     f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs. Use --finetune-epochs N "
                     "(or --finetune-epochs 0 --epochs N).")
     _, shape = init_from_info(args.init_from)
-    if image_shape is not None and shape is not None and tuple(shape) != tuple(image_shape):
-        raise ValueError(f"--init-from {args.init_from} takes {tuple(shape)} images; {data} are "
-                         f"{tuple(image_shape)}. Give a model trained on such images.")
+    check_image_shape(shape, image_shape, f"--init-from {args.init_from}", data)  # (None, None, C): any size
     args.arch, args.width = None, None  # not used: recorded as such
     return True
 

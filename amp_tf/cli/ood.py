@@ -112,35 +112,46 @@ def load_model(path):
     if rank != 4:
         raise ValueError(f"--model {path}: loaded a {type(model).__name__} that is not an image classifier "
                          f"taking (batch, height, width, channels) images; {_EXPECTED}.")
-    return model
+    from amp_tf.contract import check_logits_head
+
+    return check_logits_head(model if net is model else net, f"--model {path}") and model
 
 
-def model_geometry(model):
-    """(anchored, (height, width), channels) of the images the model takes."""
+def model_geometry(model, id_shape=None):
+    """(anchored, (height, width), channels) of the images the model takes; a model that takes any
+    size (``(None, None, C)``) takes the ID set's images as they are (`id_shape`, a callable)."""
     from amp_tf.anchoring import AnchoredModel
 
     anchored = isinstance(model, AnchoredModel)
     shape = (model.backbone if anchored else model).input_shape
     h, w, c = shape[1:]
+    if (h is None or w is None) and id_shape is not None:
+        h, w = (d if d is not None else s for d, s in zip((h, w), id_shape()[:2]))
     if h is None or w is None:
-        raise ValueError(f"the model takes images of any size ({shape}); this CLI needs a fixed input size.")
+        raise ValueError(f"the model takes images of any size ({shape}) and the ID set's images differ in size; "
+                         "pass --resize with a fixed-size model.")
     return anchored, (int(h), int(w)), int(c) // 2 if anchored else int(c)
+
+
+def _id_shape(args):
+    from amp_tf import data
+
+    return data.load(args.id, "test", data_dir=args.data_dir, download=args.download).image_shape
 
 
 def choose_scores(text, anchored):
     """The detector names of --scores: an anchored model's in `AMP_SCORES` order (the report's)."""
     from amp_tf import scores
+    from amp_tf.contract import ANCHORED_SCORES, check_scores
     from amp_tf.predictor import AMP_SCORES
 
+    # anchored: every detector of amp_tf.detectors for an AnchoredModel ('all': the AMP pass's scores);
     # vanilla: the logit scores, plus ODIN (its first pass gives the logits: one pass for all)
-    valid = (list(AMP_SCORES) if anchored
+    valid = (list(ANCHORED_SCORES) if anchored
              else sorted(scores.names(needs_model=False, needs_fit=False) + ["odin"]))
-    asked = valid if text.strip() == "all" else split_names(text)
-    bad = [s for s in asked if s not in valid]
-    if bad or not asked:
-        raise ValueError(f"--scores: unknown score(s) {', '.join(bad) or '(none given)'} for "
-                         f"{'an anchored' if anchored else 'a vanilla'} model; valid: {', '.join(valid)}, or all.")
-    return [s for s in valid if s in asked] if anchored else list(dict.fromkeys(asked))
+    asked = (list(AMP_SCORES) if anchored else valid) if text.strip() == "all" else split_names(text)
+    asked = check_scores(asked, valid, "anchored" if anchored else "vanilla")
+    return [s for s in valid if s in asked] if anchored else asked
 
 
 def _out_path(args):
@@ -191,11 +202,16 @@ def fit_detectors(args, model, anchored, names, geo, log):
         return detectors.fit_all(names, model, batch_size=args.batch_size,
                                  options={k: v for k, v in odin.items() if k in names})
     log(f"reading the {args.id} training split (anchor pool) ...")
-    x_train, _, _ = load_images(args.id, "train", limit=args.train_limit, **geo)
+    x_train, y_train, _ = load_images(args.id, "train", limit=args.train_limit, **geo)
     if args.num_anchors > len(x_train):
         raise ValueError(f"--num-anchors {args.num_anchors}: the {args.id} train split has only "
                          f"{len(x_train)} images.")
-    return detectors.fit_all(names, model, id_train=x_train, batch_size=args.batch_size,
+    id_val = None
+    if any(n.startswith("amp+") for n in names):  # the combinations standardise on held-out ID images
+        n_val = max(20, len(x_train) // 10)
+        x_train, y_train, id_val = x_train[:-n_val], y_train[:-n_val], (x_train[-n_val:], y_train[-n_val:])
+    return detectors.fit_all(names, model, id_train=(x_train, y_train), id_val=id_val,
+                             batch_size=args.batch_size,
                              num_anchors=args.num_anchors, seed=args.seed)
 
 
@@ -237,7 +253,7 @@ def main(argv=None):
 
     ood_names = list(dict.fromkeys(split_names(args.ood)))
     model = load_model(args.model)
-    anchored, size, channels = model_geometry(model)
+    anchored, size, channels = model_geometry(model, lambda: _id_shape(args))
     names = choose_scores(args.scores, anchored)
     kind = "anchored" if anchored else "vanilla"
     log(f"{args.model}: {kind} model, {size[0]}x{size[1]}x{channels} images; scores: {', '.join(names)}")

@@ -43,8 +43,11 @@ from amp_tf.cli.common import (
     versions,
 )
 from amp_tf.cli.names import check_arch
+from amp_tf.contract import check_arch_width
 
 OBJECTIVES = ("val_ood_auroc", "val_accuracy")
+#: The base widths of resnet_small searched when --width is not given.
+DEFAULT_WIDTHS = "8,16,32"
 #: Reported next to the objective in trials.csv / trials.md.
 METRIC_COLUMNS = ("val_ood_auroc", "val_ood_fpr95", "val_accuracy", "val_loss")
 
@@ -71,7 +74,8 @@ def parser():
     h.add_argument("--consistency-every", default="1,2,5,10", help="candidate schedules: T on every n-th step")
     h.add_argument("--lr", default="0.01,0.3",
                    help="learning-rate range 'lo,hi' (log-uniform), or one value")
-    h.add_argument("--width", default="8,16,32", help="candidate base widths of resnet_small")
+    h.add_argument("--width", default=None, help=f"candidate base widths of resnet_small (default: {DEFAULT_WIDTHS}; "
+                   "refused with another --arch, which has a fixed width)")
     t = p.add_argument_group("training (fixed)")
     t.add_argument("--arch", default="resnet_small", help="backbone (amp_tf.models); --width needs resnet_small")
     t.add_argument("--batch-size", type=int, default=recipe.BATCH_SIZE, help="batch size")
@@ -123,7 +127,8 @@ def search_space(args):
         raise ValueError(f"--lr: expected 'lo,hi' or one value, got {args.lr!r}.") from None
     if len(lr) not in (1, 2) or min(lr) <= 0:
         raise ValueError(f"--lr: expected 'lo,hi' or one value, all > 0, got {args.lr!r}.")
-    widths = _ints(args.width, "--width") if args.arch == "resnet_small" else []
+    check_arch_width(args.arch, args.width is not None)  # the one check (amp_tf.contract), as trainers.cifar's
+    widths = _ints(args.width or DEFAULT_WIDTHS, "--width") if args.arch == "resnet_small" else []
     if widths and min(widths) < 1:
         raise ValueError(f"--width: expected values >= 1, got {widths}.")
     return {"consistency": consistency, "consistency_every": every, "lr": (min(lr), max(lr)), "width": widths}
