@@ -5,7 +5,8 @@ drifts of the machine hit all of them alike, and medians are reported.
 `alternate` times one call per sample; `interleaved` first warms up and
 calibrates each contender to a number of calls per sample.
 
-Machine: `machine_info` (platform, CPU model, cores, GPUs, TF threads),
+Machine: `machine_info` (platform, CPU model and its vector extensions, cores,
+GPUs, TF threads), `vector_extensions` (AVX2 / AVX-512 / AMX from /proc/cpuinfo),
 `Contention` (the machine's CPU used by other processes, and the hypervisor's
 steal share, over an interval, from /proc/stat), `vm_hwm_bytes` (peak RSS).
 
@@ -163,6 +164,46 @@ def cpu_model():
     return _cpuinfo_model() or platform.processor() or "unknown"
 
 
+def cpu_flags():
+    """The CPU's feature flags (the first `flags` line of /proc/cpuinfo), an empty set off Linux."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+#: AVX-512 subsets worth naming (oneDNN picks kernels by them), flag -> label.
+AVX512_SUBSETS = {"avx512f": "F", "avx512bw": "BW", "avx512vl": "VL", "avx512_vnni": "VNNI",
+                  "avx512_bf16": "BF16", "avx512_fp16": "FP16"}
+AMX_FLAGS = {"amx_tile": "TILE", "amx_bf16": "BF16", "amx_int8": "INT8", "amx_fp16": "FP16"}
+
+
+def vector_extensions(flags=None):
+    """The SIMD extensions that decide TF/oneDNN's kernels: `{"avx2", "avx512", "amx", "summary"}`.
+
+    `summary` is one line such as "AVX2, AVX-512 (F, BW, VL, VNNI, BF16), no AMX": our
+    machine kinds differ by more than the CPU model name says.
+
+    Example:
+
+    >>> vector_extensions({"avx2", "avx512f", "avx512bw"})["summary"]
+    'AVX2, AVX-512 (F, BW), no AMX'
+    >>> vector_extensions(set())["summary"]
+    'no AVX2, no AVX-512, no AMX'
+    """
+    flags = cpu_flags() if flags is None else set(flags)
+    avx512 = [label for flag, label in AVX512_SUBSETS.items() if flag in flags]
+    amx = [label for flag, label in AMX_FLAGS.items() if flag in flags]
+    parts = ["AVX2" if "avx2" in flags else "no AVX2",
+             f"AVX-512 ({', '.join(avx512)})" if avx512 else "no AVX-512",
+             f"AMX ({', '.join(amx)})" if amx else "no AMX"]
+    return {"avx2": "avx2" in flags, "avx512": avx512, "amx": amx, "summary": ", ".join(parts)}
+
+
 def machine_info():
     """Platform, cores (and affinity), CPU model, GPUs, TF thread settings, thread env vars."""
     import tensorflow as tf
@@ -179,6 +220,7 @@ def machine_info():
         pass
     if _cpuinfo_model():
         info["cpu_model"] = _cpuinfo_model()
+    info["vector_extensions"] = vector_extensions()["summary"]
     info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
     info["tf_threads"] = {
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),

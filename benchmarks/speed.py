@@ -29,6 +29,11 @@ anchors, target >= 1.0), skipped with a note when PyTorch is not installed;
 vs Keras' BatchNormalization on one training step; fit epochs with amp-tf's
 tf.data settings vs tf.data autotuning).
 
+`--against REV` is the regression mode: `benchmarks.speed_against` times this
+revision and REV side by side (temporary git worktrees, one child process per
+revision, alternating rounds) and prints the ratio per measure (training,
+vanilla and AMP inference, the exported SavedModel and .tflite per image).
+
 Modules: this one (flags, sections, main), `speed_core` (training, inference,
 scaling, cost model), `speed_extra` (the peer and internals sections),
 `speed_report` (printed tables, notes), and the shared `harness`.
@@ -101,6 +106,10 @@ def parser():
                    help="alternating rounds of the peer comparison (default 4; 3 with --quick)")
     p.add_argument("--skip-scaling", action="store_true",
                    help="only the headline ratios (no K / batch scaling tables)")
+    p.add_argument("--against", metavar="REV", default=None,
+                   help="regression mode: time this revision and REV side by side (temporary git "
+                        "worktrees, alternating rounds) and print the ratio per measure; the run is "
+                        "benchmarks.speed_against's (its flags: python -m benchmarks.speed_against --help)")
     return p
 
 
@@ -155,7 +164,17 @@ def run(args, log=print):
     return results
 
 
+def wants_against(argv):
+    """`--against REV` anywhere on the command line: the run is `benchmarks.speed_against`'s."""
+    return any(a == "--against" or a.startswith("--against=") for a in argv)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if wants_against(argv):  # before TensorFlow: the regression run starts its own processes
+        from benchmarks.speed_against import main as against
+
+        return against(argv)
     args = parse_args(argv)
     import keras
     import tensorflow as tf

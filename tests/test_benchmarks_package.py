@@ -2,6 +2,7 @@
 
 import ast
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,53 @@ def test_run_as_a_path_names_the_module_command():
                        cwd=ROOT, timeout=60)
     assert r.returncode != 0
     assert "python -m benchmarks.speed" in r.stderr
+
+
+def test_speed_against_answers_help_and_parses_before_tensorflow():
+    code = ("import sys; from benchmarks import speed, speed_against as s; "
+            "a = s.parse_args(['--against', 'HEAD~1', '--quick']); "
+            "assert speed.wants_against(['--quick', '--against=x']) and not speed.wants_against(['--quick']); "
+            "print(a.rounds, a.n_train, ','.join(a.measures), 'tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", "640", "train,vanilla,amp,amp_call,savedmodel,tflite", "False"]
+    r = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--against", "HEAD", "--help"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and "--against REV" in r.stdout and "speed_against" in r.stdout
+
+
+def test_speed_against_ratios_are_speed_ratios():
+    from benchmarks.speed_against import summarise
+
+    samples = {"vanilla": {"new": [0.010, 0.012, 0.011], "old": [0.020, 0.022, 0.021]},
+               "savedmodel": {"new": [0.004, 0.004, 0.004], "old": [0.002, 0.002, 0.002]}}
+    cpu = {m: {k: [2 * t for t in v] for k, v in by.items()} for m, by in samples.items()}
+    out = summarise(samples, cpu, {"vanilla": 128, "savedmodel": 1}, "new", "old")
+    v, s = out["vanilla"], out["savedmodel"]
+    assert v["new"]["images_per_s"] == pytest.approx(128 / 0.011)
+    assert v["ratio"] == pytest.approx(0.021 / 0.011) and v["met"] is True  # new is faster: > 1
+    assert s["new"]["ms_per_image"] == pytest.approx(4.0) and s["ratio"] == pytest.approx(0.5)
+    assert s["ratio_cpu"] == pytest.approx(0.5) and "met" not in s
+
+
+def test_vector_extensions_from_cpuinfo_flags():
+    from benchmarks.harness import vector_extensions
+
+    amx = vector_extensions({"avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_bf16"})
+    assert amx["summary"] == "AVX2, AVX-512 (F, VNNI), AMX (TILE, BF16)" and amx["avx2"]
+    assert vector_extensions({"avx2"})["summary"] == "AVX2, no AVX-512, no AMX"
+
+
+@pytest.mark.slow
+def test_speed_against_times_two_trees_side_by_side(tmp_path):
+    # this checkout as it is vs the committed HEAD, one cheap measure, one round: the protocol works
+    r = subprocess.run([sys.executable, "-m", "benchmarks.speed_against", "--head", ".", "--against", "HEAD",
+                        "--measures", "vanilla,tflite", "--rounds", "1", "--min-sample-s", "0.05",
+                        "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "vector extensions:" in r.stdout and "vanilla inference" in r.stdout
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert set(res["measures"]) == {"vanilla", "tflite"} and res["measures"]["vanilla"]["ratio"] > 0
+    assert (tmp_path / "r.md").read_text().startswith("# Speed of ")
+    assert not [ln for ln in subprocess.run(["git", "worktree", "list"], capture_output=True, text=True,
+                                            cwd=ROOT).stdout.splitlines() if "amp_tf_against_" in ln]
