@@ -302,7 +302,7 @@ def _(c):
     return expect(ValueError, "K >= 2", OODMetricsCallback, c["x"], {"blur": c["x"]}, num_anchors=1)
 
 
-@case("scores.get", "'mahalanobis' before `import amp_tf.baselines` (was: imported by the registry)")
+@case("scores.get", "'mahalanobis' before `import amp_tf.baselines`")
 def _(c):
     assert hasattr(scores.get("mahalanobis"), "fit")  # `import amp_tf` imported and registered them
     entry = scores._REGISTRY.pop("mahalanobis")  # as if amp_tf.baselines had not been imported
@@ -338,7 +338,7 @@ def _cli(main, argv):
 def _fmnist_error(c, *flags):
     line = _cli(fmnist.main, ["--out", c["root"] / "never", *flags])
     assert not (c["root"] / "never").exists()  # refused before anything is written
-    return re.sub(r"/tmp/\S+", "<path>", line)
+    return _path(line)
 
 
 @case("trainers.fmnist", "--epochs 0 (would export an untrained model)")
@@ -356,7 +356,7 @@ def _(c):
     return _fmnist_error(c, "--num-anchors", "1")
 
 
-@case("trainers.fmnist", "--train-limit 0 (was: no limit)")
+@case("trainers.fmnist", "--train-limit 0")
 def _(c):
     return _fmnist_error(c, "--train-limit", "0")
 
@@ -536,7 +536,7 @@ def _(c):
                   images=tf.constant(c["x"][0]))
 
 
-@case("export_for_serving", "into a folder that is not empty (was: wrote beside its files)")
+@case("export_for_serving", "into a folder that is not empty")
 def _(c):
     used = c["root"] / "used"
     used.mkdir(exist_ok=True)
@@ -551,7 +551,7 @@ def _(c):
     return expect(ValueError, "at least 20", export_for_serving, c["pred"], c["root"] / "s5", id_images=c["x"][:1])
 
 
-@case("export_for_serving", "a model trained under `mixed_bfloat16` (was: crash, bfloat16 threshold)")
+@case("export_for_serving", "a model trained under `mixed_bfloat16`")
 def _(c):
     import keras
 
@@ -570,7 +570,7 @@ def _(c):
     return "the correct answer: exported and served in float32 (its weights are float32)"
 
 
-@case("AnchoredPredictor", "a bare backbone without mean/std (was: silently 127.5 / 127.5)")
+@case("AnchoredPredictor", "a bare backbone without mean/std")
 def _(c):
     return expect(ValueError, r"^mean/std: .*from_model", AnchoredPredictor, c["model"].backbone, c["x"][:5])
 
@@ -640,7 +640,7 @@ def _(c):
     return _fmnist_error(c, "--init-from", bad)
 
 
-@case("trainers.fmnist --init-from", "with --width 8 (the given model's width is fixed; was: ignored, recorded)")
+@case("trainers.fmnist --init-from", "with --width 8 (the given model's width is fixed)")
 def _(c):
     return _fmnist_error(c, "--init-from", _given(c, "vanilla"), "--width", "8")
 
@@ -664,7 +664,7 @@ def _(c):
     return re.sub(r"/tmp/\S+", "<path>", line)
 
 
-@case("trainers.cifar", "--width 8 with --arch wrn40_2 (was: ignored, recorded)")
+@case("trainers.cifar", "--width 8 with --arch wrn40_2")
 def _(c):
     from amp_tf.cli import cifar
 
@@ -682,22 +682,22 @@ def _(c):
     return _fmnist_error(c, "--skip-vanilla", "--finetune-epochs", "2")
 
 
-@case("trainers.fmnist", "--num-anchors 50 --train-limit 20 (was: refused after training)")
+@case("trainers.fmnist", "--num-anchors 50 --train-limit 20")
 def _(c):
     return _fmnist_error(c, "--num-anchors", "50", "--train-limit", "20", "--batch-size", "8")
 
 
-@case("trainers.fmnist", "--batch-size 128 --train-limit 64 (was: refused after the folder was made)")
+@case("trainers.fmnist", "--batch-size 128 --train-limit 64")
 def _(c):
     return _fmnist_error(c, "--batch-size", "128", "--train-limit", "64")
 
 
-@case("trainers.fmnist", "--data-dir '' (was: silently ignored)")
+@case("trainers.fmnist", "--data-dir ''")
 def _(c):
     return _fmnist_error(c, "--data-dir", "")
 
 
-@case("trainers.fmnist", "--data-dir of an empty folder (was: silently ignored)")
+@case("trainers.fmnist", "--data-dir of an empty folder")
 def _(c):
     empty = c["root"] / "empty_data"
     empty.mkdir(exist_ok=True)
@@ -809,7 +809,7 @@ def _refused_before_training(c, kind, pattern, x, y=None, **kwargs):
     return got
 
 
-@case("AnchoredModel.fit (tf.data)", "float labels such as 3.7 (were truncated and trained on)")
+@case("AnchoredModel.fit (tf.data)", "float labels such as 3.7")
 def _(c):
     return _refused_before_training(c, ValueError, "^y: labels must be whole-number", _ds(c["x"], c["y"] + 0.7))
 
@@ -826,7 +826,7 @@ def _(c):
                                     _ds(c["x"], c["y"] + 10))
 
 
-@case("AnchoredModel.fit (tf.data)", "a label >= num_classes in a later batch (was: a graph traceback)")
+@case("AnchoredModel.fit (tf.data)", "a label >= num_classes in a later batch")
 def _(c):
     late = c["y"].copy()
     late[-1] = 12
@@ -851,7 +851,7 @@ def _(c):
                                     np.zeros((8, 32, 32, 1), np.uint8), c["y"][:8])
 
 
-@case("AnchoredModel.fit", "empty arrays (was: `{}` and Keras' warning)")
+@case("AnchoredModel.fit", "empty arrays")
 def _(c):
     return _refused_before_training(c, ValueError, "^x: got an empty array", c["x"][:0], c["y"][:0])
 
@@ -861,7 +861,7 @@ def _(c):
     return _refused_before_training(c, ValueError, "^x: the dataset is empty", _ds(c["x"][:0], c["y"][:0]))
 
 
-@case("AnchoredModel.fit", "validation_data as `x / 255` (was: refused after the first epoch)")
+@case("AnchoredModel.fit", "validation_data as `x / 255`")
 def _(c):
     return _refused_before_training(c, ValueError, r"^validation_data images: .*x / 255", c["x"], c["y"],
                                     validation_data=(c["x"] / 255.0, c["y"]))
@@ -873,7 +873,7 @@ def _(c):
                                     validation_data=_ds(c["x"] / 255.0, c["y"]))
 
 
-@case("AnchoredModel.fit", "a batch of one image at width 4 (129 images, batch 128; was: SIGSEGV in oneDNN)")
+@case("AnchoredModel.fit", "a batch of one image at width 4 (129 images, batch 128)")
 def _(c):
     model = AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=c["mean"], std=c["std"])
     model.compile("sgd", "sparse_categorical_crossentropy")
@@ -882,7 +882,7 @@ def _(c):
     return "trains (strided 1x1 convs avoid the crashing kernel, amp_tf/models/conv.py)"
 
 
-@case("OODMetricsCallback in fit", "32x32 images for a 28x28 model (was: refused after the first epoch)")
+@case("OODMetricsCallback in fit", "32x32 images for a 28x28 model")
 def _(c):
     big = np.zeros((4, 32, 32, 1), np.uint8)
     return _refused_before_training(c, ValueError, r"^id_images: expected \(batch, 28, 28, 1\)",
@@ -898,7 +898,7 @@ def _(c):
                                     callbacks=[OODMetricsCallback(rgb, {"rgb": rgb}, verbose=0)])
 
 
-@case("detectors.names", "called before and after `import amp_tf.baselines` (was: 10, then 21 names)")
+@case("detectors.names", "called before and after `import amp_tf.baselines`")
 def _(c):
     from amp_tf import detectors
 
@@ -909,7 +909,7 @@ def _(c):
     return f"the same {len(before)} names (a static table; tests/test_detectors.py also checks a fresh process)"
 
 
-@case("detectors.get", "'msp' / 'energy' on an AnchoredModel (listed by names(anchored=True); was: an error)")
+@case("detectors.get", "'msp' / 'energy' on an AnchoredModel (listed by names(anchored=True))")
 def _(c):
     from amp_tf import detectors
 
@@ -928,7 +928,7 @@ def _(c):
                   c["model"], id_train=(c["x"], c["y"]))
 
 
-@case("detector.score", "32x32 images after valid ones (energy; was: scores without a word)")
+@case("detector.score", "32x32 images after valid ones (energy)")
 def _(c):
     from amp_tf import detectors
 
@@ -956,7 +956,7 @@ def _(c):
     return "accepted (judged as a whole; several such images, or a pixel above 0.5, read as `x / 255`)"
 
 
-@case("data.load('folder:<path>')", "a folder of 16-bit grayscale PNGs (was: 99.7 % of pixels 255)")
+@case("data.load('folder:<path>')", "a folder of 16-bit grayscale PNGs")
 def _(c):
     from PIL import Image
 
@@ -996,6 +996,187 @@ def _(c):
     t = ConsistencyAugment("blur", mode="official")
     return expect(ValueError, "at least 5 pixels tall", t, np.zeros((2, 4, 28, 1), np.float32))
 
+
+
+# ------------------------------------------------------------------ cases: one owner, one data source, one contract
+# (add this area's cases directly below this line)
+def _path(text):
+    return re.sub(r"/tmp/\S+?(?=[;:,.)]*( |$))", "<path>", text)
+
+
+@case("trainers.* --out (RunFolder)", "a second run (plain, --resume or --overwrite) into the --out of a live run")
+def _(c):
+    live = RunFolder(c["root"] / "live", {"seed": 0}, log=lambda m: None)
+    try:
+        for kw in ({}, {"resume": True}, {"overwrite": True}):
+            got = expect(ValueError, f"in use by a live run \\(process {os.getpid()} on ", RunFolder, live.path,
+                         {"seed": 0}, **kw)
+        assert live.held() and live.commit() == live.path  # the live run completes untouched
+    finally:
+        live.release()
+    return re.sub(r"process \d+ on \S+, started \S+: [^)]*\)", "process <pid> on <host>, started <time>: "
+                  "<its command>)", _path(got))
+
+
+@case("trainers.* --out (RunFolder)", "a `.partial` whose lock names a process that is gone (a killed run)")
+def _(c):
+    killed = RunFolder(c["root"] / "gone", {"seed": 0}, log=lambda m: None)
+    killed.release()  # as when its process is killed
+    return _path(expect(ValueError, "has an interrupted run.*--resume", RunFolder, killed.path, {"seed": 0}))
+
+
+@case("trainers.fmnist --out", "a folder holding only the user's notes.txt")
+def _(c):
+    mine = c["root"] / "notes_only"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    line = _cli(fmnist.main, ["--out", mine])
+    assert "no amp-tf run" in line and [p.name for p in mine.iterdir()] == ["notes.txt"]
+    return _path(line)
+
+
+@case("trainers.fmnist --out", "a path under a file (notes.txt/run)")
+def _(c):
+    (c["root"] / "notes.txt").write_text("mine")
+    return _path(_cli(fmnist.main, ["--out", c["root"] / "notes.txt" / "run"]))
+
+
+@case("trainers.fmnist", "--resume without --out")
+def _(c):
+    return _cli(fmnist.main, ["--resume"])
+
+
+@case("trainers.fmnist", "--data-dir holding only the training files")
+def _(c):
+    import shutil
+
+    from amp_tf.data.offline import DEBIAN_FASHION_MNIST_DIR
+
+    half = c["root"] / "train_only"
+    half.mkdir()
+    for f in Path(DEBIAN_FASHION_MNIST_DIR).glob("train-*"):
+        shutil.copy(f, half)
+    return _path(_fmnist_error(c, "--data-dir", half))
+
+
+@case("trainers.fmnist", "--data-dir holding 30 PNGs and no Fashion-MNIST files")
+def _(c):
+    from PIL import Image
+
+    pngs = c["root"] / "pngs"
+    pngs.mkdir()
+    for i in range(30):
+        Image.fromarray(c["x"][i, ..., 0]).save(pngs / f"{i:02d}.png")
+    return _path(_fmnist_error(c, "--data-dir", pngs))
+
+
+@case("data.load('fashion_mnist', data_dir=...)", "a data_dir without the test split (library)")
+def _(c):
+    return _path(expect(data.DataNotFoundError, "test split is not there", data.load, "fashion_mnist", "test",
+                        data_dir=c["root"] / "train_only"))
+
+
+def _head_model(activation, shape=(28, 28, 1)):
+    import keras
+
+    inp = keras.Input(shape)
+    z = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255)(inp)))
+    return keras.Model(inp, keras.layers.Dense(10, activation=activation, name="predictions")(z))
+
+
+@case("finetune_anchored", "a model ending in sigmoid")
+def _(c):
+    from amp_tf.training import finetune_anchored
+
+    return expect(ValueError, "ends in a sigmoid.*activation=None", finetune_anchored, _head_model("sigmoid"),
+                  c["x"][:32], c["y"][:32], epochs=1)
+
+
+@case("trainers.fmnist --init-from", "a model ending in softmax")
+def _(c):
+    _head_model("softmax").save(c["root"] / "softmax.keras")
+    return _path(_fmnist_error(c, "--init-from", c["root"] / "softmax.keras"))
+
+
+@case("trainers.fmnist --init-from", "a model ending in sigmoid")
+def _(c):
+    _head_model("sigmoid").save(c["root"] / "sigmoid.keras")
+    return _path(_fmnist_error(c, "--init-from", c["root"] / "sigmoid.keras"))
+
+
+@case("eval.ood --model", "a vanilla model ending in softmax")
+def _(c):
+    return _path(_cli(ood.main, ["--model", c["root"] / "softmax.keras", "--id", "fashion_mnist", "--ood", "digits",
+                                 "--out", c["root"] / "never", "--verbose", "0"]))
+
+
+@case("finetune_anchored", "a model that takes any image size, (None, None, 1)")
+def _(c):
+    from amp_tf.training import finetune_anchored
+
+    model, _ = finetune_anchored(_head_model(None, (None, None, 1)), c["x"][:64], c["y"][:64], epochs=1,
+                                 batch_size=32, lr=0.01, verbose=0)
+    assert model.backbone.input.shape[1:3] == (None, None)
+    return "the correct answer: fine-tuned on the 28x28 images"
+
+
+@case("trainers.fmnist --init-from", "a model that takes any image size, (None, None, 1)")
+def _(c):
+    import contextlib
+    import io
+
+    _head_model(None, (None, None, 1)).save(c["root"] / "any.keras")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run_cli(fmnist.main, ["--init-from", c["root"] / "any.keras", "--dry-run"]) == 0
+    return "accepted: passes every check (the model takes 28x28 images)"
+
+
+@case("trainers.tune", "--arch wrn40_2 --width 4,8")
+def _(c):
+    from amp_tf.cli import tune
+
+    return _cli(tune.main, ["--arch", "wrn40_2", "--width", "4,8", "--out", c["root"] / "never"])
+
+
+@case("eval.ood --scores", "knn,mahalanobis,amp+knn,amp+mahalanobis on an anchored model")
+def _(c):
+    got = ood.choose_scores("knn,mahalanobis,amp+knn,amp+mahalanobis", anchored=True)
+    assert got == ["knn", "mahalanobis", "amp+knn", "amp+mahalanobis"]
+    return "accepted: scored on the anchored features (fitted on the ID training split)"
+
+
+@case("train (any model)", "a loss that grows 1000-fold over its first value (raw pixels, lr 0.1)")
+def _(c):
+    from amp_tf.training import DivergenceStop, TrainingDiverged
+
+    stop = DivergenceStop()
+    stop.on_train_batch_end(0, {"loss": 2.3})
+    return expect(TrainingDiverged, "grew from 2.3 to .*Likely causes: pixels without statistics.*learning rate",
+                  stop.on_train_batch_end, 7, {"loss": 9e8})
+
+
+@case("trainers.* (Ctrl-C)", "Ctrl-C while training")
+def _(c):
+    from amp_tf.errors import interrupted_line
+    from amp_tf.runfolder import RunInterrupted
+
+    err = RunInterrupted("runs/cc", "runs/.cc.partial")
+    line = interrupted_line(err, fmnist.main, ["--epochs", "3", "--out", "runs/cc", "--overwrite"])
+    assert line.endswith("python -m trainers.fmnist --epochs 3 --out runs/cc --resume")
+    return line
+
+
+@case("data.load('folder:<path>')", "32-bit float TIFFs (mode F) with values in [0, 1]")
+def _(c):
+    from PIL import Image
+
+    folder = c["root"] / "float_tiff"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(c["x"][i, ..., 0].astype(np.float32) / 255.0, mode="F").save(folder / f"{i}.tif")
+    got = data.to_numpy(data.load(f"folder:{folder}"))[0]
+    np.testing.assert_array_equal(got, c["x"][:4])
+    return "scaled by 255 with a warning: the 8-bit images exactly"
 
 
 # ------------------------------------------------------------------ the table

@@ -13,13 +13,15 @@ a warning giving their count and names, with ``strict=True`` loading raises.
 Hidden files (names starting with ``.``) are ignored. Images that are all
 grayscale give C=1, otherwise every image is converted to RGB (C=3; alpha is
 dropped, palettes are expanded). 16-bit images are scaled to 8 bits (``round(v / 257)``:
-65535 is 255), not clipped. Sets of one image size that fit in memory
+65535 is 255), not clipped; 32-bit float images (TIFF mode F) in [0, 1] are scaled by 255 (with a
+warning), in 0..255 rounded, others refused (`float_to_8bit`). Sets of one image size that fit in memory
 (`MAX_IN_MEMORY_BYTES`) are held in memory; others are decoded again on the fly. The ``split`` argument is only
 recorded: a folder is one split.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -65,13 +67,42 @@ def _decode(path: str, gray: bool | None) -> np.ndarray:
         im.load()
         if gray is None:
             gray = im.mode in _GRAY_MODES
-        if im.mode in _SIXTEEN_BIT_MODES:
-            arr = to_8bit(np.asarray(im))
+        if im.mode in _SIXTEEN_BIT_MODES or im.mode == "F":
+            arr = to_8bit(np.asarray(im)) if im.mode != "F" else float_to_8bit(np.asarray(im), path)
             if not gray:
                 arr = np.repeat(arr[..., None], 3, axis=-1)
         else:
             arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+_FLOAT_FOLDERS_TOLD = set()
+
+
+def float_to_8bit(values, path="image") -> np.ndarray:
+    """Float pixels (a 32-bit float TIFF, Pillow's mode "F") as uint8 pixels, never cast to zero: values in
+    [0, 1] are scaled by 255 (said once per folder), values in 0..255 rounded; others are refused.
+
+    Example:
+        >>> float_to_8bit(np.array([0.0, 0.5, 1.0], np.float32), "a.tif").tolist()
+        [0, 128, 255]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size and not np.isfinite(v).all():
+        raise ValueError(f"{path}: a float image with NaN or Inf pixels; save it with finite values.")
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+    if lo < 0 or hi > 255:
+        raise ValueError(f"{path}: float pixels in [{lo:.6g}, {hi:.6g}] are neither in [0, 1] nor in 0..255; "
+                         "save the image as 8- or 16-bit PNG/TIFF, or as floats in [0, 1].")
+    if hi <= 1.0:
+        folder = str(Path(path).parent)
+        if folder not in _FLOAT_FOLDERS_TOLD:
+            _FLOAT_FOLDERS_TOLD.add(folder)
+            logging.getLogger("amp_tf.data").warning(
+                "%s: float images with values in [0, 1] (e.g. %s): scaled by 255 to 0..255 pixels.", folder,
+                Path(path).name)
+        v = v * 255.0
+    return np.round(v).astype(np.uint8)
 
 
 def to_8bit(values) -> np.ndarray:
