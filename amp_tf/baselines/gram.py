@@ -193,8 +193,9 @@ class Gram(FittedScore):
                 c = int(f.shape[-1])
                 f = tf.cast(f, dtype)
                 f = tf.reshape(f, (tf.shape(f)[0], -1, c))  # (B, positions, C)
+                fp = None
                 for p in orders:
-                    fp = f if p == 1 else f ** p
+                    fp = f if p == 1 else fp * f  # F^p by products: float64 pow is ~10x slower
                     if upper:
                         g = tf.einsum("bkc,bkd->bcd", fp, fp)
                         g = tf.transpose(tf.gather_nd(tf.transpose(g, (1, 2, 0)), tri[c]))
