@@ -140,6 +140,7 @@ def check_args(args):
     need("consistency_every", lambda v: v >= 0, "an int >= 0 (0 = never)")
     need("finetune_epochs", lambda v: v >= 0, "an int >= 0")
     need("tpr", lambda v: 0 < v < 1, "a fraction in (0, 1)")
+    need("val_size", lambda v: v >= 20, "an int >= 20 (ID validation images: the serving threshold, selection)")
     if a.get("init_from") is not None:
         init_from_info(a["init_from"])
     # a dry run loads nothing: a data folder that is not there yet is fine
