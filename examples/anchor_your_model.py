@@ -7,16 +7,30 @@ feeding raw pixels (uint8, or float 0..255) everywhere.
 
     python examples/anchor_your_model.py --tiny                 # random arrays, seconds
     python examples/anchor_your_model.py --data cifar10 --epochs 2 --limit 5000
+    python examples/anchor_your_model.py --data cifar10 --download   # fetch CIFAR-10 first (about 160 MiB)
     python examples/anchor_your_model.py --family ResNet50V2 --size 32 --tiny
+
+Bad input (an unknown --family or --data, data that is not on this machine, a
+used --out) is refused with one `error:` line and exit code 2.
 """
 import argparse
+import sys
+from pathlib import Path
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One `error:` line on stderr and exit code 2 (argparse would print its usage first)."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--family", default="MobileNetV3Small", help="a keras.applications model name")
     p.add_argument("--size", type=int, default=32, help="input height and width (71/75 for Xception/Inception)")
     p.add_argument("--data", default="cifar10", help="an amp_tf.data set with 3-channel images of --size")
+    p.add_argument("--data-dir", default=None, help="where --data is (a tensorflow-datasets data dir)")
+    p.add_argument("--download", action="store_true", help="let tensorflow-datasets fetch --data (needs a network)")
     p.add_argument("--limit", type=int, default=5000, help="training images to use from --data")
     p.add_argument("--tiny", action="store_true", help="random pixels instead of --data (a smoke run)")
     p.add_argument("--epochs", type=int, default=1, help="anchored fine-tuning epochs")
@@ -24,35 +38,70 @@ def parse(argv=None):
     args = p.parse_args(argv)
     if args.epochs < 1 or args.size < 32:
         p.error("--epochs must be >= 1 and --size >= 32")
+    if args.limit < 8:
+        p.error(f"--limit: at least 8 training images, got {args.limit}")
+    if args.out and Path(args.out).exists() and (Path(args.out) / "serving").exists():
+        p.error(f"--out {args.out} already holds a serving/ model; give a new folder")
     return args
 
 
+def application(name):
+    """The `keras.applications` constructor `name`, or a ValueError naming the ones there are."""
+    import difflib
+
+    import keras
+
+    names = sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValueError(f"--family {name}: not a keras.applications model; {hint}pick one of {', '.join(names)}.")
+    return getattr(keras.applications, name)
+
+
 def load_arrays(args):
-    """Raw-pixel (uint8) train / test arrays and the class count."""
+    """Raw-pixel (uint8) train / ID validation / test arrays and the class count.
+
+    The validation images are held out of the training images (never trained on): they set
+    the OOD threshold. The test images are only scored.
+    """
     import numpy as np
 
     if args.tiny:
         rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (72, args.size, args.size, 3), dtype=np.uint8)
-        return x[:32], np.arange(32) % 4, x[32:], 4  # 40 test images: 20 set the threshold
+        x = rng.integers(0, 256, (92, args.size, args.size, 3), dtype=np.uint8)
+        return x[:32], np.arange(32) % 4, x[32:52], x[52:], 4  # 32 train, 20 validation, 40 test
     from amp_tf import data
 
-    x, y = data.to_numpy(data.load(args.data, "train"), limit=args.limit)
-    x_test, _ = data.to_numpy(data.load(args.data, "test"), limit=256)
-    return x, y, x_test, int(y.max()) + 1
+    kw = dict(data_dir=args.data_dir, download=args.download)
+    n_val = max(20, args.limit // 10)
+    x, y = data.to_numpy(data.load(args.data, "train", **kw), limit=args.limit + n_val)
+    x_test, _ = data.to_numpy(data.load(args.data, "test", **kw), limit=256)
+    if x.shape[1:] != (args.size, args.size, 3):
+        raise ValueError(f"--data {args.data}: its images are {'x'.join(map(str, x.shape[1:]))}; this example "
+                         f"takes 3-channel images of --size {args.size} ({args.size}x{args.size}x3), e.g. "
+                         "--data cifar10 --size 32.")
+    if len(x) <= n_val:
+        raise ValueError(f"--data {args.data}: {len(x)} training images, too few to hold out {n_val} for validation.")
+    return x[:-n_val], y[:-n_val], x[-n_val:], x_test, int(y.max()) + 1
 
 
 def main(argv=None):
     args = parse(argv)  # argument errors answer before TensorFlow is imported
-    import keras
+    from amp_tf.errors import cli_errors  # a user error: one "error: ..." line, exit code 2
 
+    return cli_errors(anchor_and_score)(args)
+
+
+def anchor_and_score(args):
     import amp_tf
     from amp_tf.predictor import AnchoredPredictor, select_anchors
 
-    x, y, x_test, num_classes = load_arrays(args)
+    family = application(args.family)
+    x, y, x_val, x_test, num_classes = load_arrays(args)
     # 1. Your model: it must output logits (classifier_activation=None), raw pixels in.
-    model = getattr(keras.applications, args.family)(
-        weights=None, input_shape=(args.size, args.size, 3), classes=num_classes, classifier_activation=None)
+    model = family(weights=None, input_shape=(args.size, args.size, 3), classes=num_classes,
+                   classifier_activation=None)
     # (train it as usual here, or load your trained one with keras.saving.load_model)
 
     # 2. Anchor it (function-preserving start) and fine-tune with anchoring.
@@ -65,19 +114,18 @@ def main(argv=None):
     # 3. Score images: prediction and AMP score (higher = in-distribution).
     predictor = AnchoredPredictor.from_model(anchored, select_anchors(x, 5, labels=y))
     out = predictor.predict(x_test)
+    score = "ood_score" if "ood_score" in out else "amp_score"
     print(f"scored {len(x_test)} images: predicted classes {out['predicted_class'][:8].tolist()} ..., "
-          f"AMP score mean {out['amp_score'].mean():.4f}")
+          f"{score} mean {out[score].mean():.4f}")
 
     if args.out:
-        from pathlib import Path
-
         Path(args.out).mkdir(parents=True, exist_ok=True)
         anchored.save(Path(args.out) / "anchored.keras")
-        # the OOD threshold comes from in-distribution images the model did not train on (use your validation set)
-        amp_tf.export_for_serving(predictor, Path(args.out) / "serving", id_images=x_test[: len(x_test) // 2])
+        # the OOD threshold comes from ID validation images held out of training (never the test images)
+        amp_tf.export_for_serving(predictor, Path(args.out) / "serving", id_images=x_val)
         print(f"saved {args.out}/anchored.keras and {args.out}/serving")
     return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if isinstance(main(), dict) else 1)
