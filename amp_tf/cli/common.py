@@ -474,7 +474,18 @@ def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=No
     if kind == "train":
         check_out(args)  # a live run's folder, a run to resume, a place that cannot be written: at once
     heavy_imports()
+    if kind == "train" and getattr(args, "strategy", None):
+        log_strategy(args, cli)
     return args
+
+
+def log_strategy(args, cli):
+    """A trainer's first line: its distribution strategy, replicas and per-replica batch. The strategy is
+    made here, at start (a multi-worker one must come first), and training reuses it (`get_strategy`)."""
+    from amp_tf.distribute import describe_strategy, get_strategy
+
+    line = describe_strategy(get_strategy(args.strategy), args.strategy, args.batch_size)
+    print(f"[{cli.rsplit('.', 1)[-1]}] {line}", flush=True)
 
 
 def heavy_imports():
