@@ -329,7 +329,7 @@ def ensemble(results, main, eval_limit):
 # --------------------------------------------------------------------------- report
 def report(a, results, splits, wall, cpu):
     from benchmarks.ood_report import aggregate, aggregate_groups, aggregate_models, goal_check, render_md
-    from benchmarks.ood_report import select_variant
+    from benchmarks.ood_report import select_shipped, select_variant
 
     per_rows, per_info = [r["rows"] for r in results], [r["models"] for r in results]
     models = aggregate_models([{k: v for k, v in i.items() if "@" not in k} for i in per_info])
@@ -350,7 +350,8 @@ def report(a, results, splits, wall, cpu):
            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "wall_time_s": round(wall, 1),
            "cpu_time_s": round(cpu, 1), "code_version": CODE_VERSION, "versions": versions(),
            "machine": machine_info(), "models": models, "rows": agg, "groups": groups,
-           "selection": {"training": None, "variant": select_variant(per_info)}, "goal": goal_check(agg, models),
+           "selection": {"training": None, "variant": select_variant(per_info), "shipped": select_shipped(per_info)},
+           "goal": goal_check(agg, models),
            "table8": None, "anchor_draws": None,
            "settings": {**a.settings, "arch": "resnet_small", "seeds": a.seed_list, "consistency_effective":
                         f"all ({a.finetune_t}, fine-tuning)", "consistency_every": 5,

@@ -1,6 +1,8 @@
-"""Section 1's verdicts, checked on another run of the protocol (issue 20: which hold at convergence?).
+"""The verdicts of the benchmarks: the shipped score against the best baseline of each group, then AMP alone.
 
-Each verdict is a rule on the test groups' mean FPR95 (`res["groups"]` of a results JSON written
+The shipped score is the row validation selected (`selection.shipped` of a results JSON: the lowest
+validation FPR95 among every anchored candidate, as `amp_tf.detectors.select_detector` chooses; for
+runs that measured AMP variants only, the selected variant). Each verdict is a rule on the test groups' mean FPR95 (`res["groups"]` of a results JSON written
 by `benchmarks.ood_report`: `benchmarks.ood_quality`, `benchmarks.converged`), so the answer
 is computed the same way for both runs, never read off by eye:
 
@@ -15,6 +17,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from benchmarks.ood_report import shipped_row
 
 LOGIT = ("msp", "energy", "odin", "max_logit", "entropy", "temperature_scaling", "react")
 FEATURE = ("knn", "mahalanobis", "gram")
@@ -33,6 +37,31 @@ def best(res, rows, group):
     got = [(r, fpr(res, r, group)) for r in rows]
     got = [(r, v) for r, v in got if v is not None]
     return min(got, key=lambda rv: rv[1]) if got else (None, None)
+
+
+def fpr_std(res, row, group):
+    """The seed standard deviation (%) of `row`'s mean FPR95 on `group` (0 for one seed)."""
+    g = res.get("groups", {}).get(row, {}).get(group)
+    return 0.0 if g is None else 100 * g["fpr95"].get("std", 0.0)
+
+
+def _shipped_vs_best(res, group):
+    """The shipped score at or below the best vanilla baseline (logit or feature score) of `group`, within
+    one seed standard deviation of the two."""
+    row = shipped_row(res)
+    s, (name, other) = fpr(res, row, group), best(res, [f"vanilla/{n}" for n in LOGIT + FEATURE], group)
+    if s is None or other is None:
+        return None, "–"
+    sd = max(fpr_std(res, row, group), fpr_std(res, name, group))
+    return s <= other + sd, f"{row.split('/')[-1]} {s:.1f} vs {name.split('/')[-1]} {other:.1f} (seed std {sd:.1f})"
+
+
+def _shipped_vs_logits(res, group):
+    row = shipped_row(res)
+    s, (name, other) = fpr(res, row, group), best(res, [f"vanilla/{n}" for n in LOGIT], group)
+    if s is None or other is None:
+        return None, "–"
+    return s < other, f"{row.split('/')[-1]} {s:.1f} vs {name.split('/')[-1]} {other:.1f}"
 
 
 def _vs(res, group, rows, win):
@@ -70,6 +99,10 @@ def _anchored_features(res):
 
 
 VERDICTS = (
+    *((f"the shipped score is at or below the best vanilla baseline on {g} (within one seed std)",
+       lambda r, g=g: _shipped_vs_best(r, g)) for g in ("overall", "near", "far", "covariate")),
+    ("the shipped score beats every logit score of its vanilla twin overall",
+     lambda r: _shipped_vs_logits(r, "overall")),
     ("AMP beats every logit score of its vanilla twin overall",
      lambda r: _vs(r, "overall", [f"vanilla/{n}" for n in LOGIT], lambda a, o: a < o)),
     ("AMP beats every logit score on far-OOD",
