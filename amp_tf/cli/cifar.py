@@ -12,8 +12,10 @@ split, resized to 32x32 with --resize). iSUN, LSUN (resize), LSUN (crop) and
 TinyImageNet (resize / crop) come as image folders: add them as
 ``folder:<path>`` entries; the word ``default`` stands for the default list.
 Sets whose data is not on this machine are skipped with one line. At the end:
-report.json / report.md and plots, the .keras model, normalization.json, and
-(anchored runs) serving/ (SavedModel: uint8 images -> prediction, amp_score, is_ood).
+report.json / report.md and plots, the .keras model (it carries its pixel statistics), and
+(anchored runs) serving/ and model.tflite (uint8 images -> prediction, ood_score of the
+shipped detector, amp_score, is_ood). Without --download a machine without the CIFAR data
+hears it at once, with the command that runs offline (docs/reproduce.md, "Offline").
 
     python -m trainers.cifar --dataset cifar10 --arch wrn40_2 --data-dir ~/tensorflow_datasets
     python -m trainers.cifar --dataset cifar100 --arch resnet34 --strategy mirrored \\
@@ -65,7 +67,8 @@ def parser():
     g.add_argument("--width", type=int, default=16, help="base width of resnet_small (other archs ignore it)")
     g.add_argument("--vanilla", action="store_true",
                    help="train the vanilla twin (same backbone and schedule, no anchoring) instead; "
-                        "scored with MSP, Energy, ODIN, MaxLogit, Entropy; no serving/ export")
+                        "scored with MSP, Energy, ODIN, MaxLogit, Entropy and the fitted ReAct, KNN, "
+                        "Mahalanobis, Gram; no serving/ export")
     g.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     g.add_argument("--val-size", type=int, default=5000,
                    help="ID validation images held out of training: serving threshold, val metrics, OOD "

@@ -11,7 +11,7 @@ held-out classes only), and writes to --out: report.json, report.md (leading wit
 the group table), PNG plots, both .keras models, and serving/ (the SavedModel:
 uint8 images -> prediction, tau, amp_score, is_ood).
 
-    python -m trainers.fmnist                 # defaults: vanilla 2 epochs + anchored fine-tuning 1 epoch
+    python -m trainers.fmnist                 # defaults: vanilla 2 epochs + anchored fine-tuning 2 epochs
     python -m trainers.fmnist --epochs 3 --finetune-epochs 0   # anchored from scratch instead
     python -m trainers.fmnist --epochs 10 --width 32 --out runs/fmnist-long
     python -m trainers.fmnist --init-from runs/fmnist-X/vanilla.keras --finetune-epochs 1 --out runs/ft
