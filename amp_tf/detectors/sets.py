@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from amp_tf import scores as _scores
 from amp_tf.detectors.anchored import AMPDetector, AnchoredFeatureDetector, CombinedDetector, _split_options
 from amp_tf.detectors.base import (_ANCHORED, _PLAIN, COMBINATIONS, FEATURE_NAMES, KINDS, Detector,
@@ -50,7 +52,9 @@ class DetectorSet:
     The names are grouped so that the backbone runs once per image set: every AMP
     score of an anchored model comes from one `AMPDetector` pass over the anchors;
     the logit scores of a plain classifier share one logits pass (ODIN's first pass
-    when `odin` is asked). The other detectors score on their own. `predicted_class`
+    when `odin` is asked); its fitted scores on the pooled `"features"` layer (KNN,
+    Mahalanobis without pre-processing, ReAct) share one pass that gives the features
+    and the logits. The other detectors score on their own. `predicted_class`
     (argmax of the mean logits, or of the logits) is added for a single model.
     """
 
@@ -69,9 +73,14 @@ class DetectorSet:
             for det in self.on_amp:
                 out[det.name] = det.from_outputs(amp_out)
         logits = None
+        shared = [d for d in self.others if _on_features(d)]
+        if shared:
+            feats, logits = self._features_and_logits(images)
+            for det in shared:
+                out[det.name] = np.asarray(det.estimator.score_features(feats))
         if self.odin is not None:
             out["odin"], logits = self.odin.score_and_logits(images)
-        elif self.logit or (self.amp is None and model_kind(self.model) == _PLAIN):
+        elif logits is None and (self.logit or (self.amp is None and model_kind(self.model) == _PLAIN)):
             from amp_tf.pixels import check_images
 
             shape, raw_pixels = model_inputs(self.model)
@@ -79,7 +88,8 @@ class DetectorSet:
         for det in self.logit:
             out[det.name] = det.from_logits(logits)
         for det in self.others:
-            out[det.name] = det.score(images)
+            if det.name not in out:
+                out[det.name] = det.score(images)
         result = {n: out[n] for n in self.names}
         if logits is not None:
             result["predicted_class"] = logits.argmax(-1)
@@ -87,8 +97,36 @@ class DetectorSet:
             result["predicted_class"] = out["predicted_class"]
         return result
 
+    def _features_and_logits(self, images):
+        """`(pooled "features" (N, D) float64, logits (N, classes))` of a plain model: one pass."""
+        from amp_tf.baselines import pooled_features
+        from amp_tf.inference import batched
+        from amp_tf.pixels import check_images
+
+        if getattr(self, "_feat_fn", None) is None:
+            import tensorflow as tf
+
+            feat = pooled_features(self.model, "features", with_logits=True)
+
+            @tf.function(reduce_retracing=True)
+            def run(x):
+                f, logits = feat(x)
+                return {"features": f, "logits": logits}
+
+            self._feat_fn = run
+        shape, raw_pixels = model_inputs(self.model)
+        out = batched(self._feat_fn, check_images(images, shape, raw_pixels), self.batch_size)
+        return out["features"].astype(np.float64), out["logits"]
+
     def __repr__(self):
         return f"DetectorSet({list(self.names)})"
+
+
+def _on_features(det):
+    """Whether a plain model's fitted detector scores from the pooled `"features"` layer alone."""
+    est = getattr(det, "estimator", None)
+    return (isinstance(det, FittedDetector) and hasattr(est, "score_features") and model_kind(det.model) == _PLAIN
+            and getattr(est, "layer", None) == "features" and not float(getattr(est, "epsilon", 0.0) or 0.0))
 
 
 
