@@ -214,7 +214,8 @@ def _footer(s):
         parts.append(f"seed {s['seed']}")
     if s.get("wall_time_s") is not None:
         t = float(s["wall_time_s"])
-        parts.append(f"wall time {t:.1f} s ({t / 60:.1f} min)")
+        parts.append(f"job time {t:.1f} s ({t / 60:.1f} min: training, detector selection, scoring, saving and "
+                     "export; not data loading or the report)")
     if s.get("cpu_time_s") is not None:
         parts.append(f"CPU time {float(s['cpu_time_s']):.0f} s")
     if s.get("steal_share") is not None:

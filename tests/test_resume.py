@@ -114,7 +114,7 @@ def test_sigkill_mid_training_then_resume_is_exact_and_a_finished_run_is_not_red
     assert _files(run) == before and not partial.exists()
     # the run whose folder was deleted: exit code 2, no "done", nothing committed
     out, err = lost.communicate(timeout=600)
-    assert lost.returncode == 2 and "done in" not in out, out[-2000:] + err[-2000:]
+    assert lost.returncode == 2 and "done: job time" not in out, out[-2000:] + err[-2000:]
     assert "error: " in err and "was deleted or taken over" in err and not lost_out.exists()
 
 

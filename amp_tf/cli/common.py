@@ -274,6 +274,10 @@ def versions():
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
 
 
+#: What a job's time (`report.json`'s `wall_time_s`, the report's footer, the console) counts.
+JOB_TIME_INCLUDES = "training, detector selection, scoring, saving and export; not data loading or the report"
+
+
 def run_and_report(args, job, data, ood, models, folder, log, t0, extra=None, **run_kw):
     """Every trainer's last step: `pipeline.run_job` with the flags' settings, the report's
     summary printed, and one "done in" line (wall time, process CPU time, the hypervisor's share).
@@ -293,9 +297,10 @@ def run_and_report(args, job, data, ood, models, folder, log, t0, extra=None, **
     if ood:
         print(render(results, "md").split("## Per OOD set")[0])
     steal = results.get("steal_share")
-    log(f"done in {time.time() - t0:.0f} s (process CPU time {time.process_time():.0f} s"
-        + (f"; the hypervisor took {100 * steal:.0f} % of the machine's CPU" if steal is not None else "")
-        + f"); report: {results['out']}/report.md")
+    log(f"done: job time {results['wall_time_s']:.0f} s ({JOB_TIME_INCLUDES}; report.json and the footer give the "
+        f"same figure); the whole process took {time.time() - t0:.0f} s with data loading and plots (CPU time "
+        f"{time.process_time():.0f} s" + (f"; the hypervisor took {100 * steal:.0f} % of the machine's CPU"
+                                         if steal is not None else "") + f"); report: {results['out']}/report.md")
     return results
 
 
