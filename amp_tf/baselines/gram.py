@@ -60,7 +60,7 @@ import tensorflow as tf
 from amp_tf.baselines import _common
 from amp_tf.scores import FittedScore, register
 
-__all__ = ["Gram", "deviation", "default_gram_layers"]
+__all__ = ["Gram", "deviation", "default_gram_layers", "gram_row_sums"]
 
 
 def deviation(values, mins, maxs, eps=1e-6):
@@ -82,6 +82,29 @@ def deviation(values, mins, maxs, eps=1e-6):
         d_below = np.where(below > 0, below / (np.abs(mn) + eps), 0.0)
         d_above = np.where(above > 0, above / (np.abs(mx) + eps), 0.0)
     return d_below + d_above
+
+
+def gram_row_sums(maps, max_order, dtype=tf.float64):
+    """The row-sum Gram features of feature maps: ``(B, sum_l C_l * max_order)``, graph-safe.
+
+    For every map ``F`` of ``maps`` (``(B, H, W, C)``, channels last), layer by layer and
+    order by order ``p = 1..max_order``: ``g = (F^p F^p^T) 1`` (``C`` values, the row sums,
+    ``F^p`` by running products), then the signed root ``sign(g) |g|^(1/p)`` for ``p > 1``.
+    Only builtin TFLite ops (``MUL``, ``SUM``, ``BATCH_MATMUL``, ``POW``, ``SIGN``, ``ABS``,
+    ``RESHAPE``): the anchored Gram score of `amp_tf.detectors` runs it in float32 in the exports.
+    """
+    feats = []
+    for f in maps:
+        c = int(f.shape[-1])
+        f = tf.reshape(tf.cast(f, dtype), (tf.shape(f)[0], -1, c))  # (B, positions, C)
+        fp = None
+        for p in range(1, int(max_order) + 1):
+            fp = f if p == 1 else fp * f  # F^p by products: float64 pow is ~10x slower
+            g = tf.einsum("bkc,bk->bc", fp, tf.reduce_sum(fp, axis=2))  # TFLite: SUM, BATCH_MATMUL
+            if p > 1:
+                g = tf.sign(g) * tf.abs(g) ** (1.0 / p)
+            feats.append(g)
+    return tf.concat(feats, axis=1)
 
 
 def _rank4_output(layer):
@@ -185,9 +208,7 @@ class Gram(FittedScore):
             if upper and c not in tri:
                 tri[c] = np.stack(np.triu_indices(c), axis=-1)
 
-        def fn(x):
-            res = extractor(x, training=False)
-            logits, maps = res[0], res[1:]
+        def upper_feats(maps):
             feats = []
             for f in maps:
                 c = int(f.shape[-1])
@@ -196,16 +217,19 @@ class Gram(FittedScore):
                 fp = None
                 for p in orders:
                     fp = f if p == 1 else fp * f  # F^p by products: float64 pow is ~10x slower
-                    if upper:
-                        g = tf.einsum("bkc,bkd->bcd", fp, fp)
-                        g = tf.transpose(tf.gather_nd(tf.transpose(g, (1, 2, 0)), tri[c]))
-                    else:
-                        g = tf.einsum("bkc,bk->bc", fp, tf.reduce_sum(fp, axis=2))
+                    g = tf.einsum("bkc,bkd->bcd", fp, fp)
+                    g = tf.transpose(tf.gather_nd(tf.transpose(g, (1, 2, 0)), tri[c]))
                     if p > 1:
                         g = tf.sign(g) * tf.abs(g) ** (1.0 / p)
                     feats.append(g)
+            return tf.concat(feats, axis=1)
+
+        def fn(x):
+            res = extractor(x, training=False)
+            logits, maps = res[0], res[1:]
+            vals = upper_feats(maps) if upper else gram_row_sums(maps, self.max_order, dtype)
             pred = tf.argmax(_common.float_logits(logits), axis=-1)
-            return pred, tf.concat(feats, axis=1)
+            return pred, vals
 
         self.layers_ = names
         self._fn = _common.compiled(fn)
@@ -227,11 +251,22 @@ class Gram(FittedScore):
         _common.check_model(model)
         x_train = _common.as_inputs(x_train, "x_train")
         self._build(model)
-        k = self.num_classes_
+        batches = (self.gram_features(x_train[s:s + self.batch_size])  # bounded memory
+                   for s in range(0, x_train.shape[0], self.batch_size))
+        return self.fit_values(batches, self.num_classes_)
+
+    def fit_values(self, batches, num_classes, layers=None):
+        """The per-predicted-class min/max of Gram features computed elsewhere; returns self.
+
+        ``batches``: an iterable of ``(predicted_class (n,), values (n, D))`` (e.g. the anchored
+        Gram features of `amp_tf.detectors`, averaged over the anchors); ``layers``: their layer
+        names (``layers_``). Classes never predicted fall back to the ranges over all samples.
+        """
+        k = int(num_classes)
         mins = maxs = None
         counts = np.zeros(k, np.int64)
-        for s in range(0, x_train.shape[0], self.batch_size):  # bounded memory
-            pred, vals = self.gram_features(x_train[s:s + self.batch_size])
+        for pred, vals in batches:
+            pred, vals = np.asarray(pred, np.int64), np.asarray(vals, np.float64)
             if mins is None:
                 mins = np.full((k, vals.shape[1]), np.inf)
                 maxs = np.full((k, vals.shape[1]), -np.inf)
@@ -240,11 +275,16 @@ class Gram(FittedScore):
                 mins[c] = np.minimum(mins[c], v.min(axis=0))
                 maxs[c] = np.maximum(maxs[c], v.max(axis=0))
                 counts[c] += v.shape[0]
+        if mins is None:
+            raise ValueError("Gram: no training samples to fit the ranges on")
         seen = counts > 0
         unseen = ~seen
         if unseen.any():  # classes never predicted: use the statistics of all samples
             mins[unseen] = mins[seen].min(axis=0)
             maxs[unseen] = maxs[seen].max(axis=0)
+        if layers is not None:
+            self.layers_ = list(layers)
+        self.num_classes_ = k
         self.mins_, self.maxs_, self.counts_ = mins, maxs, counts
         self.fitted = True
         return self
@@ -256,10 +296,15 @@ class Gram(FittedScore):
         x = _common.as_inputs(x)
         out = []
         for s in range(0, x.shape[0], self.batch_size):
-            pred, vals = self.gram_features(x[s:s + self.batch_size])
-            dev = deviation(vals, self.mins_[pred], self.maxs_[pred], self.eps)
-            out.append(dev.sum(axis=1))
+            out.append(self.value_deviations(*self.gram_features(x[s:s + self.batch_size])))
         return np.concatenate(out)
+
+    def value_deviations(self, pred, values):
+        """Total deviation ``(n,)`` of Gram features ``values (n, D)`` from the ranges of their
+        predicted classes ``pred (n,)`` (the fitted ``mins_`` / ``maxs_``)."""
+        self._check_fitted()
+        pred = np.asarray(pred, np.int64)
+        return deviation(values, self.mins_[pred], self.maxs_[pred], self.eps).sum(axis=1)
 
     def score(self, x):
         """``-deviations(x)``: numpy ``(N,)``, higher = ID."""
