@@ -151,12 +151,12 @@ def bench_training(args, log, ref=None):
     fns["b_train_pipeline"] = run_b
 
     if torch is not None:
-        trainer = ref.TorchTrainer(args, x, y, augment=True, seed=args.seed)
-        trainer_na = ref.TorchTrainer(args, x, y, augment=False, seed=args.seed)
+        trainer = ref.TorchTrainer(args, x, y, augment=True, seed=args.seed, cycle=CYCLE, pad=PAD)
+        trainer_na = ref.TorchTrainer(args, x, y, augment=False, seed=args.seed, cycle=CYCLE, pad=PAD)
         fns["c_torch"] = trainer.epoch
         if not args.quick:
             fns["c_torch_noaug"] = trainer_na.epoch
-        trainer_1t = ref.TorchTrainer(args, x, y, augment=True, seed=args.seed)
+        trainer_1t = ref.TorchTrainer(args, x, y, augment=True, seed=args.seed, cycle=CYCLE, pad=PAD)
 
         def one_thread():
             torch.set_num_threads(1)

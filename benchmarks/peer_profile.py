@@ -19,6 +19,7 @@ from amp_tf.augment import ConsistencyAugment
 from benchmarks.harness import alternate, repeat_to, sync
 from benchmarks.peer_models import (
     CYCLE,
+    PAD,
     anchored_model,
     compile_like_train,
     crop_flip_gather,
@@ -123,7 +124,7 @@ def torch_components(args, ref, x, y, xa):
     """`{name: cycle}` of the PyTorch reference: a full anchored step (not with --quick), a
     pre-anchored forward/backward/step, T alone."""
     torch, b = ref.torch, args.batch_size
-    tr = ref.TorchTrainer(args, x, y, seed=args.seed)
+    tr = ref.TorchTrainer(args, x, y, seed=args.seed, cycle=CYCLE, pad=PAD)
     xb = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     yb = torch.from_numpy(y.astype("int64"))
     xin = torch.from_numpy(xa).permute(0, 3, 1, 2).contiguous()

@@ -1,7 +1,11 @@
 """The PyTorch reference of `benchmarks.peer_speed`: amp-tf's network, T and AMP in plain torch.
 
 Importing this module imports torch (ImportError without it: PyTorch is never a
-requirement of amp-tf; `benchmarks.peer_models.load_torch` returns None then).
+requirement of amp-tf; `benchmarks.peer_models.load_torch` returns None then),
+and nothing of this repository: the comparison's settings (T every `cycle`
+steps, crop padding `pad`) are `benchmarks.peer_models`' and come in as
+arguments, so the two modules import in one direction only (peer_models ->
+peer_torch).
 
 `TorchResNetSmall` is amp-tf's `resnet_small`; `TorchTrainer` the reference
 anchored training loop (per-epoch shuffle, crop + flip, T on every 5th step);
@@ -14,8 +18,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from benchmarks.peer_models import CYCLE, PAD
 
 
 class TorchBlock(nn.Module):
@@ -54,7 +56,7 @@ class TorchResNetSmall(nn.Module):
         return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
 
 
-def torch_crop_flip(x, g, pad=PAD):
+def torch_crop_flip(x, g, pad):
     """Per-sample random crop (zero pad) + flip on an NHWC batch, vectorised; returns NCHW."""
     b, h, w, _ = x.shape
     p = F.pad(x, (0, 0, pad, pad, pad, pad))
@@ -110,11 +112,13 @@ def torch_T(c, g, lo=0.0, hi=255.0):
 
 
 class TorchTrainer:
-    """Reference anchored training loop: in-memory data, per-epoch shuffle, crop+flip."""
+    """Reference anchored training loop: in-memory data, per-epoch shuffle, crop+flip (zero padding
+    `pad`), T on every `cycle`-th step."""
 
-    def __init__(self, args, x, y, augment=True, seed=0):
+    def __init__(self, args, x, y, augment=True, seed=0, *, cycle, pad):
         torch.manual_seed(seed)
         self.args, self.augment = args, augment
+        self.cycle, self.pad = cycle, pad
         self.x = torch.from_numpy(x)  # N,H,W,C raw pixels
         self.y = torch.from_numpy(y.astype("int64"))
         self.model = TorchResNetSmall(2, args.width)
@@ -131,12 +135,12 @@ class TorchTrainer:
             idx = perm[i * b:(i + 1) * b]
             xb = self.x[idx]
             if self.augment:
-                xb = torch_crop_flip(xb, self.g)
+                xb = torch_crop_flip(xb, self.g, self.pad)
             else:
                 xb = xb.permute(0, 3, 1, 2).contiguous()
             yb = self.y[idx]
             c = xb[torch.randperm(b, generator=self.g)]
-            view = torch_T(c, self.g) if self.step % CYCLE == 0 else c
+            view = torch_T(c, self.g) if self.step % self.cycle == 0 else c
             inp = torch.cat([(view - 127.5) / 127.5, (xb - c) / 127.5], 1)
             out = self.model(inp)
             loss = F.cross_entropy(out, yb)

@@ -140,3 +140,37 @@ def test_speed_against_times_two_trees_side_by_side(tmp_path):
     assert (tmp_path / "r.md").read_text().startswith("# Speed of ")
     assert not [ln for ln in subprocess.run(["git", "worktree", "list"], capture_output=True, text=True,
                                             cwd=ROOT).stdout.splitlines() if "amp_tf_against_" in ln]
+
+
+def _benchmark_edges():
+    """`{module: {benchmarks modules it imports}}`, function-level imports included."""
+    names = {p.stem for p in MODULES}
+    edges = {}
+    for path in MODULES:
+        got = set()
+        for m in _imports(path):
+            parts = m.split(".")
+            if parts[0] == "benchmarks" and len(parts) > 1:
+                got.add(parts[1] if parts[1] in names else None)
+        edges[path.stem] = got - {None, path.stem}
+    return edges
+
+
+def test_no_import_cycle_in_the_benchmarks():
+    # e.g. peer_models <-> peer_torch: the PyTorch reference takes the settings as arguments
+    edges = _benchmark_edges()
+
+    def cycle_from(start, node, seen):
+        for nxt in sorted(edges.get(node, ())):
+            if nxt == start:
+                return [node, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                rest = cycle_from(start, nxt, seen)
+                if rest:
+                    return [node] + rest
+        return None
+
+    cycles = [c for c in (cycle_from(m, m, set()) for m in sorted(edges)) if c]
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+    assert edges["peer_torch"] == set() and "peer_torch" in edges["peer_models"]
