@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from amp_tf import data
+from amp_tf import data, network
 from amp_tf.cli import cifar, common, fmnist
 from amp_tf.data import tfds_sets
 from amp_tf.distribute import describe_strategy, get_strategy
@@ -66,12 +66,26 @@ def test_reachable_answers_within_its_timeout():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        assert tfds_sets._reachable([("127.0.0.1", server.getsockname()[1])], timeout=5)
-    assert not tfds_sets._reachable([("127.0.0.1", _free_port()), ("name.invalid", 443)], timeout=5)
+        assert network.reachable([("127.0.0.1", server.getsockname()[1])], timeout=5)
+    assert not network.reachable([("127.0.0.1", _free_port()), ("name.invalid", 443)], timeout=5)
+    assert not network.reachable([])
+
+
+def test_cifar_download_without_network_answers_before_tensorflow(tmp_path):
+    """A closed local port as the proxy: no download can connect, the trainer says so at once."""
+    env = dict(_env(tmp_path), https_proxy=f"127.0.0.1:{_free_port()}", HTTPS_PROXY="")
+    cmd = ["-X", "importtime", "-m", "trainers.cifar", "--download", "--out", str(tmp_path / "r")]
+    proc = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+    assert len(err) == 1 and err[0].startswith("error: --download: no connection to 127.0.0.1:"), err
+    assert "nothing was downloaded or written" in err[0] and cifar.OFFLINE_COMMAND in err[0]
+    assert "| tensorflow" not in proc.stderr  # answered before TensorFlow
+    assert not (tmp_path / "tfds").exists() and not (tmp_path / "home" / "tensorflow_datasets").exists()
 
 
 def test_download_without_network_fails_fast_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(tfds_sets, "_reachable", lambda hosts, timeout=0: False)
+    monkeypatch.setattr(tfds_sets, "reachable", lambda hosts, timeout=0: False)
     target = tmp_path / "new_tfds"
     with pytest.raises(data.DataNotFoundError, match=r"no connection to www\.cs\.toronto\.edu:443") as info:
         data.load("cifar10", data_dir=str(target), download=True)

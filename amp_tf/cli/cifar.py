@@ -122,30 +122,44 @@ def tfds_dir(args):
 
 
 def check_id_data(args):
-    """Without --download the ID set must be prepared on disk: checked before TensorFlow is imported, so
-    a machine without CIFAR hears it in about a second, with the command that works offline and how to
-    point --data-dir at CIFAR files. (A copy that is there but unusable is judged later by the loader.)
+    """The ID set must be prepared on disk, or --download must be able to fetch it: checked before
+    TensorFlow is imported, so a machine without CIFAR (or, with --download, without a network) hears
+    it in about a second, with the command that works offline and how to point --data-dir at CIFAR
+    files. (A copy that is there but unusable is judged later by the loader.)
 
     Raises:
-        FileNotFoundError: no ``<dir>/<dataset>/<version>/dataset_info.json``.
+        FileNotFoundError: no ``<dir>/<dataset>/<version>/dataset_info.json`` and no --download; or
+            --download, the archive not in the manual folder and its host unreachable.
     """
     root = str(tfds_dir(args))
-    if args.download or args.dry_run or "://" in root:
+    if args.dry_run or "://" in root:
         return
     folder = Path(root).expanduser()
     if any(folder.glob(f"{args.dataset}/**/dataset_info.json")):
         return
     url = ARCHIVES[args.dataset]
+    archive = url.rsplit("/", 1)[-1]
     manual = folder / "downloads" / "manual"
-    raise FileNotFoundError(
-        f"{args.dataset} is not on this machine: no prepared tensorflow-datasets copy in {folder} (looked for "
-        f"{folder}/{args.dataset}/<version>/dataset_info.json) and --download was not given. Offline, the same "
-        f"trainer path (--strategy, anchored training, the AMP report) runs on Fashion-MNIST: {OFFLINE_COMMAND}. "
-        f"For {args.dataset}: pass --data-dir DIR where DIR holds a prepared copy (DIR/{args.dataset}/<version>/, "
-        f"e.g. a ~/tensorflow_datasets copied from a machine that ran with --download); or put "
-        f"{url.rsplit('/', 1)[-1]} (from {url}) in {manual}/ and add --download, which prepares it from that "
-        f"file without the network (with --data-dir DIR: DIR/downloads/manual/); or add --download on a machine "
-        f"with a network (about 160 MiB).")
+    offline = (f"Offline, the same trainer path (--strategy, anchored training, the AMP report) runs on "
+               f"Fashion-MNIST: {OFFLINE_COMMAND}. For {args.dataset}: pass --data-dir DIR where DIR holds a "
+               f"prepared copy (DIR/{args.dataset}/<version>/, e.g. a ~/tensorflow_datasets copied from a machine "
+               f"that ran with --download); or put {archive} (from {url}) in {manual}/ and add --download, which "
+               "prepares it from that file without the network (with --data-dir DIR: DIR/downloads/manual/)")
+    if not args.download:
+        raise FileNotFoundError(
+            f"{args.dataset} is not on this machine: no prepared tensorflow-datasets copy in {folder} (looked "
+            f"for {folder}/{args.dataset}/<version>/dataset_info.json) and --download was not given. {offline}; "
+            "or add --download on a machine with a network (about 160 MiB).")
+    if (manual / archive).is_file() or "tensorflow" in sys.modules:
+        return  # tfds prepares it from the file; or TensorFlow is loaded already: the loader probes as fast
+    from amp_tf.network import PROBE_TIMEOUT_S, hosts_of, reachable
+
+    hosts = hosts_of([url])
+    if not reachable(hosts):
+        where = ", ".join(f"{h}:{p}" for h, p in hosts)
+        raise FileNotFoundError(
+            f"--download: no connection to {where} within {PROBE_TIMEOUT_S:g} s (no network?); nothing was "
+            f"downloaded or written. {offline}.")
 
 
 def expand_ood(text):

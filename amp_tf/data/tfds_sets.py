@@ -16,14 +16,12 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
-import threading
-import urllib.parse
 
 import numpy as np
 import tensorflow as tf
 
 from amp_tf.data import tfdata
+from amp_tf.network import PROBE_TIMEOUT_S, hosts_of, reachable
 from amp_tf.data.registry import (
     DataNotFoundError,
     ImageSet,
@@ -64,9 +62,6 @@ DOWNLOAD_SIZES = {
     "fashion_mnist": "about 30 MiB",
     "mnist": "about 11 MiB",
 }
-
-#: Seconds a download waits for a socket connection to the hosts of the set's files.
-PROBE_TIMEOUT_S = 3.0
 
 #: Decoded sets up to this size are cached in memory after the first epoch.
 CACHE_MAX_BYTES = 2 * 1024**3
@@ -144,44 +139,9 @@ def _has_manual_files(builder, request):
     return bool(urls) and all(os.path.isfile(os.path.join(folder, n)) for n in urls.values())
 
 
-def _reachable(hosts, timeout=PROBE_TIMEOUT_S):
-    """True when a TCP connection to any of ``[(host, port)]`` opens within `timeout` seconds.
-
-    Each host is tried in a daemon thread (a name lookup can hang past a socket
-    timeout); the answer comes after at most `timeout` seconds either way.
-    """
-    answered, ok, lock = threading.Event(), [], threading.Lock()
-    failed = [0]
-
-    def attempt(host, port):
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(host)
-            answered.set()
-        except OSError:
-            with lock:
-                failed[0] += 1
-                if failed[0] == len(hosts):  # every host refused: no need to wait out the timeout
-                    answered.set()
-
-    for host, port in hosts:
-        threading.Thread(target=attempt, args=(host, port), daemon=True).start()
-    answered.wait(timeout)
-    return bool(ok)
-
-
 def _download_hosts(builder):
     """``[(host, port)]`` a download connects to first: the proxy when one is set, else the files' hosts."""
-    urls = list(_urls(builder)) or [str(builder.info.homepage or "")]
-    hosts = []
-    for url in urls:
-        u = urllib.parse.urlsplit(url)
-        proxy = os.environ.get(f"{u.scheme}_proxy") or os.environ.get(f"{u.scheme.upper()}_PROXY")
-        if proxy:
-            u = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        if u.hostname:
-            hosts.append((u.hostname, u.port or (443 if u.scheme == "https" else 80)))
-    return list(dict.fromkeys(hosts))
+    return hosts_of(list(_urls(builder)) or [str(builder.info.homepage or "")])
 
 
 def _check_network(builder, tfds_name, request):
@@ -191,7 +151,7 @@ def _check_network(builder, tfds_name, request):
     if "mocking" in getattr(builder.download_and_prepare, "__module__", ""):
         return  # tfds.testing.mock_data: its download_and_prepare is a no-op
     hosts = _download_hosts(builder)
-    if not hosts or _reachable(hosts):
+    if not hosts or reachable(hosts):
         return
     where = ", ".join(f"{h}:{p}" for h, p in hosts)
     files = _manual_files_hint(builder, request)
