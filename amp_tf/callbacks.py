@@ -22,7 +22,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from amp_tf import detectors, metrics, scores
+from amp_tf import detectors, metrics, recipe, scores
 from amp_tf.anchoring import AnchoredModel
 from amp_tf.predictor import select_anchors
 
@@ -85,7 +85,7 @@ class OODMetricsCallback(keras.callbacks.Callback):
         id_images,
         ood_sets,
         anchors=None,
-        num_anchors=5,
+        num_anchors=recipe.NUM_ANCHORS,
         score=None,
         every=1,
         positive="id",
@@ -101,8 +101,8 @@ class OODMetricsCallback(keras.callbacks.Callback):
             raise ValueError(f"every: expected an int >= 1, got {every!r}.")
         if positive not in ("id", "ood"):
             raise ValueError(f"positive: expected 'id' or 'ood', got {positive!r}.")
-        if anchors is None and int(num_anchors) < 2:
-            raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors!r}.")
+        if anchors is None:
+            recipe.check_num_anchors(num_anchors)
         if score is not None and score not in ("amp", "amp_score", "msp", "energy", "tau") \
                 and score not in scores.names(needs_model=False, needs_fit=False):
             raise ValueError(f"score: unknown score {score!r}; use 'amp' (anchored models) or one of "

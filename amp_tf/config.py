@@ -118,7 +118,7 @@ class JobConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     ood: tuple = ()
     scores: str = "all"
-    num_anchors: int = 5
+    num_anchors: int = recipe.NUM_ANCHORS
     finetune_epochs: int = 0
     positive: str = "id"
 

@@ -454,7 +454,7 @@ def _machine_jiffies():
         return None
 
 
-def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, export=True, plots=True,
+def run_job(data, ood, models, folder, num_anchors=None, positive="id", tpr=0.95, export=True, plots=True,
             callbacks_for=None, verbose=1, backup=True, strategy=None, title=None, extra=None, near=(),
             calibration="exp", tflite=True, log=print):
     """Trains each model, saves it, exports the anchored one, scores all, writes the report.
@@ -483,8 +483,9 @@ def run_job(data, ood, models, folder, num_anchors=5, positive="id", tpr=0.95, e
     Returns:
         The results dict (also in `report.json`), with `out` = the final folder.
     """
-    if int(num_anchors) < 2:
-        raise ValueError(f"num_anchors: AMP needs K >= 2 anchors, got {num_anchors}.")
+    from amp_tf import recipe
+
+    num_anchors = recipe.check_num_anchors(recipe.NUM_ANCHORS if num_anchors is None else num_anchors)
     if near and any(isinstance(c, GivenModel) for c in models.values()):
         raise ValueError("near: the near-OOD splits train their own models on other classes; a given model "
                          "cannot be theirs. Drop the near splits or the given model.")

@@ -51,7 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from amp_tf import scores
+from amp_tf import recipe, scores
 from amp_tf.inference import batched
 from amp_tf import pixels
 from amp_tf.pixels import PixelNormalization, check_pixels
@@ -97,11 +97,7 @@ def select_anchors(images, k, seed=0, labels=None):
         raise ValueError(
             f"images: expected (N, H, W, C) training images, got shape {images.shape}."
         )
-    k = int(k)
-    if k < 2:
-        raise ValueError(
-            f"k: AMP needs at least 2 anchors (tau is a standard deviation over anchors), got k={k}."
-        )
+    k = recipe.check_num_anchors(k, "k")
     if k > len(images):
         raise ValueError(f"k: asked for {k} anchors from only {len(images)} images.")
     check_pixels(images, "images")
@@ -199,11 +195,7 @@ def _anchor_images(anchors, anchor_shape, check_pixels):
     anchor_shape = tuple(int(d) for d in anchor_shape)
     if len(anchor_shape) != 4:
         raise ValueError(f"anchors: expected shape (K, H, W, C), got {anchor_shape}.")
-    if anchor_shape[0] < 2:
-        raise ValueError(
-            f"anchors: AMP needs K >= 2 anchors (tau is a standard deviation over anchors), "
-            f"got K={anchor_shape[0]}."
-        )
+    recipe.check_num_anchors(anchor_shape[0], f"anchors {tuple(anchor_shape)}")
     if anchors is not None:
         if check_pixels:
             anchors = pixels.check_pixels(anchors, "anchors")

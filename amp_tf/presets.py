@@ -82,12 +82,12 @@ LSUN_ORIGINAL = f"${DATA_ENV}/LSUN_original"
 #: The paper's PyTorch SGD (coupled weight decay) and the official T (one draw per batch).
 CIFAR_RECIPE = dict(epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4, lr_milestones="60,120,160",
                     lr_gamma=0.2, consistency="all", consistency_every=5, augment="crop_flip",
-                    num_anchors=5, weight_decay_mode="coupled", consistency_mode="official")
+                    num_anchors=_recipe.NUM_ANCHORS, weight_decay_mode="coupled", consistency_mode="official")
 #: Appendix B, ImageNet: SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 120 epochs,
 #: lr x 0.1 every 30 epochs; T on every 10th batch (Appendix A); 224x224 crops.
 IMAGENET_RECIPE = dict(epochs=120, batch_size=128, lr=0.1, weight_decay=1e-4, lr_milestones="30,60,90",
                        lr_gamma=0.1, consistency="all", consistency_every=10, augment="crop_flip",
-                       num_anchors=5, image_size=224, weight_decay_mode="coupled", consistency_mode="official")
+                       num_anchors=_recipe.NUM_ANCHORS, image_size=224, weight_decay_mode="coupled", consistency_mode="official")
 #: The recipes: flat settings, keyed by the fields of `amp_tf.config` (the trainers' flags have the
 #: same names): `job_from_settings` makes a preset's `JobConfig` of them, the trainers take them as
 #: their flag defaults.
@@ -104,7 +104,7 @@ IMAGENET_RECIPE = dict(epochs=120, batch_size=128, lr=0.1, weight_decay=1e-4, lr
 FMNIST_RECIPE = dict(arch="resnet_small", epochs=2, finetune_epochs=2, batch_size=_recipe.BATCH_SIZE,
                      lr=_recipe.LR, weight_decay=_recipe.WEIGHT_DECAY, lr_milestones="",
                      consistency=_recipe.CONSISTENCY, consistency_every=_recipe.CONSISTENCY_EVERY,
-                     augment=_recipe.AUGMENT, num_anchors=5, width=16, val_size=5000,
+                     augment=_recipe.AUGMENT, num_anchors=_recipe.NUM_ANCHORS, width=16, val_size=5000,
                      weight_decay_mode=_recipe.WEIGHT_DECAY_MODE, consistency_mode=_recipe.CONSISTENCY_MODE)
 
 #: Scores eval.ood computes by default for a preset: valid for anchored AND vanilla models
@@ -269,7 +269,7 @@ def unset_env(name):
 # --------------------------------------------------------------------------- #
 _ODIN_FOLDERS = ("iSUN, LSUN_resize, LSUN (crop), Imagenet_resize, Imagenet (crop): the ODIN "
                  "tarballs (github.com/facebookresearch/odin), extracted under $AMP_DATA.")
-_CIFAR_EVAL = dict(resize="pil_bilinear", channels=True, positive="id", num_anchors=5)
+_CIFAR_EVAL = dict(resize="pil_bilinear", channels=True, positive="id", num_anchors=_recipe.NUM_ANCHORS)
 _CIFAR_NOTE = ("Sets of another size are resized with Pillow bilinear (torchvision's default "
                "Resize); the folder sets are 32x32 already. ")
 
@@ -318,7 +318,7 @@ register(_preset(
     recipe=dict(IMAGENET_RECIPE, anchor_pool=1024),
     scores="all", metrics=("auroc", "detection_accuracy", "aupr_in", "aupr_out"),
     paper_methods=("ResNet-50", "Temp-Scal", "Deep Ens", "MCD", "SVI", "SVI-AvUC", "AMP"),
-    eval=dict(resize="tf", channels=True, train_limit=1024, positive="id", num_anchors=5),
+    eval=dict(resize="tf", channels=True, train_limit=1024, positive="id", num_anchors=_recipe.NUM_ANCHORS),
     notes="ImageNet needs a manual download (image-net.org): tfds imagenet2012 in --data-dir, or "
           "--train-folder/--val-folder. The trainer scores the OOD sets itself (center crop of the "
           "validation images, as in training); eval.ood resizes whole images instead (--resize tf), "
@@ -348,7 +348,7 @@ register(_preset(
     ood=(f"folder:{LSUN_ORIGINAL}",), recipe=dict(CIFAR_RECIPE, resize="pil_bicubic"),
     metrics=("fpr95", "auroc"), paper_methods=("MSP", "Energy", "GM", "AMP"),
     eval=dict(_CIFAR_EVAL, resize="pil_bicubic"),
-    resize_study=dict(ood_folder=LSUN_ORIGINAL, channels=True, positive="id", num_anchors=5,
+    resize_study=dict(ood_folder=LSUN_ORIGINAL, channels=True, positive="id", num_anchors=_recipe.NUM_ANCHORS,
                       methods="pil_nearest,pil_bilinear,pil_bicubic,pil_lanczos,tf"),
     notes="The study is `python -m eval.resize_study --preset table7-resize --model M`: one report "
           "with the OOD sets resize_pil_nearest, resize_pil_bilinear, resize_pil_bicubic, "
@@ -375,7 +375,7 @@ register(_preset(
     ood=FMNIST_FAR + FMNIST_COVARIATE, recipe={k: v for k, v in FMNIST_RECIPE.items() if k != "arch"},
     scores="all", metrics=("fpr95", "auroc", "aupr_in", "aupr_out", "detection_accuracy"),
     paper_methods=("MSP", "Energy", "ODIN", "MaxLogit", "Entropy", "AMP"),
-    eval=dict(positive="id", num_anchors=5),
+    eval=dict(positive="id", num_anchors=_recipe.NUM_ANCHORS),
     notes="Runs offline on 2 CPU cores in minutes (Debian's dataset-fashion-mnist, scikit-learn's "
           "digits). trainers.fmnist trains the anchored model and its vanilla twin and scores both."))
 

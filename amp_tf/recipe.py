@@ -51,6 +51,20 @@ CONSISTENCY_MODE = "per_sample"
 #: K: anchors per image at inference (paper Sec. 3.1); AMP needs at least `MIN_ANCHORS` (tau is a std).
 NUM_ANCHORS = 5
 MIN_ANCHORS = 2
+
+
+def check_num_anchors(k, what="num_anchors"):
+    """`int(k)`, or a ValueError when AMP cannot use it (K >= `MIN_ANCHORS`: tau is a standard deviation over
+    the anchors; an integer). The one home of this check: the library, the CLIs and the benchmarks call it.
+
+    >>> check_num_anchors(5)
+    5
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or int(k) != k or int(k) < MIN_ANCHORS:
+        raise ValueError(f"{what}: AMP needs K >= {MIN_ANCHORS} anchors (tau is a standard deviation over "
+                         f"anchors), a whole number; got {k!r}.")
+    return int(k)
+
 #: The shipped detector (`amp_tf.detectors.select_detector`): selected among its candidates on ID validation
 #: images and validation OOD sets (`validation_ood_sets` of `SELECT_VAL_OOD` validation images); the
 #: feature scores fitted on `SELECT_FIT_LIMIT` training images; AMP's weight in `amp+<feature>` from

@@ -153,7 +153,7 @@ def _(c):
 
 @case("select_anchors", "k = 1")
 def _(c):
-    return expect(ValueError, "at least 2 anchors", select_anchors, c["x"], 1)
+    return expect(ValueError, "K >= 2 anchors", select_anchors, c["x"], 1)
 
 
 @case("select_anchors", "more anchors than images")
@@ -1177,6 +1177,58 @@ def _(c):
     got = data.to_numpy(data.load(f"folder:{folder}"))[0]
     np.testing.assert_array_equal(got, c["x"][:4])
     return "scaled by 255 with a warning: the 8-bit images exactly"
+
+
+# ------------------------------------------------------------------ the shipped detector
+@case("detectors.select_detector", "fewer than 20 ID validation images")
+def _(c):
+    from amp_tf.detectors import select_detector
+
+    return expect(ValueError, "at least 20", select_detector, c["model"], (c["x"][:100], c["y"][:100]),
+                  (c["x"][100:110], c["y"][100:110]))
+
+
+@case("detectors.select_detector", "no validation OOD images (`val_ood={}`)")
+def _(c):
+    from amp_tf.detectors import select_detector
+
+    return expect(ValueError, "no validation OOD images", select_detector, c["model"], (c["x"][:100], c["y"][:100]),
+                  (c["x"][100:], c["y"][100:]), val_ood={})
+
+
+@case("detectors.load_detector", "a detector state fitted on another model (other feature width)")
+def _(c):
+    from amp_tf.detectors import load_detector
+    from amp_tf.detectors.shipped import ShippedDetector, score_layer
+    from amp_tf.baselines.mahalanobis import Mahalanobis
+
+    maha = Mahalanobis().fit_features(np.random.default_rng(0).normal(size=(50, 7)), np.arange(50) % 10)
+    folder = c["root"] / "other_detector"
+    ShippedDetector(score_layer("mahalanobis", feature=maha), select_anchors(c["x"], 5), "mahalanobis",
+                    threshold=0.0).save(folder)
+    return expect(ValueError, "7-wide features, the model's 'features' layer gives", load_detector, folder, c["model"])
+
+
+@case("files.load_run", "a run folder made before the shipped detector (no detector.json)")
+def _(c):
+    import shutil
+    import warnings
+
+    from amp_tf.files import load_run
+
+    run = c["root"] / "old_run"
+    run.mkdir()
+    shutil.copytree(c["root"] / "serving", run / "serving")
+    shutil.copy(c["root"] / "anchored.keras", run / "anchored.keras")
+    (run / "job.json").write_text("{}")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        loaded = load_run(run)
+    out = loaded.predict(c["x"][:4])
+    assert loaded.detector is None and out["is_ood"].shape == (4,)
+    np.testing.assert_array_equal(out["ood_score"], out["amp_score"])
+    msg = next(str(w.message) for w in seen if "no saved detector" in str(w.message))
+    return "loads and scores by AMP alone, with the warning: " + _first_line(msg).split(": ", 1)[1]
 
 
 # ------------------------------------------------------------------ the table

@@ -76,8 +76,10 @@ def test_select_anchors_deterministic_and_distinct(rng):
 def test_bad_inputs_raise(rng):
     model = tiny_backbone(c=1)
     imgs = pixel_images(rng, (10, 8, 8, 1))
-    with pytest.raises(ValueError, match="k >= 2|at least 2"):
+    with pytest.raises(ValueError, match="K >= 2"):
         select_anchors(imgs, 1)
+    with pytest.raises(ValueError, match="whole number; got 5.7"):  # never silently 5
+        select_anchors(np.zeros((10, 4, 4, 1), "uint8"), 5.7)
     with pytest.raises(ValueError, match="K >= 2"):
         AnchoredPredictor(model, imgs[:1], **STATS)
     with pytest.raises(ValueError, match="shape"):

@@ -10,6 +10,7 @@ import platform
 import time
 from pathlib import Path
 
+from amp_tf import recipe
 from amp_tf.contract import check_arch_width, check_image_shape
 from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
 from amp_tf.flags import Parser, add_training_flags, train_config  # noqa: F401  (shared with the benchmarks)
@@ -30,7 +31,7 @@ def base_parser(description, defaults):
     o.add_argument("--resume", action="store_true",
                    help="continue the run in --out (its stored settings must match these)")
     o.add_argument("--overwrite", action="store_true", help="clear --out first")
-    o.add_argument("--num-anchors", type=int, default=d("num_anchors", 5), help="K anchors at inference")
+    o.add_argument("--num-anchors", type=int, default=d("num_anchors", recipe.NUM_ANCHORS), help="K anchors at inference")
     o.add_argument("--positive", default="id", choices=["id", "ood"],
                    help="metric convention: id (paper/ODIN) or ood (OpenOOD v1.5)")
     o.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
@@ -133,7 +134,8 @@ def check_args(args):
     need("lr", lambda v: math.isfinite(v) and v > 0, "a finite learning rate > 0")
     need("weight_decay", lambda v: math.isfinite(v) and v >= 0, "a finite value >= 0")
     need("lr_gamma", lambda v: math.isfinite(v) and v > 0, "a finite factor > 0")
-    need("num_anchors", lambda v: v >= 2, "K >= 2 (tau is a standard deviation over anchors)")
+    need("num_anchors", lambda v: v >= recipe.MIN_ANCHORS, f"K >= {recipe.MIN_ANCHORS} (tau is a standard deviation "
+         "over anchors)")
     need("train_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
     need("eval_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
     need("width", lambda v: v >= 1, "an int >= 1")

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from amp_tf import recipe
 from amp_tf.cli.common import (
     add_limit_alias,
     add_preset_flags,
@@ -64,7 +65,7 @@ def parser():
                    help="printed to stdout and written as report.<format> (report.json is always written)")
     p.add_argument("--out", default=None, help="report folder, new or empty (default: runs/eval-<model>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="clear a non-empty --out first")
-    p.add_argument("--num-anchors", type=int, default=5, help="K anchors for AMP (anchored models)")
+    p.add_argument("--num-anchors", type=int, default=recipe.NUM_ANCHORS, help="K anchors for AMP (anchored models)")
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor choice")
     p.add_argument("--data-dir", default=None, help="tfds data_dir (or the Fashion-MNIST IDX folder)")
     p.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")

@@ -93,7 +93,7 @@ def parser():
     d.add_argument("--ood-size", type=int, default=1000,
                    help="validation images (and their blurred copies) scored by the OOD callback")
     d.add_argument("--blur-sigma", type=float, default=3.0, help="Gaussian blur sigma (pixels) of the OOD proxy")
-    d.add_argument("--num-anchors", type=int, default=5, help="K anchors of the OOD callback")
+    d.add_argument("--num-anchors", type=int, default=recipe.NUM_ANCHORS, help="K anchors of the OOD callback")
     d.add_argument("--out", default=None, help="run folder (default: a new folder under runs/)")
     d.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="KerasTuner / Keras output")
     return p
