@@ -6,9 +6,12 @@ is how to make them from any anchored model, and how to run the `.tflite`:
     python examples/export_litert.py --run runs/fmnist-X --out exported/
     python examples/export_litert.py --tiny --out /tmp/litert-demo   # untrained tiny model, no data
 
-With `--run` (a finished trainers.fmnist or trainers.cifar run), the anchors are
-the run's own (its `serving/` holds them) and the threshold is set on the run's
-own ID validation images: the `val_size` training images the run held out and
+With `--run` (a finished trainers.fmnist or trainers.cifar run), the run's shipped
+detector is exported (`detector.json`: the score the run selected on validation
+data, its anchors and its threshold, set on the run's held-out ID validation
+images), so the exports decide exactly as the run's own `serving/`. A run made
+before detectors were saved exports AMP alone with the run's anchors, its
+threshold set on the run's own ID validation images: the `val_size` training images the run held out and
 never trained on (`amp_tf.pipeline.load_id` with the run's `val_size` and `seed`
 from its job.json), never the reported test set. 95 % of them are accepted. The
 verdicts are shown for 8 test images. Bad input (a missing or unfinished run
@@ -84,12 +87,17 @@ def model_and_images(args):
         mean, std = data.channel_stats(x)
         model = amp_tf.AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=mean, std=std)
         model(x[:2])
-        return model, select_anchors(x[:32], args.num_anchors), x[32:96], x[96:104]
+        return model, select_anchors(x[:32], args.num_anchors), x[32:96], x[96:104], None
     from amp_tf.files import load_run
     from amp_tf.pipeline import load_id
 
     run = load_run(args.run)  # checks the folder: finished, its models and serving/ readable
     job = run.job
+    if run.detector is not None:
+        d = load_id(run_id_set(job, args.run), val_size=20, eval_limit=8, data_dir=args.data_dir)
+        print(f"run {args.run}: its shipped detector {run.detector.label} with {len(run.anchors)} anchors and the "
+              f"threshold it set on its held-out ID validation images")
+        return run.anchored, run.anchors, None, d.x_test[:8], run.detector
     if "val_size" not in job or "seed" not in job:
         raise ValueError(f"--run {args.run}: its job.json has no val_size / seed, so the held-out ID validation "
                          "images cannot be found; pass the folder of a finished trainers.fmnist or trainers.cifar run.")
@@ -98,7 +106,7 @@ def model_and_images(args):
                 data_dir=args.data_dir)
     print(f"run {args.run}: {len(run.anchors)} anchors from its serving/, threshold from its "
           f"{len(d.x_val)} held-out ID validation images (val_size {job['val_size']}, seed {job['seed']})")
-    return run.anchored, run.anchors, d.x_val, d.x_test[:8]
+    return run.anchored, run.anchors, d.x_val, d.x_test[:8], None
 
 
 def export_and_compare(args):
@@ -108,9 +116,11 @@ def export_and_compare(args):
     from amp_tf.export import TFLiteModel, export_for_serving, export_tflite
     from amp_tf.predictor import AnchoredPredictor
 
-    model, anchors, val, images = model_and_images(args)
-    predictor = AnchoredPredictor.from_model(model, anchors)
-    head = export_for_serving(predictor, f"{args.out}/serving", id_images=val)
+    model, anchors, val, images, detector = model_and_images(args)
+    if detector is not None:  # the run's shipped detector, with its own threshold
+        head = export_for_serving(detector, f"{args.out}/serving")
+    else:
+        head = export_for_serving(AnchoredPredictor.from_model(model, anchors), f"{args.out}/serving", id_images=val)
     export_tflite(head, f"{args.out}/model.tflite")  # the same model and threshold, batch 1
 
     served = tf.saved_model.load(f"{args.out}/serving")  # keep a reference while calling it

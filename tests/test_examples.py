@@ -125,26 +125,37 @@ def test_load_and_score_refuses_missing_and_unfinished_runs_and_images(tmp_path,
 
 @pytest.mark.slow
 def test_export_litert_threshold_from_the_runs_held_out_validation_images(tmp_path_factory, tmp_path):
+    """A run with a shipped detector exports it with its own threshold (set by the run on its held-out
+    validation images); a run from before the detector sets AMP's on the run's held-out images."""
+    import shutil
+
     from tests.helpers import MAIN_JOB_ARGS, tiny_main_job
 
     from amp_tf import data
+    from amp_tf.files import load_run
     from amp_tf.pipeline import split_id
 
     run = tiny_main_job(tmp_path_factory)
     ex = example("export_litert")
     args = ex.parse(["--run", str(run), "--out", str(tmp_path / "out")])
-    _, anchors, val, images = ex.model_and_images(args)
-    # the run's split: val = the first val_size of permutation(seed) of the training split, never trained on
-    val_size = int(MAIN_JOB_ARGS[MAIN_JOB_ARGS.index("--val-size") + 1])
-    x_all, y_all = data.to_numpy(data.load("fashion_mnist", "train"))
-    d = split_id("fashion_mnist", x_all, y_all, x_all[:1], y_all[:1], val_size, seed=0)
-    np.testing.assert_array_equal(val, d.x_val)
-    order = np.random.default_rng(0).permutation(len(x_all))
-    assert len(val) == val_size and not np.isin(order[:val_size], order[val_size:]).any()
-    assert len(images) == 8 and anchors.shape[0] == 5
+    _, anchors, val, images, detector = ex.model_and_images(args)
+    assert detector is not None and val is None and anchors.shape[0] == 5 and len(images) == 8
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "export_litert.py"), "--run", str(run),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"threshold from its {val_size} held-out ID validation images" in proc.stdout
+    assert f"its shipped detector {detector.label}" in proc.stdout
+    assert f"threshold {load_run(run).detector.threshold:.4f}" in proc.stdout
     assert "verdicts agree on all 8 images" in proc.stdout
+    # a run folder from before the detector: AMP alone, threshold on the run's own held-out images
+    old = tmp_path / "old_run"
+    shutil.copytree(run, old, ignore=shutil.ignore_patterns("detector.*", "near_*", "*.png"))
+    _, anchors, val, images, detector = ex.model_and_images(ex.parse(["--run", str(old), "--out", str(tmp_path / "o2")]))
+    # the run's split: val = the first val_size of permutation(seed) of the training split, never trained on
+    val_size = int(MAIN_JOB_ARGS[MAIN_JOB_ARGS.index("--val-size") + 1])
+    x_all, y_all = data.to_numpy(data.load("fashion_mnist", "train"))
+    d = split_id("fashion_mnist", x_all, y_all, x_all[:1], y_all[:1], val_size, seed=0)
+    assert detector is None
+    np.testing.assert_array_equal(val, d.x_val)
+    order = np.random.default_rng(0).permutation(len(x_all))
+    assert len(val) == val_size and not np.isin(order[:val_size], order[val_size:]).any()
