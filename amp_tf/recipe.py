@@ -76,8 +76,8 @@ SERVING_TPR = 0.95
 
 #: Anchored fine-tuning of a *converged* classifier (e.g. your own trained model): 12 epochs at lr 0.01,
 #: chosen on validation on a 94 % Fashion-MNIST ResNet (``benchmarks.converged_pilot finetune``,
-#: BENCHMARKS.md section 6). The main job's 2 epochs at lr 0.1 suit its short-trained vanilla twin
-#: but cost a converged model 2.2 points of accuracy. Use: ``finetune_anchored(model, x, y, **FINETUNE_CONVERGED)``.
+#: BENCHMARKS.md section 1; the pilot: benchmarks/results/history.md). The main job's 2 epochs at lr 0.1 suit
+#: its short-trained vanilla twin but cost a converged model 2.2 points of accuracy. Use: ``finetune_anchored(model, x, y, **FINETUNE_CONVERGED)``.
 FINETUNE_CONVERGED = dict(epochs=12, lr=0.01)
 
 

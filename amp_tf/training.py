@@ -421,7 +421,7 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     ``**amp_tf.recipe.FINETUNE_CONVERGED`` (12 epochs at lr 0.01, chosen on validation): on a
     94 % Fashion-MNIST model it stays 0.32 points below on validation (one seed; 8 epochs: 0.39
     on validation and 0.56 on the test images over 2 seeds), where the defaults lose 2.2 points
-    (BENCHMARKS.md section 6).
+    (BENCHMARKS.md section 1; the pilot: benchmarks/results/history.md).
 
     Args:
         vanilla: a trained vanilla `keras.Model` (raw pixels in, logits out) or its `.keras` path.

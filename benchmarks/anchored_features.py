@@ -14,7 +14,7 @@ anchors. Scores (all through `amp_tf.detectors.fit_all`, one anchored pass per i
 Selection on VALIDATION only: every row's mean FPR95 over `validation_ood_sets` of ID
 validation images (vs those images), mean over seeds; the lowest wins (which score, which
 combination, which `w`). The test groups (near with each class-holdout split's own twins,
-far and covariate on the main twins) are then reported once, as in BENCHMARKS.md section 1
+far and covariate on the main twins) are then reported once, as in BENCHMARKS.md section 2
 (`benchmarks.ood_report.aggregate_groups`: mean of group means).
 
 Resumable: each seed's models are cached in `--cache`, and its results in
@@ -22,7 +22,7 @@ Resumable: each seed's models are cached in `--cache`, and its results in
 so an interrupted seed is redone, never half-counted. A cache made with other settings is
 refused (the differing settings are named); one from another code version is redone.
 
-    python -m benchmarks.anchored_features --seeds 0,1,2     # BENCHMARKS.md section 6 (23 min, 2 cores)
+    python -m benchmarks.anchored_features --seeds 0,1,2     # BENCHMARKS.md section 3 (23 min, 2 cores)
     python -m benchmarks.anchored_features --train-limit 20000   # reduced scale
     python -m benchmarks.anchored_features --quick            # CI smoke (< 90 s)
 """

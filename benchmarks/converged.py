@@ -189,7 +189,7 @@ def train_pair(a, s, seed, log):
 
 # --------------------------------------------------------------------------- scoring
 #: The anchored model's feature detectors (its penultimate features, mean over the K anchors) and
-#: AMP's z-score combinations with them (BENCHMARKS.md section 7), next to every AMP score.
+#: AMP's z-score combinations with them (BENCHMARKS.md section 3), next to every AMP score.
 ANCHORED_FEATURES = ("knn", "mahalanobis", "amp+knn", "amp+mahalanobis")
 
 
@@ -370,7 +370,7 @@ def report(a, results, splits, wall, cpu):
             "ran: " + "; ".join(f"seed {r['seed']} {r['wall_s'] / 60:.1f} min wall, {r['cpu_s'] / 60:.1f} min CPU on "
                                 f"{r['machine']['cores']} × {r['machine']['cpu']}" for r in results) + ".  ",
             f"Anchored model: fine-tuned from each vanilla model for {a.finetune_epochs} epochs at lr {a.finetune_lr} "
-            f"(T `{a.finetune_t}` on every 5th step; chosen on validation, BENCHMARKS.md section 6).  ",
+            f"(T `{a.finetune_t}` on every 5th step; chosen on validation, BENCHMARKS.md section 1).  ",
             "The ensemble has no near-OOD twins: its overall is the mean of far and covariate.", ""]
     md = render_md(res).replace("\n## Groups", "\n" + "\n".join(head) + "\n## Groups", 1)
     return res, md
