@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Console scripts (setup.py) -> the module whose `main` they run.
 SCRIPTS = {"amp-fmnist": "trainers.fmnist", "amp-cifar": "trainers.cifar", "amp-imagenet": "trainers.imagenet",
            "amp-tune": "trainers.tune", "amp-eval-ood": "eval.ood", "amp-resize-study": "eval.resize_study"}
