@@ -100,7 +100,9 @@ def gram_row_sums(maps, max_order, dtype=tf.float64):
         fp = None
         for p in range(1, int(max_order) + 1):
             fp = f if p == 1 else fp * f  # F^p by products: float64 pow is ~10x slower
-            g = tf.einsum("bkc,bk->bc", fp, tf.reduce_sum(fp, axis=2))  # TFLite: SUM, BATCH_MATMUL
+            # (F^p F^p^T 1)_c = sum_k s_k F^p_kc, s_k = sum_c' F^p_kc': (B, 1, K) @ (B, K, C); a batched
+            # matmul is ~2x faster than the equivalent einsum in float32 on CPU (the same in float64)
+            g = tf.matmul(tf.reduce_sum(fp, axis=2)[:, None, :], fp)[:, 0, :]
             if p > 1:
                 g = tf.sign(g) * tf.abs(g) ** (1.0 / p)
             feats.append(g)
