@@ -67,20 +67,35 @@ def build_measures(cfg, tmp):
         keras.utils.set_random_seed(seed)
         return build_backbone("resnet_small", (28, 28, 1), 10, anchored=True, width=width)
 
-    if "train" in want:  # AnchoredModel.fit on in-memory arrays, as a user writes it
+    def anchored_model():
         from amp_tf import AnchoredModel
 
-        xt_, yt_ = make_images(cfg["n_train"], seed)
         kw = dict(consistency="all", consistency_every=CYCLE, seed=seed, num_classes=10)
         if "value_range" in inspect.signature(AnchoredModel.__init__).parameters:
             kw["value_range"] = (0.0, 255.0)
         model = AnchoredModel(anchored_backbone(), **kw)
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, weight_decay=5e-4),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        return model
+
+    if "train" in want:  # AnchoredModel.fit on in-memory arrays, as a user writes it
+        xt_, yt_ = make_images(cfg["n_train"], seed)
+        model = anchored_model()
 
         def train():
             model.fit(xt_, yt_, batch_size=b, epochs=1, verbose=0)
         measures["train"] = (train, len(xt_))
+    if "train_step" in want:  # the compiled step alone on a fixed batch, CYCLE steps (T once)
+        xs_, ys_ = make_images(b, seed + 3)
+        stepper = anchored_model()
+        stepper.train_on_batch(xs_[:8], ys_[:8])  # builds the weights, slots and train_function
+        batches = iter(tf.data.Dataset.from_tensors((tf.constant(xs_), tf.constant(ys_))).repeat())
+
+        def train_step():
+            for _ in range(CYCLE):
+                out = stepper.train_function(batches)
+            tf.nest.flatten(out)[0].numpy()
+        measures["train_step"] = (train_step, CYCLE * b)
 
     x, _ = make_images(b, seed + 1)
     anchors, _ = make_images(k, seed + 2)

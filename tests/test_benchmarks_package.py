@@ -99,7 +99,7 @@ def test_speed_against_answers_help_and_parses_before_tensorflow():
             "print(a.rounds, a.n_train, ','.join(a.measures), 'tensorflow' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["3", "640", "train,vanilla,amp,amp_call,savedmodel,tflite", "False"]
+    assert r.stdout.split() == ["3", "1280", "train,train_step,vanilla,amp,amp_call,savedmodel,tflite", "False"]
     r = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--against", "HEAD", "--help"],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and "--against REV" in r.stdout and "speed_against" in r.stdout
