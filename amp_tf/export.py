@@ -127,7 +127,8 @@ class ServingHead(keras.layers.Layer):
             score = keras.saving.deserialize_keras_object(score)
         self.predictor, self.score = predictor, score
         self.detector = dict(detector or {"name": "amp", "label": "amp"})
-        self.extractor = feature_extractor(predictor.backbone) if score is not None and score.uses_features() else None
+        self.extractor = (feature_extractor(predictor.backbone, score=score)  # what the score takes
+                          if score is not None and score.uses_features() else None)
         self.threshold = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(_finite(threshold)),
             trainable=False, name="threshold",

@@ -1,5 +1,6 @@
 """Detectors of an `AnchoredModel`: AMP (every variant from one pass over the anchors), the anchored
-feature scores (KNN, Mahalanobis on `[c, x - c]` features, mean over K) and AMP combined with them."""
+feature scores (KNN, Mahalanobis on `[c, x - c]` features, mean over K; Gram on the Gram features of
+the block outputs, mean over K: `AnchoredGram`) and AMP combined with them."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ class AMPDetector(Detector):
     (default 5) of the ID training images with `seed` (default 0); the other options
     (`anchor_mode`, `pool_size` for `"per_image"`, `max_batch`, `eps`, ...) go to
     `AnchoredPredictor`. `score(images)` is this detector's name; `score_all(images)`
-    gives every AMP score and `predicted_class` from the same logits.
+    gives every AMP score and `predicted_class` from the same logits. The options
+    `feature_layer` and `gram_layers` (`"auto"` or names; with `gram_order`, default 5)
+    add the anchored features and Gram features of the same backbone call.
     """
 
     fit_on = "train"
@@ -37,6 +40,7 @@ class AMPDetector(Detector):
         anchors, k, seed = opts.pop("anchors", None), int(opts.pop("num_anchors", 5)), int(opts.pop("seed", 0))
         self.batch_size = int(opts.pop("batch_size", 256))
         self.feature_layer = opts.pop("feature_layer", None)
+        gram_layers, self.gram_order = opts.pop("gram_layers", None), int(opts.pop("gram_order", 5))
         per_image = opts.get("anchor_mode") == "per_image"
         if per_image:
             opts.setdefault("num_anchors", k)
@@ -48,6 +52,12 @@ class AMPDetector(Detector):
             n = int(opts.pop("pool_size", min(1000, len(x)))) if per_image else k
             anchors = select_anchors(x, n, seed=seed)
         self.predictor = AnchoredPredictor.from_model(model, anchors, **opts)
+        self.gram_layers_ = None
+        if gram_layers is not None:
+            from amp_tf.baselines.gram import default_gram_layers
+
+            self.gram_layers_ = (default_gram_layers(self.predictor.backbone) if gram_layers == "auto"
+                                 else list(gram_layers))
         self._fn = None
         self.model = model
         return self
@@ -60,12 +70,15 @@ class AMPDetector(Detector):
 
         With the option `feature_layer` (e.g. `"features"`), also `features`: `(N, D)` float64, that
         layer's (pooled) output on the anchored inputs `[c, x - c]`, averaged over the K anchors,
-        from the same pass (what the anchored KNN / Mahalanobis score).
+        from the same pass (what the anchored KNN / Mahalanobis score). With `gram_layers`, also
+        `gram`: `(N, Dg)` float64, the row-sum Gram features (orders 1..`gram_order`, float32 in-graph)
+        of those layers on the anchored inputs, averaged over the K anchors (what `AnchoredGram` scores).
         """
         self._check_fitted()
         out = batched(self._compiled(), self._inputs(images), self.batch_size)
-        if "features" in out:
-            out["features"] = out["features"].astype(np.float64)
+        for name in ("features", "gram"):
+            if name in out:
+                out[name] = out[name].astype(np.float64)
         return out
 
     def _compiled(self):
@@ -76,24 +89,25 @@ class AMPDetector(Detector):
 
             pred = self.predictor
             spec = tf.TensorSpec((None,) + tuple(pred.anchor_shape[1:]), tf.float32)
-            feat = None
-            if self.feature_layer is not None:
-                from amp_tf.baselines import pooled_features
+            ext = None
+            if self.feature_layer is not None or self.gram_layers_:
+                from amp_tf.detectors.shipped import feature_extractor
 
-                feat = pooled_features(pred.backbone, self.feature_layer, with_logits=True)
-                d = int(pred.backbone.get_layer(self.feature_layer).output.shape[-1])  # channels last
+                ext = feature_extractor(pred.backbone, self.feature_layer or "features", self.gram_layers_,
+                                        self.gram_order, pooled=self.feature_layer is not None)
 
             @tf.function(input_signature=[spec])
             def run(x):
                 x = pred.normalizer.pixels(x)
                 extra = {}
-                if feat is None:
+                if ext is None:
                     k = pred.per_anchor_logits(x)
-                else:  # one pass gives the features and the logits: (K*B, D + N), split after
-                    both = pred._run_chunked(lambda r, training=False: tf.concat(feat(r), -1),
-                                             pred.anchored_rows(x))
-                    both = tf.reshape(both, [pred.num_anchors, tf.shape(x)[0], -1])
-                    k, extra["features"] = both[..., d:], tf.reduce_mean(both[..., :d], axis=0)
+                else:  # one pass gives features, Gram features and logits: (K*B, D + Dg + N), split after
+                    k, mean = pred.logits_and_features(x, ext, ext.width)
+                    if ext.feature_dim:
+                        extra["features"] = mean[:, :ext.feature_dim]
+                    if ext.gram_dim:
+                        extra["gram"] = mean[:, ext.feature_dim:]
                 out = {}
                 for name, (red, cal) in AMP_VARIANTS.items():
                     o = amp_outputs(k, red, cal, pred.eps)
@@ -170,6 +184,56 @@ class AnchoredFeatureDetector(Detector):
     def from_outputs(self, out):
         """The score from `AMPDetector.score_all`'s outputs (with `features`)."""
         return np.asarray(self.estimator.score_features(out["features"]))
+
+
+class AnchoredGram:
+    """The anchored Gram score: Sastry & Oore's Gram deviation on the anchored backbone.
+
+    The Gram features are those of `AMPDetector.score_all` with `gram_layers` (row sums of
+    orders 1..`gram_order` of the block outputs on every anchored row `[c, x - c]`, averaged
+    over the K anchors); `fit` records their per-class min / max on the ID training images,
+    grouped by AMP's predicted class (argmax of the mean logits), with a `Gram` estimator
+    (`Gram.fit_values`); `from_outputs(out)` is minus the summed deviation from the ranges of
+    each image's predicted class (`Gram.value_deviations`). `ShippedScore(kind="gram")` computes
+    the same in-graph from the same state.
+
+    Args:
+        amp: a fitted `AMPDetector` with `gram_layers` (its pass gives the Gram features).
+        eps: the guard of the relative deviations.
+    """
+
+    name = "gram"
+
+    def __init__(self, amp, eps=1e-6):
+        from amp_tf.baselines.gram import Gram
+
+        if not getattr(amp, "gram_layers_", None):
+            raise ValueError("AnchoredGram: pass an AMPDetector fitted with gram_layers (e.g. 'auto').")
+        self.amp = amp
+        self.estimator = Gram(layers=list(amp.gram_layers_), max_order=amp.gram_order, eps=eps)
+        self.finite = True
+
+    def fit(self, batches, num_classes):
+        """`batches`: an iterable of `AMPDetector.score_all` outputs of ID training images (with `gram`
+        and `predicted_class`); `finite` says afterwards whether every Gram value was finite."""
+        def pairs():
+            for out in batches:
+                g = np.asarray(out["gram"])
+                self.finite = self.finite and bool(np.isfinite(g).all())
+                yield out["predicted_class"], g
+
+        self.estimator.fit_values(pairs(), num_classes, layers=self.estimator.layers)
+        return self
+
+    def from_outputs(self, out):
+        """The score `(N,)` from `AMPDetector.score_all`'s outputs (`gram`, `predicted_class`), or their
+        `gram_score` when it was computed already."""
+        if "gram_score" in out:
+            return np.asarray(out["gram_score"])
+        return 0.0 - self.estimator.value_deviations(out["predicted_class"], out["gram"])
+
+    def score(self, images):
+        return self.from_outputs(self.amp.score_all(images))
 
 
 def zscore_combination(amp_score, feature_score, stats, w):

@@ -15,8 +15,19 @@ The kinds (the candidates of `select_detector`):
   subtracts small projected vectors instead of cancelling large quadratic forms;
 * `knn`: minus the distance of the L2-normalised features to their k-th nearest neighbour in
   the bank of normalised ID training features;
-* `amp+mahalanobis`, `amp+knn`: `w * (a - mean_a) / std_a + (1 - w) * (f - mean_f) / std_f`,
+* `gram`: the Gram score of Sastry & Oore (`amp_tf.baselines.gram`) on the anchored backbone: the
+  row-sum Gram features (orders 1..`gram_order`, signed roots) of the layers `gram_layers`
+  (`default_gram_layers`) of every anchored row `[c, x - c]`, averaged over the K anchors (like
+  the pooled features), minus their summed deviation from the `[mins, maxs]` ranges of the
+  class AMP predicts (argmax of the mean logits), fitted on the ID training images. In float32
+  (the exports' dtype): on the default Fashion-MNIST model the largest order-5 row sum before its
+  root is about 1e20, far below float32's 3e38 (`select_detector` drops the Gram candidates, with a
+  log line, if a training value is not finite);
+* `amp+mahalanobis`, `amp+knn`, `amp+gram`: `w * (a - mean_a) / std_a + (1 - w) * (f - mean_f) / std_f`,
   both standardised on the ID validation images.
+
+The features come from the same backbone call as the logits (`feature_extractor`: one pass
+gives `concat([pooled features, Gram features, logits])` per anchored row).
 
 `ShippedDetector` is the layer plus what it needs around it: the anchors (the features
 depend on them), its name, the threshold (`is_ood = ood_score < threshold`, set so that
@@ -48,13 +59,19 @@ from amp_tf.predictor import AMP_SCORES, AMP_VARIANTS, AnchoredPredictor, amp_ou
 
 #: Files of a saved detector in a run folder.
 STATE_JSON, STATE_NPZ = "detector.json", "detector.npz"
-FEATURE_KINDS = ("mahalanobis", "knn")
+#: The kinds on the pooled `"features"` layer, and on the Gram features of the block outputs.
+POOLED_KINDS, GRAM_KINDS = ("mahalanobis", "knn"), ("gram",)
+FEATURE_KINDS = (*POOLED_KINDS, *GRAM_KINDS)
 KINDS = (*AMP_SCORES, *FEATURE_KINDS, *(f"amp+{f}" for f in FEATURE_KINDS))
+#: The highest Gram order of the anchored `gram` (orders 1..5, as the vanilla Gram baseline).
+GRAM_ORDER = 5
+#: The state arrays a `ShippedScore` may hold (non-trainable weights), by kind.
+STATE_NAMES = ("proj", "proj_means", "bank", "mins", "maxs")
 _FORMAT = 1
 
 
 def feature_kind(kind):
-    """`"mahalanobis"` / `"knn"` of a kind that uses the features, else None."""
+    """`"mahalanobis"` / `"knn"` / `"gram"` of a kind that uses the features, else None."""
     base = kind.split("+", 1)[-1]
     return base if base in FEATURE_KINDS else None
 
@@ -89,13 +106,19 @@ class ShippedScore(keras.layers.Layer):
         w: AMP's weight in `amp+...` (0..1).
         stats: `[[mean_a, std_a], [mean_f, std_f]]` of the two terms on ID validation images.
         k: the neighbour rank of `knn`.
-        feature_dim, num_classes, bank_size, rank: the shapes of the state (weights `proj` (D, r) and
-            `proj_means` (C, r) for Mahalanobis, `bank` (n, D) for KNN).
+        feature_dim, num_classes, bank_size, rank, gram_dim: the shapes of the state (weights `proj` (D, r)
+            and `proj_means` (C, r) for Mahalanobis, `bank` (n, D) for KNN, `mins` / `maxs` (C, Dg) for Gram).
+        gram_layers, gram_order: the layers and the highest order of the Gram features (`gram` kinds).
+        gram_eps: the guard of Gram's relative deviations.
         eps: tau's floor for `calibration="divide"`.
+
+    The features `call` takes are the pooled features (B, D) for `mahalanobis` / `knn`, the Gram
+    features (B, Dg) for `gram` (`feature_extractor(backbone, score=layer)` gives them).
     """
 
     def __init__(self, kind, amp_score="amp", w=1.0, stats=((0.0, 1.0), (0.0, 1.0)), k=50, feature_dim=0,
-                 num_classes=0, bank_size=0, rank=0, eps=1e-6, **kwargs):
+                 num_classes=0, bank_size=0, rank=0, eps=1e-6, gram_dim=0, gram_layers=(), gram_order=0,
+                 gram_eps=1e-6, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if kind not in KINDS:
@@ -107,6 +130,8 @@ class ShippedScore(keras.layers.Layer):
         self.stats = [[float(v) for v in pair] for pair in stats]
         self.feature_dim, self.num_classes = int(feature_dim), int(num_classes)
         self.bank_size, self.rank = int(bank_size), int(rank)
+        self.gram_dim, self.gram_layers = int(gram_dim), [str(n) for n in gram_layers]
+        self.gram_order, self.gram_eps = int(gram_order), float(gram_eps)
         feat = feature_kind(kind)
         if feat == "mahalanobis":
             self.proj = self.add_weight(shape=(self.feature_dim, self.rank), initializer="zeros",
@@ -116,6 +141,13 @@ class ShippedScore(keras.layers.Layer):
         elif feat == "knn":
             self.bank = self.add_weight(shape=(self.bank_size, self.feature_dim), initializer="zeros",
                                         trainable=False, name="bank")
+        elif feat == "gram":
+            if not self.gram_layers or self.gram_order < 1:
+                raise ValueError("kind 'gram': pass gram_layers (the layer names) and gram_order >= 1.")
+            self.mins = self.add_weight(shape=(self.num_classes, self.gram_dim), initializer="zeros",
+                                        trainable=False, name="mins")
+            self.maxs = self.add_weight(shape=(self.num_classes, self.gram_dim), initializer="zeros",
+                                        trainable=False, name="maxs")
 
     def build(self, input_shape=None):
         self.built = True
@@ -123,12 +155,22 @@ class ShippedScore(keras.layers.Layer):
     def uses_features(self):
         return feature_kind(self.kind) is not None
 
+    def uses_gram(self):
+        """Whether the features are the Gram features (else the pooled ones)."""
+        return feature_kind(self.kind) in GRAM_KINDS
+
     def amp_term(self, k_logits):
         red, cal = AMP_VARIANTS.get(self.amp_score, AMP_VARIANTS["amp"])
         return amp_value(amp_outputs(k_logits, red, cal, self.eps), self.amp_score)
 
-    def feature_term(self, feats):
+    def feature_term(self, feats, k_logits=None):
         feats = tf.cast(feats, tf.float32)
+        if self.uses_gram():  # -sum of the deviations from the ranges of AMP's predicted class
+            pred = tf.argmax(tf.reduce_mean(tf.cast(k_logits, tf.float32), axis=0), axis=-1, output_type=tf.int32)
+            mn, mx = tf.gather(tf.cast(self.mins, tf.float32), pred), tf.gather(tf.cast(self.maxs, tf.float32), pred)
+            dev = (tf.nn.relu(mn - feats) / (tf.abs(mn) + self.gram_eps)
+                   + tf.nn.relu(feats - mx) / (tf.abs(mx) + self.gram_eps))
+            return -tf.reduce_sum(dev, axis=-1)
         if feature_kind(self.kind) == "mahalanobis":
             g = tf.matmul(feats, tf.cast(self.proj, tf.float32))
             diff = g[:, None, :] - tf.cast(self.proj_means, tf.float32)[None]
@@ -143,34 +185,36 @@ class ShippedScore(keras.layers.Layer):
     def call(self, k_logits, features=None):
         if not self.uses_features():
             return self.amp_term(k_logits)
-        f = self.feature_term(features)
+        f = self.feature_term(features, k_logits)
         if not amp_part(self.kind):
             return f
         (ma, sa), (mf, sf) = self.stats
         return self.w * (self.amp_term(k_logits) - ma) / sa + (1.0 - self.w) * (f - mf) / sf
 
     def set_state(self, state):
-        """Assigns the fitted arrays (`proj`, `proj_means` or `bank`) from a dict of numpy arrays."""
-        for name in ("proj", "proj_means", "bank"):
+        """Assigns the fitted arrays (`proj`, `proj_means`, `bank` or `mins`, `maxs`) from a dict of numpy
+        arrays."""
+        for name in STATE_NAMES:
             if hasattr(self, name):
                 getattr(self, name).assign(np.asarray(state[name], np.float32))
         return self
 
     def state(self):
-        return {n: keras.ops.convert_to_numpy(getattr(self, n)) for n in ("proj", "proj_means", "bank")
-                if hasattr(self, n)}
+        return {n: keras.ops.convert_to_numpy(getattr(self, n)) for n in STATE_NAMES if hasattr(self, n)}
 
     def get_config(self):
         config = super().get_config()
         config.update(kind=self.kind, amp_score=self.amp_score, w=self.w, stats=self.stats, k=self.k,
                       feature_dim=self.feature_dim, num_classes=self.num_classes, bank_size=self.bank_size,
-                      rank=self.rank, eps=self.eps)
+                      rank=self.rank, eps=self.eps, gram_dim=self.gram_dim, gram_layers=list(self.gram_layers),
+                      gram_order=self.gram_order, gram_eps=self.gram_eps)
         return config
 
 
 def score_layer(kind, amp_score="amp", w=1.0, stats=None, feature=None, eps=1e-6):
     """A `ShippedScore` of `kind` holding the state of a fitted baseline `feature` (the `Mahalanobis`
-    or `KNN` estimator of an `AnchoredFeatureDetector`), or none for an AMP kind."""
+    or `KNN` estimator of an `AnchoredFeatureDetector`, the `Gram` estimator of an `AnchoredGram`),
+    or none for an AMP kind."""
     opts = dict(kind=kind, amp_score=amp_score, w=w, eps=eps, stats=stats or ((0.0, 1.0), (0.0, 1.0)))
     state = {}
     feat = feature_kind(kind)
@@ -181,21 +225,71 @@ def score_layer(kind, amp_score="amp", w=1.0, stats=None, feature=None, eps=1e-6
     elif feat == "knn":
         state = {"bank": feature.bank_}
         opts.update(feature_dim=feature.bank_.shape[1], bank_size=feature.bank_.shape[0], k=feature.k_)
+    elif feat == "gram":
+        state = {"mins": feature.mins_, "maxs": feature.maxs_}
+        opts.update(gram_dim=feature.mins_.shape[1], num_classes=feature.mins_.shape[0],
+                    gram_layers=list(feature.layers_), gram_order=feature.max_order, gram_eps=feature.eps)
     return ShippedScore(**opts).set_state(state)
 
 
-def feature_extractor(backbone, layer="features"):
-    """`rows -> concat([pooled features of layer (D), logits (N)])`, float32: one backbone pass for both
-    (the extractor of the anchored feature detectors, `amp_tf.baselines.pooled_features`)."""
-    from amp_tf.baselines import pooled_features
+def feature_extractor(backbone, layer="features", gram_layers=None, gram_order=GRAM_ORDER, pooled=True, score=None):
+    """`rows -> concat([pooled features of layer (D), Gram features (Dg), logits (N)])`, float32: ONE
+    backbone call for all three (the extractor of the anchored feature scores and of the exports).
 
-    feat = pooled_features(backbone, layer, with_logits=True)
+    Args:
+        backbone: the anchored backbone (rows `[c, x - c]`).
+        layer: the layer of the pooled features (feature maps are averaged over space).
+        gram_layers: None (no Gram features), `"auto"` (`default_gram_layers(backbone)`) or layer names:
+            their row-sum Gram features of orders 1..`gram_order` (`gram_row_sums`, float32).
+        pooled: whether to give the pooled features.
+        score: a `ShippedScore`: exactly what it takes (the pooled features of `mahalanobis` / `knn`,
+            the Gram features of its `gram_layers` and `gram_order`); overrides the three above.
 
-    def both(rows, training=False):
-        return tf.concat(feat(rows), -1)
+    The function has `feature_dim` (D, 0 without), `gram_dim` (Dg, 0 without), `width` (D + Dg),
+    `gram_layers` (the names) and `gram_order`.
+    """
+    from amp_tf.baselines import _common
+    from amp_tf.baselines.gram import _rank4_output, default_gram_layers, gram_row_sums
 
-    both.feature_dim = int(backbone.get_layer(layer).output.shape[-1])  # channels last
-    return both
+    if score is not None:
+        pooled = feature_kind(score.kind) in POOLED_KINDS
+        gram_layers, gram_order = (score.gram_layers, score.gram_order) if score.uses_gram() else (None, 0)
+    if isinstance(gram_layers, str):
+        if gram_layers != "auto":
+            raise ValueError(f"gram_layers: 'auto' or a list of layer names, got {gram_layers!r}.")
+        gram_layers = default_gram_layers(backbone)
+    gram_layers = list(gram_layers or [])
+    if gram_layers and int(gram_order) < 1:
+        raise ValueError(f"gram_order: expected >= 1, got {gram_order}.")
+    maps = []
+    for n in gram_layers:
+        lay = _common.get_layer(backbone, n)
+        if not _rank4_output(lay):
+            raise ValueError(f"layer {n!r} must have one 4-D (B, H, W, C) output for the Gram features")
+        maps.append(lay.output)
+    feat = _common.get_layer(backbone, layer).output if pooled else None
+    outs = ([feat] if pooled else []) + maps + [backbone.outputs[0]]
+    inputs = backbone.inputs if len(backbone.inputs) > 1 else backbone.inputs[0]
+    model = keras.Model(inputs, outs, name=f"{backbone.name}_shipped_extractor")
+    rank = len(feat.shape) if pooled else 0
+
+    def run(rows, training=False):
+        res = model(rows, training=False)
+        res = list(res) if isinstance(res, (list, tuple)) else [res]
+        parts = []
+        if pooled:
+            f = _common.float_logits(res[0])
+            parts.append(tf.reduce_mean(f, axis=list(range(1, rank - 1))) if rank > 2 else f)
+        if maps:
+            parts.append(gram_row_sums(res[int(pooled):int(pooled) + len(maps)], gram_order, tf.float32))
+        parts.append(_common.float_logits(res[-1]))
+        return tf.concat(parts, -1)
+
+    run.feature_dim = int(feat.shape[-1]) if pooled else 0  # channels last
+    run.gram_dim = sum(int(m.shape[-1]) for m in maps) * int(gram_order) if maps else 0
+    run.width = run.feature_dim + run.gram_dim
+    run.gram_layers, run.gram_order = gram_layers, int(gram_order) if maps else 0
+    return run
 
 
 def shipped_outputs(predictor, score, extractor, images, fixed_shape=False):
@@ -204,7 +298,7 @@ def shipped_outputs(predictor, score, extractor, images, fixed_shape=False):
     Args:
         predictor: an `AnchoredPredictor` (its anchors must be the detector's).
         score: a `ShippedScore` (or None: `ood_score` is `amp_score`).
-        extractor: `feature_extractor(predictor.backbone)` when the score uses features.
+        extractor: `feature_extractor(predictor.backbone, score=score)` when the score uses features.
         images: raw pixels (B, H, W, C).
         fixed_shape: the TFLite trace (no pixel check, one backbone call).
     """
@@ -217,7 +311,7 @@ def shipped_outputs(predictor, score, extractor, images, fixed_shape=False):
             k = predictor.per_anchor_logits(x)
         feats = None
     else:
-        width = score.feature_dim
+        width = extractor.width
         if fixed_shape:
             with predictor.one_batch():
                 k, feats = predictor.logits_and_features(x, extractor, width)
@@ -262,9 +356,17 @@ class ShippedDetector:
         self.predictor = AnchoredPredictor.from_model(model, self.anchors, calibration=calibration,
                                                       tau_reduction=tau_reduction)
         self.extractor = None
-        if self.score_layer.uses_features():
-            self.extractor = feature_extractor(self.predictor.backbone, self.feature_layer)
-            check_fits(self, self.extractor.feature_dim, int(model.backbone.output.shape[-1]))
+        layer = self.score_layer
+        if layer.uses_features():
+            missing = [n for n in ([] if not layer.uses_gram() else layer.gram_layers)
+                       if n not in {l.name for l in self.predictor.backbone.layers}]
+            if missing:
+                raise ValueError(f"detector {self.label!r}: its Gram state is of the layers {missing}, which the "
+                                 "model does not have; the detector was fitted on another model. Refit it: "
+                                 "amp_tf.detectors.select_detector(model, ...).")
+            self.extractor = feature_extractor(self.predictor.backbone, self.feature_layer, score=layer)
+            check_fits(self, self.extractor.feature_dim, int(model.backbone.output.shape[-1]),
+                       self.extractor.gram_dim)
         self._fn = None
         return self
 
@@ -323,9 +425,14 @@ def candidate_label(name, options):
     return f"{amp}+{name.split('+', 1)[1]}[w={float(options['w']):g}]"
 
 
-def check_fits(det, feature_dim, num_classes):
-    """Refuses a detector state made for another model (feature width, classes), naming both."""
+def check_fits(det, feature_dim, num_classes, gram_dim=None):
+    """Refuses a detector state made for another model (feature width, Gram width, classes), naming both."""
     layer = det.score_layer
+    if layer.gram_dim and gram_dim is not None and layer.gram_dim != gram_dim:
+        raise ValueError(f"detector {det.label!r}: its state holds {layer.gram_dim} Gram features (layers "
+                         f"{', '.join(layer.gram_layers)}, orders 1..{layer.gram_order}), the model gives {gram_dim}; "
+                         "the detector was fitted on another model. Refit it: "
+                         "amp_tf.detectors.select_detector(model, ...).")
     want = layer.feature_dim
     if want and want != feature_dim:
         raise ValueError(f"detector {det.label!r}: its state holds {want}-wide features, the model's "
