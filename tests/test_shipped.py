@@ -5,8 +5,12 @@
 * the saved state (`detector.json` / `detector.npz`) loads in a fresh interpreter and scores the
   same; a state made for another model is refused, naming both;
 * the in-graph score (`ShippedScore`) equals the candidate's numpy score;
+* the anchored Gram (`gram`, `amp+gram`): the in-graph score equals a numpy float64 reference of the
+  formula (Gram row sums of the anchored rows, mean over the anchors, deviation from the ranges of
+  AMP's predicted class); its state saves, loads and scores the same; a Gram state made for another
+  model is refused;
 * on a committed converged model, pure noise (uniform and Gaussian) is flagged OOD by the shipped
-  SavedModel and `.tflite`, which agree on 256 test images.
+  SavedModel and `.tflite`, which agree on 256 test images; so do the exports of `amp+gram`.
 """
 from __future__ import annotations
 
@@ -54,8 +58,10 @@ def test_selection_picks_the_lowest_validation_fpr95(tiny):
     fprs = [r["val_fpr95"] for r in rows]
     assert fprs == sorted(fprs)
     names = {r["name"] for r in rows}
-    assert {"amp", "amp[sum,exp]", "knn", "mahalanobis", "amp+knn", "amp+mahalanobis"} <= names
+    assert {"amp", "amp[sum,exp]", "knn", "mahalanobis", "gram", "amp+knn", "amp+mahalanobis", "amp+gram"} <= names
     assert {r["options"].get("w") for r in rows if r["name"] == "amp+knn"} == {0.25, 0.5, 0.75}
+    assert {r["options"].get("w") for r in rows if r["name"] == "amp+gram"} == {0.25, 0.5, 0.75}
+    assert det.info["gram"] == {"layers": det.fitted["amp"].gram_layers_, "max_order": 5}
     assert det.threshold is not None and 0.0 < det.tpr < 1.0
 
 
@@ -66,7 +72,8 @@ def test_threshold_lets_tpr_of_the_validation_images_pass(tiny):
     assert np.mean(s > det.threshold) < det.tpr  # the largest such threshold
 
 
-@pytest.mark.parametrize("kind", ["mahalanobis", "knn", "amp+mahalanobis", "amp+knn", "amp[sum,divide]"])
+@pytest.mark.parametrize("kind", ["mahalanobis", "knn", "gram", "amp+mahalanobis", "amp+knn", "amp+gram",
+                                  "amp[sum,divide]"])
 def test_in_graph_score_equals_the_candidates_numpy_score(tiny, kind):
     """`ShippedScore` (what the exports run) against the float64 numpy detectors of the selection."""
     from amp_tf.detectors.shipped import ShippedDetector, score_layer
@@ -81,6 +88,76 @@ def test_in_graph_score_equals_the_candidates_numpy_score(tiny, kind):
     one = ShippedDetector(layer, det.anchors, kind, opts).attach(model)
     want = candidate_scorer(det)(x[:40])[kind]
     np.testing.assert_allclose(one.score(x[:40]), want, rtol=1e-4, atol=1e-4 * (np.std(want) + 1e-12))
+
+
+def _gram_detector(det, model, kind="amp+gram"):
+    from amp_tf.detectors.shipped import ShippedDetector, score_layer
+
+    fitted = det.fitted
+    opts = fitted["family_best"].get(kind, {})
+    a = opts.get("amp_score", "amp")
+    layer = score_layer(kind, a, opts.get("w", 1.0), fitted["stats"].get((kind, a)), fitted["gram"].estimator)
+    return ShippedDetector(layer, det.anchors, kind, opts).attach(model)
+
+
+def _numpy_gram_reference(model, det, images):
+    """The anchored Gram score in float64 numpy, written from the formula: for every anchor c the
+    backbone's maps F (positions x C) of the Gram layers on [c, x - c] (normalised), the row sums of
+    G^p = F^p F^p^T (the C x C matrix) with the signed p-th root, p = 1..5; the mean over the anchors;
+    minus the summed deviation from the [min, max] of the class of the mean logits."""
+    import keras
+
+    from amp_tf.baselines.gram import deviation
+
+    est = det.fitted["gram"].estimator
+    bb = model.backbone
+    ext = keras.Model(bb.inputs[0], [bb.get_layer(n).output for n in est.layers_] + [bb.outputs[0]])
+    mean, std = (keras.ops.convert_to_numpy(v).astype(np.float64) for v in (model.normalizer.mean,
+                                                                              model.normalizer.std))
+    x = (images.astype(np.float64) - mean) / std
+    feats, logits = [], []
+    for c in (det.anchors.astype(np.float64) - mean) / std:
+        res = ext(np.concatenate([np.broadcast_to(c, x.shape), x - c], -1).astype(np.float32), training=False)
+        vals = []
+        for f in res[:-1]:
+            f = np.asarray(f, np.float64).reshape(len(x), -1, f.shape[-1])
+            for p in range(1, est.max_order + 1):
+                g = np.einsum("bkc,bkd->bcd", f ** p, f ** p).sum(-1)
+                vals.append(np.sign(g) * np.abs(g) ** (1.0 / p))
+        feats.append(np.concatenate(vals, 1))
+        logits.append(np.asarray(res[-1], np.float64))
+    v, pred = np.mean(feats, 0), np.mean(logits, 0).argmax(-1)
+    return -deviation(v, est.mins_[pred], est.maxs_[pred], est.eps).sum(1)
+
+
+def test_in_graph_gram_equals_a_numpy_reference_of_the_formula(tiny):
+    model, det, x, _ = tiny
+    one = _gram_detector(det, model, "gram")
+    images = np.concatenate([x[100:140], 255 - x[100:120]])  # ID validation images and their inversions
+    want = _numpy_gram_reference(model, det, images)
+    assert (want < 0).sum() >= 10  # the ranges are left by some images
+    np.testing.assert_allclose(one.score(images), want, rtol=1e-4, atol=1e-4 * (np.std(want) + 1e-12))
+    np.testing.assert_allclose(det.fitted["gram"].score(images), want, rtol=1e-4,
+                               atol=1e-4 * (np.std(want) + 1e-12))
+
+
+def test_a_gram_state_saves_loads_and_scores_the_same(tiny, tmp_path):
+    model, det, x, _ = tiny
+    one = _gram_detector(det, model)
+    one.threshold = -1.0
+    one.save(tmp_path)
+    again = detectors.load_detector(tmp_path, model)
+    assert again.label == one.label and again.score_layer.get_config() == one.score_layer.get_config()
+    for k, v in one.score_layer.state().items():
+        np.testing.assert_array_equal(again.score_layer.state()[k], v)
+    images = np.concatenate([x[100:132], 255 - x[100:116]])
+    want, got = one.predict(images), again.predict(images)
+    np.testing.assert_allclose(got["ood_score"], want["ood_score"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got["is_ood"], want["is_ood"])
+    other = _tiny(width=8)
+    other(np.zeros((1, 12, 12, 1), "uint8"))
+    with pytest.raises(ValueError, match=r"holds \d+ Gram features \(layers .*orders 1\.\.5\), the model gives \d+"):
+        detectors.load_detector(tmp_path, other)
 
 
 def test_saved_state_loads_in_a_fresh_interpreter_and_scores_the_same(tiny, tmp_path):
@@ -156,6 +233,21 @@ def shipped_exports(tmp_path_factory):
     return det, served, TFLiteModel(out / "model.tflite"), d
 
 
+@pytest.fixture(scope="module")
+def gram_exports(shipped_exports, tmp_path_factory):
+    """The exports of `amp+gram` (its validation-best options) fitted by the same selection."""
+    from amp_tf.export import TFLiteModel, export_for_serving, export_tflite
+    from amp_tf.metrics import threshold_at_tpr
+
+    det, _, _, d = shipped_exports
+    one = _gram_detector(det, det.fitted["amp"].model)
+    one.threshold = threshold_at_tpr(one.score(d.x_val), 0.95)
+    out = tmp_path_factory.mktemp("shipped_gram")
+    head = export_for_serving(one, out / "serving")
+    export_tflite(head, out / "model.tflite")
+    return one, tf.saved_model.load(str(out / "serving")), TFLiteModel(out / "model.tflite"), d
+
+
 def _noise(kind, seed, n=32):
     rng = np.random.default_rng(seed)
     if kind == "uniform":
@@ -186,3 +278,19 @@ def test_litert_matches_the_saved_model_and_both_name_the_detector(shipped_expor
     assert info["name"].decode() == det.name and info["label"].decode() == det.label
     assert lite.detector["name"] == det.name and lite.detector["threshold"] == pytest.approx(det.threshold)
     assert float(info["threshold"]) == pytest.approx(det.threshold)
+
+
+def test_litert_matches_the_saved_model_for_amp_plus_gram(gram_exports, shipped_exports):
+    """The Gram features in float32 through TFLite builtins: the same scores as the SavedModel."""
+    det, served, lite, d = gram_exports
+    x = d.x_test[:256]
+    gram = shipped_exports[0].fitted["gram"].score(x)
+    assert np.isfinite(gram).all() and (gram < 0).mean() > 0.2, np.mean(gram < 0)  # the Gram term takes part
+    want = {k: v.numpy() for k, v in served.signatures["serving_default"](images=tf.constant(x)).items()}
+    np.testing.assert_allclose(want["ood_score"], det.score(x), rtol=1e-4, atol=1e-5)
+    assert np.isfinite(want["ood_score"]).all() and want["is_ood"].any() and not want["is_ood"].all()
+    got = lite(x)
+    np.testing.assert_allclose(got["ood_score"], want["ood_score"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got["is_ood"], want["is_ood"])
+    np.testing.assert_array_equal(got["predicted_class"], want["predicted_class"])
+    assert lite.detector["name"] == "amp+gram" and lite.detector["label"] == det.label
