@@ -68,6 +68,9 @@ MEASURES = {
     "tflite": ("exported .tflite, 1 image per call", "latency"),
 }
 TARGETS = {"vanilla": 1.0, "amp": 1.0, "amp_call": 1.0}  # HEAD must be at least as fast as the release point
+#: A ratio this close below its target is reported as "within noise", not as a regression: side-by-side
+#: medians of identical code differ by about this much on a shared 2-core machine.
+NOISE = 0.02
 
 
 def parse_args(argv=None):
@@ -248,6 +251,8 @@ def summarise(samples, cpu, per_call, head, rev):
         if m in TARGETS:
             row["target"] = f">= {TARGETS[m]}"
             row["met"] = bool(row["ratio"] >= TARGETS[m])
+            row["verdict"] = "met" if row["met"] else (
+                f"within noise ({NOISE:.0%})" if row["ratio"] >= TARGETS[m] - NOISE else "MISSED")
         out[m] = row
     return out
 
@@ -264,7 +269,7 @@ def table(res):
     for m, row in res["measures"].items():
         unit = (lambda s: f"{s['images_per_s']:,.0f} img/s") if row["kind"] == "rate" else (
             lambda s: f"{s['ms_per_image']:.2f} ms/img")
-        target = "" if "target" not in row else f"{row['target']}: {'met' if row['met'] else 'MISSED'}"
+        target = "" if "target" not in row else f"{row['target']}: {row['verdict']}"
         lines.append(f"| {row['label']} | {unit(row[head])} | {unit(row[rev])} | **{row['ratio']:.2f}x** | "
                      f"{row['ratio_paired_median']:.2f}x | {row['ratio_min_s']:.2f}x | {row['ratio_cpu']:.2f}x | "
                      f"{target} |")

@@ -117,6 +117,12 @@ def test_speed_against_ratios_are_speed_ratios():
     assert v["ratio"] == pytest.approx(0.021 / 0.011) and v["met"] is True  # new is faster: > 1
     assert s["new"]["ms_per_image"] == pytest.approx(4.0) and s["ratio"] == pytest.approx(0.5)
     assert s["ratio_cpu"] == pytest.approx(0.5) and "met" not in s
+    assert v["verdict"] == "met"
+    samples["vanilla"]["new"] = [0.0213, 0.0213, 0.0213]  # 1.4 % slower: within noise, not met
+    samples["amp"] = {"new": [0.03] * 3, "old": [0.02] * 3}  # 1.5x slower: a regression
+    out = summarise(samples, cpu | {"amp": samples["amp"]}, {"vanilla": 128, "savedmodel": 1, "amp": 128}, "new", "old")
+    assert out["vanilla"]["met"] is False and out["vanilla"]["verdict"].startswith("within noise")
+    assert out["amp"]["verdict"] == "MISSED"
 
 
 def test_vector_extensions_from_cpuinfo_flags():
