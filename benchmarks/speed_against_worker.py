@@ -5,7 +5,8 @@ Run by `speed_against` as a script (never imported by the package), with
 revision's code. It imports nothing else of this repository (older revisions
 lack this file), and uses only the amp_tf API that has been stable since the
 last release point (`build_backbone`, `resnet_small`, `AnchoredModel`,
-`AnchoredPredictor`, `export_for_serving`, `export_tflite` where it exists).
+`AnchoredPredictor`, `export_for_serving`, `export_tflite` where it exists),
+found wherever the revision keeps it (`HOMES`: the package's layout moves).
 
 Protocol (one JSON object per line): argv[1] holds the settings; the child
 builds every measure, prints `SA_READY {"measures": [...], "skipped": {...}}`,
@@ -39,6 +40,30 @@ def reply(prefix, obj):
     sys.stdout.flush()
 
 
+#: Where each name has lived (the package's layout changes between revisions): first found wins.
+HOMES = {
+    "AnchoredModel": ("amp_tf", "amp_tf.anchoring", "amp_tf.method.anchoring"),
+    "AnchoredPredictor": ("amp_tf", "amp_tf.predictor", "amp_tf.method.predictor"),
+    "export_for_serving": ("amp_tf", "amp_tf.export", "amp_tf.serve.export"),
+    "export_tflite": ("amp_tf", "amp_tf.export", "amp_tf.serve.export"),
+    "TFLiteModel": ("amp_tf", "amp_tf.export", "amp_tf.serve.export"),
+}
+
+
+def find(name):
+    """`name` from the first module of `HOMES[name]` that has it, else None."""
+    import importlib
+
+    for module in HOMES[name]:
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
 def make_images(n, seed, classes=10):
     import numpy as np
 
@@ -55,7 +80,6 @@ def build_measures(cfg, tmp):
     import numpy as np
     import tensorflow as tf
 
-    import amp_tf
     from amp_tf.models import build_backbone
     from amp_tf.models.resnet import resnet_small
 
@@ -68,8 +92,7 @@ def build_measures(cfg, tmp):
         return build_backbone("resnet_small", (28, 28, 1), 10, anchored=True, width=width)
 
     def anchored_model():
-        from amp_tf import AnchoredModel
-
+        AnchoredModel = find("AnchoredModel")
         kw = dict(consistency="all", consistency_every=CYCLE, seed=seed, num_classes=10)
         if "value_range" in inspect.signature(AnchoredModel.__init__).parameters:
             kw["value_range"] = (0.0, 255.0)
@@ -109,7 +132,7 @@ def build_measures(cfg, tmp):
 
     pred = None
     if want & {"amp", "amp_call", "savedmodel", "tflite"}:
-        pred = amp_tf.AnchoredPredictor(anchored_backbone(), anchors, mean=127.5, std=127.5)
+        pred = find("AnchoredPredictor")(anchored_backbone(), anchors, mean=127.5, std=127.5)
     if "amp" in want:  # AnchoredPredictor.predict on a numpy batch (its checks included)
         measures["amp"] = (lambda: pred.predict(x, batch_size=b)["amp_score"], b)
     if "amp_call" in want:  # the compiled call alone (no numpy-side checks)
@@ -120,19 +143,16 @@ def build_measures(cfg, tmp):
     one = np.asarray(x[:1], np.uint8)
     head = None
     if want & {"savedmodel", "tflite"}:
-        from amp_tf.export import export_for_serving
-
         path = os.path.join(tmp, "saved")
-        head = export_for_serving(pred, path, threshold=0.0)
+        head = find("export_for_serving")(pred, path, threshold=0.0)
         if "savedmodel" in want:
             serve = tf.saved_model.load(path).signatures["serving_default"]
             img = tf.constant(one)
             measures["savedmodel"] = (lambda: serve(images=img)["amp_score"].numpy(), 1)
     if "tflite" in want:
-        try:
-            from amp_tf.export import TFLiteModel, export_tflite
-        except ImportError:
-            skipped["tflite"] = "this revision has no .tflite export (amp_tf.export.export_tflite)"
+        export_tflite, TFLiteModel = find("export_tflite"), find("TFLiteModel")
+        if export_tflite is None or TFLiteModel is None:
+            skipped["tflite"] = "this revision has no .tflite export (export_tflite, TFLiteModel)"
         else:
             path = os.path.join(tmp, "model.tflite")
             export_tflite(head, path)
