@@ -24,6 +24,8 @@ model calls `amp_tf.serializables.register_all` instead of `import_all`.
 """
 
 import importlib as _importlib
+import importlib.abc  # noqa: F401  (the finder below)
+import importlib.util  # noqa: F401
 import os as _os
 import sys as _sys
 
@@ -31,19 +33,19 @@ from amp_tf._version import __version__
 
 #: Public name -> the module that defines it (imported by `import_all`).
 _PUBLIC = {
-    "AnchoredModel": "amp_tf.anchoring", "anchored_model": "amp_tf.anchoring",
-    "ConsistencyAugment": "amp_tf.augment",
-    "OODMetricsCallback": "amp_tf.callbacks", "ServingHead": "amp_tf.export",
-    "export_for_serving": "amp_tf.export", "anchor_backbone": "amp_tf.models",
-    "build_backbone": "amp_tf.models", "AnchoredPredictor": "amp_tf.predictor",
-    "select_anchors": "amp_tf.predictor", "finetune_anchored": "amp_tf.training",
+    "AnchoredModel": "amp_tf.method.anchoring", "anchored_model": "amp_tf.method.anchoring",
+    "ConsistencyAugment": "amp_tf.method.augment",
+    "OODMetricsCallback": "amp_tf.run.callbacks", "ServingHead": "amp_tf.serve.export",
+    "export_for_serving": "amp_tf.serve.export", "anchor_backbone": "amp_tf.models",
+    "build_backbone": "amp_tf.models", "AnchoredPredictor": "amp_tf.method.predictor",
+    "select_anchors": "amp_tf.method.predictor", "finetune_anchored": "amp_tf.run.training",
 }
-#: Submodules imported by `import_all`: `amp_tf.metrics`, `amp_tf.scores`, and `amp_tf.baselines`,
-#: whose import registers the baselines in `amp_tf.scores` (where they are defined). `import_all`
+#: Submodules imported by `import_all`: `amp_tf.detection.metrics`, `amp_tf.method.scores`, and `amp_tf.detection.baselines`,
+#: whose import registers the baselines in `amp_tf.method.scores` (where they are defined). `import_all`
 #: also runs `amp_tf.serializables.register_all` (every module that defines a Keras serializable:
-#: optimizers, layers, models; `amp_tf.folded` and `amp_tf.optimizers` among them), so
+#: optimizers, layers, models; `amp_tf.serve.folded` and `amp_tf.run.optimizers` among them), so
 #: `keras.saving.load_model` works in a user's script after `import amp_tf` (tests/test_load_anywhere.py).
-_SUBMODULES = ("amp_tf.metrics", "amp_tf.scores", "amp_tf.baselines")
+_SUBMODULES = ("amp_tf.detection.metrics", "amp_tf.method.scores", "amp_tf.detection.baselines")
 
 #: The CLIs' console scripts (setup.py) and the packages of the `python -m` shells.
 CLI_SCRIPTS = ("amp-fmnist", "amp-cifar", "amp-imagenet", "amp-tune", "amp-eval-ood", "amp-resize-study")
@@ -73,7 +75,7 @@ def import_all():
     Example:
         >>> import amp_tf
         >>> amp_tf.import_all()
-        >>> "CoupledSGD" in str(amp_tf.optimizers.CoupledSGD)
+        >>> "CoupledSGD" in str(amp_tf.run.optimizers.CoupledSGD)
         True
     """
     for name in _SUBMODULES:
@@ -84,14 +86,52 @@ def import_all():
         g[name] = getattr(_importlib.import_module(module), name)
 
 
+#: The layers (docs/architecture.md) and the modules that moved into them: `amp_tf.<old>` still imports
+#: (README, user code, notebooks), as the same module object as `amp_tf.<layer>.<old>`.
+MOVED = {
+    "method": ("anchoring", "augment", "predictor", "scores", "inference", "serialization"),
+    "models": ("pixels",),
+    "detection": ("baselines", "detectors", "metrics", "evaluation"),
+    "run": ("pipeline", "scoring", "runfolder", "training", "callbacks", "optimizers", "distribute", "report",
+            "plots", "files", "presets", "flags"),
+    "serve": ("export", "folded"),
+}
+_OLD_TO_NEW = {f"amp_tf.{m}": f"amp_tf.{layer}.{m}" for layer, mods in MOVED.items() for m in mods}
+
+
+class _OldPaths(_importlib.abc.MetaPathFinder, _importlib.abc.Loader):
+    """`import amp_tf.export` (and its submodules, `amp_tf.detectors.shipped`) gives the module where it lives
+    now (`amp_tf.serve.export`): the old flat paths keep working without a file each."""
+
+    @staticmethod
+    def _target(name):
+        head = ".".join(name.split(".")[:2])
+        return _OLD_TO_NEW[head] + name[len(head):] if head in _OLD_TO_NEW else None
+
+    def find_spec(self, name, path=None, target=None):
+        if self._target(name) is None:
+            return None
+        return _importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return _importlib.import_module(self._target(spec.name))
+
+    def exec_module(self, module):
+        pass  # the module is the real one, already executed
+
+
+if not any(isinstance(f, _OldPaths) for f in _sys.meta_path):
+    _sys.meta_path.insert(0, _OldPaths())
+
+
 def __getattr__(name):  # PEP 562: only reached for names not yet imported (CLI processes)
     # The one module that defines `name`, never `import_all`: `from amp_tf import scores` inside
     # a module being imported lands here, and importing everything then would import that
     # half-initialised module again (a circular ImportError).
     if name in _PUBLIC:
         value = getattr(_importlib.import_module(_PUBLIC[name]), name)
-    elif name in ("metrics", "scores", "folded", "optimizers"):
-        value = _importlib.import_module(f"amp_tf.{name}")
+    elif f"amp_tf.{name}" in _OLD_TO_NEW or name in MOVED:
+        value = _importlib.import_module(_OLD_TO_NEW.get(f"amp_tf.{name}", f"amp_tf.{name}"))
     else:
         raise AttributeError(f"module 'amp_tf' has no attribute {name!r}")
     globals()[name] = value

@@ -1,10 +1,10 @@
 """The typed configuration of a job: what to train, on which data, scored how. No TensorFlow.
 
-* `TrainConfig`: every setting of one training run (`amp_tf.training.train`);
+* `TrainConfig`: every setting of one training run (`amp_tf.run.training.train`);
 * `DataConfig`: the ID data (set, validation size, limits; for streamed sets the
   crop size and anchor pool);
 * `JobConfig`: a `TrainConfig` plus a `DataConfig`, the OOD sets, the scores,
-  K anchors and the fine-tuning epochs: one experiment (`amp_tf.presets` names
+  K anchors and the fine-tuning epochs: one experiment (`amp_tf.run.presets` names
   them; the CLIs fill one from their flags, one function per CLI; a benchmark
   builds one directly, no argv).
 
@@ -142,7 +142,7 @@ _FIELDS = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (TrainConfi
 
 
 def job_from_settings(settings, **more):
-    """A `JobConfig` from flat settings (a recipe of `amp_tf.presets`, a CLI's flags): each key goes to
+    """A `JobConfig` from flat settings (a recipe of `amp_tf.run.presets`, a CLI's flags): each key goes to
     the config that has the field (`dataset` is `data.id_set`, `width` the backbone's, `lr_milestones`
     may be spelt ``"30,60,90"``, `ood` a comma list). A cosine schedule (no milestones) gets the
     warm-up of `warmup_epochs` unless the settings give one.

@@ -157,7 +157,7 @@ def _fmt(shape):
     return "(" + ", ".join("any" if d is None else str(int(d)) for d in shape) + ")"
 
 
-#: `amp_tf.detectors.names(anchored=True)` (tests/test_bad_inputs.py checks that they agree):
+#: `amp_tf.detection.detectors.names(anchored=True)` (tests/test_bad_inputs.py checks that they agree):
 #: the names eval.ood scores on an anchored model, in the report's order.
 ANCHORED_SCORES = ("amp", "msp", "energy", "neg_tau", "amp[mean,divide]", "amp[sum,exp]", "amp[sum,divide]",
                    "knn", "mahalanobis", "amp+knn", "amp+mahalanobis")

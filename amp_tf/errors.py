@@ -90,7 +90,7 @@ def command_line(main):
 
 def interrupted_line(err, main=None, argv=None):
     """The one line Ctrl-C ends with: the exact command that resumes the interrupted run
-    (`amp_tf.runfolder.RunInterrupted`: the same flags, --out, --resume; --overwrite dropped)."""
+    (`amp_tf.run.runfolder.RunInterrupted`: the same flags, --out, --resume; --overwrite dropped)."""
     import shlex
 
     path = getattr(err, "path", None)

@@ -1,8 +1,8 @@
 """The training recipe: the library's defaults, defined once (no TensorFlow).
 
-`amp_tf.training.TrainConfig`, `amp_tf.anchoring.AnchoredModel`,
+`amp_tf.run.training.TrainConfig`, `amp_tf.method.anchoring.AnchoredModel`,
 `finetune_anchored` (which builds a `TrainConfig`), the Fashion-MNIST preset
-(`amp_tf.presets.FMNIST_RECIPE`) and the command-line defaults
+(`amp_tf.run.presets.FMNIST_RECIPE`) and the command-line defaults
 (`amp_tf.cli.common.base_parser`) all read their defaults from here, so a
 Python user gets the model the CLI user gets with the same settings.
 
@@ -13,7 +13,7 @@ The recipe is the one the protocol selected on validation data (BENCHMARKS.md):
   (`amp_tf.config.warmup_epochs`; `TrainConfig(warmup_epochs=None)`, the default, and the
   CLI both use it; ``warmup_epochs=0`` gives a constant lr, ``lr_milestones`` steps);
 * **coupled** weight decay (the paper's PyTorch SGD: ``g += wd * w`` before the
-  momentum; `amp_tf.optimizers.make_sgd`), chosen over Keras' decoupled decay
+  momentum; `amp_tf.run.optimizers.make_sgd`), chosen over Keras' decoupled decay
   with ``benchmarks.ood_quality --select-grid``;
 * the anchor transform ``T`` = ``"all"`` on every 5th training step, with
   **per-sample** draws (each anchor its own draw), chosen over the official T
@@ -22,7 +22,7 @@ The recipe is the one the protocol selected on validation data (BENCHMARKS.md):
 
 The old recipe stays one argument away: ``weight_decay_mode="decoupled"``
 (``--weight-decay-mode decoupled``), and ``consistency_mode="official"``. The
-paper presets (`amp_tf.presets.CIFAR_RECIPE`, ``IMAGENET_RECIPE``) reproduce
+paper presets (`amp_tf.run.presets.CIFAR_RECIPE`, ``IMAGENET_RECIPE``) reproduce
 the paper and keep their own explicit values (official T).
 
 Example:
@@ -65,7 +65,7 @@ def check_num_anchors(k, what="num_anchors"):
                          f"anchors), a whole number; got {k!r}.")
     return int(k)
 
-#: The shipped detector (`amp_tf.detectors.select_detector`): selected among its candidates on ID validation
+#: The shipped detector (`amp_tf.detection.detectors.select_detector`): selected among its candidates on ID validation
 #: images and validation OOD sets (`validation_ood_sets` of `SELECT_VAL_OOD` validation images); the
 #: feature scores fitted on `SELECT_FIT_LIMIT` training images; AMP's weight in `amp+<feature>` from
 #: `SELECT_WEIGHTS`; the threshold lets `SERVING_TPR` of the ID validation images pass.

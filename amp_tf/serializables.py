@@ -17,11 +17,11 @@ Example:
 
 def register_all():
     """Imports every module that defines a Keras serializable (idempotent; cheap once done)."""
-    import amp_tf.anchoring  # noqa: F401  AnchoredModel
-    import amp_tf.augment  # noqa: F401  ConsistencyAugment
-    import amp_tf.export  # noqa: F401  ServingHead
-    import amp_tf.folded  # noqa: F401  FoldedAnchoredPredictor
+    import amp_tf.method.anchoring  # noqa: F401  AnchoredModel
+    import amp_tf.method.augment  # noqa: F401  ConsistencyAugment
+    import amp_tf.serve.export  # noqa: F401  ServingHead
+    import amp_tf.serve.folded  # noqa: F401  FoldedAnchoredPredictor
     import amp_tf.models  # noqa: F401  BatchNorm, Conv2D (models/batchnorm.py, models/conv.py)
-    import amp_tf.optimizers  # noqa: F401  CoupledSGD
-    import amp_tf.pixels  # noqa: F401  PixelNormalization
-    import amp_tf.predictor  # noqa: F401  AnchoredPredictor
+    import amp_tf.run.optimizers  # noqa: F401  CoupledSGD
+    import amp_tf.models.pixels  # noqa: F401  PixelNormalization
+    import amp_tf.method.predictor  # noqa: F401  AnchoredPredictor

@@ -64,7 +64,7 @@ def parse(argv):
 
 def predictor_kwargs(strategy, x_train, y_train, draw):
     """`(anchors, AnchoredPredictor kwargs)` of one strategy's draw `draw`."""
-    from amp_tf.predictor import select_anchors
+    from amp_tf.method.predictor import select_anchors
 
     kind, *nums = strategy.split("-")
     k = int(nums[0])
@@ -82,9 +82,9 @@ def score_strategy(strategy, model, d, val, ood, num_draws, log):
     """Mean / std over `num_draws` anchor draws of AMP's validation and test-group metrics, and each draw."""
     import numpy as np
 
-    from amp_tf import metrics
+    from amp_tf.detection import metrics
     from amp_tf.data.groups import group_summary
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     val_id, val_ood = val
     draws = []
@@ -138,8 +138,8 @@ def main(argv=None):
 
     from amp_tf.data.corruptions import validation_ood_sets
     from amp_tf.data.groups import GROUPS
-    from amp_tf.pipeline import load_id, load_ood
-    from amp_tf.training import TrainConfig, train
+    from amp_tf.run.pipeline import load_id, load_ood
+    from amp_tf.run.training import TrainConfig, train
 
     log = Log("anchor_strategies", width=6, t0=t0)
 

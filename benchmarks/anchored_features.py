@@ -2,8 +2,8 @@
 
 For each seed: the main job's vanilla twin (`benchmarks.finetune_select.vanilla_twin`:
 `resnet_small` width 16, 2 epochs) and the anchored model fine-tuned from it with the
-main job's recipe (`amp_tf.presets.FMNIST_RECIPE`: per-sample T, 2 epochs, lr 0.1), K = 5
-anchors. Scores (all through `amp_tf.detectors.fit_all`, one anchored pass per image set):
+main job's recipe (`amp_tf.run.presets.FMNIST_RECIPE`: per-sample T, 2 epochs, lr 0.1), K = 5
+anchors. Scores (all through `amp_tf.detection.detectors.fit_all`, one anchored pass per image set):
 
 * anchored/amp, anchored/knn, anchored/mahalanobis (the backbone's pooled features of
   `[c, x - c]`, mean over the K anchors, bank / class means on the anchored features of
@@ -88,7 +88,7 @@ def parse_args(argv=None):
 
 
 def settings(args):
-    from amp_tf.presets import FMNIST_RECIPE as R
+    from amp_tf.run.presets import FMNIST_RECIPE as R
 
     finetune = {"epochs": R["finetune_epochs"], "lr": R["lr"], "consistency": R["consistency"],
                 "consistency_mode": R["consistency_mode"], "weight_decay_mode": R["weight_decay_mode"],
@@ -117,8 +117,8 @@ def twins(args, d, seed, tag, log):
     """The vanilla twin (`finetune_select.vanilla_twin`) and the anchored model fine-tuned from it, cached."""
     import keras
 
-    from amp_tf.presets import FMNIST_RECIPE as R
-    from amp_tf.training import finetune_anchored
+    from amp_tf.run.presets import FMNIST_RECIPE as R
+    from amp_tf.run.training import finetune_anchored
     from benchmarks.finetune_select import vanilla_twin
 
     ns = SimpleNamespace(**d)
@@ -145,8 +145,8 @@ def twins(args, d, seed, tag, log):
 # --------------------------------------------------------------------------- scores
 def anchored_scorer(args, d, model, seed):
     """`images -> {score: (N,)}` of the anchored rows (combinations for every w), and `predicted_class`."""
-    from amp_tf import detectors
-    from amp_tf.predictor import select_anchors
+    from amp_tf.detection import detectors
+    from amp_tf.method.predictor import select_anchors
 
     n = args.fit_limit
     dets = detectors.fit_all(ANCHORED_NAMES, model, id_train=(d["x_train"][:n], d["y_train"][:n]),
@@ -167,7 +167,7 @@ def anchored_scorer(args, d, model, seed):
 
 
 def vanilla_scorer(args, d, model):
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     n = args.fit_limit
     return detectors.fit_all(VANILLA_NAMES, model, id_train=(d["x_train"][:n], d["y_train"][:n])).score

@@ -2,9 +2,9 @@
 
 Per seed: the vanilla `resnet_small` trained to convergence (`RECIPE`, chosen on the ID
 validation split by `benchmarks.converged_pilot`) on all 55,000 training images, the
-anchored model fine-tuned from it (the main job's way: `amp_tf.training.finetune_anchored`,
+anchored model fine-tuned from it (the main job's way: `amp_tf.run.training.finetune_anchored`,
 per-sample T), and the same pair for each near-OOD class-holdout split; every detector of
-section 1 through `amp_tf.detectors.get(name).fit(model, id_train, id_val).score(x)`; the
+section 1 through `amp_tf.detection.detectors.get(name).fit(model, id_train, id_val).score(x)`; the
 rows aggregated as section 1 (`benchmarks.ood_report`).
 
     python -m benchmarks.converged --quick                  # tiny end-to-end smoke (minutes)
@@ -140,7 +140,7 @@ def digest(settings, keys=None):
 def load_splits(a):
     """The main split (far + covariate OOD) and the near-OOD splits, each a dict of raw-pixel arrays."""
     from amp_tf.data import fmnist_suite
-    from amp_tf.pipeline import load_id, load_ood
+    from amp_tf.run.pipeline import load_id, load_ood
 
     suite = fmnist_suite()
     todo = [(suite["id"], list(suite["ood"]))] + ([] if a.no_near else [(i, [o]) for o, i in suite["near"].items()])
@@ -163,7 +163,7 @@ def vanilla_config(a, s, seed):
 
 def train_vanilla(a, s, seed, log):
     """(the vanilla model of split `s` and `seed`, wall s, cpu s): trained, or reused from `a.vanilla_dir`."""
-    from amp_tf.training import train
+    from amp_tf.run.training import train
 
     d, cfg = s["d"], vanilla_config(a, s, seed)
     log(f"{s['name']} seed {seed}: vanilla ({a.epochs} epochs, width {a.width}) on {len(d.x_train)} images")
@@ -173,7 +173,7 @@ def train_vanilla(a, s, seed, log):
 
 def train_pair(a, s, seed, log):
     """(vanilla, anchored, {phase: (wall s, cpu s)}, configs) of split `s` and `seed`."""
-    from amp_tf.training import finetune_anchored
+    from amp_tf.run.training import finetune_anchored
 
     d = s["d"]
     ft = dict(epochs=a.finetune_epochs, lr=a.finetune_lr, warmup_epochs=0.1 * a.finetune_epochs, seed=seed,
@@ -194,11 +194,11 @@ ANCHORED_FEATURES = ("knn", "mahalanobis", "amp+knn", "amp+mahalanobis")
 
 
 def anchored_detectors(model, d, a, seed):
-    """Every AMP score (`amp_tf.predictor.AMP_SCORES`) and `ANCHORED_FEATURES`, fitted once: the anchors
+    """Every AMP score (`amp_tf.method.predictor.AMP_SCORES`) and `ANCHORED_FEATURES`, fitted once: the anchors
     drawn from all training images, the feature detectors on the first `--fit-limit` of them, the
     combinations' z statistics on the ID validation images."""
-    from amp_tf import detectors
-    from amp_tf.predictor import AMP_SCORES, select_anchors
+    from amp_tf.detection import detectors
+    from amp_tf.method.predictor import AMP_SCORES, select_anchors
 
     n = a.fit_limit or len(d.x_train)
     return detectors.fit_all(list(AMP_SCORES) + list(ANCHORED_FEATURES), model,
@@ -208,8 +208,8 @@ def anchored_detectors(model, d, a, seed):
 
 def vanilla_scores(model, d, sets, a, seed):
     """`{set: {score: array}}` of every vanilla detector, and MC dropout (one set of passes for its 3 scores)."""
-    from amp_tf import detectors
-    from amp_tf.baselines import MCDropout
+    from amp_tf.detection import detectors
+    from amp_tf.detection.baselines import MCDropout
 
     n = a.fit_limit or len(d.x_train)
     dets = detectors.fit_all(VANILLA, model, id_train=(d.x_train[:n], d.y_train[:n]), id_val=(d.x_val, d.y_val))
@@ -221,7 +221,7 @@ def vanilla_scores(model, d, sets, a, seed):
 
 
 def metric_rows(model_name, by_set, ood_names):
-    from amp_tf.metrics import ood_metrics
+    from amp_tf.detection.metrics import ood_metrics
 
     ref = by_set["id"]
     return {f"{model_name}/{score}": {o: ood_metrics(ref[score], by_set[o][score], positive="id") for o in ood_names}
@@ -248,8 +248,8 @@ def score_split(a, s, seed, log):
     import numpy as np
 
     from amp_tf.data.corruptions import validation_ood_sets
-    from amp_tf.inference import model_logits
-    from amp_tf.metrics import ood_metrics
+    from amp_tf.method.inference import model_logits
+    from amp_tf.detection.metrics import ood_metrics
 
     d, ood = s["d"], s["ood"]
     van, anc, timing, cfgs = train_pair(a, s, seed, log)
@@ -315,7 +315,7 @@ def ensemble(results, main, eval_limit):
     """Ensemble rows and info from the seeds' stored vanilla logits (main split: far + covariate)."""
     import numpy as np
 
-    from amp_tf.baselines._common import predictive_scores, softmax
+    from amp_tf.detection.baselines._common import predictive_scores, softmax
 
     probs = {k: np.stack([softmax(unpack(r["vanilla_logits"][k])) for r in results])
              for k in results[0]["vanilla_logits"]}

@@ -9,9 +9,9 @@ Two commands, each adding its numbers to `benchmarks/results/converged_pilot.jso
   optimizer, crop + flip batches from the training data) per width x `jit_compile`,
   interleaved rounds (`benchmarks.harness.rotate`), median wall and process-CPU
   seconds per step, and one epoch's estimate (steps per epoch x median step).
-* `train`: one training of the vanilla model (`amp_tf.training.train`) on the 55,000
+* `train`: one training of the vanilla model (`amp_tf.run.training.train`) on the 55,000
   training images left after holding out 5,000 validation images
-  (`amp_tf.pipeline.load_id("fashion_mnist", val_size=5000, seed=0)`), with the
+  (`amp_tf.run.pipeline.load_id("fashion_mnist", val_size=5000, seed=0)`), with the
   validation accuracy after every epoch (Keras' `val_accuracy`). The ID test set is
   never loaded for scoring here.
 
@@ -68,7 +68,7 @@ def parser():
 def vanilla_config(width, epochs, batch_size=128, lr=0.1, warmup_epochs=1.0, weight_decay=5e-4, seed=0,
                    jit_compile=False, mean=None, std=None, dropout=0.2):
     """The converged vanilla recipe's `TrainConfig` (coupled weight decay, warm-up + cosine, crop + flip)."""
-    from amp_tf.training import TrainConfig
+    from amp_tf.run.training import TrainConfig
 
     return TrainConfig(arch="resnet_small", anchored=False, backbone_kwargs={"width": int(width), "dropout": float(dropout)}, epochs=int(epochs),
                        batch_size=batch_size, lr=lr, weight_decay=weight_decay, weight_decay_mode="coupled",
@@ -80,7 +80,7 @@ def cmd_time(args, d):
     import numpy as np
     import tensorflow as tf
 
-    from amp_tf.training import build_model, compile_model, epoch_dataset
+    from amp_tf.run.training import build_model, compile_model, epoch_dataset
     from benchmarks.harness import rotate
 
     steps_per_epoch = len(d.x_train) // 128
@@ -113,7 +113,7 @@ def cmd_time(args, d):
 
 
 def cmd_train(args, d):
-    from amp_tf.training import train
+    from amp_tf.run.training import train
 
     cfg = vanilla_config(args.width, args.epochs, args.batch_size, args.lr, args.warmup_epochs, args.weight_decay,
                          args.seed, args.jit_compile, dropout=args.dropout)
@@ -144,7 +144,7 @@ def cmd_finetune(args, d):
     import keras
     import numpy as np
 
-    from amp_tf import detectors, metrics
+    from amp_tf.detection import detectors, metrics
     from amp_tf.data.corruptions import validation_ood_sets
     from benchmarks.finetune_select import run_setting
 
@@ -166,7 +166,7 @@ def cmd_finetune(args, d):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    from amp_tf.pipeline import load_id
+    from amp_tf.run.pipeline import load_id
 
     d = load_id("fashion_mnist", val_size=5000, seed=0, train_limit=getattr(args, "train_limit", None))
     load0 = load_average()

@@ -53,7 +53,7 @@ def vanilla_twin(d, seed, cache, name=None):
     """The main job's vanilla twin of `d` (2 epochs), cached as `cache / name` (default `vanilla_s{seed}.keras`)."""
     import keras
 
-    from amp_tf.training import TrainConfig, train
+    from amp_tf.run.training import TrainConfig, train
 
     path = cache / (name or f"vanilla_s{seed}.keras")
     if not path.exists():
@@ -69,8 +69,8 @@ def run_setting(d, vanilla, seed, mode, epochs, lr, val_ood, test=True):
     (and, with `test`, the ID test accuracy: recorded for the report, never used to choose)."""
     import numpy as np
 
-    from amp_tf import detectors, metrics
-    from amp_tf.training import finetune_anchored
+    from amp_tf.detection import detectors, metrics
+    from amp_tf.run.training import finetune_anchored
 
     t = time.time()
     model, _ = finetune_anchored(
@@ -123,7 +123,7 @@ def main(argv=None):
     args.cache.mkdir(parents=True, exist_ok=True)
     import amp_tf  # noqa: F401
     from amp_tf.data.corruptions import validation_ood_sets
-    from amp_tf.pipeline import load_id
+    from amp_tf.run.pipeline import load_id
 
     t0, rows = time.time(), {}
     for seed in seeds:

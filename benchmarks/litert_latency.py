@@ -95,9 +95,9 @@ def export_both(args, out):
     import numpy as np
 
     import amp_tf
-    from amp_tf.export import export_for_serving, export_tflite
+    from amp_tf.serve.export import export_for_serving, export_tflite
     from amp_tf.models import build_backbone
-    from amp_tf.predictor import AnchoredPredictor, select_anchors
+    from amp_tf.method.predictor import AnchoredPredictor, select_anchors
 
     x = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
     if args.model:

@@ -25,13 +25,13 @@ Run from the repository root:
     python -m benchmarks.ood_quality --table8 --mc-dropout 0.3   # the full run (BENCHMARKS.md)
 
 Per seed s (training seed; the train/val split is fixed by --seed), with the main
-job's settings (`amp_tf.presets.FMNIST_RECIPE`, as trainers.fmnist: resnet_small, SGD 0.1, cosine with warm-up,
+job's settings (`amp_tf.run.presets.FMNIST_RECIPE`, as trainers.fmnist: resnet_small, SGD 0.1, cosine with warm-up,
 T = "all" every 5th step, K = 5 anchors):
 
 * the anchored model -> every AMP variant (tau_reduction x calibration), and msp,
-  energy, neg_tau on the calibrated logits (`amp_tf.evaluation.evaluate_model`);
+  energy, neg_tau on the calibrated logits (`amp_tf.detection.evaluation.evaluate_model`);
 * its vanilla twin (same backbone, schedule, epochs, seed) -> MSP, Energy, ODIN,
-  MaxLogit, Entropy, and the fitted baselines of `amp_tf.baselines`: Mahalanobis
+  MaxLogit, Entropy, and the fitted baselines of `amp_tf.detection.baselines`: Mahalanobis
   and Gram (fitted on the ID training images), temperature scaling (fitted on the
   ID validation split held out of training);
 * with --mc-dropout RATE: one more vanilla twin with dropout before the classifier
@@ -50,9 +50,9 @@ date, wall time) and a markdown summary (also printed). Metric convention:
 
 Modules: this one (flags, main), `ood_runs` (data, `TrainConfig`s, selection,
 training and scoring), `ood_report` (aggregation over seeds, markdown), and
-the shared `harness`. The training flags are the trainers' (`amp_tf.flags`, one
+the shared `harness`. The training flags are the trainers' (`amp_tf.run.flags`, one
 definition) and make `amp_tf.config.TrainConfig`s; the data is the main job's
-loader (`amp_tf.pipeline.load_fmnist_suite`, near-OOD included); no argv goes
+loader (`amp_tf.run.pipeline.load_fmnist_suite`, near-OOD included); no argv goes
 to another CLI.
 """
 
@@ -70,7 +70,7 @@ from pathlib import Path  # noqa: E402
 if __name__ == "__main__" and not __package__:  # python benchmarks/ood_quality.py
     sys.exit("run it as a module from the repository root: python -m benchmarks.ood_quality")
 
-from amp_tf.presets import FMNIST_RECIPE  # noqa: E402  (the main job's recipe: one definition)
+from amp_tf.run.presets import FMNIST_RECIPE  # noqa: E402  (the main job's recipe: one definition)
 from amp_tf.errors import cli_errors  # noqa: E402
 from benchmarks.harness import ROOT, Contention, Log, machine_info, parse_quick, versions, write_json  # noqa: E402
 from benchmarks.ood_runs import FITTED, LIBRARY_CROP_SCALE, TABLE8_TRANSFORMS  # noqa: E402
@@ -84,9 +84,9 @@ QUICK = dict(num_seeds=2, epochs=1, train_limit=5000, eval_limit=300, width=8, f
 
 # --------------------------------------------------------------------------- CLI
 def add_training_flags(p, defaults):
-    """The trainers' training flags (`amp_tf.flags`, one definition; `benchmarks.ood_runs.train_config`
+    """The trainers' training flags (`amp_tf.run.flags`, one definition; `benchmarks.ood_runs.train_config`
     maps them onto a TrainConfig), said for the benchmark; defaults from `defaults`."""
-    from amp_tf.flags import add_training_flags as add
+    from amp_tf.run.flags import add_training_flags as add
 
     add(p, defaults)
     f = p.flags
@@ -117,7 +117,7 @@ def add_data_flags(p, d):
 
 
 def parser():
-    from amp_tf.flags import Parser
+    from amp_tf.run.flags import Parser
 
     p = Parser(prog="python -m benchmarks.ood_quality", description=__doc__.split("\n\n")[0])
     add_training_flags(p, FMNIST_RECIPE)

@@ -9,7 +9,7 @@ def aggregate(per_seed_rows):
     """Mean and std (ddof=1; 0 for one seed) over seeds of every metric, per set and for the set mean."""
     import numpy as np
 
-    from amp_tf.metrics import metrics_table
+    from amp_tf.detection.metrics import metrics_table
 
     keys = list(dict.fromkeys(k for rows in per_seed_rows for k in rows))
     out = {}
@@ -60,7 +60,7 @@ def select_variant(per_seed_info):
 def select_shipped(per_seed_info):
     """The shipped score: the candidate with the lowest mean validation FPR95 over seeds among EVERY
     anchored candidate a seed measured on validation (AMP variants, anchored knn / mahalanobis,
-    amp+knn / amp+mahalanobis), as `amp_tf.detectors.select_detector` chooses; validation data only."""
+    amp+knn / amp+mahalanobis), as `amp_tf.detection.detectors.select_detector` chooses; validation data only."""
     import numpy as np
 
     vals = [i["anchored"]["val_fpr95"] for i in per_seed_info if "val_fpr95" in i.get("anchored", {})]
@@ -201,7 +201,7 @@ def render_md(res):
 
 
 def _md_header(res):
-    from amp_tf.report import convention_line
+    from amp_tf.run.report import convention_line
 
     s = res["settings"]
     return [f"# OOD quality: {res['id_set']} (ID) vs {', '.join(res['ood_sets'])}", "",

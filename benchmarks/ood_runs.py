@@ -15,13 +15,13 @@ LABELS = {"fpr95": "FPR95 ↓", "auroc": "AUROC", "aupr_in": "AUPR-in", "aupr_ou
 VANILLA_LOGIT_SCORES = ("msp", "energy", "odin", "max_logit", "entropy")
 FITTED = ("mahalanobis", "gram", "temperature_scaling", "knn", "react")
 TABLE8_TRANSFORMS = ("none", "jitter_blur", "flip_grayscale", "resized_crop", "all")
-LIBRARY_CROP_SCALE = 0.25  # amp_tf.augment.resized_crop's default minimum area
+LIBRARY_CROP_SCALE = 0.25  # amp_tf.method.augment.resized_crop's default minimum area
 
 
 def amp_variants():
-    """The AMP variant names (`amp_tf.predictor.AMP_VARIANTS`; imported here, not at module level,
+    """The AMP variant names (`amp_tf.method.predictor.AMP_VARIANTS`; imported here, not at module level,
     so the CLI answers --help without TensorFlow)."""
-    from amp_tf.predictor import AMP_VARIANTS
+    from amp_tf.method.predictor import AMP_VARIANTS
 
     return tuple(AMP_VARIANTS)
 
@@ -29,7 +29,7 @@ def amp_variants():
 def amp_detector(model, d, num_anchors, seed):
     """The fitted AMP detector of `model`: `num_anchors` anchors of the training images drawn with `seed`
     (`score_all(images)` gives every AMP score and the predicted class from one pass)."""
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     return detectors.get("amp", anchored=True, num_anchors=num_anchors, seed=seed).fit(
         model, id_train=d["x_train"])
@@ -37,15 +37,15 @@ def amp_detector(model, d, num_anchors, seed):
 
 # --------------------------------------------------------------------------- config
 def train_config(args, **overrides):
-    """The `amp_tf.training.TrainConfig` of the benchmark's training flags, then `overrides`.
+    """The `amp_tf.run.training.TrainConfig` of the benchmark's training flags, then `overrides`.
 
-    The trainers' mapping (`amp_tf.flags.train_config`, one definition): the flags default to the
-    main job's recipe (`amp_tf.presets.FMNIST_RECIPE`); a cosine schedule gets a warm-up of
+    The trainers' mapping (`amp_tf.run.flags.train_config`, one definition): the flags default to the
+    main job's recipe (`amp_tf.run.presets.FMNIST_RECIPE`); a cosine schedule gets a warm-up of
     min(1, epochs / 10) epochs, milestones none; a vanilla model is never initialised from
     --init-from; an anchored one fine-tuned from it trains --finetune-epochs epochs (unless
     `overrides` set them).
     """
-    from amp_tf.flags import train_config as from_flags
+    from amp_tf.run.flags import train_config as from_flags
 
     return from_flags(args, **overrides)
 
@@ -54,9 +54,9 @@ def train_config(args, **overrides):
 def load_suite(args, log=print):
     """`(suite, near splits)`: the Fashion-MNIST split and OOD suite as raw pixels, and (unless --no-near)
     per class-holdout split the same dict with its held-out classes as OOD: the main job's loader,
-    `amp_tf.pipeline.load_fmnist_suite`, on the typed `DataConfig` of the flags."""
+    `amp_tf.run.pipeline.load_fmnist_suite`, on the typed `DataConfig` of the flags."""
     from amp_tf.config import DataConfig, JobConfig
-    from amp_tf.pipeline import load_fmnist_suite
+    from amp_tf.run.pipeline import load_fmnist_suite
 
     data = DataConfig("fashion_mnist", args.val_size, args.train_limit, args.eval_limit, near=not args.no_near)
     d, ood, near = load_fmnist_suite(JobConfig(data=data), seed=args.seed, data_dir=args.data_dir,
@@ -65,8 +65,8 @@ def load_suite(args, log=print):
 
 
 def _suite_dict(d, ood):
-    """An `amp_tf.pipeline.IDData` and its OOD sets as the dict every function here takes (the
-    `IDData` itself under "data": `_train` trains through `amp_tf.pipeline.train_models`)."""
+    """An `amp_tf.run.pipeline.IDData` and its OOD sets as the dict every function here takes (the
+    `IDData` itself under "data": `_train` trains through `amp_tf.run.pipeline.train_models`)."""
     return {"id_set": d.name, "x_train": d.x_train, "y_train": d.y_train, "x_val": d.x_val,
             "y_val": d.y_val, "x_test": d.x_test, "y_test": d.y_test, "num_classes": d.num_classes,
             "ood": ood, "mean": d.mean, "std": d.std, "data": d}
@@ -84,7 +84,7 @@ def val_fpr95(args, d, model, seed):
     """Mean FPR95 over the validation OOD sets of every AMP variant (validation data only)."""
     import numpy as np
 
-    from amp_tf import metrics
+    from amp_tf.detection import metrics
 
     x_val, val_ood = validation_sets(args, d)
     run = amp_detector(model, d, args.num_anchors, seed).score_all
@@ -125,7 +125,7 @@ def select_training(args, d, log):
 
 def consistency_with_crop_scale(consistency, min_area):
     """`consistency` with resized_crop's minimum area set to `min_area` (a registered copy)."""
-    from amp_tf import augment
+    from amp_tf.method import augment
 
     names = augment.resolve(consistency)
     if min_area == LIBRARY_CROP_SCALE or "resized_crop" not in names:
@@ -139,7 +139,7 @@ def consistency_with_crop_scale(consistency, min_area):
 # --------------------------------------------------------------------------- helpers
 def _rows(model, values_by_set, sets, positive):
     """`{f"{model}/{score}": {ood_set: metrics}}` from `{set: {score: array}}` (set "id" = ID test)."""
-    from amp_tf.evaluation import ood_results
+    from amp_tf.detection.evaluation import ood_results
 
     return ood_results(values_by_set["id"], {k: values_by_set[k] for k in sets}, model, positive)
 
@@ -156,7 +156,7 @@ def _by_set(scores_by_name):
 def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag, init_from=None):
     """One model; with `init_from` (a trained vanilla twin) the anchored model is fine-tuned from it
     for --finetune-epochs (the main job's way), else trained from scratch for --epochs."""
-    from amp_tf.pipeline import GivenModel, train_models
+    from amp_tf.run.pipeline import GivenModel, train_models
 
     kw = {"width": args.width}
     if dropout:
@@ -187,8 +187,8 @@ def run_seed(args, d, seed, log):
 
     Returns ``(rows, models, info, timing, train_configs)``.
     """
-    from amp_tf.evaluation import evaluate_model
-    from amp_tf.predictor import select_anchors
+    from amp_tf.detection.evaluation import evaluate_model
+    from amp_tf.method.predictor import select_anchors
 
     rows, info, timing, configs = {}, {}, {}, {}
     finetune = bool(args.finetune_epochs) and not args.skip_vanilla
@@ -232,7 +232,7 @@ def run_seed(args, d, seed, log):
 
 def fitted_baselines(args, d, model_v, rows, timing, log):
     """The fitted baselines of --baselines on the vanilla twin, into `rows` and `timing`."""
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     all_sets = {"id": d["x_test"], **d["ood"]}
     n_fit = args.fit_limit or len(d["x_train"])
@@ -248,8 +248,8 @@ def fitted_baselines(args, d, model_v, rows, timing, log):
 
 def mc_dropout(args, d, seed, rows, info, timing, configs, log):
     """A vanilla twin with dropout before the classifier: its MSP and MC dropout, into the dicts given."""
-    import amp_tf.baselines as bl
-    from amp_tf.evaluation import evaluate_model
+    import amp_tf.detection.baselines as bl
+    from amp_tf.detection.evaluation import evaluate_model
 
     sets, all_sets = list(d["ood"]), {"id": d["x_test"], **d["ood"]}
     model_d, configs["dropout"], timing["train_dropout"] = _train(
@@ -273,7 +273,7 @@ def mc_dropout(args, d, seed, rows, info, timing, configs, log):
 def run_ensemble(args, d, members, log):
     import numpy as np
 
-    import amp_tf.baselines as bl
+    import amp_tf.detection.baselines as bl
 
     t = time.time()
     all_sets = {"id": d["x_test"], **d["ood"]}
@@ -292,8 +292,8 @@ def run_table8(args, d, seed, main_model, log):
     """FPR95 (mean over OOD sets) of every AMP variant per transform x K, one seed."""
     import numpy as np
 
-    from amp_tf import metrics
-    from amp_tf.evaluation import ood_results
+    from amp_tf.detection import metrics
+    from amp_tf.detection.evaluation import ood_results
 
     n = args.table8_eval_limit or None
     sets = {"id": d["x_test"][:n] if n else d["x_test"],
@@ -339,7 +339,7 @@ def run_anchor_draws(args, d, model, log):
     import numpy as np
 
     from amp_tf.data.groups import group_summary
-    from amp_tf.evaluation import ood_results
+    from amp_tf.detection.evaluation import ood_results
 
     sets = {"id": d["x_test"], **d["ood"]}
     draws = []

@@ -1,7 +1,7 @@
 """The contenders of `benchmarks.peer_speed` on the TensorFlow side, and the two timed sections.
 
 Data and models (`make_data`, `tf_backbone`, `anchored_model`), compiling as
-`amp_tf.training.train` does, a prototype gather-based crop + flip, and the
+`amp_tf.run.training.train` does, a prototype gather-based crop + flip, and the
 sections `bench_training` / `bench_inference`, which take the PyTorch reference
 module (`load_torch()`, `benchmarks.peer_torch`) or None.
 """
@@ -16,11 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import amp_tf.training as amp_training
-from amp_tf.anchoring import AnchoredModel
+import amp_tf.run.training as amp_training
+from amp_tf.method.anchoring import AnchoredModel
 from amp_tf.models import build_backbone
 from amp_tf.models.resnet import resnet_small
-from amp_tf.predictor import AnchoredPredictor
+from amp_tf.method.predictor import AnchoredPredictor
 from benchmarks.harness import alternate, repeat_to, sync
 
 CYCLE = 5  # T on every 5th step
@@ -72,7 +72,7 @@ def train_config(args, **over):
 
 
 def compile_like_train(model, args, steps, spe=1, jit=False):
-    """`amp_tf.training.compile_model` (SGD 0.1/0.9/5e-4, sparse CE, accuracy) + options."""
+    """`amp_tf.run.training.compile_model` (SGD 0.1/0.9/5e-4, sparse CE, accuracy) + options."""
     cfg = train_config(args, jit_compile=jit)
     amp_training.compile_model(model, cfg, steps)
     if spe != 1 or jit:
@@ -92,7 +92,7 @@ def fresh_compile(model, spe=1, jit=False):
 
 # ------------------------------------------------------------------ prototype: cheap crop+flip
 def crop_flip_gather(images, seed, padding):
-    """Drop-in for `amp_tf.training._crop_flip`: the same per-sample random crop (zero
+    """Drop-in for `amp_tf.run.training._crop_flip`: the same per-sample random crop (zero
     padding) + horizontal flip, as pad + two batched gathers (the flip folded into the
     column index) instead of crop_and_resize + reverse + where. Stateless, XLA-friendly."""
     b = tf.shape(images)[0]

@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import amp_tf.training as amp_training
-from amp_tf.anchoring import anchor_inputs, permute_batch
-from amp_tf.augment import ConsistencyAugment
+import amp_tf.run.training as amp_training
+from amp_tf.method.anchoring import anchor_inputs, permute_batch
+from amp_tf.method.augment import ConsistencyAugment
 from benchmarks.harness import alternate, repeat_to, sync
 from benchmarks.peer_models import (
     CYCLE,

@@ -19,8 +19,8 @@ warm-up epoch excluded, medians reported:
 
   (a) `AnchoredModel.fit(x, y, batch_size=128, verbose=0)` on in-memory arrays, as
       a user would (NB: Keras' fit on arrays has no crop/flip: see torch_noaug);
-  (b) amp-tf's own pipeline: `amp_tf.training.epoch_dataset` (crop+flip) +
-      `compile_model` + `fit`, i.e. what `amp_tf.training.train` runs per epoch;
+  (b) amp-tf's own pipeline: `amp_tf.run.training.epoch_dataset` (crop+flip) +
+      `compile_model` + `fit`, i.e. what `amp_tf.run.training.train` runs per epoch;
   (c) the PyTorch reference loop (torch.set_num_threads = cores), same anchoring,
       a comparable T in plain torch ops, vectorised crop+flip on the batch.
 

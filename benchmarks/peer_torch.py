@@ -153,7 +153,7 @@ class TorchTrainer:
 
 
 def torch_amp_outputs(logits):
-    """(K, B, N) -> AMP score etc., as amp_tf.predictor.amp_outputs (mean tau, exp calibration)."""
+    """(K, B, N) -> AMP score etc., as amp_tf.method.predictor.amp_outputs (mean tau, exp calibration)."""
     h = logits.mean(0)
     tau = torch.sigmoid(logits).std(0, unbiased=True).mean(-1)
     hc = h / (1 + torch.exp(tau))[:, None]

@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from amp_tf.anchoring import AnchoredModel
-from amp_tf.folded import FoldedAnchoredPredictor, find_stem
+from amp_tf.method.anchoring import AnchoredModel
+from amp_tf.serve.folded import FoldedAnchoredPredictor, find_stem
 from amp_tf.models import build_backbone
-from amp_tf.predictor import AnchoredPredictor, amp_outputs
+from amp_tf.method.predictor import AnchoredPredictor, amp_outputs
 from benchmarks.harness import Contention, interleaved, load_average, median_or_none, sync, vm_hwm_bytes
 
 TARGETS = {  # None: reported without a target

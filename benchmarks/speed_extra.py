@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from amp_tf.anchoring import AnchoredModel
+from amp_tf.method.anchoring import AnchoredModel
 from benchmarks.harness import interleaved, rotate
 from benchmarks.speed_core import CYCLE, data, make_backbone
 
@@ -25,7 +25,7 @@ def bench_peer(args, log):
     """amp-tf vs PyTorch on this CPU: `benchmarks.peer_speed`'s contenders, run here.
 
     Training: one epoch per contender in alternation: amp-tf's own pipeline
-    (`amp_tf.training.epoch_dataset` + `fit`, what the trainers run), `fit` on arrays,
+    (`amp_tf.run.training.epoch_dataset` + `fit`, what the trainers run), `fit` on arrays,
     the PyTorch reference loop (2 threads and 1 thread). Inference at K = 5: the
     `AnchoredPredictor.predict` users call vs PyTorch's loop over anchors.
     """
@@ -107,7 +107,7 @@ def batchnorm_ratio(args, log):
 def tf_data_ratio(args, log):
     """Whole fit epochs on amp-tf's pipeline: fixed tuning (the library) vs tf.data autotuning."""
     from amp_tf.data import tfdata
-    from amp_tf.training import epoch_dataset
+    from amp_tf.run.training import epoch_dataset
 
     b = args.batch_size
     x, y = data(args, b * (25 if args.quick else 50), args.seed + 6)

@@ -33,9 +33,9 @@ def main(argv=None):
     import numpy as np
 
     import amp_tf  # noqa: F401  (registers the model classes)
-    from amp_tf import detectors, metrics
+    from amp_tf.detection import detectors, metrics
     from amp_tf.data.corruptions import validation_ood_sets
-    from amp_tf.pipeline import load_id
+    from amp_tf.run.pipeline import load_id
 
     d = load_id("fashion_mnist", val_size=args.val_size, seed=args.seed, eval_limit=1)
     xv = d.x_val[: args.ood_size]

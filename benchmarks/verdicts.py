@@ -1,7 +1,7 @@
 """The verdicts of the benchmarks: the shipped score against the best baseline of each group, then AMP alone.
 
 The shipped score is the row validation selected (`selection.shipped` of a results JSON: the lowest
-validation FPR95 among every anchored candidate, as `amp_tf.detectors.select_detector` chooses; for
+validation FPR95 among every anchored candidate, as `amp_tf.detection.detectors.select_detector` chooses; for
 runs that measured AMP variants only, the selected variant). Each verdict is a rule on the test groups' mean FPR95 (`res["groups"]` of a results JSON written
 by `benchmarks.ood_report`: `benchmarks.ood_quality`, `benchmarks.converged`), so the answer
 is computed the same way for both runs, never read off by eye:

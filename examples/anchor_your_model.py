@@ -95,7 +95,7 @@ def main(argv=None):
 
 def anchor_and_score(args):
     import amp_tf
-    from amp_tf.predictor import AnchoredPredictor, select_anchors
+    from amp_tf.method.predictor import AnchoredPredictor, select_anchors
 
     family = application(args.family)
     x, y, x_val, x_test, num_classes = load_arrays(args)

@@ -12,7 +12,7 @@ data, its anchors and its threshold, set on the run's held-out ID validation
 images), so the exports decide exactly as the run's own `serving/`. A run made
 before detectors were saved exports AMP alone with the run's anchors, its
 threshold set on the run's own ID validation images: the `val_size` training images the run held out and
-never trained on (`amp_tf.pipeline.load_id` with the run's `val_size` and `seed`
+never trained on (`amp_tf.run.pipeline.load_id` with the run's `val_size` and `seed`
 from its job.json), never the reported test set. 95 % of them are accepted. The
 verdicts are shown for 8 test images. Bad input (a missing or unfinished run
 folder, a used --out) is refused with one `error:` line and exit code 2.
@@ -81,15 +81,15 @@ def model_and_images(args):
 
     if args.tiny:
         from amp_tf.models import build_backbone
-        from amp_tf.predictor import select_anchors
+        from amp_tf.method.predictor import select_anchors
 
         x = np.random.default_rng(0).integers(0, 256, (128, 28, 28, 1), dtype=np.uint8)
         mean, std = data.channel_stats(x)
         model = amp_tf.AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=mean, std=std)
         model(x[:2])
         return model, select_anchors(x[:32], args.num_anchors), x[32:96], x[96:104], None
-    from amp_tf.files import load_run
-    from amp_tf.pipeline import load_id
+    from amp_tf.run.files import load_run
+    from amp_tf.run.pipeline import load_id
 
     run = load_run(args.run)  # checks the folder: finished, its models and serving/ readable
     job = run.job
@@ -113,8 +113,8 @@ def export_and_compare(args):
     import numpy as np
     import tensorflow as tf
 
-    from amp_tf.export import TFLiteModel, export_for_serving, export_tflite
-    from amp_tf.predictor import AnchoredPredictor
+    from amp_tf.serve.export import TFLiteModel, export_for_serving, export_tflite
+    from amp_tf.method.predictor import AnchoredPredictor
 
     model, anchors, val, images, detector = model_and_images(args)
     if detector is not None:  # the run's shipped detector, with its own threshold

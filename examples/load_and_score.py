@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 import amp_tf  # noqa: F401  (registers amp-tf's classes with Keras)
-from amp_tf.files import load_run
+from amp_tf.run.files import load_run
 
 
 class Parser(argparse.ArgumentParser):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf.anchoring import AnchoredModel, anchor_inputs, permute_batch, replica_seed
-from amp_tf.augment import PRESETS, ConsistencyAugment, resolve
+from amp_tf.method.anchoring import AnchoredModel, anchor_inputs, permute_batch, replica_seed
+from amp_tf.method.augment import PRESETS, ConsistencyAugment, resolve
 from tests.helpers import tiny_backbone
 
 
@@ -277,7 +277,7 @@ def test_one_vs_two_replicas_same_sgd_step(rng):
 
 
 def test_crop_resize_matches_tf_crop_and_resize(rng):
-    from amp_tf.augment import crop_resize
+    from amp_tf.method.augment import crop_resize
 
     x = rng.normal(size=(5, 12, 10, 3)).astype("float32")
     y0 = rng.uniform(0, 0.5, 5)
@@ -290,8 +290,8 @@ def test_crop_resize_matches_tf_crop_and_resize(rng):
 @pytest.mark.slow
 @pytest.mark.parametrize("jit,mixed", [(True, False), (False, True)])
 def test_fit_with_xla_and_mixed_precision(rng, jit, mixed):
-    from amp_tf.predictor import AnchoredPredictor
-    from amp_tf.training import TrainConfig, train
+    from amp_tf.method.predictor import AnchoredPredictor
+    from amp_tf.run.training import TrainConfig, train
 
     x, y = _toy_data(rng, n=64)
     x = np.repeat(np.repeat(x, 3, axis=1), 3, axis=2)[:, :28, :28]  # 28x28 for resnet_small

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf.export import export_for_serving
-from amp_tf.anchoring import anchored_model
+from amp_tf.serve.export import export_for_serving
+from amp_tf.method.anchoring import anchored_model
 from amp_tf.models import anchor_backbone, model_normalization
-from amp_tf.predictor import AnchoredPredictor
-from amp_tf.training import finetune_anchored
+from amp_tf.method.predictor import AnchoredPredictor
+from amp_tf.run.training import finetune_anchored
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "applications.md"
@@ -237,7 +237,7 @@ def _tiny_softmax(kind):
 
 
 @pytest.mark.parametrize("kind, match", [("dense", "'head' \\(Dense\\) has activation='softmax'"),
-                                         ("layer", "'probs' \\(Softmax\\) is a softmax")])
+                                         ("layer", "softmax \\(layer 'probs' \\(Softmax\\)\\)")])
 def test_finetune_anchored_refuses_a_softmax_model(kind, match, rng):
     x, y = rng.integers(0, 256, (8, 8, 8, 1)).astype("uint8"), np.arange(8) % 3
     with pytest.raises(ValueError, match=match + ".*classifier_activation=None"):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf import augment
-from amp_tf.anchoring import AnchoredModel, permute_batch
-from amp_tf.augment import (
+from amp_tf.method import augment
+from amp_tf.method.anchoring import AnchoredModel, permute_batch
+from amp_tf.method.augment import (
     OFFICIAL_COMPOSITION, ConsistencyAugment, gaussian_blur, resize_window,
 )
 

@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf import data, scores
-from amp_tf.anchoring import AnchoredModel
-from amp_tf.callbacks import OODMetricsCallback
+from amp_tf import data
+from amp_tf.method import scores
+from amp_tf.method.anchoring import AnchoredModel
+from amp_tf.run.callbacks import OODMetricsCallback
 from amp_tf.cli import fmnist, ood
-from amp_tf.export import export_for_serving
+from amp_tf.serve.export import export_for_serving
 from amp_tf.models import build_backbone
-from amp_tf.pipeline import RunFolder
-from amp_tf.predictor import AnchoredPredictor, select_anchors
+from amp_tf.run.pipeline import RunFolder
+from amp_tf.method.predictor import AnchoredPredictor, select_anchors
 from tests.helpers import run_cli
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
@@ -302,14 +303,14 @@ def _(c):
     return expect(ValueError, "K >= 2", OODMetricsCallback, c["x"], {"blur": c["x"]}, num_anchors=1)
 
 
-@case("scores.get", "'mahalanobis' before `import amp_tf.baselines`")
+@case("scores.get", "'mahalanobis' before `import amp_tf.detection.baselines`")
 def _(c):
     assert hasattr(scores.get("mahalanobis"), "fit")  # `import amp_tf` imported and registered them
-    entry = scores._REGISTRY.pop("mahalanobis")  # as if amp_tf.baselines had not been imported
+    entry = scores.REGISTRY.pop("mahalanobis")  # as if amp_tf.detection.baselines had not been imported
     try:
-        return expect(ValueError, r"import amp_tf\.baselines", scores.get, "mahalanobis")
+        return expect(ValueError, r"import amp_tf\.detection\.baselines", scores.get, "mahalanobis")
     finally:
-        scores._REGISTRY["mahalanobis"] = entry
+        scores.REGISTRY["mahalanobis"] = entry
 
 
 @case("scores.get", "an unknown score name")
@@ -425,7 +426,7 @@ def _own(*layers, shape=(8, 8, 3)):
 @case("anchor_backbone / anchored_model", "a model whose first weighted layer is a Dense on the raw image")
 def _(c):
     import keras
-    from amp_tf.anchoring import anchored_model
+    from amp_tf.method.anchoring import anchored_model
 
     m = _own(keras.layers.Dense(4, name="pixel_mlp"), keras.layers.Flatten(), keras.layers.Dense(2))
     return expect(ValueError, r"'pixel_mlp' \(Dense\).*Conv2D\(units, 1\)", anchored_model, m)
@@ -464,7 +465,7 @@ def _(c):
 @case("anchor_backbone / anchored_model", "a DepthwiseConv2D first (no Conv2D stem)")
 def _(c):
     import keras
-    from amp_tf.anchoring import anchored_model
+    from amp_tf.method.anchoring import anchored_model
 
     m = _own(keras.layers.DepthwiseConv2D(3, name="dw"), keras.layers.Conv2D(4, 1))
     return expect(ValueError, r"'dw' \(DepthwiseConv2D\).*depthwise", anchored_model, m)
@@ -473,7 +474,7 @@ def _(c):
 @case("anchored_model", "a model whose Normalization expects `x / 255` (statistics in [0, 1])")
 def _(c):
     import keras
-    from amp_tf.anchoring import anchored_model
+    from amp_tf.method.anchoring import anchored_model
 
     m = _own(keras.layers.Normalization(mean=0.45, variance=0.05, name="norm01"), keras.layers.Conv2D(4, 3))
     return expect(ValueError, r"expects images in \[0, 1\].*pass mean=0, std=255", anchored_model, m)
@@ -482,7 +483,7 @@ def _(c):
 @case("anchored_model", "ZeroPadding2D before a Rescaling with an offset")
 def _(c):
     import keras
-    from amp_tf.anchoring import anchored_model
+    from amp_tf.method.anchoring import anchored_model
 
     m = _own(keras.layers.ZeroPadding2D(1), keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale"),
              keras.layers.Conv2D(4, 3))
@@ -492,14 +493,14 @@ def _(c):
 @case("anchored_model", "mean without std")
 def _(c):
     import keras
-    from amp_tf.anchoring import anchored_model
+    from amp_tf.method.anchoring import anchored_model
 
     return expect(ValueError, r"mean/std: pass both", anchored_model, _own(keras.layers.Conv2D(4, 3)), mean=100.0)
 
 
 @case("finetune_anchored", "epochs=0")
 def _(c):
-    from amp_tf.training import finetune_anchored
+    from amp_tf.run.training import finetune_anchored
 
     return expect(ValueError, r"epochs: expected an int >= 1", finetune_anchored, c["vanilla"], c["x"][:32],
                   c["y"][:32], epochs=0)
@@ -508,7 +509,7 @@ def _(c):
 @case("finetune_anchored", "a keras.applications-style model ending in softmax (probabilities, not logits)")
 def _(c):
     import keras
-    from amp_tf.training import finetune_anchored
+    from amp_tf.run.training import finetune_anchored
 
     m = _own(keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
              keras.layers.Dense(10, activation="softmax", name="predictions"), shape=(28, 28, 1))
@@ -522,7 +523,7 @@ def _(c):
 def _lite(c):
     """The ctx predictor as a .tflite (exported once, from the same ServingHead as the SavedModel)."""
     if "lite" not in c:
-        from amp_tf.export import TFLiteModel, export_tflite, serving_head
+        from amp_tf.serve.export import TFLiteModel, export_tflite, serving_head
 
         head = serving_head(c["pred"], id_images=c["x"][:64])
         export_tflite(head, c["root"] / "model.tflite")
@@ -577,7 +578,7 @@ def _(c):
 
 @case("export_tflite", "a per-image-anchor predictor (int64 hash: no TFLite builtins)")
 def _(c):
-    from amp_tf.export import export_tflite
+    from amp_tf.serve.export import export_tflite
 
     pool = AnchoredPredictor.from_model(c["model"], select_anchors(c["x"], 12), anchor_mode="per_image",
                                         num_anchors=5)
@@ -586,7 +587,7 @@ def _(c):
 
 @case("export_tflite", "a path that exists")
 def _(c):
-    from amp_tf.export import export_tflite
+    from amp_tf.serve.export import export_tflite
 
     (c["root"] / "taken.tflite").write_bytes(b"mine")
     return expect(ValueError, "existing file", export_tflite, c["pred"], c["root"] / "taken.tflite", threshold=1.0)
@@ -739,7 +740,7 @@ def _(c):
 def _(c):
     import shutil
 
-    from amp_tf.pipeline import RunFolderLost
+    from amp_tf.run.pipeline import RunFolderLost
 
     folder = RunFolder(c["root"] / "deleted", {"seed": 0}, log=lambda m: None)
     shutil.rmtree(folder.work)
@@ -750,7 +751,7 @@ def _(c):
 
 
 def _bad_keras(c, name, content):
-    from amp_tf.files import load_keras_model
+    from amp_tf.run.files import load_keras_model
 
     path = c["root"] / name
     path.write_bytes(content)
@@ -758,26 +759,26 @@ def _bad_keras(c, name, content):
     return re.sub(r"/tmp/\S+", "<path>", got)
 
 
-@case("amp_tf.files.load_keras_model", "a truncated `.keras` file (cut off while copied)")
+@case("amp_tf.run.files.load_keras_model", "a truncated `.keras` file (cut off while copied)")
 def _(c):
     data = (c["root"] / "anchored.keras").read_bytes()
     return _bad_keras(c, "truncated.keras", data[: len(data) // 2])
 
 
-@case("amp_tf.files.load_keras_model", "an HDF5 weights file renamed `.keras`")
+@case("amp_tf.run.files.load_keras_model", "an HDF5 weights file renamed `.keras`")
 def _(c):
     c["model"].save_weights(c["root"] / "w.weights.h5")
     return _bad_keras(c, "h5.keras", (c["root"] / "w.weights.h5").read_bytes())
 
 
-@case("amp_tf.files.load_keras_model", "a text file renamed `.keras`")
+@case("amp_tf.run.files.load_keras_model", "a text file renamed `.keras`")
 def _(c):
     return _bad_keras(c, "text.keras", b"model: resnet\n")
 
 
-@case("amp_tf.files.load_run", "the folder of an unfinished run")
+@case("amp_tf.run.files.load_run", "the folder of an unfinished run")
 def _(c):
-    from amp_tf.files import load_run
+    from amp_tf.run.files import load_run
 
     folder = RunFolder(c["root"] / "unfinished", {"seed": 0}, log=lambda m: None)
     folder.path.mkdir()
@@ -898,12 +899,12 @@ def _(c):
                                     callbacks=[OODMetricsCallback(rgb, {"rgb": rgb}, verbose=0)])
 
 
-@case("detectors.names", "called before and after `import amp_tf.baselines`")
+@case("detectors.names", "called before and after `import amp_tf.detection.baselines`")
 def _(c):
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     before = detectors.names()
-    import amp_tf.baselines  # noqa: F401
+    import amp_tf.detection.baselines  # noqa: F401
 
     assert detectors.names() == before == sorted(detectors.KINDS) and len(before) == 23
     return f"the same {len(before)} names (a static table; tests/test_detectors.py also checks a fresh process)"
@@ -911,7 +912,7 @@ def _(c):
 
 @case("detectors.get", "'msp' / 'energy' on an AnchoredModel (listed by names(anchored=True))")
 def _(c):
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     ref = AnchoredPredictor.from_model(c["model"], select_anchors(c["x"], 3, seed=0)).predict(c["x"][:8])
     for name in ("msp", "energy"):
@@ -922,7 +923,7 @@ def _(c):
 
 @case("detectors.get", "'gram' fitted on an AnchoredModel (knn / mahalanobis take one: its anchored features)")
 def _(c):
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     return expect(TypeError, "scores a plain classifier, got an AnchoredModel", detectors.get("gram").fit,
                   c["model"], id_train=(c["x"], c["y"]))
@@ -930,7 +931,7 @@ def _(c):
 
 @case("detector.score", "32x32 images after valid ones (energy)")
 def _(c):
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     det = detectors.get("energy").fit(c["vanilla"])
     det.score(c["x"][:8])
@@ -939,7 +940,7 @@ def _(c):
 
 @case("detector.score", "RGB images after valid ones (mahalanobis)")
 def _(c):
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     det = detectors.get("mahalanobis").fit(c["vanilla"], id_train=(c["x"], c["y"]))
     det.score(c["x"][:8])
@@ -948,7 +949,7 @@ def _(c):
 
 @case("check_pixels (every entry point)", "one legitimate dark image in float pixel units (all values <= 0.5)")
 def _(c):
-    from amp_tf.pixels import check_pixels
+    from amp_tf.models.pixels import check_pixels
 
     dark = (c["x"][:1] * 0.0015).astype("float32")
     check_pixels(dark)
@@ -991,7 +992,7 @@ def _(c):
 
 @case("ConsistencyAugment(mode='official')", "'blur' on images 4 pixels tall (the 3x9 kernel needs 5)")
 def _(c):
-    from amp_tf.augment import ConsistencyAugment
+    from amp_tf.method.augment import ConsistencyAugment
 
     t = ConsistencyAugment("blur", mode="official")
     return expect(ValueError, "at least 5 pixels tall", t, np.zeros((2, 4, 28, 1), np.float32))
@@ -1086,7 +1087,7 @@ def _head_model(activation, shape=(28, 28, 1)):
 
 @case("finetune_anchored", "a model ending in sigmoid")
 def _(c):
-    from amp_tf.training import finetune_anchored
+    from amp_tf.run.training import finetune_anchored
 
     return expect(ValueError, "ends in a sigmoid.*activation=None", finetune_anchored, _head_model("sigmoid"),
                   c["x"][:32], c["y"][:32], epochs=1)
@@ -1112,7 +1113,7 @@ def _(c):
 
 @case("finetune_anchored", "a model that takes any image size, (None, None, 1)")
 def _(c):
-    from amp_tf.training import finetune_anchored
+    from amp_tf.run.training import finetune_anchored
 
     model, _ = finetune_anchored(_head_model(None, (None, None, 1)), c["x"][:64], c["y"][:64], epochs=1,
                                  batch_size=32, lr=0.01, verbose=0)
@@ -1147,7 +1148,7 @@ def _(c):
 
 @case("train (any model)", "a loss that grows 1000-fold over its first value (raw pixels, lr 0.1)")
 def _(c):
-    from amp_tf.training import DivergenceStop, TrainingDiverged
+    from amp_tf.run.training import DivergenceStop, TrainingDiverged
 
     stop = DivergenceStop()
     stop.on_train_batch_end(0, {"loss": 2.3})
@@ -1158,7 +1159,7 @@ def _(c):
 @case("trainers.* (Ctrl-C)", "Ctrl-C while training")
 def _(c):
     from amp_tf.errors import interrupted_line
-    from amp_tf.runfolder import RunInterrupted
+    from amp_tf.run.runfolder import RunInterrupted
 
     err = RunInterrupted("runs/cc", "runs/.cc.partial")
     line = interrupted_line(err, fmnist.main, ["--epochs", "3", "--out", "runs/cc", "--overwrite"])
@@ -1182,7 +1183,7 @@ def _(c):
 # ------------------------------------------------------------------ the shipped detector
 @case("detectors.select_detector", "fewer than 20 ID validation images")
 def _(c):
-    from amp_tf.detectors import select_detector
+    from amp_tf.detection.detectors import select_detector
 
     return expect(ValueError, "at least 20", select_detector, c["model"], (c["x"][:100], c["y"][:100]),
                   (c["x"][100:110], c["y"][100:110]))
@@ -1190,7 +1191,7 @@ def _(c):
 
 @case("detectors.select_detector", "no validation OOD images (`val_ood={}`)")
 def _(c):
-    from amp_tf.detectors import select_detector
+    from amp_tf.detection.detectors import select_detector
 
     return expect(ValueError, "no validation OOD images", select_detector, c["model"], (c["x"][:100], c["y"][:100]),
                   (c["x"][100:], c["y"][100:]), val_ood={})
@@ -1198,9 +1199,9 @@ def _(c):
 
 @case("detectors.load_detector", "a detector state fitted on another model (other feature width)")
 def _(c):
-    from amp_tf.detectors import load_detector
-    from amp_tf.detectors.shipped import ShippedDetector, score_layer
-    from amp_tf.baselines.mahalanobis import Mahalanobis
+    from amp_tf.detection.detectors import load_detector
+    from amp_tf.detection.detectors.shipped import ShippedDetector, score_layer
+    from amp_tf.detection.baselines.mahalanobis import Mahalanobis
 
     maha = Mahalanobis().fit_features(np.random.default_rng(0).normal(size=(50, 7)), np.arange(50) % 10)
     folder = c["root"] / "other_detector"
@@ -1214,7 +1215,7 @@ def _(c):
     import shutil
     import warnings
 
-    from amp_tf.files import load_run
+    from amp_tf.run.files import load_run
 
     run = c["root"] / "old_run"
     run.mkdir()

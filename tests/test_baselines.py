@@ -1,5 +1,5 @@
-"""Tests for amp_tf.baselines: Mahalanobis, Gram matrices, temperature scaling,
-MC dropout, deep ensembles, their registration and scoring through `amp_tf.detectors`."""
+"""Tests for amp_tf.detection.baselines: Mahalanobis, Gram matrices, temperature scaling,
+MC dropout, deep ensembles, their registration and scoring through `amp_tf.detection.detectors`."""
 import warnings
 
 import keras
@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-import amp_tf.baselines as bl
-from amp_tf import detectors, scores
-from amp_tf.baselines import _common
-from amp_tf.baselines.gram import deviation
+import amp_tf.detection.baselines as bl
+from amp_tf.detection import detectors
+from amp_tf.method import scores
+from amp_tf.detection.baselines import _common
+from amp_tf.detection.baselines.gram import deviation
 from amp_tf.models import build_backbone
 
 
@@ -345,7 +346,7 @@ def test_all_baselines_registered():
     assert {"mahalanobis", "gram"} <= set(scores.names(needs_model=True, needs_fit=True))
     for n in bl.mc_dropout.NAMES + bl.ensemble.NAMES:
         assert n in scores.names(needs_model=True, needs_fit=False)
-    assert "odin" in names  # ODIN lives in amp_tf.scores, not duplicated
+    assert "odin" in names  # ODIN lives in amp_tf.method.scores, not duplicated
     assert isinstance(scores.get("gram", max_order=2), bl.Gram)
 
 

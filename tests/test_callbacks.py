@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from amp_tf.anchoring import AnchoredModel
-from amp_tf.callbacks import OODMetricsCallback
+from amp_tf.method.anchoring import AnchoredModel
+from amp_tf.run.callbacks import OODMetricsCallback
 from tests.helpers import tiny_backbone
 
 

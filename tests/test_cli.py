@@ -17,7 +17,7 @@ from PIL import Image
 
 from amp_tf.cli import ood
 from amp_tf.cli import cifar, common, fmnist, imagenet
-from amp_tf.predictor import AMP_SCORES
+from amp_tf.method.predictor import AMP_SCORES
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +239,7 @@ def saved_models(tmp_path_factory):
     """An anchored and a vanilla resnet_small for Fashion-MNIST (built, not trained: the CLI
     is under test here), saved as the trainers save them; they carry their statistics."""
     from amp_tf import data
-    from amp_tf.training import TrainConfig, build_model
+    from amp_tf.run.training import TrainConfig, build_model
 
     root = tmp_path_factory.mktemp("models")
     x, _ = data.to_numpy(data.load("fashion_mnist", "train"), limit=1000)
@@ -415,7 +415,7 @@ def test_a_bad_flag_is_refused_before_tensorflow_is_imported(tmp_path):
 def test_import_amp_tf_outside_a_cli_is_eager_and_inside_is_lazy(monkeypatch):
     import amp_tf
 
-    assert not amp_tf.running_as_cli() and "CoupledSGD" in dir(amp_tf.optimizers)
+    assert not amp_tf.running_as_cli() and "CoupledSGD" in dir(amp_tf.run.optimizers)
     monkeypatch.setattr(sys, "argv", ["/usr/bin/amp-fmnist", "--epochs", "1"])
     assert amp_tf.running_as_cli()  # console scripts of setup.py too
     import re
@@ -426,7 +426,9 @@ def test_import_amp_tf_outside_a_cli_is_eager_and_inside_is_lazy(monkeypatch):
 
 def test_cli_name_snapshots_equal_the_registries():
     """amp_tf.cli.names (checked before TensorFlow) spells out the registries: they must agree."""
-    from amp_tf import augment, data, presets
+    from amp_tf import data
+    from amp_tf.method import augment
+    from amp_tf.run import presets
     from amp_tf.cli import names
     from amp_tf.data.groups import GROUPS
     from amp_tf.models import backbone_names
@@ -448,7 +450,7 @@ def test_snapshot_checks_without_the_registries(monkeypatch):
     """The pre-TensorFlow path (registry modules not imported) refuses and accepts like the registries."""
     from amp_tf.cli import names
 
-    for module in ("amp_tf.models", "amp_tf.augment", "amp_tf.data.registry"):
+    for module in ("amp_tf.models", "amp_tf.method.augment", "amp_tf.data.registry"):
         monkeypatch.delitem(sys.modules, module)
     assert names.check_data_name("lsun/classroom") == "lsun/classroom"
     with pytest.raises(ValueError, match="unknown data set name 'fashion-mnist'.*folder:<path>"):
@@ -523,7 +525,7 @@ def vanilla_model(tmp_path_factory):
     """A vanilla resnet_small (width 4) for Fashion-MNIST with its statistics, saved as the trainers
     save it (built, not trained: the CLI is under test); plus models that cannot be fine-tuned here."""
     from amp_tf import data
-    from amp_tf.training import TrainConfig, build_model
+    from amp_tf.run.training import TrainConfig, build_model
 
     root = tmp_path_factory.mktemp("given")
     x, _ = data.to_numpy(data.load("fashion_mnist", "train"), limit=256)

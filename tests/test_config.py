@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from amp_tf import presets
+from amp_tf.run import presets
 from amp_tf.config import DataConfig, JobConfig, TrainConfig, job_from_settings
-from amp_tf.flags import Parser, add_training_flags, train_config
+from amp_tf.run.flags import Parser, add_training_flags, train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_config_flags_and_presets_import_no_tensorflow():
-    code = ("import sys; sys.argv = ['amp-fmnist']; import amp_tf.config, amp_tf.flags, amp_tf.presets, "
+    code = ("import sys; sys.argv = ['amp-fmnist']; import amp_tf.config, amp_tf.run.flags, amp_tf.run.presets, "
             "amp_tf.errors; print(sorted({'tensorflow', 'keras', 'numpy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -46,8 +46,8 @@ def test_streamed_id_data_scores_like_arrays():
     """score_models over a tf.data stream of batches gives the arrays' numbers (ID and OOD)."""
     import tensorflow as tf
 
-    from amp_tf.pipeline import IDData, StreamedIDData, score_models
-    from amp_tf.training import build_model
+    from amp_tf.run.pipeline import IDData, StreamedIDData, score_models
+    from amp_tf.run.training import build_model
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (60, 12, 12, 1)).astype("uint8")

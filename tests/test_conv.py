@@ -122,7 +122,7 @@ def test_config_round_trip():
 
 _FIT_ON_ODD_BATCHES = textwrap.dedent("""
     import numpy as np, keras
-    from amp_tf.anchoring import AnchoredModel
+    from amp_tf.method.anchoring import AnchoredModel
     from amp_tf.models import build_backbone
     rng = np.random.default_rng(0)
     # last batch of one image; every batch of one; one odd batch of five

@@ -46,10 +46,10 @@ def test_pack_round_trip_is_float16():
 @pytest.mark.slow  # trains two models
 def test_scores_match_the_detectors():
     """Every AMP score from one pass, and MC dropout's shared passes equal to `detectors.get(...)` per set."""
-    from amp_tf import detectors
-    from amp_tf.pipeline import IDData
-    from amp_tf.predictor import AMP_SCORES
-    from amp_tf.training import TrainConfig, finetune_anchored, train
+    from amp_tf.detection import detectors
+    from amp_tf.run.pipeline import IDData
+    from amp_tf.method.predictor import AMP_SCORES
+    from amp_tf.run.training import TrainConfig, finetune_anchored, train
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (96, 28, 28, 1)).astype("uint8")
@@ -63,7 +63,7 @@ def test_scores_match_the_detectors():
     dets = converged.anchored_detectors(anc, d, a, seed=1)
     amp = {k: dets.score(v) for k, v in sets.items()}
     assert set(amp["s"]) == set(AMP_SCORES) | set(converged.ANCHORED_FEATURES) | {"predicted_class"}
-    from amp_tf.predictor import select_anchors
+    from amp_tf.method.predictor import select_anchors
 
     alone = detectors.get("mahalanobis", anchored=True, anchors=select_anchors(x, 3, seed=1)).fit(
         anc, id_train=(x[:60], y[:60]))

@@ -443,7 +443,7 @@ def test_docstring_examples_run(module):
 def test_pipelines_run_with_fixed_tuning():
     """Autotuning off everywhere (its iterator teardown stalls fit/evaluate for seconds)."""
     from amp_tf.data import tfdata
-    from amp_tf.training import epoch_dataset
+    from amp_tf.run.training import epoch_dataset
 
     x = np.zeros((10, 6, 6, 1), "uint8")
     ds, steps = epoch_dataset(x, np.arange(10) % 3, 4)

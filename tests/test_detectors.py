@@ -6,10 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from amp_tf import detectors, scores
-from amp_tf.anchoring import AnchoredModel
+from amp_tf.detection import detectors
+from amp_tf.method import scores
+from amp_tf.method.anchoring import AnchoredModel
 from amp_tf.models import build_backbone
-from amp_tf.predictor import AMP_SCORES, AMP_VARIANTS, AnchoredPredictor, amp_variant_name, select_anchors
+from amp_tf.method.predictor import AMP_SCORES, AMP_VARIANTS, AnchoredPredictor, amp_variant_name, select_anchors
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_clear_errors(setup):
 
 
 def test_names_are_a_static_table_that_matches_the_registry(setup):
-    import amp_tf.baselines  # noqa: F401  (registers the baselines)
+    import amp_tf.detection.baselines  # noqa: F401  (registers the baselines)
 
     assert set(scores.names()) <= set(detectors.names())
     assert set(detectors.names()) == set(detectors.KINDS) | set(scores.names())
@@ -135,7 +136,7 @@ def test_names_are_a_static_table_that_matches_the_registry(setup):
 
 @pytest.mark.slow
 def test_names_do_not_depend_on_what_was_imported():
-    code = ("from amp_tf import detectors; a = detectors.names(); import amp_tf.baselines; "
+    code = ("from amp_tf import detectors; a = detectors.names(); import amp_tf.detection.baselines; "
             "b = detectors.names(); print(len(a), len(b)); assert a == b")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -190,7 +191,7 @@ def _anchored_features_reference(anchored, anchors, x, layer="features"):
 
 @pytest.mark.parametrize("name", ["knn", "mahalanobis"])
 def test_feature_detectors_on_an_anchored_model_fit_the_baseline_on_mean_anchored_features(setup, name):
-    import amp_tf.baselines as bl
+    import amp_tf.detection.baselines as bl
 
     x, y, _, anchored = setup
     opts = {"k": 5} if name == "knn" else {}

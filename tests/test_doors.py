@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 import amp_tf  # noqa: F401  (registers the serializables)
-from amp_tf import contract, detectors
-from amp_tf.anchoring import anchored_model
+from amp_tf import contract
+from amp_tf.detection import detectors
+from amp_tf.method.anchoring import anchored_model
 from amp_tf.cli import cifar, fmnist, imagenet, ood, tune
 from amp_tf.config import TrainConfig
-from amp_tf.pipeline import GivenModel
-from amp_tf.training import build_model, finetune_anchored
+from amp_tf.run.pipeline import GivenModel
+from amp_tf.run.training import build_model, finetune_anchored
 from tests.helpers import run_cli
 
 FIX = r"not logits.*Drop the final activation: build the last layer with activation=None"

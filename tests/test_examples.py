@@ -132,8 +132,8 @@ def test_export_litert_threshold_from_the_runs_held_out_validation_images(tmp_pa
     from tests.helpers import MAIN_JOB_ARGS, tiny_main_job
 
     from amp_tf import data
-    from amp_tf.files import load_run
-    from amp_tf.pipeline import split_id
+    from amp_tf.run.files import load_run
+    from amp_tf.run.pipeline import split_id
 
     run = tiny_main_job(tmp_path_factory)
     ex = example("export_litert")

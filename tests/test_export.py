@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from amp_tf.export import export_for_serving, threshold_at_tpr
-from amp_tf.predictor import AnchoredPredictor, select_anchors
+from amp_tf.serve.export import export_for_serving, threshold_at_tpr
+from amp_tf.method.predictor import AnchoredPredictor, select_anchors
 from tests.helpers import pixel_images, tiny_backbone
 
 MEAN, STD = [70.0], [80.0]
@@ -74,7 +74,7 @@ def test_fresh_process_savedmodel_matches_in_process(exported, tmp_path, rng):
     # predictor with identity statistics fed the normalised images and anchors
     direct = pred.predict(images.astype("float32"))
     np.testing.assert_allclose(got["outputs"]["amp_score"], direct["amp_score"], atol=1e-5)
-    from amp_tf.predictor import amp_outputs
+    from amp_tf.method.predictor import amp_outputs
 
     xn = (images.astype("float32") - MEAN[0]) / STD[0]
     cn = (pred.anchors.numpy() - MEAN[0]) / STD[0]
@@ -101,7 +101,7 @@ def test_savedmodel_checks_shape_in_graph(exported, rng):
 
 
 def test_serving_head_config_round_trip(exported):
-    from amp_tf.export import ServingHead
+    from amp_tf.serve.export import ServingHead
 
     _, head, _, val_u8 = exported
     clone = ServingHead.from_config(head.get_config())
@@ -180,7 +180,7 @@ def test_mixed_bfloat16_model_exports_in_float32(tmp_path, rng):
     import keras
     import tensorflow as tf
 
-    from amp_tf.export import float32_predictor
+    from amp_tf.serve.export import float32_predictor
 
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from amp_tf import data
-from amp_tf.predictor import AnchoredPredictor, select_anchors
-from amp_tf.training import TrainConfig, finetune_anchored, train
+from amp_tf.method.predictor import AnchoredPredictor, select_anchors
+from amp_tf.run.training import TrainConfig, finetune_anchored, train
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_report_json_has_every_field(run):
 
 def test_the_run_went_through_the_main_jobs_preset(run):
     """The shared tiny main job runs through `--preset fmnist-offline` (tests/helpers.py)."""
-    from amp_tf import presets
+    from amp_tf.run import presets
 
     rep = json.loads((run / "report.json").read_text())
     assert rep["ood_sets"] == list(presets.get("fmnist-offline").ood) + NEAR  # --near adds its group

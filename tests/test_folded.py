@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf.export import export_for_serving
-from amp_tf.folded import FoldedAnchoredPredictor, find_stem, split_stem
+from amp_tf.serve.export import export_for_serving
+from amp_tf.serve.folded import FoldedAnchoredPredictor, find_stem, split_stem
 from amp_tf.models import build_backbone
-from amp_tf.predictor import AnchoredPredictor, select_anchors
+from amp_tf.method.predictor import AnchoredPredictor, select_anchors
 from tests.helpers import pixel_images
 
 STATS = dict(mean=127.5, std=127.5)  # pixel statistics (the tests compare predictors, any will do)

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "amp_tf"
 #: The method and pipeline layers, which `amp_tf/models/` (plain Keras backbones) must not reach.
-ABOVE_MODELS = ("amp_tf.anchoring", "amp_tf.training", "amp_tf.predictor", "amp_tf.pipeline")
+ABOVE_MODELS = ("amp_tf.method.anchoring", "amp_tf.run.training", "amp_tf.method.predictor", "amp_tf.run.pipeline")
 
 
 # --------------------------------------------------------------------------- #
@@ -263,10 +263,68 @@ def amp_tf_graph():
 
 def test_amp_tf_has_no_import_cycle():
     graph, files = amp_tf_graph()
-    assert len(files) > 50 and graph["amp_tf.training"], "the graph lost its modules or edges"
+    assert len(files) > 50 and graph["amp_tf.run.training"], "the graph lost its modules or edges"
     found = cycles(graph)
     assert not found, "import cycles in amp_tf (each layer may import only the layers below it):\n" + describe(
         found, graph, files)
+
+
+#: The layers of amp_tf, lowest first (docs/architecture.md): a module imports only its own layer or lower ones.
+#: `base` is the top-level modules (recipe, config, errors, contract, compat, _version); the package itself and
+#: `amp_tf.serializables` (which imports every module that defines a Keras serializable, on purpose) stand above all.
+LAYERS = ("base", "low", "method", "detection", "serve", "run", "cli")
+TOP = ("amp_tf", "amp_tf.serializables")
+
+
+def layer_of(module):
+    """The layer of a module name (None for the package and `serializables`)."""
+    if module in TOP:
+        return None
+    part = module.split(".")[1]
+    if part in ("data", "models"):
+        return "low"
+    return part if part in LAYERS else "base"
+
+
+def upward_imports(graph):
+    """`["a -> b (line)"]` for every import of a higher layer."""
+    bad = []
+    for a, targets in graph.items():
+        for b, lines in targets.items():
+            la, lb = layer_of(a), layer_of(b)
+            if la and lb and LAYERS.index(lb) > LAYERS.index(la):
+                bad.append(f"{a} ({la}) -> {b} ({lb}), line {lines[0]}")
+    return bad
+
+
+def test_every_module_imports_only_its_own_layer_or_lower_ones():
+    graph, files = amp_tf_graph()
+    top = [m for m in files if m.count(".") == 1 and not (files[m].name == "__init__.py")]
+    assert len(top) <= 8, f"amp_tf/ top level holds {len(top)} modules (at most 8; put a module in its layer): {top}"
+    bad = upward_imports(graph)
+    assert not bad, "imports that go up a layer (docs/architecture.md):\n" + "\n".join(sorted(bad))
+    assert {layer_of(m) for m in files} >= set(LAYERS)
+
+
+def test_the_layer_check_can_fail():
+    graph = {"amp_tf.method.predictor": {"amp_tf.run.pipeline": [3]}, "amp_tf.run.pipeline": {"amp_tf.recipe": [1]}}
+    assert upward_imports(graph) == ["amp_tf.method.predictor (method) -> amp_tf.run.pipeline (run), line 3"]
+
+
+def test_old_flat_module_paths_still_import_the_same_modules():
+    """`amp_tf.export`, `amp_tf.detectors.shipped`, ... (README, user code) are the modules of the layers."""
+    import importlib
+
+    import amp_tf
+
+    for layer, modules in amp_tf.MOVED.items():
+        for m in modules:
+            assert importlib.import_module(f"amp_tf.{m}") is importlib.import_module(f"amp_tf.{layer}.{m}"), m
+    from amp_tf.detectors import select_detector  # a submodule of a moved package, by its old path
+    from amp_tf.export import export_for_serving
+
+    assert select_detector.__module__ == "amp_tf.detection.detectors.selection"
+    assert export_for_serving.__module__ == "amp_tf.serve.export"
 
 
 def test_models_import_nothing_from_the_method_or_pipeline():
@@ -304,11 +362,51 @@ def test_a_cli_process_registers_every_serializable_after_its_checks():
         for name in ("AnchoredModel", "AnchoredPredictor", "FoldedAnchoredPredictor", "ServingHead",
                      "PixelNormalization", "BatchNorm", "Conv2D", "CoupledSGD", "ConsistencyAugment"):
             assert keras.saving.get_registered_object("amp_tf>" + name) is not None, name
-        assert amp_tf.anchored_model.__module__ == "amp_tf.anchoring"
-        assert "mahalanobis" in amp_tf.scores.names()  # the baselines are registered too
+        assert amp_tf.anchored_model.__module__ == "amp_tf.method.anchoring"
+        assert "mahalanobis" in amp_tf.method.scores.names()  # the baselines are registered too
         print("ok", amp_tf.__version__)
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith("ok "), proc.stderr[-3000:]
+
+
+def private_reaches(files):
+    """`["file:line name"]` where a module of amp_tf uses another amp_tf module's private name: `mod._x` on a
+    module it imported, or `from amp_tf.m import _x` (its own package's `__init__` aside)."""
+    bad = []
+    for module, path in files.items():
+        tree = ast.parse(path.read_text())
+        mods = set()
+        for node in _nodes(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("amp_tf"):
+                for a in node.names:
+                    target = f"{node.module}.{a.name}"
+                    if target in files:
+                        mods.add(a.asname or a.name)
+                    elif a.name.startswith("_") and not a.name.startswith("__") and not module.startswith(node.module):
+                        bad.append(f"{path.name}:{node.lineno} {target}")
+            elif isinstance(node, ast.Import):
+                mods.update(a.asname for a in node.names if a.asname and a.name in files)
+        for node in _nodes(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in mods
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                bad.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    graph, files = amp_tf_graph()
+    bad = private_reaches(files)
+    assert not bad, "private names used from another module (make them public or move the code):\n" + "\n".join(bad)
+
+
+def test_the_private_name_check_can_fail(tmp_path):
+    pkg = tmp_path / "amp_tf"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("_x = 1\n")
+    (pkg / "b.py").write_text("from amp_tf import a\nfrom amp_tf.a import _x\nprint(a._x)\n")
+    found = private_reaches(module_files(tmp_path))
+    assert len(found) == 2 and any("a._x" in f for f in found), found

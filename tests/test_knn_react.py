@@ -6,10 +6,11 @@ import pytest
 from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 
-import amp_tf.baselines as bl
-from amp_tf import detectors, scores
-from amp_tf.baselines.knn import KNN, normalize
-from amp_tf.baselines.react import ReAct, final_dense
+import amp_tf.detection.baselines as bl
+from amp_tf.detection import detectors
+from amp_tf.method import scores
+from amp_tf.detection.baselines.knn import KNN, normalize
+from amp_tf.detection.baselines.react import ReAct, final_dense
 from amp_tf.models import build_backbone
 
 # final Dense layer: logits = h W2 + b2

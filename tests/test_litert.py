@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf.export import (
+from amp_tf.serve.export import (
     TFLiteModel, empty_message, export_for_serving, export_tflite, rank_message, size_message,
 )
-from amp_tf.predictor import AnchoredPredictor, select_anchors
+from amp_tf.method.predictor import AnchoredPredictor, select_anchors
 from tests.helpers import pixel_images, tiny_backbone
 
 MEAN, STD = [70.0], [80.0]
@@ -131,8 +131,8 @@ def test_export_tflite_refuses_before_any_work(lite, tmp_path):
 @pytest.mark.slow
 def test_resnet_small_with_fused_batchnorm_at_batch_1(tmp_path):
     """The main job's architecture (fused BatchNorm, residual adds) at batch 1, folded and tiled."""
-    from amp_tf.anchoring import AnchoredModel
-    from amp_tf.folded import FoldedAnchoredPredictor
+    from amp_tf.method.anchoring import AnchoredModel
+    from amp_tf.serve.folded import FoldedAnchoredPredictor
     from amp_tf.models import build_backbone
 
     rng = np.random.default_rng(3)

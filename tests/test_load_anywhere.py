@@ -1,12 +1,12 @@
 """Saved models load in a user's own script: a fresh interpreter that imports only `amp_tf`.
 
 In-process tests cannot see this: once any test module has imported, say,
-`amp_tf.optimizers`, its classes are registered for the whole process. So the
+`amp_tf.run.optimizers`, its classes are registered for the whole process. So the
 slow test saves every kind of model amp-tf writes (every `.keras` file of a
 main-job run, a `finetune_anchored` result, models compiled by user code) and
 loads them all in ONE fresh interpreter, with and without `compile=False`, and
 trains each kind one step. The fast tests check the clear messages for files
-that are not `.keras` models (`amp_tf.files.check_keras_file`).
+that are not `.keras` models (`amp_tf.run.files.check_keras_file`).
 """
 import os
 import subprocess
@@ -21,11 +21,11 @@ import pytest
 import tensorflow as tf
 
 from amp_tf import data
-from amp_tf.anchoring import AnchoredModel
-from amp_tf.files import check_keras_file, load_keras_model, load_run
+from amp_tf.method.anchoring import AnchoredModel
+from amp_tf.run.files import check_keras_file, load_keras_model, load_run
 from amp_tf.models import build_backbone
-from amp_tf.optimizers import CoupledSGD
-from amp_tf.training import TrainConfig, compile_model, finetune_anchored, train
+from amp_tf.run.optimizers import CoupledSGD
+from amp_tf.run.training import TrainConfig, compile_model, finetune_anchored, train
 from tests.helpers import tiny_main_job
 
 ROOT = Path(__file__).resolve().parents[1]

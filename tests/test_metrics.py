@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from amp_tf import metrics
-from amp_tf.metrics import format_table, metrics_table, ood_metrics
+from amp_tf.detection import metrics
+from amp_tf.detection.metrics import format_table, metrics_table, ood_metrics
 
 
 # ----------------------------------------------------------------- references

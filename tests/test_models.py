@@ -4,9 +4,9 @@ import pytest
 
 import keras
 
-from amp_tf.anchoring import anchored_model
+from amp_tf.method.anchoring import anchored_model
 from amp_tf.models import anchor_backbone, backbone_names, build_backbone, register_backbone
-from amp_tf.pixels import PixelNormalization
+from amp_tf.models.pixels import PixelNormalization
 
 # name -> (image shape, num classes, expected TRAINABLE params of the vanilla model).
 # Reference counts are the PyTorch parameter counts (BN running stats are buffers
@@ -342,10 +342,11 @@ def test_anchored_model_computes_the_vanilla_function_on_raw_pixels(mean, std, r
 
 
 def test_anchored_model_lives_in_the_method_layer():
-    """`amp_tf.models` gives the parts (plain Keras: backbone + statistics); `amp_tf.anchoring`
+    """`amp_tf.models` gives the parts (plain Keras: backbone + statistics); `amp_tf.method.anchoring`
     builds the `AnchoredModel` (also `amp_tf.anchored_model`)."""
     import amp_tf
-    from amp_tf import anchoring, models
+    from amp_tf import models
+    from amp_tf.method import anchoring
 
     assert amp_tf.anchored_model is anchoring.anchored_model and not hasattr(models, "anchored_model")
     model = build_backbone("resnet_small", (12, 12, 3), 5, anchored=False, width=8, mean=70.0, std=50.0,

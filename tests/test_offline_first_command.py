@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from amp_tf import data, network
+from amp_tf import data
+from amp_tf import network
 from amp_tf.cli import cifar, common, fmnist
 from amp_tf.data import tfds_sets
-from amp_tf.distribute import describe_strategy, get_strategy
+from amp_tf.run.distribute import describe_strategy, get_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf.optimizers import CoupledSGD, make_sgd
+from amp_tf.run.optimizers import CoupledSGD, make_sgd
 
 LR, MOM, WD = 0.1, 0.9, 5e-4
 

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from amp_tf import data
-from amp_tf.pipeline import RunFolder
-from amp_tf.pixels import PixelNormalization, check_images, check_pixels, check_stats
+from amp_tf.run.pipeline import RunFolder
+from amp_tf.models.pixels import PixelNormalization, check_images, check_pixels, check_stats
 
 
 def _offline_sets():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf.predictor import AnchoredPredictor, select_anchors
+from amp_tf.method.predictor import AnchoredPredictor, select_anchors
 from tests.helpers import linear_backbone, linear_logits_numpy, pixel_images, tiny_backbone
 
 STATS = dict(mean=127.5, std=127.5)  # pixel statistics where any will do
@@ -181,7 +181,7 @@ def test_normalised_or_scaled_input_is_refused(rng):
 
 
 def test_from_model_takes_the_statistics(rng):
-    from amp_tf.anchoring import AnchoredModel
+    from amp_tf.method.anchoring import AnchoredModel
 
     model = AnchoredModel(tiny_backbone(c=1), mean=60.0, std=30.0, check_pixels=False)
     anchors = pixel_images(rng, (3, 8, 8, 1))
@@ -216,7 +216,7 @@ def test_a_bare_backbone_without_statistics_is_refused(rng):
 
 # ------------------------------------------------------------------ anchor strategies
 def _pool_setup():
-    from amp_tf.anchoring import AnchoredModel
+    from amp_tf.method.anchoring import AnchoredModel
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (120, 8, 8, 1)).astype("uint8")

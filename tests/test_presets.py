@@ -1,4 +1,4 @@
-"""Presets of the paper's tables (amp_tf.presets) on every CLI (--preset / --dry-run), one
+"""Presets of the paper's tables (amp_tf.run.presets) on every CLI (--preset / --dry-run), one
 tiny real run of the offline preset, and the Table 7 resize study (eval.resize_study) on a
 generated folder of real PNG files against a tiny saved model."""
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from amp_tf import presets
+from amp_tf.run import presets
 from amp_tf.cli import common, ood, resize_study
 from amp_tf.cli import cifar, fmnist, imagenet
 from tests.helpers import run_cli
@@ -141,7 +141,7 @@ def test_unknown_or_misplaced_preset_errors(capsys):
 def tiny_model(tmp_path_factory):
     """An anchored resnet_small for Fashion-MNIST (built, not trained); it carries its statistics."""
     from amp_tf import data
-    from amp_tf.training import TrainConfig, build_model
+    from amp_tf.run.training import TrainConfig, build_model
 
     root = tmp_path_factory.mktemp("model")
     x, _ = data.to_numpy(data.load("fashion_mnist", "train"), limit=500)

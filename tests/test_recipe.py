@@ -4,11 +4,12 @@ import inspect
 import numpy as np
 import pytest
 
-from amp_tf import presets, recipe
-from amp_tf.anchoring import AnchoredModel
+from amp_tf import recipe
+from amp_tf.run import presets
+from amp_tf.method.anchoring import AnchoredModel
 from amp_tf.cli import cifar, common, fmnist, imagenet
-from amp_tf.optimizers import CoupledSGD, make_sgd
-from amp_tf.training import TrainConfig, finetune_anchored, train
+from amp_tf.run.optimizers import CoupledSGD, make_sgd
+from amp_tf.run.training import TrainConfig, finetune_anchored, train
 
 R = recipe.as_dict()
 
@@ -91,7 +92,7 @@ def test_finetune_anchored_trains_with_the_recipe():
 def test_python_and_cli_get_the_same_lr_schedule():
     """TrainConfig() with the main job's epochs schedules the lr as the CLI does (warm-up + cosine);
     warmup_epochs=0 is the constant lr, one argument away."""
-    from amp_tf.training import lr_schedule
+    from amp_tf.run.training import lr_schedule
 
     main_job = fmnist.parser().parse_args([])
     cli_cfg = common.train_config(main_job)

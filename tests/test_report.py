@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from amp_tf import report
-from amp_tf.metrics import METRIC_KEYS, ood_metrics
-from amp_tf import plots
-from amp_tf.plots import plot_metric_vs_corruption, plot_metric_vs_level, plot_roc, roc_curve
+from amp_tf.run import report
+from amp_tf.detection.metrics import METRIC_KEYS, ood_metrics
+from amp_tf.run import plots
+from amp_tf.run.plots import plot_metric_vs_corruption, plot_metric_vs_level, plot_roc, roc_curve
 
 SETS = {"digits": -2.0, "fmnist_blur_1": -0.4, "fmnist_blur_2": -1.0, "fmnist_jpeg_1": -0.2, "fmnist_jpeg_3": -0.5}
 KEYS = {"anchored/amp": 1.0, "vanilla/msp": 0.6}  # separation factor per score

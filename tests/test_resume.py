@@ -24,7 +24,7 @@ import pytest
 
 import amp_tf  # noqa: F401  (registers AnchoredModel for load_model)
 from amp_tf.cli import fmnist
-from amp_tf.pipeline import RunFolder, RunFolderLost, check_run_folder
+from amp_tf.run.pipeline import RunFolder, RunFolderLost, check_run_folder
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 from scipy.special import log_softmax, logsumexp, softmax
 
-from amp_tf import scores
+from amp_tf.method import scores
 
 LOGIT_SCORES = ["amp", "msp", "energy", "max_logit", "entropy"]
 
@@ -205,12 +205,12 @@ def test_fitted_score_registration():
         assert out[0] > out[1]
         np.testing.assert_allclose(out[0], 0.0)
     finally:
-        scores._REGISTRY.pop(name, None)
+        scores.REGISTRY.pop(name, None)
 
 
 def test_fit_all_takes_the_logits_from_odins_first_pass(rng):
     """One forward pass fewer per image: every logit score still equals its definition."""
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
 
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
     x = rng.integers(0, 256, size=(19, 4, 4, 1)).astype("uint8")
@@ -246,10 +246,11 @@ def test_the_scoring_layers_import_downwards_only():
     def hits(mods, *banned):
         return sorted(m for m in mods if any(m == b or m.startswith(b + ".") for b in banned))
 
-    assert hits(imports(root / "scores.py"), "amp_tf.baselines", "amp_tf.detectors", "amp_tf.evaluation") == []
-    for low in ("inference.py", "predictor.py"):
-        assert hits(imports(root / low), "amp_tf.baselines", "amp_tf.detectors", "amp_tf.evaluation") == []
-    for path in (root / "baselines").glob("*.py"):
-        assert hits(imports(path), "amp_tf.detectors", "amp_tf.evaluation") == [], path.name
-    assert hits(imports(root / "detectors.py"), "amp_tf.baselines._common", "amp_tf.evaluation") == []
+    above = ("amp_tf.detection.baselines", "amp_tf.detection.detectors", "amp_tf.detection.evaluation")
+    for low in ("scores.py", "inference.py", "predictor.py"):
+        assert hits(imports(root / "method" / low), *above) == [], low
+    for path in (root / "detection" / "baselines").glob("*.py"):
+        assert hits(imports(path), "amp_tf.detection.detectors", "amp_tf.detection.evaluation") == [], path.name
+    for path in (root / "detection" / "detectors").glob("*.py"):
+        assert hits(imports(path), "amp_tf.detection.baselines._common", "amp_tf.detection.evaluation") == [], path.name
 

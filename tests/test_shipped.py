@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amp_tf import detectors
-from amp_tf.anchoring import AnchoredModel
-from amp_tf.detectors.selection import candidate_scorer
+from amp_tf.detection import detectors
+from amp_tf.method.anchoring import AnchoredModel
+from amp_tf.detection.detectors.selection import candidate_scorer
 from amp_tf.models import build_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_threshold_lets_tpr_of_the_validation_images_pass(tiny):
                                   "amp[sum,divide]"])
 def test_in_graph_score_equals_the_candidates_numpy_score(tiny, kind):
     """`ShippedScore` (what the exports run) against the float64 numpy detectors of the selection."""
-    from amp_tf.detectors.shipped import ShippedDetector, score_layer
+    from amp_tf.detection.detectors.shipped import ShippedDetector, score_layer
 
     model, det, x, _ = tiny
     fitted = det.fitted
@@ -91,7 +91,7 @@ def test_in_graph_score_equals_the_candidates_numpy_score(tiny, kind):
 
 
 def _gram_detector(det, model, kind="amp+gram"):
-    from amp_tf.detectors.shipped import ShippedDetector, score_layer
+    from amp_tf.detection.detectors.shipped import ShippedDetector, score_layer
 
     fitted = det.fitted
     opts = fitted["family_best"].get(kind, {})
@@ -107,7 +107,7 @@ def _numpy_gram_reference(model, det, images):
     minus the summed deviation from the [min, max] of the class of the mean logits."""
     import keras
 
-    from amp_tf.baselines.gram import deviation
+    from amp_tf.detection.baselines.gram import deviation
 
     est = det.fitted["gram"].estimator
     bb = model.backbone
@@ -166,7 +166,7 @@ def test_saved_state_loads_in_a_fresh_interpreter_and_scores_the_same(tiny, tmp_
     det.save(tmp_path)
     np.save(tmp_path / "x.npy", x[:16])
     code = ("import sys, json, numpy as np, keras, amp_tf\n"
-            "from amp_tf.detectors import load_detector\n"
+            "from amp_tf.detection.detectors import load_detector\n"
             "p = sys.argv[1]\n"
             "m = keras.saving.load_model(p + '/anchored.keras')\n"
             "d = load_detector(p, m)\n"
@@ -184,7 +184,7 @@ def test_saved_state_loads_in_a_fresh_interpreter_and_scores_the_same(tiny, tmp_
 
 
 def test_a_state_for_another_model_is_refused_naming_both(tiny, tmp_path):
-    from amp_tf.detectors.shipped import ShippedDetector, score_layer
+    from amp_tf.detection.detectors.shipped import ShippedDetector, score_layer
 
     _, det, _, _ = tiny
     maha = det.fitted["features"]["mahalanobis"].estimator
@@ -219,8 +219,8 @@ def test_bad_selection_input_is_refused_before_any_fitting(tiny):
 def shipped_exports(tmp_path_factory):
     import keras
 
-    from amp_tf.export import TFLiteModel, export_for_serving, export_tflite
-    from amp_tf.pipeline import load_id
+    from amp_tf.serve.export import TFLiteModel, export_for_serving, export_tflite
+    from amp_tf.run.pipeline import load_id
 
     model = keras.saving.load_model(CONVERGED, compile=False)
     d = load_id("fashion_mnist", val_size=400, train_limit=3000, eval_limit=256)
@@ -236,8 +236,8 @@ def shipped_exports(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gram_exports(shipped_exports, tmp_path_factory):
     """The exports of `amp+gram` (its validation-best options) fitted by the same selection."""
-    from amp_tf.export import TFLiteModel, export_for_serving, export_tflite
-    from amp_tf.metrics import threshold_at_tpr
+    from amp_tf.serve.export import TFLiteModel, export_for_serving, export_tflite
+    from amp_tf.detection.metrics import threshold_at_tpr
 
     det, _, _, d = shipped_exports
     one = _gram_detector(det, det.fitted["amp"].model)

@@ -2,7 +2,7 @@
 import keras
 import numpy as np
 
-from amp_tf.training import TrainConfig, train
+from amp_tf.run.training import TrainConfig, train
 
 
 def test_mixed_precision_training_restores_the_global_policy():

@@ -9,7 +9,7 @@ is answered in well under a second.
 
 | command                | module                       | what it does                                   |
 |------------------------|------------------------------|------------------------------------------------|
-| `trainers.fmnist`      | `amp_tf.cli.fmnist`          | the offline main job (`amp_tf.pipeline.run_job`) |
+| `trainers.fmnist`      | `amp_tf.cli.fmnist`          | the offline main job (`amp_tf.run.pipeline.run_job`) |
 | `trainers.cifar`       | `amp_tf.cli.cifar`           | CIFAR-10/100 with the paper's recipe           |
 | `trainers.imagenet`    | `amp_tf.cli.imagenet`        | ImageNet (streaming) or image folders          |
 | `trainers.tune`        | `amp_tf.cli.tune`            | keras-tuner on ID-only objectives              |

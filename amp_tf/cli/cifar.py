@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from amp_tf import presets as _presets
+from amp_tf.run import presets as _presets
 from amp_tf.cli.common import (
     check_out,
     add_limit_alias,
@@ -53,7 +53,7 @@ from amp_tf.cli.common import (
 
 ARCHS = ("wrn40_2", "resnet18", "resnet34", "resnet_small")
 PAPER_OOD = ("svhn_cropped", "dtd", "places365_small")
-#: The paper's CIFAR recipe (one definition: amp_tf.presets.CIFAR_RECIPE), WRN-40-2.
+#: The paper's CIFAR recipe (one definition: amp_tf.run.presets.CIFAR_RECIPE), WRN-40-2.
 DEFAULTS = dict(_presets.CIFAR_RECIPE, arch="wrn40_2")
 
 
@@ -183,8 +183,8 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.cifar", default_ood=PAPER_OOD, combine=combine)
     t0 = time.time()
     from amp_tf import data
-    from amp_tf.callbacks import OODMetricsCallback
-    from amp_tf.pipeline import GivenModel, load_id, load_ood
+    from amp_tf.run.callbacks import OODMetricsCallback
+    from amp_tf.run.pipeline import GivenModel, load_id, load_ood
 
     def log(msg):
         print(f"[cifar] {msg}", flush=True)

@@ -1,5 +1,5 @@
 """What every command shares: the common flags (the training flags and their TrainConfig are
-`amp_tf.flags`'s), the checks before TensorFlow, run folders, presets and --dry-run."""
+`amp_tf.run.flags`'s), the checks before TensorFlow, run folders, presets and --dry-run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from amp_tf import recipe
 from amp_tf.contract import check_arch_width, check_image_shape
 from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
-from amp_tf.flags import Parser, add_training_flags, train_config  # noqa: F401  (shared with the benchmarks)
+from amp_tf.run.flags import Parser, add_training_flags, train_config  # noqa: F401  (shared with the benchmarks)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,7 +61,7 @@ def _run_config(args):
 def check_out(args):
     """Refuses --out / --resume / --overwrite that would mix runs (a live run's folder among them), or a
     place that cannot be written, before TensorFlow is imported and any data loaded. Writes nothing."""
-    from amp_tf.runfolder import check_run_folder, check_writable  # pure Python
+    from amp_tf.run.runfolder import check_run_folder, check_writable  # pure Python
 
     if args.out:
         check_run_folder(Path(args.out), _run_config(args), resume=getattr(args, "resume", False),
@@ -73,9 +73,9 @@ def check_out(args):
 
 
 def run_folder(args, name, log=print, data=()):
-    """The `amp_tf.pipeline.RunFolder` of --out / --resume / --overwrite (default: runs/<name>-<time>);
+    """The `amp_tf.run.pipeline.RunFolder` of --out / --resume / --overwrite (default: runs/<name>-<time>);
     its job.json records where each split of `data` (`IDData`s) was read (`data_sources`)."""
-    from amp_tf.pipeline import RunFolder
+    from amp_tf.run.pipeline import RunFolder
 
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     return RunFolder(out, _run_config(args), resume=getattr(args, "resume", False),
@@ -179,7 +179,7 @@ def check_args(args):
 
 
 def check_data(args, d):
-    """Checks that need the ID data's sizes (an `amp_tf.pipeline.IDData`): after loading,
+    """Checks that need the ID data's sizes (an `amp_tf.run.pipeline.IDData`): after loading,
     before any folder is written or any training starts."""
     n = len(d.x_train)
     if getattr(args, "num_anchors", None) is not None and args.num_anchors > n:
@@ -227,7 +227,7 @@ def init_from_info(path):
     import json
     import zipfile
 
-    from amp_tf.files import check_keras_file  # no TensorFlow: names a missing, truncated or foreign file
+    from amp_tf.run.files import check_keras_file  # no TensorFlow: names a missing, truncated or foreign file
 
     p = Path(path)
     fix = "pass a vanilla Keras model saved with model.save('name.keras') (e.g. vanilla.keras of a run)"
@@ -287,8 +287,8 @@ def run_and_report(args, job, data, ood, models, folder, log, t0, extra=None, **
     `extra` adds to what the report records besides the seed, the versions and the flags;
     `run_kw` go to `run_job` (e.g. `near=`, `title=`, `calibration=`).
     """
-    from amp_tf.pipeline import run_job
-    from amp_tf.report import render
+    from amp_tf.run.pipeline import run_job
+    from amp_tf.run.report import render
 
     record = {**(extra or {}), "seed": args.seed, "versions": versions(), "args": vars(args)}
     results = run_job(data, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive,
@@ -339,13 +339,13 @@ def check_names(data_names):
 
 
 # --------------------------------------------------------------------------- #
-# Presets (amp_tf.presets): --preset NAME and --dry-run, for every CLI
+# Presets (amp_tf.run.presets): --preset NAME and --dry-run, for every CLI
 # --------------------------------------------------------------------------- #
 def add_preset_flags(parser):
     """Adds --preset and --dry-run (used with `parse_cli`)."""
-    from amp_tf import presets
+    from amp_tf.run import presets
 
-    g = parser.add_argument_group("presets (the paper's tables; amp_tf.presets, docs/reproduce.md)")
+    g = parser.add_argument_group("presets (the paper's tables; amp_tf.run.presets, docs/reproduce.md)")
     g.add_argument("--preset", default=None, metavar="NAME",
                    help="set the defaults of this command to one experiment of the paper (explicit flags "
                         f"override them): {', '.join(presets.names())}")
@@ -391,7 +391,7 @@ def apply_preset(parser, argv, kind, cli):
             trainer, a preset value that is not one of the flag's choices.
         KeyError: an eval-section key that is no flag of `parser` (a registry bug).
     """
-    from amp_tf import presets
+    from amp_tf.run import presets
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default=None)
@@ -427,7 +427,7 @@ def resolved_config(args, preset, kind, cli, default_ood=(), describe=None):
     resolve to (e.g. trainers.fmnist's fixed suite); the default reads --dataset /
     --id and --ood (the word `default` expands to `default_ood`).
     """
-    from amp_tf import presets
+    from amp_tf.run import presets
 
     p = presets.get(preset) if preset else None
     a = vars(args)
@@ -489,7 +489,7 @@ def parse_cli(parser, argv, kind, cli, default_ood=(), describe=None, combine=No
 def log_strategy(args, cli):
     """A trainer's first line: its distribution strategy, replicas and per-replica batch. The strategy is
     made here, at start (a multi-worker one must come first), and training reuses it (`get_strategy`)."""
-    from amp_tf.distribute import describe_strategy, get_strategy
+    from amp_tf.run.distribute import describe_strategy, get_strategy
 
     line = describe_strategy(get_strategy(args.strategy), args.strategy, args.batch_size)
     print(f"[{cli.rsplit('.', 1)[-1]}] {line}", flush=True)
@@ -499,7 +499,7 @@ def heavy_imports():
     """Imports TensorFlow, registers every amp-tf serializable and the baselines' scores (after the
     cheap checks); the command imports the rest of what it uses. Not `amp_tf.import_all`: nothing
     inside the package imports the package, its top layer (tests/test_import_graph.py)."""
-    import amp_tf.baselines  # noqa: F401  (registers the baselines in amp_tf.scores)
+    import amp_tf.detection.baselines  # noqa: F401  (registers the baselines in amp_tf.method.scores)
     from amp_tf.serializables import register_all
 
     register_all()

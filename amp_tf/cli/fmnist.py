@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 import time
 
-from amp_tf import presets as _presets
+from amp_tf.run import presets as _presets
 from amp_tf.cli.common import (
     check_out,
     add_limit_alias,
@@ -39,7 +39,7 @@ from amp_tf.cli.common import (
     train_config,
 )
 
-#: The main job's recipe (one definition: amp_tf.presets.FMNIST_RECIPE).
+#: The main job's recipe (one definition: amp_tf.run.presets.FMNIST_RECIPE).
 DEFAULTS = dict(_presets.FMNIST_RECIPE)
 #: The images of every set of the suite (Fashion-MNIST and its holdout splits).
 IMAGE_SHAPE = (28, 28, 1)
@@ -126,7 +126,7 @@ def job_models(args, given=None):
       anchored model is fine-tuned from it; with --skip-vanilla only the latter;
     * --finetune-epochs 0 or --skip-vanilla: the anchored model from scratch.
     """
-    from amp_tf.pipeline import GivenModel
+    from amp_tf.run.pipeline import GivenModel
 
     if args.init_from:
         epochs = args.finetune_epochs or args.epochs
@@ -149,7 +149,7 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.fmnist", default_ood=tuple(suite()[1]),
                      describe=lambda a: suite(a.holdout), combine=combine)
     t0 = time.time()
-    from amp_tf.pipeline import GivenModel, load_fmnist_suite
+    from amp_tf.run.pipeline import GivenModel, load_fmnist_suite
 
     def log(msg):
         print(f"[fmnist] {msg}", flush=True)

@@ -12,7 +12,7 @@ image folders with one subfolder per class. Input pipeline, streaming: decode ->
 random-resized crop (area 8-100 %, aspect 3/4-4/3) to --image-size + flip for
 training; resize the shorter side to image-size*256/224 + center crop for
 validation (`amp_tf.data.streaming`); normalisation with the standard ImageNet
-mean/std (0..255 units). The job is `amp_tf.pipeline.run_job` over a
+mean/std (0..255 units). The job is `amp_tf.run.pipeline.run_job` over a
 `StreamedIDData` (`load_id_stream`): this module maps the flags onto it.
 
 At the end the model is scored on the ID validation images against the OOD
@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from amp_tf import presets as _presets
+from amp_tf.run import presets as _presets
 from amp_tf.cli.common import (
     check_out,
     add_limit_alias,
@@ -55,7 +55,7 @@ ARCHS = ("resnet50_imagenet", "resnet_small")
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 DEFAULT_OOD = tuple(f"imagenet2012_corrupted/gaussian_blur_{i}" for i in range(1, 6))
-#: The paper's ImageNet recipe (one definition: amp_tf.presets.IMAGENET_RECIPE), ResNet-50.
+#: The paper's ImageNet recipe (one definition: amp_tf.run.presets.IMAGENET_RECIPE), ResNet-50.
 DEFAULTS = dict(_presets.IMAGENET_RECIPE, arch="resnet50_imagenet")
 
 
@@ -123,7 +123,7 @@ def expand_ood(text):
 
 
 def id_sources(args):
-    """`(train, val, load_kw)` for `amp_tf.pipeline.load_id_stream`: the two folders, or tfds imagenet2012."""
+    """`(train, val, load_kw)` for `amp_tf.run.pipeline.load_id_stream`: the two folders, or tfds imagenet2012."""
     if args.train_folder:
         return (f"folder:{args.train_folder}", "train"), (f"folder:{args.val_folder}", "test"), {}
     kw = dict(data_dir=args.data_dir, download=args.download, manual_dir=args.manual_dir)
@@ -155,7 +155,7 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.imagenet", default_ood=DEFAULT_OOD, combine=combine,
                      describe=lambda a: (f"folder:{a.val_folder}" if a.val_folder else "imagenet2012", None))
     t0 = time.time()
-    from amp_tf.pipeline import GivenModel, load_id_stream, load_ood_streams
+    from amp_tf.run.pipeline import GivenModel, load_id_stream, load_ood_streams
 
     def log(msg):
         print(f"[imagenet] {msg}", flush=True)

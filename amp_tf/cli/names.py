@@ -23,7 +23,7 @@ import sys
 
 #: amp_tf.models.backbone_names()
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet50_imagenet", "resnet_small", "wrn40_2")
-#: amp_tf.augment.PRESETS and amp_tf.augment.transform_names()
+#: amp_tf.method.augment.PRESETS and amp_tf.method.augment.transform_names()
 CONSISTENCY_PRESETS = {
     "none": (),
     "jitter_blur": ("color_jitter", "blur"),
@@ -60,7 +60,7 @@ def check_arch(name):
 
 def check_consistency(text, flag="--consistency"):
     """The transforms of T that `text` names (a preset, or names joined by '+')."""
-    augment = _live("amp_tf.augment")
+    augment = _live("amp_tf.method.augment")
     if augment is not None:
         try:
             return augment.resolve(text)

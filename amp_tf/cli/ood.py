@@ -3,7 +3,7 @@
 An anchored model (`AnchoredModel`, as the trainers save it) is scored with AMP
 over K anchors picked (with --seed) from the ID training split, plus every AMP
 variant and MSP / Energy on the calibrated logits; a plain (vanilla) Keras
-classifier with the logit scores of amp_tf.scores and ODIN. Images go in as
+classifier with the logit scores of amp_tf.method.scores and ODIN. Images go in as
 raw pixels: the model carries its own normalisation (the ID training
 statistics, saved in the .keras file). Nothing is resized or converted unless
 asked: a size mismatch needs --resize, a grayscale/RGB mismatch needs
@@ -57,8 +57,8 @@ def parser():
                    help="comma list of OOD set names (amp_tf.data.names(include_patterns=True), folder:<path>)")
     p.add_argument("--scores", default="all",
                    help="comma list of scores, or 'all'. Anchored models: the AMP variants, msp, energy "
-                        "and neg_tau (amp_tf.predictor.AMP_SCORES); vanilla models: the logit scores of "
-                        "amp_tf.scores (amp, energy, entropy, max_logit, msp) and odin")
+                        "and neg_tau (amp_tf.method.predictor.AMP_SCORES); vanilla models: the logit scores of "
+                        "amp_tf.method.scores (amp, energy, entropy, max_logit, msp) and odin")
     p.add_argument("--positive", default="id", choices=["id", "ood"],
                    help="metric convention: id (paper/ODIN) or ood (OpenOOD v1.5)")
     p.add_argument("--format", default="md", choices=["md", "csv", "json"],
@@ -91,8 +91,8 @@ _EXPECTED = ("expected a .keras file written by model.save(...) (e.g. anchored.k
 
 
 def check_model_path(path):
-    """The checks of --model that need no TensorFlow: a complete .keras archive (`amp_tf.files`)."""
-    from amp_tf.files import check_keras_file
+    """The checks of --model that need no TensorFlow: a complete .keras archive (`amp_tf.run.files`)."""
+    from amp_tf.run.files import check_keras_file
 
     return check_keras_file(path, "--model")
 
@@ -101,8 +101,8 @@ def load_model(path):
     """The Keras model in `path` (anchored or plain); ValueError/OSError with a clear message else."""
     import keras
 
-    from amp_tf.anchoring import AnchoredModel
-    from amp_tf.files import load_keras_model
+    from amp_tf.method.anchoring import AnchoredModel
+    from amp_tf.run.files import load_keras_model
 
     model = load_keras_model(path, "--model")
     net = model.backbone if isinstance(model, AnchoredModel) else model
@@ -121,7 +121,7 @@ def load_model(path):
 def model_geometry(model, id_shape=None):
     """(anchored, (height, width), channels) of the images the model takes; a model that takes any
     size (``(None, None, C)``) takes the ID set's images as they are (`id_shape`, a callable)."""
-    from amp_tf.anchoring import AnchoredModel
+    from amp_tf.method.anchoring import AnchoredModel
 
     anchored = isinstance(model, AnchoredModel)
     shape = (model.backbone if anchored else model).input_shape
@@ -142,11 +142,11 @@ def _id_shape(args):
 
 def choose_scores(text, anchored):
     """The detector names of --scores: an anchored model's in `AMP_SCORES` order (the report's)."""
-    from amp_tf import scores
+    from amp_tf.method import scores
     from amp_tf.contract import ANCHORED_SCORES, check_scores
-    from amp_tf.predictor import AMP_SCORES
+    from amp_tf.method.predictor import AMP_SCORES
 
-    # anchored: every detector of amp_tf.detectors for an AnchoredModel ('all': the AMP pass's scores);
+    # anchored: every detector of amp_tf.detection.detectors for an AnchoredModel ('all': the AMP pass's scores);
     # vanilla: the logit scores, plus ODIN (its first pass gives the logits: one pass for all)
     valid = (list(ANCHORED_SCORES) if anchored
              else sorted(scores.names(needs_model=False, needs_fit=False) + ["odin"]))
@@ -195,7 +195,7 @@ def combine(args, given):
 def fit_detectors(args, model, anchored, names, geo, log):
     """`detectors.fit_all` for --scores: AMP over --num-anchors training images (seeded with --seed),
     or the logit scores and ODIN of a vanilla model."""
-    from amp_tf import detectors
+    from amp_tf.detection import detectors
     from amp_tf.data.loading import load_images
 
     if not anchored:
@@ -220,7 +220,7 @@ def results_of(args, model, kind, id_vals, id_labels, ood_vals, size, channels, 
     """The report dict of one scored model (report.json)."""
     import numpy as np
 
-    from amp_tf.evaluation import ood_results
+    from amp_tf.detection.evaluation import ood_results
 
     acc = None
     out_classes = (model.backbone if kind == "anchored" else model).output_shape[-1]
@@ -249,8 +249,8 @@ def main(argv=None):
             print(f"[eval.ood] {msg}", file=sys.stderr, flush=True)
 
     from amp_tf.data.loading import load_images
-    from amp_tf.evaluation import score_arrays
-    from amp_tf.report import render, write_report
+    from amp_tf.detection.evaluation import score_arrays
+    from amp_tf.run.report import render, write_report
 
     ood_names = list(dict.fromkeys(split_names(args.ood)))
     model = load_model(args.model)

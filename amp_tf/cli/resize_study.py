@@ -153,7 +153,7 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "resize_study", "eval.resize_study", combine=combine,
                      describe=lambda a: (None, [f"resize_{m}" for m in split_names(a.methods or "")]))
     from amp_tf.data.loading import load_images
-    from amp_tf.files import write_json
+    from amp_tf.run.files import write_json
 
     methods = list(dict.fromkeys(split_names(args.methods)))
     folder = Path(args.ood_folder).expanduser()

@@ -1,13 +1,13 @@
 """Hyper-parameter search with KerasTuner for anchored training: T, its schedule, lr, width.
 
 Searches the composition of the consistency transform T (presets of
-amp_tf.augment), how often it is applied (``consistency_every``), the learning
+amp_tf.method.augment), how often it is applied (``consistency_every``), the learning
 rate and the width of ``resnet_small``, with the objective ``val_ood_auroc``
 (maximised) that `amp_tf.OODMetricsCallback` writes into the Keras logs: AMP
 separating the ID validation images from an ID-only OOD proxy (the same images
 under a heavy Gaussian blur; no outlier exposure), or ``val_accuracy``
 (--objective). Each trial builds and compiles its model with
-amp_tf.training's ``build_model`` / ``compile_model`` from a ``TrainConfig`` and
+amp_tf.run.training's ``build_model`` / ``compile_model`` from a ``TrainConfig`` and
 trains on the seeded, per-epoch ``epoch_dataset`` (random crop + flip) with a
 constant learning rate and the library's recipe otherwise (`amp_tf.recipe`:
 coupled weight decay, per-sample T). Offline by default: Fashion-MNIST (--id; any set of
@@ -70,7 +70,7 @@ def parser():
     s.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming tuner/ in --out")
     h = p.add_argument_group("search space (comma lists; one value fixes a hyper-parameter)")
     h.add_argument("--consistency", default=",".join(CONSISTENCY_PRESETS),
-                   help="candidate compositions of T: amp_tf.augment presets or names joined by '+'")
+                   help="candidate compositions of T: amp_tf.method.augment presets or names joined by '+'")
     h.add_argument("--consistency-every", default="1,2,5,10", help="candidate schedules: T on every n-th step")
     h.add_argument("--lr", default="0.01,0.3",
                    help="learning-rate range 'lo,hi' (log-uniform), or one value")
@@ -145,8 +145,8 @@ def make_hypermodel(args, space, xtr, ytr, val, ood_id, ood_proxy, num_classes, 
     import keras_tuner
     import tensorflow as tf
 
-    from amp_tf.callbacks import OODMetricsCallback
-    from amp_tf.training import TrainConfig, build_model, compile_model, epoch_dataset
+    from amp_tf.run.callbacks import OODMetricsCallback
+    from amp_tf.run.training import TrainConfig, build_model, compile_model, epoch_dataset
 
     base = TrainConfig(arch=args.arch, anchored=True, epochs=args.epochs, batch_size=args.batch_size,
                        weight_decay=args.weight_decay, augment=args.augment, seed=args.seed,
@@ -274,7 +274,7 @@ def main(argv=None):
     check_arch(args.arch)
     heavy_imports()  # after every check that needs no data
     from amp_tf import data
-    from amp_tf.pipeline import load_id
+    from amp_tf.run.pipeline import load_id
 
     d = load_id(args.id, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
                 eval_limit=1, data_dir=args.data_dir, download=args.download)
@@ -311,7 +311,7 @@ def _check_counts(args):
 
 def _report_best(args, tuner, hypermodel, out, extra, t0):
     """Writes trials.csv / trials.md and best.json (with `extra`), prints the best trial; returns best.json's dict."""
-    from amp_tf.files import write_json
+    from amp_tf.run.files import write_json
 
     rows = trials_table(tuner, args.objective)
     csv_path, md_path = write_tables(out, rows, args.objective)

@@ -4,7 +4,7 @@ Training: random-resized crop (area 8-100 %, aspect 3/4-4/3) to `size` + flip,
 stateless per (seed, image index), so a given seed gives the same crops;
 evaluation: the shorter side to size*256/224, then the center crop (or a plain
 resize, for sets that are crops already). Images stay raw pixels (0..255): the
-models normalise. `amp_tf.pipeline.load_id_stream` builds a job's
+models normalise. `amp_tf.run.pipeline.load_id_stream` builds a job's
 `StreamedIDData` from these.
 
 Example:

@@ -1,6 +1,6 @@
 """Backbone models for anchored (AMP) training and ``anchor_backbone``: plain Keras.
 
-Nothing here imports the method layer (`amp_tf.anchoring` builds the `AnchoredModel`
+Nothing here imports the method layer (`amp_tf.method.anchoring` builds the `AnchoredModel`
 around these backbones; tests/test_import_graph.py checks it).
 
 Example:

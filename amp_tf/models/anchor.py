@@ -10,7 +10,7 @@ Leading per-channel affine maps of the pixels (``Rescaling``, ``Normalization``,
 our ``PixelNormalization``, constant ``x * s`` / ``x / s`` / ``x + b`` / ``x - b``
 ops, in chains and inside nested models) are absorbed: the anchored backbone
 drops them and `anchor_with_statistics` returns them as pixel statistics, with
-which `amp_tf.anchoring.anchored_model` computes exactly the original function on
+which `amp_tf.method.anchoring.anchored_model` computes exactly the original function on
 raw pixels. The composed map
 ``y = A * x + B`` is "normalise with mean ``-B / A`` and std ``1 / A``", and the
 anchored model feeds ``[(c - mean) / std, (x - c) / std] = [A c + B, A (x - c)]``,
@@ -72,7 +72,7 @@ def anchor_backbone(model: keras.Model) -> keras.Model:
     function for any anchor ``c``. Leading affine preprocessing (``Rescaling``,
     ``Normalization``, ``PixelNormalization``) is dropped: the anchored backbone
     takes *normalised* ``[c, x - c]``, and `anchor_with_statistics` returns the
-    statistics that stand for it (`amp_tf.anchoring.anchored_model` builds the
+    statistics that stand for it (`amp_tf.method.anchoring.anchored_model` builds the
     `AnchoredModel` from both). ``model``
     itself is left unchanged and shares no variables with the result.
 
@@ -118,7 +118,7 @@ def _anchor(model, state=None):
 def _check_model(model):
     if not isinstance(model, keras.Model):
         raise ValueError(f"Expected a keras.Model; got {type(model).__name__}.")
-    if not isinstance(model, keras.Sequential) and not _is_functional(model):
+    if not isinstance(model, keras.Sequential) and not is_functional(model):
         raise ValueError(
             f"Cannot anchor a subclassed model ({type(model).__name__} {model.name!r}): its "
             "layer graph is unknown. Rebuild it with the functional API (keras.Input -> "
@@ -195,12 +195,12 @@ def _rebuild(model, state=None):
 
 
 def _is_pixel_normalization(layer) -> bool:
-    from amp_tf.pixels import PixelNormalization
+    from amp_tf.models.pixels import PixelNormalization
 
     return isinstance(layer, PixelNormalization)
 
 
-def _is_functional(model) -> bool:
+def is_functional(model) -> bool:
     from keras.src.models.functional import Functional
 
     return isinstance(model, Functional)
@@ -264,7 +264,7 @@ def _statistics(model, stages, channels, mean=None, std=None):
     User-given ``mean``/``std`` replace the model's own `PixelNormalization`, or
     come before its other preprocessing when it has none.
     """
-    from amp_tf.pixels import check_stats
+    from amp_tf.models.pixels import check_stats
 
     stages = list(stages)
     if (mean is None) != (std is None):
@@ -340,7 +340,7 @@ def anchor_with_statistics(model, mean=None, std=None) -> AnchoredParts:
     The backbone drops the leading affine preprocessing it absorbed; ``mean``/``std``
     (float32, (C,), `model_normalization`) put it back, so ``AnchoredModel(backbone,
     mean=mean, std=std)`` computes ``model``'s function on raw pixels. That model is
-    built one layer up, by `amp_tf.anchoring.anchored_model`: this package stays plain Keras.
+    built one layer up, by `amp_tf.method.anchoring.anchored_model`: this package stays plain Keras.
 
     Example:
         >>> import keras

@@ -137,7 +137,7 @@ def _image_input(input_shape, anchored, mean, std, check_pixels):
     )
     if anchored:
         return inputs, inputs
-    from amp_tf.pixels import PixelNormalization
+    from amp_tf.models.pixels import PixelNormalization
 
     return inputs, PixelNormalization(mean, std, channels=c, check_pixels=check_pixels,
                                       name="pixel_normalization")(inputs)

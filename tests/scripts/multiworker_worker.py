@@ -1,7 +1,7 @@
 """One worker of a 2-worker MultiWorkerMirroredStrategy run (started by tests/test_distributed.py).
 
 Usage: TF_CONFIG=... python multiworker_worker.py OUT_DIR
-Trains a tiny anchored resnet_small on seeded random data with amp_tf.training.train
+Trains a tiny anchored resnet_small on seeded random data with amp_tf.run.training.train
 and writes the final backbone weights to OUT_DIR/weights_<index>.npz.
 """
 import json
@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from amp_tf.training import TrainConfig, train  # noqa: E402
+from amp_tf.run.training import TrainConfig, train  # noqa: E402
 
 
 def main(out):

@@ -1,0 +1,480 @@
+"""The shipped detector: the validation-selected score, fitted, saved with the run, computed in-graph.
+
+One implementation of the shipped score, `ShippedScore`, a Keras layer that holds
+the fitted state as non-trainable weights and computes the score from what one
+pass over the K anchors gives: the per-anchor logits `(K, B, N)` and the anchored
+features averaged over the anchors `(B, D)`. The SavedModel and the `.tflite`
+(`amp_tf.serve.export`) and `ShippedDetector.score` all run this layer, so a user's
+script, `eval.ood` and the served model score with exactly what was shipped.
+
+The kinds (the candidates of `select_detector`):
+
+* `amp` (and every name of `AMP_SCORES`): AMP of the calibrated mean logits;
+* `mahalanobis`: `-min_c (f - mu_c)^T P (f - mu_c)`, computed as `-min_c ||f W - mu_c W||^2`
+  with `P = W W^T` (P's eigenvectors scaled by the root of their eigenvalues), so float32
+  subtracts small projected vectors instead of cancelling large quadratic forms;
+* `knn`: minus the distance of the L2-normalised features to their k-th nearest neighbour in
+  the bank of normalised ID training features;
+* `gram`: the Gram score of Sastry & Oore (`amp_tf.detection.baselines.gram`) on the anchored backbone: the
+  row-sum Gram features (orders 1..`gram_order`, signed roots) of the layers `gram_layers`
+  (`default_gram_layers`) of every anchored row `[c, x - c]`, averaged over the K anchors (like
+  the pooled features), minus their summed deviation from the `[mins, maxs]` ranges of the
+  class AMP predicts (argmax of the mean logits), fitted on the ID training images. In float32
+  (the exports' dtype): on the default Fashion-MNIST model the largest order-5 row sum before its
+  root is about 1e20, far below float32's 3e38 (`select_detector` drops the Gram candidates, with a
+  log line, if a training value is not finite);
+* `amp+mahalanobis`, `amp+knn`, `amp+gram`: `w * (a - mean_a) / std_a + (1 - w) * (f - mean_f) / std_f`,
+  both standardised on the ID validation images.
+
+The features come from the same backbone call as the logits (`feature_extractor`: one pass
+gives `concat([pooled features, Gram features, logits])` per anchored row).
+
+`ShippedDetector` is the layer plus what it needs around it: the anchors (the features
+depend on them), its name, the threshold (`is_ood = ood_score < threshold`, set so that
+`tpr` of the ID validation images pass) and the validation table that chose it. `save(folder)`
+writes `detector.json` and `detector.npz` into a run folder; `load_detector(folder, model)`
+reads them back in a fresh interpreter and refuses a state that does not match the model.
+
+Example:
+
+>>> det = select_detector(model, (x_train, y_train), (x_val, y_val))   # doctest: +SKIP
+>>> det.name, round(det.threshold, 3)                                   # doctest: +SKIP
+('amp+mahalanobis', -1.234)
+>>> det.save("runs/my-run")                                             # doctest: +SKIP
+>>> again = load_detector("runs/my-run", model)                         # doctest: +SKIP
+>>> again.predict(x_test[:4])["is_ood"]                                 # doctest: +SKIP
+array([False, False, False,  True])
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from amp_tf.method.predictor import AMP_SCORES, AMP_VARIANTS, AnchoredPredictor, amp_outputs
+
+#: Files of a saved detector in a run folder.
+STATE_JSON, STATE_NPZ = "detector.json", "detector.npz"
+#: The kinds on the pooled `"features"` layer, and on the Gram features of the block outputs.
+POOLED_KINDS, GRAM_KINDS = ("mahalanobis", "knn"), ("gram",)
+FEATURE_KINDS = (*POOLED_KINDS, *GRAM_KINDS)
+KINDS = (*AMP_SCORES, *FEATURE_KINDS, *(f"amp+{f}" for f in FEATURE_KINDS))
+#: The highest Gram order of the anchored `gram` (orders 1..5, as the vanilla Gram baseline).
+GRAM_ORDER = 5
+#: The state arrays a `ShippedScore` may hold (non-trainable weights), by kind.
+STATE_NAMES = ("proj", "proj_means", "bank", "mins", "maxs")
+_FORMAT = 1
+
+
+def feature_kind(kind):
+    """`"mahalanobis"` / `"knn"` / `"gram"` of a kind that uses the features, else None."""
+    base = kind.split("+", 1)[-1]
+    return base if base in FEATURE_KINDS else None
+
+
+def amp_part(kind):
+    """Whether the score of `kind` has an AMP term."""
+    return kind in AMP_SCORES or kind.startswith("amp+")
+
+
+def amp_value(outputs, name):
+    """The AMP score `name` (a name of `AMP_SCORES`) from `amp_outputs`-like outputs of its variant."""
+    if name in AMP_VARIANTS:
+        return outputs["amp_score"]
+    return -outputs["tau"] if name == "neg_tau" else outputs[name]
+
+
+def mahalanobis_factor(precision):
+    """`W (D, r)` with `W W^T = precision` (a PSD pseudo-inverse): eigenvectors times the root of the
+    positive eigenvalues (those pinvh kept)."""
+    vals, vecs = np.linalg.eigh(np.asarray(precision, np.float64))
+    keep = vals > vals.max() * 1e-12 if vals.size and vals.max() > 0 else np.zeros_like(vals, bool)
+    return vecs[:, keep] * np.sqrt(vals[keep])[None]
+
+
+@keras.saving.register_keras_serializable(package="amp_tf")
+class ShippedScore(keras.layers.Layer):
+    """The shipped score in-graph: `call(per_anchor_logits (K, B, N), features (B, D)) -> (B,)`, higher = ID.
+
+    Args:
+        kind: one of `KINDS`.
+        amp_score: the AMP term (a name of `AMP_SCORES`) for `amp+...`; for an AMP kind, the kind.
+        w: AMP's weight in `amp+...` (0..1).
+        stats: `[[mean_a, std_a], [mean_f, std_f]]` of the two terms on ID validation images.
+        k: the neighbour rank of `knn`.
+        feature_dim, num_classes, bank_size, rank, gram_dim: the shapes of the state (weights `proj` (D, r)
+            and `proj_means` (C, r) for Mahalanobis, `bank` (n, D) for KNN, `mins` / `maxs` (C, Dg) for Gram).
+        gram_layers, gram_order: the layers and the highest order of the Gram features (`gram` kinds).
+        gram_eps: the guard of Gram's relative deviations.
+        eps: tau's floor for `calibration="divide"`.
+
+    The features `call` takes are the pooled features (B, D) for `mahalanobis` / `knn`, the Gram
+    features (B, Dg) for `gram` (`feature_extractor(backbone, score=layer)` gives them).
+    """
+
+    def __init__(self, kind, amp_score="amp", w=1.0, stats=((0.0, 1.0), (0.0, 1.0)), k=50, feature_dim=0,
+                 num_classes=0, bank_size=0, rank=0, eps=1e-6, gram_dim=0, gram_layers=(), gram_order=0,
+                 gram_eps=1e-6, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if kind not in KINDS:
+            raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}.")
+        self.kind, self.amp_score = kind, kind if kind in AMP_SCORES else amp_score
+        if self.amp_score not in AMP_SCORES:
+            raise ValueError(f"amp_score: expected one of {AMP_SCORES}, got {amp_score!r}.")
+        self.w, self.k, self.eps = float(w), int(k), float(eps)
+        self.stats = [[float(v) for v in pair] for pair in stats]
+        self.feature_dim, self.num_classes = int(feature_dim), int(num_classes)
+        self.bank_size, self.rank = int(bank_size), int(rank)
+        self.gram_dim, self.gram_layers = int(gram_dim), [str(n) for n in gram_layers]
+        self.gram_order, self.gram_eps = int(gram_order), float(gram_eps)
+        feat = feature_kind(kind)
+        if feat == "mahalanobis":
+            self.proj = self.add_weight(shape=(self.feature_dim, self.rank), initializer="zeros",
+                                        trainable=False, name="proj")
+            self.proj_means = self.add_weight(shape=(self.num_classes, self.rank), initializer="zeros",
+                                              trainable=False, name="proj_means")
+        elif feat == "knn":
+            self.bank = self.add_weight(shape=(self.bank_size, self.feature_dim), initializer="zeros",
+                                        trainable=False, name="bank")
+        elif feat == "gram":
+            if not self.gram_layers or self.gram_order < 1:
+                raise ValueError("kind 'gram': pass gram_layers (the layer names) and gram_order >= 1.")
+            self.mins = self.add_weight(shape=(self.num_classes, self.gram_dim), initializer="zeros",
+                                        trainable=False, name="mins")
+            self.maxs = self.add_weight(shape=(self.num_classes, self.gram_dim), initializer="zeros",
+                                        trainable=False, name="maxs")
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def uses_features(self):
+        return feature_kind(self.kind) is not None
+
+    def uses_gram(self):
+        """Whether the features are the Gram features (else the pooled ones)."""
+        return feature_kind(self.kind) in GRAM_KINDS
+
+    def amp_term(self, k_logits):
+        red, cal = AMP_VARIANTS.get(self.amp_score, AMP_VARIANTS["amp"])
+        return amp_value(amp_outputs(k_logits, red, cal, self.eps), self.amp_score)
+
+    def feature_term(self, feats, k_logits=None):
+        feats = tf.cast(feats, tf.float32)
+        if self.uses_gram():  # -sum of the deviations from the ranges of AMP's predicted class
+            pred = tf.argmax(tf.reduce_mean(tf.cast(k_logits, tf.float32), axis=0), axis=-1, output_type=tf.int32)
+            mn, mx = tf.gather(tf.cast(self.mins, tf.float32), pred), tf.gather(tf.cast(self.maxs, tf.float32), pred)
+            dev = (tf.nn.relu(mn - feats) / (tf.abs(mn) + self.gram_eps)
+                   + tf.nn.relu(feats - mx) / (tf.abs(mx) + self.gram_eps))
+            return -tf.reduce_sum(dev, axis=-1)
+        if feature_kind(self.kind) == "mahalanobis":
+            g = tf.matmul(feats, tf.cast(self.proj, tf.float32))
+            diff = g[:, None, :] - tf.cast(self.proj_means, tf.float32)[None]
+            return -tf.reduce_min(tf.reduce_sum(tf.square(diff), axis=-1), axis=-1)
+        bank = tf.cast(self.bank, tf.float32)
+        z = feats / (tf.sqrt(tf.reduce_sum(tf.square(feats), axis=-1, keepdims=True)) + 1e-10)
+        d2 = (tf.reduce_sum(tf.square(z), axis=-1, keepdims=True) + tf.reduce_sum(tf.square(bank), axis=-1)[None]
+              - 2.0 * tf.matmul(z, bank, transpose_b=True))
+        kth = -tf.math.top_k(-d2, k=self.k).values[:, self.k - 1]
+        return -tf.sqrt(tf.maximum(kth, 0.0))
+
+    def call(self, k_logits, features=None):
+        if not self.uses_features():
+            return self.amp_term(k_logits)
+        f = self.feature_term(features, k_logits)
+        if not amp_part(self.kind):
+            return f
+        (ma, sa), (mf, sf) = self.stats
+        return self.w * (self.amp_term(k_logits) - ma) / sa + (1.0 - self.w) * (f - mf) / sf
+
+    def set_state(self, state):
+        """Assigns the fitted arrays (`proj`, `proj_means`, `bank` or `mins`, `maxs`) from a dict of numpy
+        arrays."""
+        for name in STATE_NAMES:
+            if hasattr(self, name):
+                getattr(self, name).assign(np.asarray(state[name], np.float32))
+        return self
+
+    def state(self):
+        return {n: keras.ops.convert_to_numpy(getattr(self, n)) for n in STATE_NAMES if hasattr(self, n)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kind=self.kind, amp_score=self.amp_score, w=self.w, stats=self.stats, k=self.k,
+                      feature_dim=self.feature_dim, num_classes=self.num_classes, bank_size=self.bank_size,
+                      rank=self.rank, eps=self.eps, gram_dim=self.gram_dim, gram_layers=list(self.gram_layers),
+                      gram_order=self.gram_order, gram_eps=self.gram_eps)
+        return config
+
+
+def score_layer(kind, amp_score="amp", w=1.0, stats=None, feature=None, eps=1e-6):
+    """A `ShippedScore` of `kind` holding the state of a fitted baseline `feature` (the `Mahalanobis`
+    or `KNN` estimator of an `AnchoredFeatureDetector`, the `Gram` estimator of an `AnchoredGram`),
+    or none for an AMP kind."""
+    opts = dict(kind=kind, amp_score=amp_score, w=w, eps=eps, stats=stats or ((0.0, 1.0), (0.0, 1.0)))
+    state = {}
+    feat = feature_kind(kind)
+    if feat == "mahalanobis":
+        proj = mahalanobis_factor(feature.precision_)
+        state = {"proj": proj, "proj_means": feature.means_ @ proj}
+        opts.update(feature_dim=proj.shape[0], rank=proj.shape[1], num_classes=len(feature.means_))
+    elif feat == "knn":
+        state = {"bank": feature.bank_}
+        opts.update(feature_dim=feature.bank_.shape[1], bank_size=feature.bank_.shape[0], k=feature.k_)
+    elif feat == "gram":
+        state = {"mins": feature.mins_, "maxs": feature.maxs_}
+        opts.update(gram_dim=feature.mins_.shape[1], num_classes=feature.mins_.shape[0],
+                    gram_layers=list(feature.layers_), gram_order=feature.max_order, gram_eps=feature.eps)
+    return ShippedScore(**opts).set_state(state)
+
+
+def feature_extractor(backbone, layer="features", gram_layers=None, gram_order=GRAM_ORDER, pooled=True, score=None):
+    """`rows -> concat([pooled features of layer (D), Gram features (Dg), logits (N)])`, float32: ONE
+    backbone call for all three (the extractor of the anchored feature scores and of the exports).
+
+    Args:
+        backbone: the anchored backbone (rows `[c, x - c]`).
+        layer: the layer of the pooled features (feature maps are averaged over space).
+        gram_layers: None (no Gram features), `"auto"` (`default_gram_layers(backbone)`) or layer names:
+            their row-sum Gram features of orders 1..`gram_order` (`gram_row_sums`, float32).
+        pooled: whether to give the pooled features.
+        score: a `ShippedScore`: exactly what it takes (the pooled features of `mahalanobis` / `knn`,
+            the Gram features of its `gram_layers` and `gram_order`); overrides the three above.
+
+    The function has `feature_dim` (D, 0 without), `gram_dim` (Dg, 0 without), `width` (D + Dg),
+    `gram_layers` (the names) and `gram_order`.
+    """
+    from amp_tf.detection.baselines import float_logits, get_layer
+    from amp_tf.detection.baselines.gram import default_gram_layers, gram_row_sums, rank4_output
+
+    if score is not None:
+        pooled = feature_kind(score.kind) in POOLED_KINDS
+        gram_layers, gram_order = (score.gram_layers, score.gram_order) if score.uses_gram() else (None, 0)
+    if isinstance(gram_layers, str):
+        if gram_layers != "auto":
+            raise ValueError(f"gram_layers: 'auto' or a list of layer names, got {gram_layers!r}.")
+        gram_layers = default_gram_layers(backbone)
+    gram_layers = list(gram_layers or [])
+    if gram_layers and int(gram_order) < 1:
+        raise ValueError(f"gram_order: expected >= 1, got {gram_order}.")
+    maps = []
+    for n in gram_layers:
+        lay = get_layer(backbone, n)
+        if not rank4_output(lay):
+            raise ValueError(f"layer {n!r} must have one 4-D (B, H, W, C) output for the Gram features")
+        maps.append(lay.output)
+    feat = get_layer(backbone, layer).output if pooled else None
+    outs = ([feat] if pooled else []) + maps + [backbone.outputs[0]]
+    inputs = backbone.inputs if len(backbone.inputs) > 1 else backbone.inputs[0]
+    model = keras.Model(inputs, outs, name=f"{backbone.name}_shipped_extractor")
+    rank = len(feat.shape) if pooled else 0
+
+    def run(rows, training=False):
+        res = model(rows, training=False)
+        res = list(res) if isinstance(res, (list, tuple)) else [res]
+        parts = []
+        if pooled:
+            f = float_logits(res[0])
+            parts.append(tf.reduce_mean(f, axis=list(range(1, rank - 1))) if rank > 2 else f)
+        if maps:
+            parts.append(gram_row_sums(res[int(pooled):int(pooled) + len(maps)], gram_order, tf.float32))
+        parts.append(float_logits(res[-1]))
+        return tf.concat(parts, -1)
+
+    run.feature_dim = int(feat.shape[-1]) if pooled else 0  # channels last
+    run.gram_dim = sum(int(m.shape[-1]) for m in maps) * int(gram_order) if maps else 0
+    run.width = run.feature_dim + run.gram_dim
+    run.gram_layers, run.gram_order = gram_layers, int(gram_order) if maps else 0
+    return run
+
+
+def shipped_outputs(predictor, score, extractor, images, fixed_shape=False):
+    """The predictor's outputs plus `ood_score` from ONE pass over the anchors.
+
+    Args:
+        predictor: an `AnchoredPredictor` (its anchors must be the detector's).
+        score: a `ShippedScore` (or None: `ood_score` is `amp_score`).
+        extractor: `feature_extractor(predictor.backbone, score=score)` when the score uses features.
+        images: raw pixels (B, H, W, C).
+        fixed_shape: the TFLite trace (no pixel check, one backbone call).
+    """
+    x = tf.cast(images, tf.float32) if fixed_shape else predictor.normalizer.pixels(images)
+    if score is None or not score.uses_features():
+        if fixed_shape:
+            with predictor.one_batch():
+                k = predictor.per_anchor_logits(x)
+        else:
+            k = predictor.per_anchor_logits(x)
+        feats = None
+    else:
+        width = extractor.width
+        if fixed_shape:
+            with predictor.one_batch():
+                k, feats = predictor.logits_and_features(x, extractor, width)
+        else:
+            k, feats = predictor.logits_and_features(x, extractor, width)
+    out = amp_outputs(k, predictor.tau_reduction, predictor.calibration, predictor.eps)
+    out["ood_score"] = out["amp_score"] if score is None else score(k, feats)
+    return out
+
+
+class ShippedDetector:
+    """The fitted, selected detector that a run ships: score layer, anchors, name, threshold, evidence.
+
+    Attributes:
+        name: the detector name (`amp_tf.detection.detectors.names()`), e.g. `"amp+mahalanobis"`.
+        options: its options (`{"w": 0.5, "amp_score": "amp"}` for a combination).
+        label: name and options in one string, as the report prints it.
+        threshold: `is_ood = ood_score < threshold` (None until set).
+        tpr: the fraction of ID validation images the threshold lets pass.
+        candidates: the selection table, `[{"label", "name", "options", "val_fpr95", "val_auroc"}]`.
+        anchors: `(K, H, W, C)` raw pixels: the anchors the features and AMP were computed with.
+        score_layer: the `ShippedScore`.
+    """
+
+    def __init__(self, score_layer, anchors, name, options=None, threshold=None, tpr=0.95, candidates=(),
+                 info=None, feature_layer="features"):
+        self.score_layer, self.name, self.options = score_layer, name, dict(options or {})
+        self.anchors = np.asarray(anchors, np.float32)
+        self.threshold = None if threshold is None else float(threshold)
+        self.tpr, self.candidates, self.info = float(tpr), list(candidates), dict(info or {})
+        self.feature_layer = feature_layer
+        self.predictor = self.extractor = self._fn = None
+
+    @property
+    def label(self):
+        return candidate_label(self.name, self.options)
+
+    # ---------------------------------------------------------------- scoring
+    def attach(self, model, calibration="exp", tau_reduction="mean"):
+        """Binds the detector to an `AnchoredModel` (its predictor over the detector's anchors); checks
+        that the state fits the model (feature width, classes). Returns self."""
+        self.predictor = AnchoredPredictor.from_model(model, self.anchors, calibration=calibration,
+                                                      tau_reduction=tau_reduction)
+        self.extractor = None
+        layer = self.score_layer
+        if layer.uses_features():
+            missing = [n for n in ([] if not layer.uses_gram() else layer.gram_layers)
+                       if n not in {l.name for l in self.predictor.backbone.layers}]
+            if missing:
+                raise ValueError(f"detector {self.label!r}: its Gram state is of the layers {missing}, which the "
+                                 "model does not have; the detector was fitted on another model. Refit it: "
+                                 "amp_tf.detection.detectors.select_detector(model, ...).")
+            self.extractor = feature_extractor(self.predictor.backbone, self.feature_layer, score=layer)
+            check_fits(self, self.extractor.feature_dim, int(model.backbone.output.shape[-1]),
+                       self.extractor.gram_dim)
+        self._fn = None
+        return self
+
+    def predict(self, images, batch_size=256):
+        """`{ood_score, is_ood (when a threshold is set), amp_score, predicted_class, ...}` as numpy arrays."""
+        if self.predictor is None:
+            raise RuntimeError("ShippedDetector: call attach(model) (or load_detector(folder, model)) first.")
+        from amp_tf.method.inference import batched
+        from amp_tf.models.pixels import check_images
+
+        x = check_images(images, tuple(self.predictor.anchor_shape[1:]), self.predictor.normalizer.check)
+        out = batched(self._compiled(), x, batch_size)
+        if self.threshold is not None:
+            out["is_ood"] = out["ood_score"] < np.float32(self.threshold)
+        return out
+
+    def score(self, images, batch_size=256):
+        """`ood_score` (N,), higher = in-distribution."""
+        return self.predict(images, batch_size)["ood_score"]
+
+    def _compiled(self):
+        if self._fn is None:
+            pred, score, ext = self.predictor, self.score_layer, self.extractor
+            spec = tf.TensorSpec((None,) + tuple(pred.anchor_shape[1:]), tf.float32)
+
+            @tf.function(input_signature=[spec])
+            def run(x):
+                out = shipped_outputs(pred, score, ext, x)
+                return {k: out[k] for k in ("ood_score", "amp_score", "tau", "predicted_class", "msp", "energy")}
+
+            self._fn = run
+        return self._fn
+
+    # ---------------------------------------------------------------- saving
+    def to_json(self):
+        return {"format": _FORMAT, "name": self.name, "options": self.options, "label": self.label,
+                "threshold": self.threshold, "tpr": self.tpr, "feature_layer": self.feature_layer,
+                "score": self.score_layer.get_config(), "anchors_shape": list(self.anchors.shape),
+                "candidates": self.candidates, "info": self.info}
+
+    def save(self, folder):
+        """Writes `detector.json` and `detector.npz` into `folder` (a run folder); returns their paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / STATE_NPZ, anchors=self.anchors, **self.score_layer.state())
+        (folder / STATE_JSON).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return folder / STATE_JSON, folder / STATE_NPZ
+
+
+def candidate_label(name, options):
+    """`"amp+mahalanobis[w=0.5]"`, `"amp[sum,exp]+knn[w=0.25]"`, or the name alone."""
+    options = dict(options or {})
+    if "w" not in options:
+        return name
+    amp = options.get("amp_score", "amp")
+    return f"{amp}+{name.split('+', 1)[1]}[w={float(options['w']):g}]"
+
+
+def check_fits(det, feature_dim, num_classes, gram_dim=None):
+    """Refuses a detector state made for another model (feature width, Gram width, classes), naming both."""
+    layer = det.score_layer
+    if layer.gram_dim and gram_dim is not None and layer.gram_dim != gram_dim:
+        raise ValueError(f"detector {det.label!r}: its state holds {layer.gram_dim} Gram features (layers "
+                         f"{', '.join(layer.gram_layers)}, orders 1..{layer.gram_order}), the model gives {gram_dim}; "
+                         "the detector was fitted on another model. Refit it: "
+                         "amp_tf.detection.detectors.select_detector(model, ...).")
+    want = layer.feature_dim
+    if want and want != feature_dim:
+        raise ValueError(f"detector {det.label!r}: its state holds {want}-wide features, the model's "
+                         f"{det.feature_layer!r} layer gives {feature_dim}; the detector was fitted on another "
+                         "model. Refit it: amp_tf.detection.detectors.select_detector(model, ...).")
+    if layer.num_classes and layer.num_classes != num_classes:
+        raise ValueError(f"detector {det.label!r}: its state holds {layer.num_classes} classes, the model has "
+                         f"{num_classes}; the detector was fitted on another model. Refit it: "
+                         "amp_tf.detection.detectors.select_detector(model, ...).")
+
+
+def has_detector(folder):
+    """Whether `folder` (a run folder) holds a saved detector."""
+    return (Path(folder) / STATE_JSON).is_file() and (Path(folder) / STATE_NPZ).is_file()
+
+
+def load_detector(folder, model=None):
+    """The `ShippedDetector` saved in `folder`; attached to `model` (an `AnchoredModel`) when given.
+
+    Raises:
+        FileNotFoundError: no `detector.json` / `detector.npz` in `folder` (a run made before
+            detectors were saved: its SavedModel decides by AMP alone).
+        ValueError: a state that does not fit `model` (another feature width, other classes, other
+            image shape).
+    """
+    folder = Path(folder)
+    if not has_detector(folder):
+        raise FileNotFoundError(
+            f"{folder}: no saved detector ({STATE_JSON}, {STATE_NPZ}); this run was made before the shipped "
+            "detector existed and decides by AMP alone. Refit one: amp_tf.detection.detectors.select_detector(model, "
+            "id_train, id_val), then .save(folder).")
+    meta = json.loads((folder / STATE_JSON).read_text())
+    with np.load(folder / STATE_NPZ) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    layer = ShippedScore.from_config(meta["score"]).set_state(arrays)
+    det = ShippedDetector(layer, arrays["anchors"], meta["name"], meta.get("options"), meta.get("threshold"),
+                          meta.get("tpr", 0.95), meta.get("candidates", ()), meta.get("info"),
+                          meta.get("feature_layer", "features"))
+    if model is not None:
+        shape = tuple(model.backbone.input_shape[1:3]) + (model.backbone.input_shape[-1] // 2,)
+        if tuple(det.anchors.shape[1:]) != shape:
+            raise ValueError(f"detector {det.label!r}: its anchors are {tuple(det.anchors.shape[1:])} images, the "
+                             f"model takes {shape}; the detector was fitted for another model.")
+        det.attach(model, **det.info.get("predictor", {}))
+    return det

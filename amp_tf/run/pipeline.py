@@ -1,0 +1,602 @@
+"""The one job pipeline: ID data -> train -> save -> export -> evaluate -> report.
+
+Every trainer (`trainers.fmnist`, `trainers.cifar`, `trainers.imagenet`) and
+`benchmarks/ood_quality.py` describe a job with the same three pieces and run it
+with `run_job` (the benchmark loops over `train_models` / `score_models`):
+
+* the ID data: `IDData`, raw pixels in memory, split into train / validation /
+  test (validation held out of training by a seeded permutation; the training
+  indices are kept in their original order), with the per-channel training
+  statistics the models carry; or `StreamedIDData` for sets too large for memory
+  (ImageNet folders or tfds sets, `load_id_stream`): the same views over tf.data;
+* the OOD sets, `{name: raw-pixel images}` (`load_ood`), or streams of batches
+  (`load_ood_streams`); `load_fmnist_suite` loads the offline suite of a
+  `amp_tf.config.JobConfig`, with its near-OOD splits;
+* `{model name: TrainConfig}`: usually an anchored model and its vanilla twin.
+
+`run_job` writes into a `RunFolder` (a temporary sibling renamed into place
+when complete, so a killed run never leaves a folder that looks finished) and
+returns the results dict that `amp_tf.run.report` renders. The serving threshold is
+set on the ID *validation* images, never on the reported ID test set.
+
+Example:
+    >>> from amp_tf.run.training import TrainConfig
+    >>> d = load_id("fashion_mnist", val_size=64, train_limit=256, eval_limit=64)
+    >>> ood, _ = load_ood(["digits"], d.image_shape, limit=64)
+    >>> cfg = TrainConfig(epochs=1, batch_size=64, backbone_kwargs={"width": 4})
+    >>> import tempfile, pathlib
+    >>> folder = RunFolder(pathlib.Path(tempfile.mkdtemp()) / "run", config={"doc": 1})
+    >>> results = run_job(d, ood, {"anchored": cfg}, folder, num_anchors=2, verbose=0,
+    ...                   plots=False, log=lambda *a: None)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amp_tf.models.pixels import check_pixels
+from amp_tf.run.scoring import score_models  # noqa: F401  (the job's scoring; importable from here as before)
+
+
+# --------------------------------------------------------------------------- #
+# ID data
+# --------------------------------------------------------------------------- #
+@dataclasses.dataclass
+class IDData:
+    """The ID images of a job, raw pixels (uint8), split three ways.
+
+    Attributes:
+        name: registry name of the ID set.
+        x_train, y_train: training images and labels.
+        x_val, y_val: ID validation images, held out of training: early
+            stopping, the serving threshold, every selection.
+        x_test, y_test: the reported ID test set.
+        num_classes: class count.
+        mean, std: per-channel statistics of `x_train` in pixel units.
+        sources: where each split was read, ``{"train": path, "test": path}`` (when
+            the loader tells; recorded in job.json).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: np.ndarray = None
+    std: np.ndarray = None
+    sources: dict = None
+
+    def __post_init__(self):
+        from amp_tf.data.preprocessing import channel_stats
+
+        for k in ("x_train", "x_val", "x_test"):
+            check_pixels(getattr(self, k), k)
+        if self.mean is None or self.std is None:
+            self.mean, self.std = channel_stats(self.x_train)
+
+    @property
+    def image_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    def sizes(self):
+        return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
+
+    # The three views the job takes of its ID data (`StreamedIDData` has the same):
+    def training_input(self):
+        """`(x, y, val)` for `amp_tf.run.training.train`: the training arrays and the validation pair."""
+        return self.x_train, self.y_train, (self.x_val, self.y_val)
+
+    def anchor_images(self):
+        """The images AMP's anchors are picked among: the training images."""
+        return self.x_train
+
+    def test_set(self):
+        """The reported ID set: `(images, labels)`."""
+        return self.x_test, self.y_test
+
+
+@dataclasses.dataclass
+class StreamedIDData:
+    """ID data too large for memory (ImageNet-sized folders or tfds sets), streamed through tf.data.
+
+    The same views as `IDData` (`training_input`, `anchor_images`, `test_set`,
+    `sizes`, `x_val`), so `run_job` runs either. Built by `load_id_stream`.
+
+    Attributes:
+        name: the ID set (the validation set's name).
+        num_classes: class count.
+        image_shape: the crops' shape.
+        mean, std: per-channel statistics in pixel units (given, e.g. ImageNet's).
+        train: a repeated, batched tf.data stream of (raw-pixel float crops, labels).
+        steps_per_epoch: training batches per epoch.
+        x_val, y_val: the ID validation images in memory (uint8): the serving threshold.
+        test: the reported ID set: a tf.data stream of (uint8 images, labels) batches.
+        anchor_pool: `() -> uint8 images` the anchors are picked among; called once, when the
+            anchors are picked (after training: the shuffled training stream is read in the same
+            order as before the job was streamed).
+        num_train: training images per epoch.
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple
+    mean: np.ndarray
+    std: np.ndarray
+    train: object
+    steps_per_epoch: int
+    x_val: np.ndarray
+    y_val: np.ndarray
+    test: object
+    anchor_pool: object
+    num_train: int | None = None
+
+    def training_input(self):
+        return self.train, self.steps_per_epoch, None
+
+    def anchor_images(self):
+        if callable(self.anchor_pool):
+            self.anchor_pool = self.anchor_pool()
+        return self.anchor_pool
+
+    def test_set(self):
+        return self.test, None
+
+    def sizes(self):
+        return {"train": self.num_train, "val": len(self.x_val), "test": None,
+                "steps_per_epoch": int(self.steps_per_epoch)}
+
+
+def split_id(name, x_all, y_all, x_test, y_test, val_size, seed=0, train_limit=None, num_classes=None,
+             min_val=20, sources=None):
+    """`IDData` from a training pool: `val_size` images held out by a seeded permutation.
+
+    The validation images are the first `val_size` of `permutation(seed)`; the
+    rest, in their original order, are the training images (then the first
+    `train_limit` of them).
+    """
+    val_size = int(val_size)
+    if val_size < min_val:
+        raise ValueError(f"val_size: need at least {min_val} ID validation images (serving threshold, "
+                         f"selection), got {val_size}.")
+    if val_size >= len(x_all):
+        raise ValueError(f"val_size: {val_size} leaves no training images out of {len(x_all)}.")
+    if train_limit is not None and int(train_limit) < 1:
+        raise ValueError(f"train_limit: expected an int >= 1 (or no limit), got {train_limit}.")
+    order = np.random.default_rng(seed).permutation(len(x_all))
+    val_idx, train_idx = order[:val_size], np.sort(order[val_size:])
+    if train_limit:
+        train_idx = train_idx[: int(train_limit)]
+    y_all = np.asarray(y_all)
+    n = int(num_classes) if num_classes else int(y_all.max()) + 1
+    return IDData(name, x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx],
+                  np.asarray(x_test), np.asarray(y_test), n, sources=sources)
+
+
+def load_id(name, val_size=5000, seed=0, train_limit=None, eval_limit=None, data_dir=None, download=False):
+    """`split_id` of a registry set's `train` split, with its `test` split (first `eval_limit`)."""
+    from amp_tf import data
+
+    kw = dict(data_dir=data_dir, download=download)
+    train_set = data.load(name, "train", **kw)
+    x_all, y_all = data.to_numpy(train_set)
+    test_set = data.load(name, "test", **kw)
+    x_test, y_test = data.to_numpy(test_set, limit=eval_limit or None)
+    sources = {"train": train_set.source, "test": test_set.source}  # val: held out of train
+    return split_id(name, x_all, y_all, x_test, y_test, val_size, seed, train_limit,
+                    num_classes=train_set.num_classes, sources=sources)
+
+
+def load_ood(names, image_shape, resize=None, convert_channels=False, limit=None, data_dir=None,
+             download=False, skip_missing=False, log=print):
+    """`({name: raw-pixel images}, {skipped name: reason})` in the ID geometry.
+
+    Unknown names fail before anything loads; with `skip_missing`, sets whose
+    data is not on this machine are skipped with one line each.
+    """
+    from amp_tf.data import DataNotFoundError, registry
+    from amp_tf.data.loading import load_images
+
+    for n in names:
+        registry.resolve(n)
+    ood, skipped = {}, {}
+    for n in names:
+        try:
+            x, _, _ = load_images(n, "test", image_shape[:2], image_shape[-1], resize=resize,
+                                  convert_channels=convert_channels, limit=limit, data_dir=data_dir,
+                                  download=download)
+        except DataNotFoundError as err:
+            if not skip_missing:
+                raise
+            skipped[n] = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            log(f"skipped {n}: {skipped[n]}")
+            continue
+        ood[n] = x
+    return ood, skipped
+
+
+def load_fmnist_suite(job, seed=0, data_dir=None, download=False, log=print):
+    """The Fashion-MNIST suite of a job (`amp_tf.config.JobConfig`): `(IDData, {OOD set: images}, near)`.
+
+    The ID set is `job.data.id_set` (``fashion_mnist``, or ``fmnist_holdout_id`` in the
+    holdout mode), split with `seed` and the job's validation size and limits; the OOD
+    sets are `job.ood` (empty: the far-OOD and covariate-shift sets of
+    `amp_tf.data.fmnist_suite`). With `job.data.near`, `near` is the near-OOD group for
+    `run_job(near=...)`: per class-holdout split, its `IDData` (the same split rules)
+    and its held-out classes `{name: images}`; else empty. The trainer and the
+    benchmarks load the suite here.
+    """
+    from amp_tf.data import fmnist_suite
+
+    dc = job.data
+    kw = dict(val_size=dc.val_size, seed=seed, train_limit=dc.train_limit, eval_limit=dc.eval_limit,
+              data_dir=data_dir, download=download)
+    d = load_id(dc.id_set, **kw)
+    ood, _ = load_ood(list(job.ood) or fmnist_suite()["ood"], d.image_shape, limit=dc.eval_limit,
+                      data_dir=data_dir)
+    near = []
+    for ood_name, id_name in (fmnist_suite()["near"].items() if dc.near else ()):
+        nd = load_id(id_name, **kw)
+        n_ood, _ = load_ood([ood_name], nd.image_shape, limit=dc.eval_limit, data_dir=data_dir)
+        log(f"near-OOD split {id_name}: train {len(nd.x_train)}; OOD {ood_name} ({len(n_ood[ood_name])})")
+        near.append((nd, n_ood))
+    return d, ood, near
+
+
+def load_id_stream(train, val, image_size, batch_size, mean, std, seed=0, augment=True, train_limit=None,
+                   eval_limit=None, anchor_pool=1024, threshold_size=1000, eval_batch_size=64, load_kw=None):
+    """`StreamedIDData` of an ImageNet-sized ID set (`amp_tf.data.streaming`'s transforms).
+
+    Training: random-resized crops of `image_size` (+ flip with `augment`) of the
+    shuffled (`seed`) training set, `train_limit` images per epoch. Validation:
+    center crops; the first `threshold_size` images (at most half of a small set)
+    set the serving threshold and are held in memory, the rest (the first
+    `eval_limit`) are the reported ID set, in batches of `eval_batch_size`. The
+    anchors are picked among the first `anchor_pool` training images.
+
+    Args:
+        train, val: `(name, split)` of the training and validation sets
+            (`("imagenet2012", "train")`, `("folder:/data/train", "train")` ...).
+        mean, std: the per-channel statistics the models carry (pixel units).
+        load_kw: more `amp_tf.data.load` arguments for both (data_dir, download, manual_dir).
+    """
+    from amp_tf import data
+    from amp_tf.data.streaming import eval_batches, train_dataset
+
+    kw = dict(load_kw or {})
+    train_set = data.load(train[0], train[1], shuffle=True, seed=seed, **kw)
+    val_set = data.load(val[0], val[1], **kw)
+    if not train_set.num_classes:
+        raise ValueError(f"{train[0]}: expected one subfolder per class, found images without class subfolders.")
+    if train_set.class_names != val_set.class_names:
+        raise ValueError(f"{val[0]}: its class subfolders differ from those of {train[0]} "
+                         f"({len(val_set.class_names or ())} vs {len(train_set.class_names)} classes).")
+    ds, steps = train_dataset(train_set, batch_size, image_size, seed, augment, train_limit)
+    n_thr = threshold_count(val[0], val_set.num_examples, threshold_size)  # refused before any training
+    held = eval_batches(val_set.dataset.take(n_thr), image_size)
+    x_val, y_val = (np.concatenate(a) for a in zip(*held.as_numpy_iterator()))
+
+    def pool():
+        return np.concatenate([xb for xb, _ in eval_batches(train_set.dataset, image_size,
+                                                            limit=anchor_pool).as_numpy_iterator()])
+
+    test = eval_batches(val_set.dataset.skip(n_thr), image_size, eval_limit, batch_size=eval_batch_size)
+    n = train_set.num_examples if train_limit is None else min(train_limit, train_set.num_examples or train_limit)
+    return StreamedIDData(val[0], int(train_set.num_classes), (image_size, image_size, 3),
+                          np.asarray(mean, np.float64), np.asarray(std, np.float64), ds, steps, x_val, y_val,
+                          test, pool, n)
+
+
+def threshold_count(name, num_val, threshold_size):
+    """How many validation images set the serving threshold: `threshold_size`, at most half of a small set."""
+    from amp_tf.serve.export import MIN_ID_IMAGES
+
+    n_thr = threshold_size
+    if num_val:  # a small validation set: half sets the threshold, half is reported
+        n_thr = min(n_thr, num_val // 2)
+    if n_thr < MIN_ID_IMAGES:
+        raise ValueError(f"{name}: {n_thr} validation images for the serving threshold; it needs at least "
+                         f"{MIN_ID_IMAGES} (half of a small validation set is used): give a larger validation "
+                         "set (--val-folder) or --threshold-size.")
+    return n_thr
+
+
+def load_ood_streams(names, image_size, limit=None, batch_size=64, load_kw=None, log=print):
+    """`({name: tf.data stream of (uint8 images, labels) batches}, {skipped name: reason})`.
+
+    Each set is center-cropped like the ID validation images, except ImageNet-C
+    (`imagenet2012_corrupted/...`: 224x224 center crops already), which is only
+    resized. Sets whose data is not on this machine are skipped with one line each.
+    """
+    from amp_tf import data
+    from amp_tf.data.streaming import eval_batches
+
+    ood, skipped = {}, {}
+    for n in names:
+        try:
+            s = data.load(n, "test", **(load_kw or {}))
+        except data.DataNotFoundError as err:
+            skipped[n] = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            log(f"skipped {n}: {skipped[n]}")
+            continue
+        crop = not n.startswith("imagenet2012_corrupted/")
+        ood[n] = eval_batches(s.dataset, image_size, limit, crop, batch_size)
+    return ood, skipped
+
+
+# --------------------------------------------------------------------------- #
+# Run folders
+# --------------------------------------------------------------------------- #
+# The rules and the lock live in amp_tf.run.runfolder (pure Python: a CLI checks --out before TensorFlow).
+from amp_tf.run.runfolder import RunFolder, RunFolderLost, RunInterrupted, check_run_folder  # noqa: E402,F401
+
+
+# --------------------------------------------------------------------------- #
+# The job
+# --------------------------------------------------------------------------- #
+def train_models(data, models, out, verbose=1, backup=True, strategy=None, callbacks_for=None, log=print):
+    """Trains `{name: TrainConfig}` on `data` into `out/<name>/` (`out` None: no files); returns
+    `{name: (model, cfg, seconds)}`.
+
+    `data` is an `IDData` (arrays) or a `StreamedIDData` (tf.data). The statistics of
+    `data` are filled into each config; `init_from="job:<name>"`
+    starts an anchored model from a model trained (or given) earlier in the same
+    dict. A `GivenModel` is not trained: it is loaded, checked against `data`
+    and scored as it is. Each model trains under its own dtype policy
+    (`--mixed-precision`); the global policy is restored after each one.
+    """
+    from amp_tf.run.training import train
+
+    stats = dict(mean=tuple(np.asarray(data.mean).tolist()), std=tuple(np.asarray(data.std).tolist()))
+    trained = {}
+    for name, cfg in models.items():
+        if isinstance(cfg, GivenModel):
+            log(f"the {name} model is the given {cfg.path} (scored, not trained)")
+            trained[name] = (cfg.load(data), cfg, 0.0)
+            continue
+        cfg = dataclasses.replace(cfg, **stats)
+        log(f"training the {name} {cfg.arch or 'model'} on {data.name} for {cfg.epochs} epochs ...")
+        t = time.time()
+        init = None
+        if cfg.init_from and str(cfg.init_from).startswith("job:"):
+            src = str(cfg.init_from)[4:]
+            if src not in trained:
+                raise ValueError(f"{name}: init_from {cfg.init_from!r} names no model trained before it.")
+            init = trained[src][0]
+            log(f"  {name} starts from the {src} model (anchor_backbone, function-preserving)")
+        x, y, val = data.training_input()
+        out_dir = Path(out) / name if out is not None else None
+        model, _ = train(cfg, x, y, data.num_classes, val=val, out_dir=out_dir, verbose=verbose,
+                         strategy=strategy, backup=backup(name) if callable(backup) else backup, init_from=init,
+                         callbacks=(callbacks_for(name) if callbacks_for else ()))
+        trained[name] = (model, cfg, time.time() - t)
+    return trained
+
+
+@dataclasses.dataclass
+class GivenModel:
+    """A trained model that a job scores instead of training (e.g. the vanilla twin of --init-from).
+
+    Attributes:
+        path: its `.keras` file (recorded in the report).
+        anchored: whether it is an `AnchoredModel` (the vanilla twin: False).
+        seed: the seed recorded with it (anchors come from the first anchored config).
+        model: the loaded model, when already loaded (`load` fills it in).
+
+    Example:
+        >>> GivenModel("runs/x/vanilla.keras").to_dict()
+        {'given': 'runs/x/vanilla.keras', 'anchored': False, 'trained_here': False}
+    """
+
+    path: str
+    anchored: bool = False
+    seed: int = 0
+    model: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def load(self, data=None):
+        """The model, loaded once and checked against `data` (an `IDData`): image shape and classes."""
+        import keras
+
+        from amp_tf.method.anchoring import AnchoredModel
+        from amp_tf.serializables import register_all
+
+        if self.model is None:
+            register_all()  # every serializable registered, also in a CLI process
+            try:
+                self.model = keras.saving.load_model(self.path, compile=False)
+            except Exception as err:  # keras raises many types for a bad file
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise ValueError(f"{self.path} could not be loaded as a Keras model ({type(err).__name__}: "
+                                 f"{first}); give a model saved with model.save('name.keras').") from None
+        if isinstance(self.model, AnchoredModel) != self.anchored:
+            want = "an anchored" if self.anchored else "a vanilla"
+            raise ValueError(f"{self.path}: expected {want} model, got a {type(self.model).__name__}.")
+        if not self.anchored:  # the contract of every door (amp_tf.contract): logits out
+            from amp_tf.contract import check_logits_head
+
+            check_logits_head(self.model, str(self.path))
+        if data is not None:
+            from amp_tf.contract import shapes_match
+
+            shape, classes = tuple(self.model.input_shape[1:]), int(self.model.output_shape[-1])
+            if not shapes_match(shape, data.image_shape) or classes != int(data.num_classes):
+                raise ValueError(
+                    f"{self.path}: the model takes {shape} images and has {classes} outputs; the ID set "
+                    f"{data.name} is {tuple(data.image_shape)} with {data.num_classes} classes. Give a model "
+                    "trained on this data set.")
+        return self.model
+
+    def to_dict(self):
+        return {"given": str(self.path), "anchored": self.anchored, "trained_here": False}
+
+
+def _merge(into, more):
+    for key, per_set in more.items():
+        into.setdefault(key, {}).update(per_set)
+
+
+def _machine_jiffies():
+    """(all, steal) CPU jiffies of the machine from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals[:8]), vals[7]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_job(data, ood, models, folder, num_anchors=None, positive="id", tpr=0.95, export=True, plots=True,
+            callbacks_for=None, verbose=1, backup=True, strategy=None, title=None, extra=None, near=(),
+            calibration="exp", tflite=True, log=print):
+    """Trains each model, saves it, exports the anchored one, scores all, writes the report.
+
+    Args:
+        data: `IDData`, or `StreamedIDData` (ImageNet-sized sets, `load_id_stream`).
+        ood: `{name: raw-pixel images}` (may be empty: no OOD report then); with
+            streamed data, `{name: stream of (images, labels) batches}` (`load_ood_streams`).
+        models: `{name: TrainConfig or GivenModel}`; the statistics of `data` are filled
+            into the configs; a `GivenModel` is scored (and saved) as it is.
+        folder: a `RunFolder`; `folder.commit()` is called at the end.
+        num_anchors: K for AMP (anchors picked from `data.anchor_images()` with the
+            first anchored model's seed).
+        positive: metric convention (`"id"` or `"ood"`).
+        tpr: serving threshold: this fraction of ID validation images pass.
+        export: write `serving/` (SavedModel) for the anchored model.
+        calibration: the serving head's AMP calibration (`"exp"`; ImageNet: `"divide"`).
+        tflite: also write `model.tflite` (LiteRT) of the serving head.
+        callbacks_for: optional `name -> [keras callbacks]`.
+        backup: `train(backup=...)`: True, False or a folder per model (callable name -> value).
+        extra: more top-level keys for the results (e.g. the CLI's args).
+        near: near-OOD splits, `[(IDData of the split's ID classes, {ood name: images})]`:
+            the same model configs are trained on each split (in `near_<id>/`) and
+            scored on its held-out classes; their metrics join the same score keys.
+
+    Returns:
+        The results dict (also in `report.json`), with `out` = the final folder.
+    """
+    from amp_tf import recipe
+
+    num_anchors = recipe.check_num_anchors(recipe.NUM_ANCHORS if num_anchors is None else num_anchors)
+    if near and any(isinstance(c, GivenModel) for c in models.values()):
+        raise ValueError("near: the near-OOD splits train their own models on other classes; a given model "
+                         "cannot be theirs. Drop the near splits or the given model.")
+    train_kw = dict(verbose=verbose, backup=backup, strategy=strategy, log=log)
+    with folder.guard():  # a work folder that vanishes mid-run fails loudly (RunFolderLost)
+        return _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbacks_for, near,
+                        dict(export=export, tpr=tpr, calibration=calibration, tflite=tflite),
+                        dict(title=title, extra=extra, plots=plots))
+
+
+class _Clock:
+    """Seconds per phase of a job, and its wall / CPU time and the hypervisor's steal share."""
+
+    def __init__(self):
+        self.t0, self.cpu0, self.jiffies0 = time.time(), time.process_time(), _machine_jiffies()
+        self.timings, self.t = {}, self.t0
+
+    def lap(self, phase):
+        self.timings[phase] = round(time.time() - self.t, 1)
+        self.t = time.time()
+
+    def record(self, results):
+        results["timings_s"] = self.timings  # the same dict: the report phase is added after writing
+        results["wall_time_s"] = round(time.time() - self.t0, 1)
+        # Wall time depends on the machine's load: the process' CPU time and the share of
+        # the machine's CPU taken by the hypervisor (steal) make runs comparable.
+        results["cpu_time_s"] = round(time.process_time() - self.cpu0, 1)
+        jiffies1 = _machine_jiffies()
+        if self.jiffies0 and jiffies1 and jiffies1[0] > self.jiffies0[0]:
+            results["steal_share"] = round((jiffies1[1] - self.jiffies0[1]) / (jiffies1[0] - self.jiffies0[0]), 3)
+
+
+def _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbacks_for, near, serving, report):
+    from amp_tf.run.distribute import worker_info
+    from amp_tf.run.files import write_json
+    from amp_tf.run.report import write_report
+    from amp_tf.run.scoring import job_anchors, select_shipped, shipped_summary
+
+    log, clock, out = train_kw["log"], _Clock(), folder.work
+    trained = train_models(data, models, out, callbacks_for=callbacks_for, **train_kw)
+    clock.lap("train")
+    if not worker_info()[2]:
+        log("non-chief worker: training done; the chief writes models and report.")
+        return {"chief": False}
+    anchors = job_anchors(trained, data, num_anchors)
+    shipped = select_shipped(trained, data, anchors, serving["calibration"], serving["tpr"], log)
+    clock.lap("select")
+    scores, values, info, anchors = score_models(trained, data, ood, num_anchors, positive, log, shipped, anchors)
+    clock.lap("score")
+    _save_and_export(trained, anchors, data.x_val, out, info, shipped=shipped, **serving)
+    clock.lap("save_and_export")
+    ood_names = list(ood)
+    for near_data, near_ood in near:
+        near_trained = train_models(near_data, models, out / f"near_{near_data.name}", **train_kw)
+        near_anchors = job_anchors(near_trained, near_data, num_anchors)
+        near_shipped = select_shipped(near_trained, near_data, near_anchors, serving["calibration"], serving["tpr"],
+                                      log)
+        s, _, i, _ = score_models(near_trained, near_data, near_ood, num_anchors, positive, log, near_shipped,
+                                  near_anchors)
+        _merge(scores, s)  # raw values stay out of the plots: they have another ID set
+        info.update({f"{n}@{near_data.name}": m for n, m in i.items()})
+        ood_names += list(near_ood)
+    if near:
+        clock.lap("near_ood")
+    results = _results(data, ood_names, positive, trained, num_anchors, info, scores, report)
+    results["shipped"] = next((shipped_summary(d, n) for n, d in shipped.items()), None)
+    clock.record(results)
+    if ood_names:
+        write_report(out, results, values, plots=report["plots"])
+    else:
+        write_json(out / "report.json", results)
+    clock.lap("report")
+    log("time per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in clock.timings.items()))
+    results["out"] = str(folder.commit())
+    return results
+
+
+def _save_and_export(trained, anchors, id_val, out, info, export, tpr, calibration, tflite, shipped=None):
+    """Saves every model as `<name>.keras`; exports the first anchored one (serving/, model.tflite) with
+    its shipped detector (`shipped[name]`, saved as `detector.json` / `detector.npz`), else AMP alone."""
+    from amp_tf.serve.export import export_for_serving, export_tflite
+    from amp_tf.method.predictor import AnchoredPredictor
+
+    exported, shipped = not export, shipped or {}
+    for name, (model, cfg, _) in trained.items():
+        model.save(out / f"{name}.keras")
+        if name in shipped:
+            shipped[name].save(out)
+        if cfg.anchored and not exported:
+            exported = True
+            if name in shipped:
+                head = export_for_serving(shipped[name], out / "serving")
+            else:
+                pred = AnchoredPredictor.from_model(model, anchors, calibration=calibration)
+                head = export_for_serving(pred, out / "serving", id_images=id_val, tpr=tpr)
+            if tflite:
+                export_tflite(head, out / "model.tflite")  # the same model for LiteRT (builtin ops, batch 1)
+            info[name]["serving_threshold_on"] = f"{len(id_val)} ID validation images (tpr {tpr})"
+            info[name]["serving_threshold"] = float(head.threshold.numpy())
+            info[name]["serving_detector"] = head.detector["label"]
+
+
+def _results(data, ood_names, positive, trained, num_anchors, info, scores, report):
+    return {
+        "title": report["title"] or f"{data.name} (ID) vs " + (", ".join(ood_names) or "no OOD set"),
+        "id_set": data.name, "ood_sets": ood_names, "positive": positive,
+        "data": {**data.sizes(), "mean": [float(v) for v in np.asarray(data.mean)],
+                 "std": [float(v) for v in np.asarray(data.std)],
+                 "serving_threshold": next((m["serving_threshold"] for m in info.values() if "serving_threshold" in m),
+                                           None)},
+        "config": {"train": {n: c.to_dict() for n, (_, c, _) in trained.items()}, "num_anchors": int(num_anchors)},
+        "models": info, "scores": scores,
+        **(report["extra"] or {}),
+    }
