@@ -3,8 +3,8 @@
 Compute-only components on a fixed batch (anchoring, T, forward/backward,
 optimizer, Keras overhead; the torch reference beside them when installed), the
 input pipeline alone, and prototype fixes end to end (steps_per_execution,
-jit_compile, a gather-based crop + flip, prefetch), each as one epoch in
-alternation.
+jit_compile, a gather-based crop + flip, prefetch, fit on arrays through a
+tf.data pipeline with autotuning off), each as one epoch in alternation.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import amp_tf.run.training as amp_training
+from amp_tf.data.tfdata import finish
 from amp_tf.method.anchoring import anchor_inputs, permute_batch
 from amp_tf.method.augment import ConsistencyAugment
 from benchmarks.harness import alternate, repeat_to, sync
@@ -189,6 +190,16 @@ def end_to_end(args, log):
         m = fresh_compile(anchored_model(tf_backbone(args, True, args.seed)), spe=spe, jit=jit)
         return lambda: m.fit(x, y, batch_size=b, epochs=1, verbose=0)
 
+    def fit_arrays_autotune_off():
+        # the same arrays through tf.data with amp-tf's settings (amp_tf.data.tfdata: autotuning off):
+        # Keras' array adapter prefetches with AUTOTUNE, and its iterator's teardown stalls the epoch end
+        m = fresh_compile(anchored_model(tf_backbone(args, True, args.seed)))
+
+        def run():
+            ds = finish(tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=args.seed).batch(b))
+            return m.fit(ds, epochs=1, verbose=0)
+        return run
+
     def pipeline(spe=1, crop=None, jit=False, prefetch=True):
         m = compile_like_train(anchored_model(tf_backbone(args, True, args.seed)), args, steps, spe=spe, jit=jit)
         ds, st = epoch_ds(args, x, y, 0, crop=crop, prefetch=prefetch)
@@ -196,6 +207,7 @@ def end_to_end(args, log):
 
     e2e["fit_arrays_spe1"] = fit_arrays(1)
     e2e["fit_arrays_spe16"] = fit_arrays(16)
+    e2e["fit_arrays_autotune_off"] = fit_arrays_autotune_off()
     e2e["pipeline_library"] = pipeline()
     e2e["pipeline_gather_crop"] = pipeline(crop=crop_flip_gather)
     e2e["pipeline_gather_crop_spe16"] = pipeline(spe=16, crop=crop_flip_gather)
