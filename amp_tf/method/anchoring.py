@@ -47,22 +47,10 @@ import numpy as np
 import tensorflow as tf
 
 from amp_tf import recipe
+from amp_tf.method.anchors import anchor_inputs
 from amp_tf.method.augment import ConsistencyAugment
-from amp_tf.models.pixels import GRAPH_MESSAGES, PixelNormalization, check_images
+from amp_tf.models.pixels import GRAPH_MESSAGES, check_images, pixel_normalization
 from amp_tf.method.serialization import WrapsBackbone
-
-
-def anchor_inputs(images, anchors, anchor_view=None):
-    """The anchored input `[T(c), x - c]`, channel-concatenated.
-
-    Args:
-        images: (B, H, W, C) images `x`.
-        anchors: (B, H, W, C) anchors `c`, one per image.
-        anchor_view: `T(c)`; defaults to the clean anchors.
-    """
-    if anchor_view is None:
-        anchor_view = anchors
-    return tf.concat([anchor_view, images - anchors], axis=-1)
 
 
 def replica_seed(base_seed, step):
@@ -147,8 +135,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         else:
             self.augment = ConsistencyAugment(consistency, value_range=(0.0, 255.0), mode=consistency_mode)
         self.augment.check_shape((shape[1], shape[2], self.image_channels))  # official T: torchvision's limits
-        self.normalizer = PixelNormalization(mean, std, channels=self.image_channels,
-                                             check_pixels=check_pixels, name="pixel_normalization")
+        self.normalizer = pixel_normalization(mean, std, self.image_channels, check_pixels)
         self.seed = int(seed)
         out = backbone.output_shape
         self.num_classes = int(num_classes) if num_classes else (out[-1] if out else None)
@@ -201,7 +188,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         else:
             view = pre
         view = view if self.augment.on_normalised else n.normalise(view)
-        rows = tf.concat([view, n.scale(x - anchors)], axis=-1)
+        rows = anchor_inputs(x, anchors, view, residual_scale=n.scale)
         return self.backbone(rows, training=training)
 
     # -- training ----------------------------------------------------------

@@ -53,9 +53,10 @@ import tensorflow as tf
 
 from amp_tf import recipe
 from amp_tf.method import scores
+from amp_tf.method.anchors import anchor_inputs, select_anchors  # noqa: F401  (select_anchors: its old home)
 from amp_tf.method.inference import batched
 from amp_tf.models import pixels
-from amp_tf.models.pixels import PixelNormalization, check_pixels
+from amp_tf.models.pixels import pixel_normalization
 from amp_tf.method.serialization import WrapsBackbone
 
 TAU_REDUCTIONS = ("mean", "sum")
@@ -77,45 +78,6 @@ AMP_VARIANTS = {amp_variant_name(r, c): (r, c)
 #: in the order of the report tables: the variants, MSP and energy of the default calibrated logits,
 #: and `neg_tau` (-tau of the default reduction, higher = ID).
 AMP_SCORES = ("amp", "msp", "energy", "neg_tau", "amp[mean,divide]", "amp[sum,exp]", "amp[sum,divide]")
-
-
-def select_anchors(images, k, seed=0, labels=None):
-    """Picks `k` distinct training images as anchors, deterministically.
-
-    Args:
-        images: (N, H, W, C) training images in pixel units (uint8 or float 0..255).
-        k: number of anchors, >= 2 (tau is a standard deviation over anchors).
-        seed: the same seed picks the same images.
-        labels: optional (N,) class labels: a class-stratified choice, round-robin
-            over the classes (each class's images in a seeded order), so K >= the
-            class count covers every class and no class gets two more than another.
-
-    Returns:
-        (k, H, W, C) float32 array.
-    """
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(
-            f"images: expected (N, H, W, C) training images, got shape {images.shape}."
-        )
-    k = recipe.check_num_anchors(k, "k")
-    if k > len(images):
-        raise ValueError(f"k: asked for {k} anchors from only {len(images)} images.")
-    check_pixels(images, "images")
-    rng = np.random.default_rng(seed)
-    if labels is None:
-        idx = rng.choice(len(images), size=k, replace=False)
-        return images[np.sort(idx)].astype("float32")
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(images):
-        raise ValueError(f"labels: {len(labels)} labels for {len(images)} images.")
-    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in rng.permutation(np.unique(labels))]
-    idx = []
-    while len(idx) < k:
-        for q in queues:
-            if q and len(idx) < k:
-                idx.append(q.pop())
-    return images[np.asarray(idx)].astype("float32")
 
 
 def _tau(logits_kbn, reduction):
@@ -166,9 +128,9 @@ def _backbone_and_stats(backbone, mean, std):
     from amp_tf.method.anchoring import AnchoredModel
 
     if isinstance(backbone, AnchoredModel):
-        n = backbone.normalizer
-        mean = keras.ops.convert_to_numpy(n.mean) if mean is None else mean
-        std = keras.ops.convert_to_numpy(n.std) if std is None else std
+        own_mean, own_std = backbone.normalizer.statistics()
+        mean = own_mean if mean is None else mean
+        std = own_std if std is None else std
         backbone = backbone.backbone
     if mean is None or std is None:
         given = "neither" if mean is None and std is None else ("std only" if mean is None else "mean only")
@@ -293,8 +255,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
         self.eps = float(eps)
         self.anchor_shape = anchor_shape
         self._set_anchor_mode(anchor_mode, num_anchors, anchor_seed)
-        self.normalizer = PixelNormalization(mean, std, channels=anchor_shape[-1],
-                                             check_pixels=check_pixels, name="pixel_normalization")
+        self.normalizer = pixel_normalization(mean, std, anchor_shape[-1], check_pixels)
         self.anchors = self.add_weight(
             shape=anchor_shape,
             initializer="zeros" if anchors is None else keras.initializers.Constant(anchors),
@@ -342,11 +303,8 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
                 f"model: expected an AnchoredModel, got {type(model).__name__}. For a bare backbone "
                 "use AnchoredPredictor(backbone, anchors, mean=..., std=...)."
             )
-        n = model.normalizer
-        kwargs.setdefault("mean", keras.ops.convert_to_numpy(n.mean))
-        kwargs.setdefault("std", keras.ops.convert_to_numpy(n.std))
-        kwargs.setdefault("check_pixels", n.check)
-        return cls(model.backbone, anchors, **kwargs)
+        kwargs.setdefault("check_pixels", model.normalizer.check)
+        return cls(model, anchors, **kwargs)  # the backbone and its statistics: `_backbone_and_stats`
 
     @property
     def num_anchors(self):
@@ -408,7 +366,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
             cs = tf.transpose(tf.gather(a, self.anchor_indices(images)), [1, 0, 2, 3, 4])  # (K, B, ...)
         else:
             cs = tf.broadcast_to(a[:, None], tf.concat([[k], tf.shape(x)], 0))
-        rows = tf.concat([cs, xs - cs], axis=-1)
+        rows = anchor_inputs(xs, cs)
         return tf.reshape(rows, tf.concat([[k * b], tf.shape(rows)[2:]], 0))
 
     def logits_and_features(self, images, extractor, width):
@@ -506,7 +464,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
             raise ValueError("images: got an empty array; pass at least one image.")
         self._check(images)
         if self.normalizer.check:
-            check_pixels(images)
+            pixels.check_pixels(images)
         return batched(self._predict_fn(), images, batch_size, verbose=verbose)
 
     def _predict_fn(self):

@@ -19,12 +19,12 @@ class WrapsBackbone:
     """
 
     def wrapped_config(self):
-        n = self.normalizer
+        mean, std = self.normalizer.statistics()
         return {
             "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "mean": [float(v) for v in keras.ops.convert_to_numpy(n.mean)],
-            "std": [float(v) for v in keras.ops.convert_to_numpy(n.std)],
-            "check_pixels": n.check,
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+            "check_pixels": self.normalizer.check,
         }
 
     @classmethod

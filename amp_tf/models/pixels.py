@@ -229,6 +229,11 @@ class PixelNormalization(keras.layers.Layer):
     def build(self, input_shape=None):
         self.built = True
 
+    def statistics(self):
+        """`(mean, std)` as numpy arrays: the statistics this layer carries, read by whatever is
+        built from a model that has it (e.g. `AnchoredPredictor.from_model`)."""
+        return keras.ops.convert_to_numpy(self.mean), keras.ops.convert_to_numpy(self.std)
+
     def pixels(self, x):
         """`x` as float32 pixels, checked when `check_pixels`."""
         x = tf.cast(x, tf.float32)
@@ -262,3 +267,10 @@ def find_normalization(model):
         if isinstance(layer, PixelNormalization):
             return layer
     return None
+
+
+def pixel_normalization(mean=None, std=None, channels=None, check_pixels=True, name="pixel_normalization"):
+    """The one construction of a model's pixel statistics: a `PixelNormalization(mean, std)` layer
+    named `name` (the anchored model, the predictor, a plain backbone and a model given statistics
+    all build theirs here)."""
+    return PixelNormalization(mean, std, channels=channels, check_pixels=check_pixels, name=name)

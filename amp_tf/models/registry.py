@@ -137,7 +137,6 @@ def _image_input(input_shape, anchored, mean, std, check_pixels):
     )
     if anchored:
         return inputs, inputs
-    from amp_tf.models.pixels import PixelNormalization
+    from amp_tf.models.pixels import pixel_normalization
 
-    return inputs, PixelNormalization(mean, std, channels=c, check_pixels=check_pixels,
-                                      name="pixel_normalization")(inputs)
+    return inputs, pixel_normalization(mean, std, c, check_pixels)(inputs)

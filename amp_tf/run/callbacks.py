@@ -26,7 +26,7 @@ from amp_tf import recipe
 from amp_tf.detection import detectors, metrics
 from amp_tf.method import scores
 from amp_tf.method.anchoring import AnchoredModel
-from amp_tf.method.predictor import select_anchors
+from amp_tf.method.anchors import select_anchors
 
 #: The callback's names of an anchored model's scores -> (detector name, negate); `tau` is raw tau.
 _ANCHORED_NAMES = {None: ("amp", False), "amp": ("amp", False), "amp_score": ("amp", False),

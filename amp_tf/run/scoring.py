@@ -27,7 +27,7 @@ FITTED_VANILLA = ("react", "knn", "mahalanobis", "gram")
 
 def job_anchors(trained, data, num_anchors):
     """The K anchors of a job: drawn from `data.anchor_images()` with the first anchored model's seed."""
-    from amp_tf.method.predictor import select_anchors
+    from amp_tf.method.anchors import select_anchors
 
     anchored = [n for n, (_, c, _) in trained.items() if c.anchored]
     if not anchored:

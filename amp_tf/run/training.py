@@ -485,7 +485,7 @@ def check_model_for(model, image_shape, num_classes, what="model"):
 
 def _with_statistics(vanilla, mean, std):
     """``vanilla`` behind a `PixelNormalization(mean, std)` (for a model without its own statistics)."""
-    from amp_tf.models.pixels import PixelNormalization, find_normalization
+    from amp_tf.models.pixels import find_normalization, pixel_normalization
 
     if mean is None or std is None:
         raise ValueError("mean/std: pass both (per-channel, in pixel units) or neither.")
@@ -495,5 +495,5 @@ def _with_statistics(vanilla, mean, std):
         )
     inp = keras.Input(vanilla.input_shape[1:], name="images")
     channels = vanilla.input_shape[-1]
-    norm = PixelNormalization(mean, std, channels=channels, name="given_statistics")
+    norm = pixel_normalization(mean, std, channels, name="given_statistics")
     return keras.Model(inp, vanilla(norm(inp)), name=vanilla.name)

@@ -8,6 +8,7 @@ import inspect
 
 import numpy as np
 
+from amp_tf import recipe
 from amp_tf.method import scores as _scores
 from amp_tf.detection.detectors.base import AMP_OPTIONS, ANCHORED, COMBINATIONS, Detector, is_fitted, model_kind
 from amp_tf.method.inference import batched
@@ -29,7 +30,8 @@ class AMPDetector(Detector):
     fit_on = "train"
 
     def fit(self, model, id_train=None, id_val=None):
-        from amp_tf.method.predictor import AnchoredPredictor, select_anchors
+        from amp_tf.method.anchors import select_anchors
+        from amp_tf.method.predictor import AnchoredPredictor
 
         self._bind(model)
         self.model = None
@@ -37,7 +39,7 @@ class AMPDetector(Detector):
             raise TypeError(f"detector {self.name!r} (anchored=True): AMP needs an AnchoredModel, got "
                             f"{type(model).__name__}; for a plain classifier use get({self.name!r}, anchored=False).")
         opts = dict(self.options)
-        anchors, k, seed = opts.pop("anchors", None), int(opts.pop("num_anchors", 5)), int(opts.pop("seed", 0))
+        anchors, k, seed = opts.pop("anchors", None), int(opts.pop("num_anchors", recipe.NUM_ANCHORS)), int(opts.pop("seed", 0))
         self.batch_size = int(opts.pop("batch_size", 256))
         self.feature_layer = opts.pop("feature_layer", None)
         gram_layers, self.gram_order = opts.pop("gram_layers", None), int(opts.pop("gram_order", 5))

@@ -123,7 +123,7 @@ def select_detector(model, id_train, id_val, val_ood=None, anchors=None, num_anc
         A `ShippedDetector`, attached to `model`, with `name`, `options`, `threshold` and
         `candidates` (every candidate's validation FPR95 and AUROC, best first).
     """
-    from amp_tf.method.predictor import select_anchors
+    from amp_tf.method.anchors import select_anchors
 
     log = log or (lambda *a, **k: None)
     x_tr, y_tr, x_val = check_selection_inputs(model, id_train, id_val, val_ood)
