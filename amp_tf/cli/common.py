@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
-import platform
-import time
 from pathlib import Path
 
 from amp_tf import recipe
 from amp_tf.contract import check_arch_width, check_image_shape
 from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
+from amp_tf.cli.runs import (  # noqa: F401  (the CLIs import them from here)
+    JOB_TIME_INCLUDES, RUNTIME_FLAGS, backup_arg, check_out, data_sources, init_from_info, run_and_report, run_dir,
+    run_folder, versions,
+)
 from amp_tf.run.flags import Parser, add_training_flags, train_config  # noqa: F401  (shared with the benchmarks)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,79 +39,6 @@ def base_parser(description, defaults):
                    help="Keras progress output: 1 = progress bar, 2 = one line per epoch (default: 1 in a "
                         "terminal, 2 when stdout is a file or pipe, so logs get no carriage-return updates)")
     return p
-
-
-def backup_arg(args, model_name):
-    """`train(backup=...)` from --no-backup / --backup-dir: False, True, or this model's folder."""
-    if args.no_backup:
-        return False
-    if getattr(args, "backup_dir", None):
-        return str(Path(args.backup_dir) / model_name)
-    return True
-
-
-#: Flags that may differ between a run and its --resume (they change no result).
-RUNTIME_FLAGS = ("out", "resume", "overwrite", "verbose", "dry_run", "no_backup", "backup_dir", "download",
-                 "data_dir")
-
-
-def _run_config(args):
-    return {k: v for k, v in sorted(vars(args).items()) if k not in RUNTIME_FLAGS}
-
-
-def check_out(args):
-    """Refuses --out / --resume / --overwrite that would mix runs (a live run's folder among them), or a
-    place that cannot be written, before TensorFlow is imported and any data loaded. Writes nothing."""
-    from amp_tf.run.runfolder import check_run_folder, check_writable  # pure Python
-
-    if args.out:
-        check_run_folder(Path(args.out), _run_config(args), resume=getattr(args, "resume", False),
-                         overwrite=getattr(args, "overwrite", False))
-    else:
-        check_writable(Path("runs"), "the default run folder under runs/")
-    if getattr(args, "backup_dir", None):
-        check_writable(Path(args.backup_dir), f"--backup-dir {args.backup_dir}")
-
-
-def run_folder(args, name, log=print, data=()):
-    """The `amp_tf.run.pipeline.RunFolder` of --out / --resume / --overwrite (default: runs/<name>-<time>);
-    its job.json records where each split of `data` (`IDData`s) was read (`data_sources`)."""
-    from amp_tf.run.pipeline import RunFolder
-
-    out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    return RunFolder(out, _run_config(args), resume=getattr(args, "resume", False),
-                     overwrite=getattr(args, "overwrite", False), log=log,
-                     record={"data_sources": data_sources(*data)} if data else None)
-
-
-def data_sources(*datasets):
-    """``{"<set>/<split>": path}``: where each split of the ID data (`IDData.sources`) was read.
-
-    Example:
-        >>> from types import SimpleNamespace as NS
-        >>> data_sources(NS(name="fashion_mnist", sources={"train": "/d/train-images-idx3-ubyte.gz"}))
-        {'fashion_mnist/train': '/d/train-images-idx3-ubyte.gz', 'fashion_mnist/val': '/d/train-images-idx3-ubyte.gz'}
-    """
-    out = {}
-    for d in datasets:
-        for split, source in (getattr(d, "sources", None) or {}).items():
-            out[f"{d.name}/{split}"] = source or "not told by its loader"
-            if split == "train":  # the validation images are held out of the training split
-                out[f"{d.name}/val"] = out[f"{d.name}/train"]
-    return out
-
-
-def run_dir(args, name):
-    """A plain output folder (eval CLIs): refused when non-empty unless --overwrite."""
-    import shutil
-
-    out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and any(out.iterdir()):
-        if not getattr(args, "overwrite", False):
-            raise ValueError(f"--out {out} is not empty; pass --overwrite to replace it, or another --out.")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def check_args(args):
@@ -217,93 +145,12 @@ def check_data_dir(path, download=False):
                          "--download to fetch it into this folder.")
 
 
-def init_from_info(path):
-    """`(class name, input shape or None)` of the --init-from `.keras` file, read from its
-    config.json without Keras; refuses what cannot be fine-tuned (checked before any work).
-
-    Raises:
-        ValueError: not a file, not a `.keras` archive, or an anchored model.
-    """
-    import json
-    import zipfile
-
-    from amp_tf.run.files import check_keras_file  # no TensorFlow: names a missing, truncated or foreign file
-
-    p = Path(path)
-    fix = "pass a vanilla Keras model saved with model.save('name.keras') (e.g. vanilla.keras of a run)"
-    if not p.is_file():
-        raise ValueError(f"--init-from {path}: no such file; {fix}.")
-    check_keras_file(p, "--init-from")
-    try:
-        with zipfile.ZipFile(p) as z:
-            config = json.loads(z.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
-        raise ValueError(f"--init-from {path} is not a Keras model file (not a .keras archive with a "
-                         f"config.json); {fix}.") from None
-    name = str(config.get("class_name", ""))
-    if name == "AnchoredModel" or str(config.get("registered_name", "")).endswith(">AnchoredModel"):
-        raise ValueError(f"--init-from {path} is an anchored model (AnchoredModel): fine-tuning starts from "
-                         f"a vanilla model, which becomes the anchored one; {fix}. To continue training "
-                         "an anchored run, use --resume on its --out.")
-    from amp_tf.contract import check_logits_config
-
-    check_logits_config(config, f"--init-from {path}")  # logits only: a softmax / sigmoid head is refused
-    shape = None
-    for layer in (config.get("config") or {}).get("layers") or ():
-        if layer.get("class_name") == "InputLayer":
-            shape = tuple((layer.get("config") or {}).get("batch_shape") or ())[1:] or None
-            break
-    return name, shape
-
-
 def explicit_flags(parser, argv):
     """The `dest`s of the flags written on the command line (not defaults, not --preset values)."""
     unset = object()
     ns = argparse.Namespace(**{dest: unset for dest in parser.flags if dest != "help"})
     parser.parse_known_args(argv, namespace=ns)
     return {k for k, v in vars(ns).items() if v is not unset}
-
-
-def versions():
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from amp_tf._version import __version__
-
-    return {"amp_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
-
-
-#: What a job's time (`report.json`'s `wall_time_s`, the report's footer, the console) counts.
-JOB_TIME_INCLUDES = "training, detector selection, scoring, saving and export; not data loading or the report"
-
-
-def run_and_report(args, job, data, ood, models, folder, log, t0, extra=None, **run_kw):
-    """Every trainer's last step: `pipeline.run_job` with the flags' settings, the report's
-    summary printed, and one "done in" line (wall time, process CPU time, the hypervisor's share).
-
-    `extra` adds to what the report records besides the seed, the versions and the flags;
-    `run_kw` go to `run_job` (e.g. `near=`, `title=`, `calibration=`).
-    """
-    from amp_tf.run.pipeline import run_job
-    from amp_tf.run.report import render
-
-    record = {**(extra or {}), "seed": args.seed, "versions": versions(), "args": vars(args)}
-    results = run_job(data, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive,
-                      plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
-                      log=log, extra=record, **run_kw)
-    if not results.get("chief", True):
-        return results
-    if ood:
-        print(render(results, "md").split("## Per OOD set")[0])
-    steal = results.get("steal_share")
-    log(f"done: job time {results['wall_time_s']:.0f} s ({JOB_TIME_INCLUDES}; report.json and the footer give the "
-        f"same figure); the whole process took {time.time() - t0:.0f} s with data loading and plots (CPU time "
-        f"{time.process_time():.0f} s" + (f"; the hypervisor took {100 * steal:.0f} % of the machine's CPU"
-                                         if steal is not None else "") + f"); report: {results['out']}/report.md")
-    return results
 
 
 # --------------------------------------------------------------------------- #
