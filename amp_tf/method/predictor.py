@@ -52,67 +52,16 @@ import numpy as np
 import tensorflow as tf
 
 from amp_tf import recipe
-from amp_tf.method import scores
+from amp_tf.method.amp import (  # noqa: F401  (the formula's names, importable from here as before)
+    AMP_SCORES, AMP_VARIANTS, CALIBRATIONS, TAU_REDUCTIONS, amp_outputs, amp_variant_name, calibrate,
+)
 from amp_tf.method.anchors import anchor_inputs, select_anchors  # noqa: F401  (select_anchors: its old home)
 from amp_tf.method.inference import batched
 from amp_tf.models import pixels
 from amp_tf.models.pixels import pixel_normalization
 from amp_tf.method.serialization import WrapsBackbone
 
-TAU_REDUCTIONS = ("mean", "sum")
-CALIBRATIONS = ("exp", "divide")
 ANCHOR_MODES = ("fixed", "per_image")
-
-
-def amp_variant_name(reduction, calibration):
-    """`amp` for the default (mean, exp), else e.g. `amp[sum,divide]`."""
-    if (reduction, calibration) == ("mean", "exp"):
-        return "amp"
-    return f"amp[{reduction},{calibration}]"
-
-
-#: The AMP variants, defined once: name -> (tau_reduction, calibration).
-AMP_VARIANTS = {amp_variant_name(r, c): (r, c)
-                for r, c in (("mean", "exp"), ("sum", "exp"), ("mean", "divide"), ("sum", "divide"))}
-#: Every score of an anchored model, all from one pass over the anchors (`amp_tf.detection.detectors.AMPDetector`),
-#: in the order of the report tables: the variants, MSP and energy of the default calibrated logits,
-#: and `neg_tau` (-tau of the default reduction, higher = ID).
-AMP_SCORES = ("amp", "msp", "energy", "neg_tau", "amp[mean,divide]", "amp[sum,exp]", "amp[sum,divide]")
-
-
-def _tau(logits_kbn, reduction):
-    """tau from (K, B, N) logits: std over anchors (ddof=1) of sigmoid, reduced over classes."""
-    k = tf.cast(tf.shape(logits_kbn)[0], logits_kbn.dtype)
-    p = tf.sigmoid(logits_kbn)
-    var = tf.reduce_sum(tf.square(p - tf.reduce_mean(p, axis=0)), axis=0) / (k - 1.0)
-    std = tf.sqrt(var)
-    return tf.reduce_mean(std, axis=-1) if reduction == "mean" else tf.reduce_sum(std, axis=-1)
-
-
-def calibrate(logits, tau, calibration="exp", eps=1e-6):
-    """Heteroscedastic temperature scaling of mean logits H (B, N) by tau (B,)."""
-    if calibration == "exp":
-        return logits / (1.0 + tf.exp(tau))[:, None]
-    return logits / tf.maximum(tau, eps)[:, None]
-
-
-def amp_outputs(logits_kbn, tau_reduction="mean", calibration="exp", eps=1e-6):
-    """Every AMP output from per-anchor logits (K, B, N). Pure function, graph-safe."""
-    logits_kbn = tf.cast(logits_kbn, tf.float32)
-    h = tf.reduce_mean(logits_kbn, axis=0)
-    tau = _tau(logits_kbn, tau_reduction)
-    hc = calibrate(h, tau, calibration, eps)
-    return {
-        "logits": h,
-        "tau": tau,
-        "calibrated_logits": hc,
-        "probabilities": tf.nn.softmax(hc, axis=-1),
-        "predicted_class": tf.argmax(h, axis=-1, output_type=tf.int32),
-        "amp_score": scores.get("amp")(hc),
-        "msp": scores.get("msp")(hc),
-        "energy": scores.get("energy")(hc),
-    }
-
 
 _NO_STATS = (
     "mean/std: AnchoredPredictor(backbone, anchors) needs the training images' per-channel mean "
