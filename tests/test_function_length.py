@@ -1,4 +1,5 @@
-"""Short functions (issue 19): no function in amp_tf/ over 80 lines, at most 5 over 60.
+"""Short functions (issue 19): no function in amp_tf/ over 80 lines, at most 5 over 60; short files
+(issue 31): no .py file in amp_tf/ over 450 lines.
 
 A function's length is ``end_lineno - lineno + 1`` of its ``def`` (docstring and
 nested functions included), read with `ast`: no TensorFlow, no import of amp_tf.
@@ -47,3 +48,29 @@ def test_no_long_functions():
     long_ = {k: n for k, n in lengths.items() if n > SOFT_LIMIT}
     assert not too_long, f"functions over {HARD_LIMIT} lines: {too_long}"
     assert len(long_) <= MAX_OVER_SOFT, f"{len(long_)} functions over {SOFT_LIMIT} lines (at most {MAX_OVER_SOFT}): {long_}"
+
+
+FILE_LIMIT = 450
+
+
+def file_lengths(root=PACKAGE):
+    """``{"amp_tf/path.py": lines}`` of every .py file under `root`."""
+    return {f.relative_to(root.parent).as_posix(): len(f.read_text(encoding="utf-8").splitlines())
+            for f in sorted(root.rglob("*.py"))}
+
+
+def test_file_lengths_are_measured(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n" * (FILE_LIMIT + 1))
+    (tmp_path / "pkg" / "b.py").write_text("y = 2\n")
+    lengths = file_lengths(tmp_path / "pkg")
+    assert lengths == {"pkg/a.py": FILE_LIMIT + 1, "pkg/b.py": 1}
+    assert [k for k, n in lengths.items() if n > FILE_LIMIT] == ["pkg/a.py"]  # the check below can fail
+
+
+def test_no_long_files():
+    """No module of amp_tf/ over 450 lines (issue 31): split a long one by concern, within its layer."""
+    lengths = file_lengths()
+    assert len(lengths) > 50
+    too_long = {k: n for k, n in lengths.items() if n > FILE_LIMIT}
+    assert not too_long, f"files over {FILE_LIMIT} lines (split them by concern, in the same layer): {too_long}"
