@@ -7,7 +7,8 @@
   every AMP score, the anchored `knn` / `mahalanobis` and `amp+knn` / `amp+mahalanobis`
   (each with its validation-best weight) from one pass over the anchors; a plain model the
   logit scores (`DEFAULT_VANILLA`) and the fitted baselines (`FITTED_VANILLA`: ReAct, KNN,
-  Mahalanobis, Gram, fitted on the same ID images as the anchored ones).
+  Mahalanobis, Gram, fitted on the same ID images as the anchored ones); each model through the
+  one scoring path, `amp_tf.detection.evaluation.evaluate_model`, with its scorer.
 
 Streamed ID data (ImageNet-sized sets) has no training arrays: no selection (the export
 ships AMP alone, and the log says so) and no fitted vanilla baselines.
@@ -73,7 +74,7 @@ def score_models(trained, data, ood, num_anchors=recipe.NUM_ANCHORS, positive="i
     feature scores and combinations, fitted by the selection. Image sets are arrays, or
     (`StreamedIDData`, `load_ood_streams`) tf.data streams of (images, labels) batches.
     """
-    from amp_tf.detection.evaluation import ood_results, score_arrays
+    from amp_tf.detection.evaluation import evaluate_model
 
     if anchors is None:
         anchors = job_anchors(trained, data, num_anchors)
@@ -83,13 +84,11 @@ def score_models(trained, data, ood, num_anchors=recipe.NUM_ANCHORS, positive="i
         log(f"scoring the {name} model on {data.name} + {len(ood)} OOD set(s) ({_count(id_images, ood)}) ...")
         t = time.time()
         run = _scorer(model, anchors if cfg.anchored else None, (shipped or {}).get(name), _fit_arrays(data))
-        id_vals, labels = _score_set(run, id_images, id_labels, data.name)
-        ood_vals = {k: _score_set(run, v, None, k)[0] for k, v in (ood or {}).items()}
-        res = ood_results(id_vals, ood_vals, name, positive)
+        res, vals, acc = evaluate_model(model, id_images, id_labels, ood, name, positive=positive, scorer=run,
+                                        id_name=data.name)
         log(f"  {name}: {len(res)} scores in {time.time() - t:.0f} s")
         scores.update(res)
-        values.update(score_arrays(id_vals, ood_vals, name))
-        acc = None if labels is None else float(np.mean(id_vals["predicted_class"] == np.asarray(labels)))
+        values.update(vals)
         info[name] = {"id_accuracy": acc, "params": int(model.count_params()), "train_time_s": round(secs, 1)}
     return scores, values, info, anchors
 
@@ -111,19 +110,6 @@ def _scorer(model, anchors=None, shipped=None, fit=None, batch_size=256):
         return detectors.fit_all(DEFAULT_VANILLA, model, batch_size=batch_size).score
     return detectors.fit_all((*DEFAULT_VANILLA, *FITTED_VANILLA), model, id_train=fit[0], id_val=fit[1],
                              batch_size=batch_size).score
-
-
-def _score_set(run, images, labels, name):
-    """`(run(images), labels)` of an array, or of a stream of (images, labels) batches, concatenated."""
-    if isinstance(images, np.ndarray):
-        return run(images), labels
-    parts, labels = [], []
-    for xb, yb in (images.as_numpy_iterator() if hasattr(images, "as_numpy_iterator") else images):
-        parts.append({k: np.asarray(v) for k, v in run(xb).items()})
-        labels.append(yb)
-    if not parts:
-        raise ValueError(f"{name}: no images.")
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, np.concatenate(labels)
 
 
 def _count(id_images, ood):
