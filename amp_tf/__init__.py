@@ -35,10 +35,10 @@ from amp_tf._version import __version__
 _PUBLIC = {
     "AnchoredModel": "amp_tf.method.anchoring", "anchored_model": "amp_tf.method.anchoring",
     "ConsistencyAugment": "amp_tf.method.augment",
-    "OODMetricsCallback": "amp_tf.run.callbacks", "ServingHead": "amp_tf.serve.export",
+    "OODMetricsCallback": "amp_tf.run.callbacks", "ServingHead": "amp_tf.serve.head",
     "export_for_serving": "amp_tf.serve.export", "anchor_backbone": "amp_tf.models",
     "build_backbone": "amp_tf.models", "AnchoredPredictor": "amp_tf.method.predictor",
-    "select_anchors": "amp_tf.method.predictor", "finetune_anchored": "amp_tf.run.training",
+    "select_anchors": "amp_tf.method.anchors", "finetune_anchored": "amp_tf.run.training",
 }
 #: Submodules imported by `import_all`: `amp_tf.detection.metrics`, `amp_tf.method.scores`, and `amp_tf.detection.baselines`,
 #: whose import registers the baselines in `amp_tf.method.scores` (where they are defined). `import_all`
