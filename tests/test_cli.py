@@ -704,3 +704,27 @@ def test_cifar_finetune_from_your_vanilla_model(vanilla_model, tmp_path, capsys)
     assert rep["config"]["train"]["vanilla"]["given"] == str(given)
     assert rep["config"]["train"]["anchored"]["epochs"] == 1 and rep["args"]["width"] is None
     assert {"vanilla/msp", "anchored/amp"} <= set(rep["scores"]) and (out / "serving").is_dir()
+
+
+@pytest.mark.slow
+def test_eval_ood_scores_a_runs_shipped_detector(tmp_path_factory, tmp_path, capsys):
+    """eval.ood on a run's anchored.keras adds the row `anchored/shipped`: exactly the run's saved detector."""
+    from amp_tf.run.files import load_run
+    from tests.helpers import tiny_main_job
+
+    runf = tiny_main_job(tmp_path_factory)
+    out = tmp_path / "e"
+    res = run(ood.main, ["--model", runf / "anchored.keras", "--id", "fashion_mnist", "--ood", "digits",
+                         "--scores", "amp", "--limit", 60, "--out", out, "--verbose", 0, "--no-plots"])
+    capsys.readouterr()
+    rep = check_report(out / "report.json", {"anchored/amp", "anchored/shipped"}, ["digits"])
+    loaded = load_run(runf)
+    assert rep["shipped"]["label"] == loaded.detector.label and rep["shipped"]["key"] == "anchored/shipped"
+    from amp_tf.data.loading import load_images
+    from amp_tf.detection.metrics import ood_metrics
+
+    x, _, _ = load_images("fashion_mnist", "test", (28, 28), 1, limit=60)  # as eval.ood reads them
+    d, _, _ = load_images("digits", "test", (28, 28), 1, limit=60)
+    want = ood_metrics(loaded.predict(x)["ood_score"], loaded.predict(d)["ood_score"])
+    assert rep["scores"]["anchored/shipped"]["digits"]["auroc"] == pytest.approx(want["auroc"], abs=1e-6)
+    assert isinstance(res, dict)

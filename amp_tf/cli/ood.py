@@ -216,6 +216,19 @@ def fit_detectors(args, model, anchored, names, geo, log):
                              num_anchors=args.num_anchors, seed=args.seed)
 
 
+def shipped_detector(model_path, model, log):
+    """The run's shipped detector when `model_path` is a run folder's anchored model with a saved detector
+    (`detector.json` beside it), attached to `model`; else None (the report then has no `shipped` row)."""
+    from amp_tf.detection.detectors import has_detector, load_detector
+
+    folder = Path(model_path).parent
+    if not has_detector(folder):
+        return None
+    det = load_detector(folder, model)
+    log(f"the run's shipped detector {det.label} (threshold {det.threshold:.4g}): the row `anchored/shipped`")
+    return det
+
+
 def results_of(args, model, kind, id_vals, id_labels, ood_vals, size, channels, seconds):
     """The report dict of one scored model (report.json)."""
     import numpy as np
@@ -267,9 +280,12 @@ def main(argv=None):
         ood_x[n], _, _ = load_images(n, "test", limit=args.eval_limit, **geo)
         log(f"read {n}: {len(ood_x[n])} images")
     dets = fit_detectors(args, model, anchored, names, geo, log)
+    shipped = shipped_detector(args.model, model, log) if anchored else None
 
     def score(name, x):
         vals = dets.score(x)
+        if shipped is not None:  # exactly what the run ships (serving/, model.tflite)
+            vals["shipped"] = shipped.score(x, args.batch_size)
         log(f"scored {name}: {len(x)} images")
         return vals
 
@@ -277,6 +293,10 @@ def main(argv=None):
     id_vals = score(f"{args.id} (test)", x_id)
     ood_vals = {n: score(n, ood_x.pop(n)) for n in ood_names}
     results = results_of(args, model, kind, id_vals, id_labels, ood_vals, size, channels, time.time() - t0)
+    if shipped is not None:
+        from amp_tf.run.scoring import shipped_summary
+
+        results["shipped"] = {**shipped_summary(shipped, kind), "key": f"{kind}/shipped"}
     paths = write_report(out, results, score_arrays(id_vals, ood_vals, kind),
                          formats=("json", args.format), plots=not args.no_plots)
     sys.stdout.write(render(results, args.format))
