@@ -210,6 +210,10 @@ def test_bad_selection_input_is_refused_before_any_fitting(tiny):
         detectors.select_detector(model, (x[:100], y[:100]), (x[100:], y[100:]), val_ood={"a": x[:0]})
     with pytest.raises(ValueError, match="labels"):
         detectors.select_detector(model, x[:100], (x[100:], y[100:]))
+    with pytest.raises(ValueError, match=r"id_train images: .*x / 255"):
+        detectors.select_detector(model, (x[:100] / 255.0, y[:100]), (x[100:], y[100:]))
+    with pytest.raises(ValueError, match=r"id_val images: .*already normalised"):
+        detectors.select_detector(model, (x[:100], y[:100]), ((x[100:] - 100.0) / 60.0, y[100:]))
     with pytest.raises(TypeError, match="AnchoredModel"):
         detectors.select_detector(model.backbone, (x[:100], y[:100]), (x[100:], y[100:]))
 

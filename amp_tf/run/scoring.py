@@ -4,8 +4,8 @@
   on the ID training and validation images (and validation OOD sets made from the validation
   images): the detector the run exports, saves (`detector.json`) and reports first.
 * `score_models`: every model on the ID test set and the OOD sets. An anchored model gets
-  every AMP score, the anchored `knn` / `mahalanobis` and `amp+knn` / `amp+mahalanobis`
-  (each with its validation-best weight) from one pass over the anchors; a plain model the
+  every AMP score, the anchored `knn` / `mahalanobis` / `gram` and `amp+knn` / `amp+mahalanobis` /
+  `amp+gram` (each with its validation-best weight) from one pass over the anchors; a plain model the
   logit scores (`DEFAULT_VANILLA`) and the fitted baselines (`FITTED_VANILLA`: ReAct, KNN,
   Mahalanobis, Gram, fitted on the same ID images as the anchored ones); each model through the
   one scoring path, `amp_tf.detection.evaluation.evaluate_model`, with its scorer.

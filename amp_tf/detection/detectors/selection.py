@@ -63,6 +63,10 @@ def check_selection_inputs(model, id_train, id_val, val_ood):
                         f"{type(model).__name__}.")
     x_tr, y_tr = _split(id_train, "id_train")
     x_val, _ = _split(id_val, "id_val")
+    if model.normalizer.check:  # raw pixels in: `x / 255` or normalised images named by their argument
+        from amp_tf.models.pixels import check_pixels
+
+        x_tr, x_val = check_pixels(x_tr, "id_train images"), check_pixels(x_val, "id_val images")
     if y_tr is None:
         raise ValueError("id_train: the Mahalanobis candidates need the labels; pass id_train=(images, labels).")
     if len(x_val) < MIN_VAL_IMAGES:
