@@ -4,8 +4,8 @@
 ``amp_tf>BatchNorm``, the optimizers and schedules, ...) only once the module that
 defines it has run. Code inside the package that loads a model calls `register_all`
 rather than importing the package `amp_tf` itself: the package is the top layer
-(tests/test_import_graph.py), and in a CLI process it imports nothing until asked.
-`import amp_tf` calls it too (`amp_tf.import_all`), so a user's script needs nothing more.
+(tests/test_import_graph.py). After `import amp_tf` it also runs by itself once Keras
+is imported (`amp_tf.import_all`), so a user's script needs nothing more.
 
 Example:
     >>> register_all()

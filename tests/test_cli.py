@@ -418,16 +418,16 @@ def test_a_bad_flag_is_refused_before_tensorflow_is_imported(tmp_path):
         assert not {"tensorflow", "keras"} & imported, argv
 
 
-def test_import_amp_tf_outside_a_cli_is_eager_and_inside_is_lazy(monkeypatch):
+def test_import_amp_tf_registers_everything_once_keras_is_there():
+    """Here Keras is imported (by this module's imports): `import amp_tf` has registered every serializable
+    and score, as in a user's script; the CLI processes above import amp_tf and no TensorFlow."""
+    import keras
+
     import amp_tf
 
-    assert not amp_tf.running_as_cli() and "CoupledSGD" in dir(amp_tf.run.optimizers)
-    monkeypatch.setattr(sys, "argv", ["/usr/bin/amp-fmnist", "--epochs", "1"])
-    assert amp_tf.running_as_cli()  # console scripts of setup.py too
-    import re
-
-    scripts = re.findall(r'"(amp-[\w-]+)=amp_tf\.cli\.', (ROOT / "setup.py").read_text())
-    assert sorted(amp_tf.CLI_SCRIPTS) == sorted(scripts) and len(scripts) == 6
+    assert amp_tf._IMPORTS.registered
+    assert keras.saving.get_registered_object("amp_tf>CoupledSGD") is amp_tf.run.optimizers.CoupledSGD
+    assert {"AnchoredModel", "select_anchors", "run", "detectors"} <= set(dir(amp_tf))
 
 
 def test_cli_name_snapshots_equal_the_registries():

@@ -1,7 +1,7 @@
 """No import cycle in `amp_tf`, and `amp_tf/models/` stays plain Keras (issue 19, "No circle").
 
-Pure `ast`: nothing under `amp_tf/` is imported (but by the last test, in a fresh
-CLI-mode interpreter). The graph has one node per module (`amp_tf/x/__init__.py`
+Pure `ast`: nothing under `amp_tf/` is imported (but by the registration tests, in fresh
+interpreters). The graph has one node per module (`amp_tf/x/__init__.py`
 is the node `amp_tf.x`) and an edge A -> B for every import of B that A's source holds:
 
 * `import amp_tf.x.y` and `from amp_tf.x import y` (y a module: `amp_tf.x.y`,
@@ -15,8 +15,8 @@ An edge goes to the module named, not to the packages above it: Python runs
 `amp_tf/x/__init__.py` before `amp_tf/x/y.py` whatever imports it, so counting
 parents would make every package a cycle with its own modules.
 
-The package `amp_tf` (`amp_tf/__init__.py`) is the top layer: `import_all` loads
-every public name and every Keras serializable on purpose (by names held in data,
+The package `amp_tf` (`amp_tf/__init__.py`) is the top layer: `import_all` (run by
+itself once Keras is imported) loads every public name and every Keras serializable on purpose (by names held in data,
 which `ast` cannot follow), so the graph gives it an edge to every module. A
 module that imports the package itself (`import amp_tf; amp_tf.import_all()`,
 `from amp_tf import __version__`) therefore closes a cycle: import the module
@@ -32,6 +32,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -347,28 +349,35 @@ def test_register_all_imports_every_module_that_defines_a_keras_serializable():
     assert not missing, f"register_all does not import {sorted(missing)}"
 
 
-def test_a_cli_process_registers_every_serializable_after_its_checks():
-    """In a CLI process `import amp_tf` is lazy; `heavy_imports` (register_all) must then import the
-    modules in any order: `from amp_tf import scores` inside one of them reaches the package's
-    `__getattr__`, which loads that one submodule (`import_all` there was a circular ImportError)."""
-    code = textwrap.dedent("""
-        import sys
-        sys.argv = ["/usr/bin/amp-eval-ood"]
+#: Run in fresh interpreters: `import amp_tf` imports no TensorFlow; the first import of Keras, TensorFlow or
+#: a module that imports them registers every serializable and every score, whatever the order.
+REGISTERS = """
+    import sys
+    first = sys.argv[1]
+    if first == "amp_tf":
         import amp_tf
-        assert amp_tf.running_as_cli() and "tensorflow" not in sys.modules
-        from amp_tf.cli.common import heavy_imports
-        heavy_imports()
-        import keras
-        for name in ("AnchoredModel", "AnchoredPredictor", "FoldedAnchoredPredictor", "ServingHead",
-                     "PixelNormalization", "BatchNorm", "Conv2D", "CoupledSGD", "ConsistencyAugment"):
-            assert keras.saving.get_registered_object("amp_tf>" + name) is not None, name
-        assert amp_tf.anchored_model.__module__ == "amp_tf.method.anchoring"
-        assert "mahalanobis" in amp_tf.method.scores.names()  # the baselines are registered too
-        print("ok", amp_tf.__version__)
-    """)
+        assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+        import tensorflow
+    else:  # a submodule that imports Keras while it runs: registration waits until it has run
+        import importlib
+        importlib.import_module(first)
+        import amp_tf
+    import keras
+    for name in ("AnchoredModel", "AnchoredPredictor", "FoldedAnchoredPredictor", "ServingHead",
+                 "PixelNormalization", "BatchNorm", "Conv2D", "CoupledSGD", "ConsistencyAugment"):
+        assert keras.saving.get_registered_object("amp_tf>" + name) is not None, name
+    assert amp_tf.anchored_model.__module__ == "amp_tf.method.anchoring"
+    assert "mahalanobis" in amp_tf.method.scores.names()  # the baselines are registered too
+    print("ok", amp_tf.__version__)
+"""
+
+
+@pytest.mark.parametrize("first", ["amp_tf", "amp_tf.method.scores"])
+def test_keras_arriving_registers_every_serializable_in_any_order(first):
+    """`import amp_tf` is light in every process (no check of who imported it); Keras' arrival registers."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(REGISTERS), first], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith("ok "), proc.stderr[-3000:]
 
 

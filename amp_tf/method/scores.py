@@ -214,8 +214,8 @@ def get(name, **kwargs):
         return name
     if name in BASELINE_NAMES and name not in REGISTRY:
         raise ValueError(f"score {name!r} is not registered: it is a baseline of amp_tf.detection.baselines, which "
-                         "registers its scores when imported; run `import amp_tf.detection.baselines` (`import amp_tf` "
-                         "does, except in a CLI process before `amp_tf.import_all()`).")
+                         "registers its scores when imported; run `import amp_tf.detection.baselines` (after `import amp_tf`, "
+                         "importing Keras does it).")
     if name not in REGISTRY:
         raise ValueError(f"unknown score {name!r}; known scores: {', '.join(names())}")
     entry = REGISTRY[name]
