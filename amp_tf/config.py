@@ -112,6 +112,10 @@ class JobConfig:
         finetune_epochs: > 0: the vanilla twin trains ``train.epochs``, then the anchored
             model is fine-tuned from it for this many epochs; 0: anchored from scratch.
         positive: metric convention (``id`` or ``ood``).
+        models: which of the two models the job has, ``("anchored", "vanilla")`` (the anchored
+            model and its twin), ``("anchored",)`` or ``("vanilla",)``; `amp_tf.run.pipeline.job_models`
+            turns the job into its models, in training order.
+        calibration: the serving head's AMP calibration (``exp``; the paper's ImageNet: ``divide``).
     """
 
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -121,6 +125,8 @@ class JobConfig:
     num_anchors: int = recipe.NUM_ANCHORS
     finetune_epochs: int = 0
     positive: str = "id"
+    models: tuple = ("anchored", "vanilla")
+    calibration: str = "exp"
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from amp_tf.run import presets
 from amp_tf.config import DataConfig, JobConfig, TrainConfig, job_from_settings
@@ -91,3 +92,36 @@ def test_every_trainer_maps_its_flags_onto_a_job_config(monkeypatch):
         assert job.train.epochs == args.epochs and job.num_anchors == args.num_anchors
     assert fmnist.job_config(fmnist.parser().parse_args(["--near"])).data.near
     assert imagenet.job_config(imagenet.parser().parse_args(["--image-size", "64"])).data.image_size == 64
+
+
+def test_job_models_turns_a_job_into_its_models_in_training_order(tmp_path):
+    """`run_job` takes the `JobConfig`; its models come from `job_models(job)` (the CLIs map flags once)."""
+    from amp_tf.cli import cifar, fmnist, imagenet
+    from amp_tf.run.pipeline import GivenModel, job_models
+
+    def models(cli, argv):
+        args = cli.parser().parse_args(argv)
+        return {n: (c.anchored, getattr(c, "epochs", None), getattr(c, "init_from", None)) if not isinstance(
+            c, GivenModel) else ("given", c.path) for n, c in job_models(cli.job_config(args)).items()}
+
+    ep, ft = fmnist.DEFAULTS["epochs"], fmnist.DEFAULTS["finetune_epochs"]
+    assert models(fmnist, []) == {"vanilla": (False, ep, None), "anchored": (True, ft, "job:vanilla")}
+    assert models(fmnist, ["--finetune-epochs", "0", "--epochs", "3"]) == {"anchored": (True, 3, None),
+                                                                           "vanilla": (False, 3, None)}
+    assert models(fmnist, ["--skip-vanilla", "--finetune-epochs", "0"]) == {"anchored": (True, ep, None)}
+    v = str(tmp_path / "v.keras")
+    assert models(fmnist, ["--init-from", v, "--finetune-epochs", "1"]) == {"vanilla": ("given", v),
+                                                                            "anchored": (True, 1, "job:vanilla")}
+    assert models(fmnist, ["--init-from", v, "--skip-vanilla", "--finetune-epochs", "1"]) == {
+        "anchored": (True, 1, v)}
+    assert models(cifar, ["--vanilla"]) == {"vanilla": (False, cifar.DEFAULTS["epochs"], None)}
+    assert list(models(cifar, [])) == ["anchored"]
+    job = imagenet.job_config(imagenet.parser().parse_args(["--init-from", v, "--finetune-epochs", "2"]))
+    assert job.calibration == "divide" and models(imagenet, ["--init-from", v, "--finetune-epochs", "2"]) == {
+        "anchored": (True, 2, v)}
+    cfg = job_models(job)["anchored"]
+    assert cfg.arch is None and cfg.mean == job.train.mean  # fine-tuned from the file, ImageNet statistics
+    with pytest.raises(ValueError, match="finetune_epochs 2: .* set finetune_epochs=0"):
+        job_models(JobConfig(finetune_epochs=2, models=("anchored",)))
+    with pytest.raises(ValueError, match="models: "):
+        job_models(JobConfig(models=("anchored", "twin")))

@@ -170,12 +170,20 @@ def expand_ood(text):
 
 
 def job_config(args):
-    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it)."""
+    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it): the
+    one mapping of this command's flags. The anchored model from scratch; with --vanilla the vanilla one;
+    with --init-from V, V is the vanilla twin and the anchored model is fine-tuned from it
+    (`amp_tf.run.pipeline.job_models`)."""
     from amp_tf.config import DataConfig, JobConfig
 
     data = DataConfig(args.dataset, args.val_size, args.train_limit, args.eval_limit, resize=args.resize)
-    return JobConfig(train_config(args, backbone_kwargs={"width": args.width} if args.width else {}), data,
-                     ood=tuple(expand_ood(args.ood)), num_anchors=args.num_anchors, positive=args.positive)
+    train = train_config(args, anchored=not args.vanilla, epochs=args.epochs,
+                         backbone_kwargs={"width": args.width} if args.width else {},
+                         init_from=str(args.init_from) if args.init_from else None)
+    models = ("vanilla",) if args.vanilla else ("anchored", "vanilla") if args.init_from else ("anchored",)
+    return JobConfig(train, data, ood=tuple(expand_ood(args.ood)), num_anchors=args.num_anchors,
+                     positive=args.positive, models=models,
+                     finetune_epochs=args.finetune_epochs if args.init_from else 0)
 
 
 @cli_errors
@@ -184,21 +192,21 @@ def main(argv=None):
     t0 = time.time()
     from amp_tf import data
     from amp_tf.run.callbacks import OODMetricsCallback
-    from amp_tf.run.pipeline import GivenModel, load_id, load_ood
+    from amp_tf.run.pipeline import GivenModel, job_models, load_id, load_ood
 
     def log(msg):
         print(f"[cifar] {msg}", flush=True)
 
     job = job_config(args)
-    name = "vanilla" if args.vanilla else "anchored"
+    name = job.models[0]
     check_out(args)  # --out / --resume / --overwrite refused before any data is loaded
     d = load_id(job.data.id_set, val_size=job.data.val_size, seed=args.seed, train_limit=job.data.train_limit,
                 eval_limit=job.data.eval_limit, data_dir=args.data_dir, download=args.download)
     check_data(args, d)
-    models = {}
+    given = None
     if args.init_from:  # the given vanilla twin: loaded and checked against the data before any folder
-        models["vanilla"] = GivenModel(str(args.init_from), seed=args.seed)
-        models["vanilla"].load(d)
+        given = GivenModel(str(args.init_from), seed=args.seed)
+        given.load(d)
     ood, skipped = load_ood(job.ood, d.image_shape, resize=job.data.resize, convert_channels=True,
                             limit=job.data.eval_limit, data_dir=args.data_dir, download=args.download,
                             skip_missing=True, log=log)
@@ -206,23 +214,18 @@ def main(argv=None):
     log(f"run folder: {folder.path}")
     log(f"ID {args.dataset}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; OOD: "
         + (", ".join(f"{k} ({len(v)})" for k, v in ood.items()) or "none present"))
-    if args.init_from:
-        models["anchored"] = train_config(args, anchored=True, arch=None, init_from="job:vanilla",
-                                          epochs=args.finetune_epochs or args.epochs)
-    else:
-        models[name] = train_config(args, anchored=not args.vanilla,
-                                    backbone_kwargs={"width": args.width} if args.width else {})
+    models = job_models(job, given)
 
     def callbacks(_):
         if not args.ood_callback_every:
             return []
         n = min(args.ood_callback_size, len(d.x_val))
         proxy = data.gaussian_blur(d.x_val[:n], args.ood_callback_sigma)
-        return [OODMetricsCallback(d.x_val[:n], {"blur_proxy": proxy}, num_anchors=args.num_anchors,
-                                   every=args.ood_callback_every, positive=args.positive,
+        return [OODMetricsCallback(d.x_val[:n], {"blur_proxy": proxy}, num_anchors=job.num_anchors,
+                                   every=args.ood_callback_every, positive=job.positive,
                                    seed=args.seed, verbose=args.verbose)]
 
-    return run_and_report(args, job, d, ood, models, folder, log, t0, extra={"skipped_ood_sets": skipped},
+    return run_and_report(args, job, d, ood, folder, log, t0, models=models, extra={"skipped_ood_sets": skipped},
                           callbacks_for=callbacks)
 
 

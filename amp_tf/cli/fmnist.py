@@ -54,17 +54,24 @@ def suite(holdout=False):
 
 
 def job_config(args):
-    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it).
+    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it): the
+    one mapping of this command's flags; the job's models are `amp_tf.run.pipeline.job_models(job)`.
 
-    The models of the job (`job_models`) are built from the same flags.
+    * default: the vanilla twin trains --epochs, then the anchored model is fine-tuned from it for
+      --finetune-epochs (0: both from scratch);
+    * --init-from V: V is the vanilla twin (scored as it is), the anchored model is fine-tuned from
+      it; with --skip-vanilla only the latter;
+    * --skip-vanilla: the anchored model alone.
     """
     from amp_tf.config import DataConfig, JobConfig
 
     id_name, ood_names = suite(args.holdout)
     data = DataConfig(id_name, args.val_size, args.train_limit, args.eval_limit, near=args.near)
-    train = train_config(args, backbone_kwargs={"width": args.width} if args.width else {})
+    train = train_config(args, epochs=args.epochs, backbone_kwargs={"width": args.width} if args.width else {},
+                         init_from=str(args.init_from) if args.init_from else None)
     return JobConfig(train, data, ood=tuple(ood_names), num_anchors=args.num_anchors,
-                     finetune_epochs=args.finetune_epochs, positive=args.positive)
+                     finetune_epochs=args.finetune_epochs, positive=args.positive,
+                     models=("anchored",) if args.skip_vanilla else ("anchored", "vanilla"))
 
 
 def parser():
@@ -117,39 +124,12 @@ def combine(args, given):
         args.finetune_epochs = 0  # not used: recorded as such
 
 
-def job_models(args, given=None):
-    """`{name: TrainConfig or GivenModel}` of the job, in training order (the flags' recipe).
-
-    * default: the vanilla twin trains --epochs, then the anchored model is
-      fine-tuned from it for --finetune-epochs;
-    * --init-from V: V is the vanilla twin (`given`, scored as it is), the
-      anchored model is fine-tuned from it; with --skip-vanilla only the latter;
-    * --finetune-epochs 0 or --skip-vanilla: the anchored model from scratch.
-    """
-    from amp_tf.run.pipeline import GivenModel
-
-    if args.init_from:
-        epochs = args.finetune_epochs or args.epochs
-        anchored = dict(anchored=True, arch=None, epochs=epochs)
-        if args.skip_vanilla:
-            return {"anchored": train_config(args, init_from=str(args.init_from), **anchored)}
-        vanilla = given if given is not None else GivenModel(str(args.init_from), seed=args.seed)
-        return {"vanilla": vanilla, "anchored": train_config(args, init_from="job:vanilla", **anchored)}
-    kw = {"backbone_kwargs": {"width": args.width}}
-    if args.finetune_epochs and not args.skip_vanilla:
-        return {"vanilla": train_config(args, anchored=False, **kw),
-                "anchored": train_config(args, anchored=True, epochs=args.finetune_epochs,
-                                         init_from="job:vanilla", **kw)}
-    names = [("anchored", True)] + ([] if args.skip_vanilla else [("vanilla", False)])
-    return {name: train_config(args, anchored=anchored, init_from=None, **kw) for name, anchored in names}
-
-
 @cli_errors
 def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.fmnist", default_ood=tuple(suite()[1]),
                      describe=lambda a: suite(a.holdout), combine=combine)
     t0 = time.time()
-    from amp_tf.run.pipeline import GivenModel, load_fmnist_suite
+    from amp_tf.run.pipeline import GivenModel, job_models, load_fmnist_suite
 
     def log(msg):
         print(f"[fmnist] {msg}", flush=True)
@@ -163,12 +143,12 @@ def main(argv=None):
     if args.init_from:  # loaded and checked against the data before any folder or training
         given = GivenModel(str(args.init_from), seed=args.seed)
         given.load(d)
-    models = job_models(args, given)
+    models = job_models(job, given)
     folder = run_folder(args, "fmnist", log=log, data=[d, *(nd for nd, _ in near)])  # after every check
     log(f"run folder: {folder.path} (data loaded in {time.time() - t0:.0f} s)")
     log(f"ID {d.name}: train {len(d.x_train)}, val {len(d.x_val)}, test {len(d.x_test)}; "
         "OOD: " + ", ".join(f"{k} ({len(v)})" for k, v in ood.items()))
-    return run_and_report(args, job, d, ood, models, folder, log, t0, near=near,
+    return run_and_report(args, job, d, ood, folder, log, t0, models=models, near=near,
                           title=f"{d.name} (ID) vs the offline OOD suite" + (" (with near-OOD)" if near else ""))
 
 

@@ -131,23 +131,21 @@ def id_sources(args):
 
 
 def job_config(args):
-    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it)."""
+    """The `amp_tf.config.JobConfig` of the flags (with --preset: the preset's, explicit flags over it): the
+    one mapping of this command's flags. The anchored model (fine-tuned from --init-from when given), or
+    with --vanilla the vanilla one; calibrated by H / tau ("divide"), as the paper and the official code
+    calibrate ImageNet."""
     from amp_tf.config import DataConfig, JobConfig
 
     # the held-out validation images are those that set the serving threshold (--threshold-size)
     data = DataConfig(id_sources(args)[1][0], args.threshold_size, args.train_limit, args.eval_limit,
                       image_size=args.image_size, anchor_pool=args.anchor_pool)
-    return JobConfig(next(iter(job_models(args).values())), data, ood=tuple(expand_ood(args.ood)),
-                     num_anchors=args.num_anchors, finetune_epochs=args.finetune_epochs, positive=args.positive)
-
-
-def job_models(args):
-    """`{name: TrainConfig}`: the anchored model (fine-tuned from --init-from when given), or with
-    --vanilla the vanilla one."""
-    name = "vanilla" if args.vanilla else "anchored"
-    over = {"arch": None, "epochs": args.finetune_epochs or args.epochs} if args.init_from else {}
-    return {name: train_config(args, anchored=not args.vanilla, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                               backbone_kwargs={"width": args.width} if args.width else {}, **over)}
+    train = train_config(args, anchored=not args.vanilla, mean=IMAGENET_MEAN, std=IMAGENET_STD, epochs=args.epochs,
+                         backbone_kwargs={"width": args.width} if args.width else {},
+                         init_from=str(args.init_from) if args.init_from else None)
+    return JobConfig(train, data, ood=tuple(expand_ood(args.ood)), num_anchors=args.num_anchors,
+                     finetune_epochs=args.finetune_epochs if args.init_from else 0, positive=args.positive,
+                     models=("vanilla",) if args.vanilla else ("anchored",), calibration="divide")
 
 
 @cli_errors
@@ -155,7 +153,7 @@ def main(argv=None):
     args = parse_cli(parser(), argv, "train", "trainers.imagenet", default_ood=DEFAULT_OOD, combine=combine,
                      describe=lambda a: (f"folder:{a.val_folder}" if a.val_folder else "imagenet2012", None))
     t0 = time.time()
-    from amp_tf.run.pipeline import GivenModel, load_id_stream, load_ood_streams
+    from amp_tf.run.pipeline import GivenModel, job_models, load_id_stream, load_ood_streams
 
     def log(msg):
         print(f"[imagenet] {msg}", flush=True)
@@ -172,14 +170,14 @@ def main(argv=None):
         GivenModel(str(args.init_from)).load(d)
     ood, skipped = load_ood_streams(job.ood, dc.image_size, dc.eval_limit, args.eval_batch_size,
                                     load_kw=dict(data_dir=args.data_dir, download=args.download), log=log)
-    models = job_models(args)
+    models = job_models(job)
     folder = run_folder(args, f"imagenet-{next(iter(models))}", log=log)  # after every check
     log(f"run folder: {folder.path}")
     log(f"{d.name}: {d.num_train} training images, {d.num_classes} classes, {d.steps_per_epoch} steps/epoch; "
         f"{len(d.x_val)} validation images set the serving threshold; OOD: {', '.join(ood) or 'none present'}")
-    # the paper and the official code calibrate ImageNet with H / tau ("divide"); no LiteRT export
-    return run_and_report(args, job, d, ood, models, folder, log, t0, extra={"skipped_ood_sets": skipped},
-                          calibration="divide", tflite=False)
+    # no LiteRT export (ImageNet-sized models are served by TF Serving)
+    return run_and_report(args, job, d, ood, folder, log, t0, models=models, extra={"skipped_ood_sets": skipped},
+                          tflite=False)
 
 
 if __name__ == "__main__":

@@ -138,20 +138,20 @@ def versions():
 JOB_TIME_INCLUDES = "training, detector selection, scoring, saving and export; not data loading or the report"
 
 
-def run_and_report(args, job, data, ood, models, folder, log, t0, extra=None, **run_kw):
-    """Every trainer's last step: `pipeline.run_job` with the flags' settings, the report's
-    summary printed, and one "done in" line (wall time, process CPU time, the hypervisor's share).
+def run_and_report(args, job, data, ood, folder, log, t0, models=None, extra=None, **run_kw):
+    """Every trainer's last step: `pipeline.run_job` of the `JobConfig` (its models: `models`, default
+    `job_models(job)`), the report's summary printed, and one "done in" line (wall time, process CPU
+    time, the hypervisor's share).
 
     `extra` adds to what the report records besides the seed, the versions and the flags;
-    `run_kw` go to `run_job` (e.g. `near=`, `title=`, `calibration=`).
+    `run_kw` go to `run_job` (e.g. `near=`, `title=`, `tflite=`).
     """
     from amp_tf.run.pipeline import run_job
     from amp_tf.run.report import render
 
     record = {**(extra or {}), "seed": args.seed, "versions": versions(), "args": vars(args)}
-    results = run_job(data, ood, models, folder, num_anchors=job.num_anchors, positive=job.positive,
-                      plots=not args.no_plots, verbose=args.verbose, backup=lambda n: backup_arg(args, n),
-                      log=log, extra=record, **run_kw)
+    results = run_job(job, data, ood, folder, models=models, plots=not args.no_plots, verbose=args.verbose,
+                      backup=lambda n: backup_arg(args, n), log=log, extra=record, **run_kw)
     if not results.get("chief", True):
         return results
     if ood:

@@ -121,9 +121,10 @@ class OODMetricsCallback(keras.callbacks.Callback):
             self.ood_sets[k] = v
         if anchors is not None:
             anchors = _checked(anchors, "anchors")
-            if len(anchors) < 2 or anchors.shape[1:] != self.id_images.shape[1:]:
-                raise ValueError(f"anchors: expected (K >= 2, {', '.join(map(str, self.id_images.shape[1:]))}), "
-                                 f"got {anchors.shape}.")
+            recipe.check_num_anchors(len(anchors), "anchors (K = their number)")
+            if anchors.shape[1:] != self.id_images.shape[1:]:
+                raise ValueError(f"anchors: expected (K, {', '.join(map(str, self.id_images.shape[1:]))}) like "
+                                 f"the ID images, got {anchors.shape}.")
         self.anchors = anchors
         self.num_anchors = num_anchors
         self.score = score

@@ -26,8 +26,9 @@ Example:
     >>> cfg = TrainConfig(epochs=1, batch_size=64, backbone_kwargs={"width": 4})
     >>> import tempfile, pathlib
     >>> folder = RunFolder(pathlib.Path(tempfile.mkdtemp()) / "run", config={"doc": 1})
-    >>> results = run_job(d, ood, {"anchored": cfg}, folder, num_anchors=2, verbose=0,
-    ...                   plots=False, log=lambda *a: None)   # doctest: +SKIP
+    >>> from amp_tf.config import DataConfig, JobConfig
+    >>> job = JobConfig(cfg, DataConfig("fashion_mnist"), models=("anchored",), num_anchors=2)
+    >>> results = run_job(job, d, ood, folder, verbose=0, plots=False, log=lambda *a: None)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -168,46 +169,89 @@ def _machine_jiffies():
         return None
 
 
-def run_job(data, ood, models, folder, num_anchors=None, positive="id", tpr=0.95, export=True, plots=True,
-            callbacks_for=None, verbose=1, backup=True, strategy=None, title=None, extra=None, near=(),
-            calibration="exp", tflite=True, log=print):
-    """Trains each model, saves it, exports the anchored one, scores all, writes the report.
+def run_job(job, data, ood, folder, models=None, *, near=(), tpr=None, export=True, plots=True, tflite=True,
+            callbacks_for=None, verbose=1, backup=True, strategy=None, title=None, extra=None, log=print):
+    """Trains the models of `job`, saves them, exports the anchored one, scores all, writes the report.
 
     Args:
-        data: `IDData`, or `StreamedIDData` (ImageNet-sized sets, `load_id_stream`).
+        job: the `amp_tf.config.JobConfig`: its models (`job_models`), K (`num_anchors`), the metric
+            convention (`positive`) and the serving head's calibration.
+        data: `IDData`, or `StreamedIDData` (ImageNet-sized sets, `load_id_stream`), loaded for `job.data`.
         ood: `{name: raw-pixel images}` (may be empty: no OOD report then); with
             streamed data, `{name: stream of (images, labels) batches}` (`load_ood_streams`).
-        models: `{name: TrainConfig or GivenModel}`; the statistics of `data` are filled
-            into the configs; a `GivenModel` is scored (and saved) as it is.
         folder: a `RunFolder`; `folder.commit()` is called at the end.
-        num_anchors: K for AMP (anchors picked from `data.anchor_images()` with the
-            first anchored model's seed).
-        positive: metric convention (`"id"` or `"ood"`).
-        tpr: serving threshold: this fraction of ID validation images pass.
+        models: `{name: TrainConfig or GivenModel}` (default: `job_models(job)`; a CLI passes the given
+            model it has loaded and checked already); the statistics of `data` are filled into the
+            configs; a `GivenModel` is scored (and saved) as it is.
+        near: near-OOD splits, `[(IDData of the split's ID classes, {ood name: images})]`:
+            the same model configs are trained on each split (in `near_<id>/`) and
+            scored on its held-out classes; their metrics join the same score keys.
+        tpr: serving threshold: this fraction of ID validation images pass (default `recipe.SERVING_TPR`).
         export: write `serving/` (SavedModel) for the anchored model.
-        calibration: the serving head's AMP calibration (`"exp"`; ImageNet: `"divide"`).
         tflite: also write `model.tflite` (LiteRT) of the serving head.
         callbacks_for: optional `name -> [keras callbacks]`.
         backup: `train(backup=...)`: True, False or a folder per model (callable name -> value).
         extra: more top-level keys for the results (e.g. the CLI's args).
-        near: near-OOD splits, `[(IDData of the split's ID classes, {ood name: images})]`:
-            the same model configs are trained on each split (in `near_<id>/`) and
-            scored on its held-out classes; their metrics join the same score keys.
 
     Returns:
         The results dict (also in `report.json`), with `out` = the final folder.
     """
     from amp_tf import recipe
 
-    num_anchors = recipe.check_num_anchors(recipe.NUM_ANCHORS if num_anchors is None else num_anchors)
+    num_anchors = recipe.check_num_anchors(job.num_anchors)
+    tpr = recipe.SERVING_TPR if tpr is None else tpr
+    models = job_models(job) if models is None else models
     if near and any(isinstance(c, GivenModel) for c in models.values()):
         raise ValueError("near: the near-OOD splits train their own models on other classes; a given model "
                          "cannot be theirs. Drop the near splits or the given model.")
     train_kw = dict(verbose=verbose, backup=backup, strategy=strategy, log=log)
     with folder.guard():  # a work folder that vanishes mid-run fails loudly (RunFolderLost)
-        return _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbacks_for, near,
-                        dict(export=export, tpr=tpr, calibration=calibration, tflite=tflite),
+        return _run_job(data, ood, models, folder, num_anchors, job.positive, train_kw, callbacks_for, near,
+                        dict(export=export, tpr=tpr, calibration=job.calibration, tflite=tflite),
                         dict(title=title, extra=extra, plots=plots))
+
+
+def job_models(job, given=None):
+    """`{name: TrainConfig or GivenModel}` of a `JobConfig`, in training order.
+
+    * ``job.train.init_from`` a file: that vanilla model is the twin (`given`, or a `GivenModel` of the
+      file: scored, not trained) and the anchored model is fine-tuned from it for
+      ``job.finetune_epochs`` epochs (0: ``train.epochs``); without "vanilla" in ``job.models``, the
+      anchored model alone, fine-tuned from the file;
+    * else with both models and ``finetune_epochs > 0``: the vanilla twin trains ``train.epochs``,
+      then the anchored model is fine-tuned from it for ``finetune_epochs``;
+    * else each model of ``job.models`` from scratch, the anchored one first.
+
+    Example:
+        >>> from amp_tf.config import JobConfig, TrainConfig
+        >>> ms = job_models(JobConfig(TrainConfig(epochs=2), finetune_epochs=1))
+        >>> [(n, c.anchored, c.epochs, c.init_from) for n, c in ms.items()]
+        [('vanilla', False, 2, None), ('anchored', True, 1, 'job:vanilla')]
+    """
+    names = tuple(job.models)
+    if not names or set(names) - {"anchored", "vanilla"} or len(set(names)) != len(names):
+        raise ValueError(f"models: {names!r}; give ('anchored', 'vanilla'), ('anchored',) or ('vanilla',).")
+    anchored = dataclasses.replace(job.train, anchored=True)
+    vanilla = dataclasses.replace(job.train, anchored=False, init_from=None)
+    source = str(job.train.init_from or "")
+    if source and not source.startswith("job:"):
+        if "anchored" not in names:
+            raise ValueError(f"init_from {source!r}: a given vanilla model is the start of the anchored model; "
+                             "the job has no anchored model (models: ('vanilla',)).")
+        tuned = dataclasses.replace(anchored, arch=None, backbone_kwargs={}, init_from=source,
+                                    epochs=job.finetune_epochs or job.train.epochs)
+        if "vanilla" not in names:
+            return {"anchored": tuned}
+        twin = given if given is not None else GivenModel(source, seed=job.train.seed)
+        return {"vanilla": twin, "anchored": dataclasses.replace(tuned, init_from="job:vanilla")}
+    anchored.init_from = None
+    if job.finetune_epochs and "anchored" in names:
+        if "vanilla" not in names:
+            raise ValueError(f"finetune_epochs {job.finetune_epochs}: the anchored model is fine-tuned from the "
+                             "vanilla twin, which the job does not have; set finetune_epochs=0 (from scratch).")
+        return {"vanilla": vanilla, "anchored": dataclasses.replace(anchored, epochs=job.finetune_epochs,
+                                                                    init_from="job:vanilla")}
+    return {n: anchored if n == "anchored" else vanilla for n in ("anchored", "vanilla") if n in names}
 
 
 class _Clock:

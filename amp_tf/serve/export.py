@@ -71,9 +71,10 @@ from amp_tf.serve.head import (  # noqa: F401  (importable from here as before)
     serving_head, size_message, temporary_sibling,
 )
 from amp_tf.serve.litert import TFLiteModel, export_tflite, tflite_bytes  # noqa: F401
+from amp_tf.recipe import SERVING_TPR
 
 
-def export_for_serving(predictor, path, id_images=None, threshold=None, tpr=0.95, batch_size=256):
+def export_for_serving(predictor, path, id_images=None, threshold=None, tpr=SERVING_TPR, batch_size=256):
     """Writes a SavedModel whose `serving_default` takes uint8 `images`.
 
     Args:

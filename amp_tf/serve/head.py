@@ -18,6 +18,7 @@ from amp_tf.models.pixels import check_pixels
 from amp_tf.detection.detectors.shipped import ShippedDetector, feature_extractor, shipped_outputs
 from amp_tf.method.inference import batched
 from amp_tf.method.predictor import AnchoredPredictor
+from amp_tf.recipe import SERVING_TPR
 
 #: The fewest ID images `id_images` may set a threshold from.
 MIN_ID_IMAGES = 20
@@ -208,7 +209,7 @@ def _check_id_images(id_images, shape, tpr):
     return id_images
 
 
-def serving_head(predictor, id_images=None, threshold=None, tpr=0.95, batch_size=256):
+def serving_head(predictor, id_images=None, threshold=None, tpr=SERVING_TPR, batch_size=256):
     """The `ServingHead` both exports write: float32, built, its threshold set.
 
     Args:

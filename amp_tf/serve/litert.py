@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from amp_tf.recipe import SERVING_TPR
 from amp_tf.serve.head import (ServingHead, check_new_path, empty_message, rank_message, serving_head, size_message,
                                temporary_sibling, wanted_input)
 
@@ -51,7 +52,7 @@ def _check_batch_size(batch_size):
     return int(batch_size)
 
 
-def export_tflite(predictor, path, id_images=None, threshold=None, tpr=0.95, batch_size=1):
+def export_tflite(predictor, path, id_images=None, threshold=None, tpr=SERVING_TPR, batch_size=1):
     """Writes the serving model as a `.tflite` (LiteRT): builtin ops, uint8 raw pixels in.
 
     The same outputs and threshold as `export_for_serving`; the input is
