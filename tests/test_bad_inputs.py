@@ -8,6 +8,7 @@ the file, so it cannot drift from the code. Regenerate it with
 """
 import math
 import os
+import sys
 import re
 from pathlib import Path
 
@@ -1007,7 +1008,11 @@ def _path(text):
 
 @case("trainers.* --out (RunFolder)", "a second run (plain, --resume or --overwrite) into the --out of a live run")
 def _(c):
-    live = RunFolder(c["root"] / "live", {"seed": 0}, log=lambda m: None)
+    argv, sys.argv = sys.argv, ["trainers/fmnist.py", "--out", "runs/cc"]  # the lock's command: one length
+    try:
+        live = RunFolder(c["root"] / "live", {"seed": 0}, log=lambda m: None)
+    finally:
+        sys.argv = argv
     try:
         for kw in ({}, {"resume": True}, {"overwrite": True}):
             got = expect(ValueError, f"in use by a live run \\(process {os.getpid()} on ", RunFolder, live.path,
