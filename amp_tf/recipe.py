@@ -14,10 +14,10 @@ The recipe is the one the protocol selected on validation data (BENCHMARKS.md):
   CLI both use it; ``warmup_epochs=0`` gives a constant lr, ``lr_milestones`` steps);
 * **coupled** weight decay (the paper's PyTorch SGD: ``g += wd * w`` before the
   momentum; `amp_tf.run.optimizers.make_sgd`), chosen over Keras' decoupled decay
-  with ``benchmarks.ood_quality --select-grid``;
+  with ``benchmarks.quality.ood --select-grid``;
 * the anchor transform ``T`` = ``"all"`` on every 5th training step, with
   **per-sample** draws (each anchor its own draw), chosen over the official T
-  (one draw per batch) with ``benchmarks.finetune_select`` (3 seeds);
+  (one draw per batch) with ``benchmarks.quality.finetune_select`` (3 seeds);
 * fine-tuning a converged model: `FINETUNE_CONVERGED` (12 epochs at lr 0.01).
 
 The old recipe stays one argument away: ``weight_decay_mode="decoupled"``
@@ -75,7 +75,7 @@ SELECT_WEIGHTS = (0.25, 0.5, 0.75)
 SERVING_TPR = 0.95
 
 #: Anchored fine-tuning of a *converged* classifier (e.g. your own trained model): 12 epochs at lr 0.01,
-#: chosen on validation on a 94 % Fashion-MNIST ResNet (``benchmarks.converged_pilot finetune``,
+#: chosen on validation on a 94 % Fashion-MNIST ResNet (``benchmarks.quality.converged_pilot finetune``,
 #: BENCHMARKS.md section 1; the pilot: benchmarks/results/history.md). The main job's 2 epochs at lr 0.1 suit
 #: its short-trained vanilla twin but cost a converged model 2.2 points of accuracy. Use: ``finetune_anchored(model, x, y, **FINETUNE_CONVERGED)``.
 FINETUNE_CONVERGED = dict(epochs=12, lr=0.01)

@@ -5,7 +5,7 @@
 # the anchored vs the vanilla model and AMP K=5 inference vs vanilla, with and without
 # XLA and bfloat16, via `python -m benchmarks.speed` (one process per setting, headline ratios
 # only). Prints one table and writes OUT_DIR/gpu_check.json. Then the converged benchmark's GPU
-# variant (issue 20): `python -m benchmarks.converged` with a wider model and more epochs, one seed,
+# variant (issue 20): `python -m benchmarks.quality.converged` with a wider model and more epochs, one seed,
 # every group and detector, into OUT_DIR/converged.{json,md} (step 2, its own timeout).
 # Budget: <= 8 minutes in all: step 2 keeps CONVERGED_S seconds, the speed settings share the rest
 # (each at most 110 s, skipped when the budget is spent).
@@ -56,7 +56,7 @@ PYEOF
 # Step 2: the converged benchmark on a GPU (one seed; width 48, 30 epochs; no ensemble with one seed).
 echo "== converged GPU variant (resnet_small width 48, 30 epochs, seed 0)"
 left=$((BUDGET_S - SECONDS)); left=$((left < 60 ? 60 : left))  # never `timeout 0` (= no limit)
-timeout $((left < CONVERGED_S + 30 ? left : CONVERGED_S + 30)) "$PY" -m benchmarks.converged --seeds 0 --width 48 \
+timeout $((left < CONVERGED_S + 30 ? left : CONVERGED_S + 30)) "$PY" -m benchmarks.quality.converged --seeds 0 --width 48 \
   --epochs 30 --resume --cache "$OUT/converged/seeds" --models "$OUT/converged/models" --json "$OUT/converged.json" \
   --verbose 0 > "$OUT/converged.log" 2>&1 && sed -n '/^ID accuracy/,/^## Mean/p' "$OUT/converged.md" \
   || echo "   failed or timed out after ${SECONDS}s in all: see $OUT/converged.log (a rerun reuses its trained models)"

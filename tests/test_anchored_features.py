@@ -1,9 +1,9 @@
-"""benchmarks.anchored_features: its cache rules (fast) and a --quick run end to end (slow)."""
+"""benchmarks.quality.anchored_features: its cache rules (fast) and a --quick run end to end (slow)."""
 import json
 
 import pytest
 
-from benchmarks import anchored_features as af
+from benchmarks.quality import anchored_features as af
 
 
 def _settings(**over):

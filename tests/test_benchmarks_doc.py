@@ -1,9 +1,9 @@
 """BENCHMARKS.md is a results page whose tables cannot drift from the committed results files.
 
 Its marked blocks (`<!-- table: NAME -->` and the lines after it, up to the first blank line) must equal
-what `benchmarks.benchmarks_doc` renders from `benchmarks/results/`; regenerate them with
+what `benchmarks.page` renders from `benchmarks/results/`; regenerate them with
 
-    .venv/bin/python -m benchmarks.benchmarks_doc --write
+    .venv/bin/python -m benchmarks.page --write
 
 The rest of the page is written by hand: every decimal figure in it must appear in a generated block,
 and it names no issue numbers or internal run names. JSON only, no TensorFlow: fast tier.
@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from benchmarks import benchmarks_doc as doc
+from benchmarks.page import tables as doc
 
 TEXT = doc.DOC.read_text()
 #: The hand-written block another run fills (speed against the last release point): not generated.
@@ -35,7 +35,7 @@ def test_every_generated_block_equals_the_committed_results():
     assert len(re.findall(r"^<!-- table: ", TEXT, re.M)) == len(have), "a block appears twice"
     for name, body in have.items():
         assert body == doc.render(name), (f"BENCHMARKS.md block {name!r} differs from the results files: "
-                                          "run python -m benchmarks.benchmarks_doc --write")
+                                          "run python -m benchmarks.page --write")
 
 
 def test_check_cli_and_a_stale_figure_is_caught(capsys):

@@ -1,4 +1,6 @@
-"""benchmarks/ is a small package: every module imports, none is long, none reaches into amp_tf.cli."""
+"""benchmarks/ is a small package: every module imports, none is long, none reaches into amp_tf.cli.
+
+Its layers (harness, speed, quality, page) and their import rules: tests/test_benchmarks_layers.py."""
 
 import ast
 import importlib
@@ -11,7 +13,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-MODULES = sorted(p for p in BENCH.glob("*.py"))
+#: The layers' modules (benchmarks/contract/ has its own tests).
+LAYERS = ("harness", "speed", "quality", "page")
+MODULES = sorted([BENCH / "__init__.py", *(p for layer in LAYERS for p in (BENCH / layer).glob("*.py"))])
+
+
+def _name(path):
+    """`benchmarks/speed/peer.py` -> "benchmarks.speed.peer" (a package: its own name)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _id(path):
+    return str(path.relative_to(BENCH))
 MAX_LINES = 450
 
 
@@ -30,26 +44,26 @@ def _imports(path):
 
 
 def test_the_package_has_the_benchmarks_and_the_harness():
-    names = {p.stem for p in MODULES}
-    assert {"__init__", "harness", "speed", "peer_speed", "ood_quality"} <= names
+    names = {_name(p) for p in MODULES}
+    assert {"benchmarks", "benchmarks.harness.timing", "benchmarks.speed.main", "benchmarks.speed.peer",
+            "benchmarks.quality.ood", "benchmarks.page.tables"} <= names
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=_id)
 def test_module_imports(path):
     if path.stem == "peer_torch":
         pytest.importorskip("torch")
-    name = "benchmarks" if path.stem == "__init__" else f"benchmarks.{path.stem}"
-    module = importlib.import_module(name)
+    module = importlib.import_module(_name(path))
     assert module.__doc__, f"{path.name}: no module docstring"
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=_id)
 def test_no_long_files(path):
     n = len(path.read_text().splitlines())
     assert n <= MAX_LINES, f"{path.name}: {n} lines (> {MAX_LINES}); split it by concern"
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=_id)
 def test_no_cli_imports_no_argparse_internals_no_sys_path(path):
     bad = [m for m in _imports(path) if m == "amp_tf.cli" or m.startswith("amp_tf.cli.")]
     assert not bad, f"{path.name} imports {bad}: build TrainConfig and data directly"
@@ -62,18 +76,19 @@ def test_no_cli_imports_no_argparse_internals_no_sys_path(path):
 def test_harness_doctests():
     import doctest
 
-    from benchmarks import harness
+    from benchmarks.harness import machine, results, timing
 
-    r = doctest.testmod(harness)
-    assert r.attempted >= 3 and r.failed == 0
+    for module in (timing, machine, results):
+        r = doctest.testmod(module)
+        assert r.attempted >= 1 and r.failed == 0, module.__name__
 
 
 def test_alternate_rotates_the_order_and_keeps_every_sample():
-    from benchmarks import harness
+    from benchmarks.harness import timing
 
     calls = []
     fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
-    res = harness.alternate(fns, rounds=3, warmup=0)
+    res = timing.alternate(fns, rounds=3, warmup=0)
     assert calls == list("abc" "bca" "cab")
     assert all(len(r["samples"]) == 3 and r["min_s"] <= r["median_s"] for r in res.values())
 
@@ -86,14 +101,14 @@ def test_the_import_checks_can_fail(tmp_path):
 
 @pytest.mark.slow
 def test_run_as_a_path_names_the_module_command():
-    r = subprocess.run([sys.executable, str(BENCH / "speed.py"), "--help"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, str(BENCH / "speed" / "main.py"), "--help"], capture_output=True, text=True,
                        cwd=ROOT, timeout=60)
     assert r.returncode != 0
     assert "python -m benchmarks.speed" in r.stderr
 
 
 def test_speed_against_answers_help_and_parses_before_tensorflow():
-    code = ("import sys; from benchmarks import speed, speed_against as s; "
+    code = ("import sys; from benchmarks.speed import main as speed, against as s; "
             "a = s.parse_args(['--against', 'HEAD~1', '--quick']); "
             "assert speed.wants_against(['--quick', '--against=x']) and not speed.wants_against(['--quick']); "
             "print(a.rounds, a.n_train, ','.join(a.measures), 'tensorflow' in sys.modules)")
@@ -102,11 +117,11 @@ def test_speed_against_answers_help_and_parses_before_tensorflow():
     assert r.stdout.split() == ["3", "1280", "train,train_step,vanilla,amp,amp_call,savedmodel,tflite", "False"]
     r = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--against", "HEAD", "--help"],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert r.returncode == 0 and "--against REV" in r.stdout and "speed_against" in r.stdout
+    assert r.returncode == 0 and "--against REV" in r.stdout and "benchmarks.speed.against" in r.stdout
 
 
 def test_speed_against_ratios_are_speed_ratios():
-    from benchmarks.speed_against import summarise
+    from benchmarks.speed.against import summarise
 
     samples = {"vanilla": {"new": [0.010, 0.012, 0.011], "old": [0.020, 0.022, 0.021]},
                "savedmodel": {"new": [0.004, 0.004, 0.004], "old": [0.002, 0.002, 0.002]}}
@@ -126,7 +141,7 @@ def test_speed_against_ratios_are_speed_ratios():
 
 
 def test_vector_extensions_from_cpuinfo_flags():
-    from benchmarks.harness import vector_extensions
+    from benchmarks.harness.machine import vector_extensions
 
     amx = vector_extensions({"avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_bf16"})
     assert amx["summary"] == "AVX2, AVX-512 (F, VNNI), AMX (TILE, BF16)" and amx["avx2"]
@@ -136,7 +151,7 @@ def test_vector_extensions_from_cpuinfo_flags():
 @pytest.mark.slow
 def test_speed_against_times_two_trees_side_by_side(tmp_path):
     # this checkout as it is vs the committed HEAD, one cheap measure, one round: the protocol works
-    r = subprocess.run([sys.executable, "-m", "benchmarks.speed_against", "--head", ".", "--against", "HEAD",
+    r = subprocess.run([sys.executable, "-m", "benchmarks.speed.against", "--head", ".", "--against", "HEAD",
                         "--measures", "vanilla,tflite", "--rounds", "1", "--min-sample-s", "0.05",
                         "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -146,37 +161,3 @@ def test_speed_against_times_two_trees_side_by_side(tmp_path):
     assert (tmp_path / "r.md").read_text().startswith("# Speed of ")
     assert not [ln for ln in subprocess.run(["git", "worktree", "list"], capture_output=True, text=True,
                                             cwd=ROOT).stdout.splitlines() if "amp_tf_against_" in ln]
-
-
-def _benchmark_edges():
-    """`{module: {benchmarks modules it imports}}`, function-level imports included."""
-    names = {p.stem for p in MODULES}
-    edges = {}
-    for path in MODULES:
-        got = set()
-        for m in _imports(path):
-            parts = m.split(".")
-            if parts[0] == "benchmarks" and len(parts) > 1:
-                got.add(parts[1] if parts[1] in names else None)
-        edges[path.stem] = got - {None, path.stem}
-    return edges
-
-
-def test_no_import_cycle_in_the_benchmarks():
-    # e.g. peer_models <-> peer_torch: the PyTorch reference takes the settings as arguments
-    edges = _benchmark_edges()
-
-    def cycle_from(start, node, seen):
-        for nxt in sorted(edges.get(node, ())):
-            if nxt == start:
-                return [node, nxt]
-            if nxt not in seen:
-                seen.add(nxt)
-                rest = cycle_from(start, nxt, seen)
-                if rest:
-                    return [node] + rest
-        return None
-
-    cycles = [c for c in (cycle_from(m, m, set()) for m in sorted(edges)) if c]
-    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
-    assert edges["peer_torch"] == set() and "peer_torch" in edges["peer_models"]

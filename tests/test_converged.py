@@ -1,11 +1,12 @@
-"""benchmarks.converged: flags, the scores, the stored logits, and --quick end to end (slow)."""
+"""benchmarks.quality.converged: flags, the scores, the stored logits, and --quick end to end (slow)."""
 import json
 import types
 
 import numpy as np
 import pytest
 
-from benchmarks import converged, model_store
+from benchmarks.harness import model_store
+from benchmarks.quality import converged
 
 
 def test_settings_exclude_run_flags_and_quick_overrides():

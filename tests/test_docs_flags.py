@@ -1,6 +1,6 @@
 """Every `--flag` that README.md and docs/*.md write next to a command exists in that command's parser.
 
-A command is `python -m trainers.X` / `eval.X` / `benchmarks.X`, `examples/X.py`, or a console
+A command is `python -m trainers.X` / `eval.X` / `benchmarks.X.Y`, `examples/X.py`, or a console
 script (`amp-fmnist`, ...), in a fenced code block (one logical line, `\\` continuations joined)
 or in an inline code span. The flags after it, up to a comment (`#`), a pipe or `&&` / `;`, are
 checked against the option strings of the parser(s) that the command's `main(["--help"])` builds.
@@ -21,7 +21,7 @@ DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob
 #: Console scripts (setup.py) -> the module whose `main` they run.
 SCRIPTS = {"amp-fmnist": "trainers.fmnist", "amp-cifar": "trainers.cifar", "amp-imagenet": "trainers.imagenet",
            "amp-tune": "trainers.tune", "amp-eval-ood": "eval.ood", "amp-resize-study": "eval.resize_study"}
-COMMAND = re.compile(r"(?:python3?\s+-m\s+((?:trainers|eval|benchmarks)\.[a-z_]+)"
+COMMAND = re.compile(r"(?:python3?\s+-m\s+((?:trainers|eval|benchmarks)(?:\.[a-z_]+)+)"
                      r"|(examples/[a-z_]+\.py)|(?<![\w/-])(" + "|".join(map(re.escape, SCRIPTS)) + r"))(?![\w.])")
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 
@@ -96,6 +96,8 @@ def _main_of(command):
         spec.loader.exec_module(module)
     else:
         module = importlib.import_module(command)
+        if hasattr(module, "__path__"):  # a package run by its __main__ (`python -m benchmarks.speed`)
+            module = importlib.import_module(command + ".__main__")
     return module.main
 
 
@@ -177,14 +179,16 @@ def test_flags_without_a_command_exist_in_some_command():
 def test_the_extraction_itself():
     text = ("Run `python -m trainers.fmnist --epochs 2 --out runs/x` or `python -m\ntrainers.tune --tuner x`\n\n```bash\n"
             ".venv/bin/python -m eval.ood --model m.keras \\\n    --id fashion_mnist  # not --nope\n"
-            "python examples/export_litert.py --tiny && amp-cifar --dataset cifar10 | tee log\n```\n")
+            "python examples/export_litert.py --tiny && amp-cifar --dataset cifar10 | tee log\n"
+            "python -m benchmarks.speed.against --rounds 3; python -m benchmarks.speed --quick\n```\n")
     lines = _logical_lines(text)
     segs = [s for _, line in lines for s in _segments(line)]
     got = {(c, f) for c, rest in segs for f in FLAG.findall(rest)}
     assert got == {("trainers.fmnist", "--epochs"), ("trainers.fmnist", "--out"), ("trainers.tune", "--tuner"),
                    ("eval.ood", "--model"),
                    ("eval.ood", "--id"), ("examples/export_litert.py", "--tiny"),
-                   ("trainers.cifar", "--dataset")}
+                   ("trainers.cifar", "--dataset"), ("benchmarks.speed.against", "--rounds"),
+                   ("benchmarks.speed", "--quick")}
     fmnist = flags_of("trainers.fmnist")
     assert {"--epochs", "--strategy", "--preset", "--help"} <= fmnist and "--dataset" not in fmnist
-    assert {"--widths", "--mode"} <= flags_of("benchmarks.converged_pilot")  # subcommands' flags count
+    assert {"--widths", "--mode"} <= flags_of("benchmarks.quality.converged_pilot")  # subcommands' flags count

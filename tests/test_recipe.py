@@ -21,7 +21,7 @@ def test_recipe_is_the_selected_one():
 
 def test_converged_fine_tuning_is_the_benchmark_s():
     """The converged benchmark fine-tunes with the recipe's FINETUNE_CONVERGED (one definition)."""
-    from benchmarks import converged
+    from benchmarks.quality import converged
 
     assert recipe.FINETUNE_CONVERGED == {"epochs": 12, "lr": 0.01}
     assert (converged.RECIPE["finetune_epochs"], converged.RECIPE["finetune_lr"]) == (12, 0.01)

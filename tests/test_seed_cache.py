@@ -1,10 +1,10 @@
-"""benchmarks.seed_cache: the converged benchmark's per-seed cache (no TensorFlow, fast)."""
+"""benchmarks.harness.seed_cache: the converged benchmark's per-seed cache (no TensorFlow, fast)."""
 import json
 import os
 
 import pytest
 
-from benchmarks.seed_cache import CacheError, SeedCache, setting_differences
+from benchmarks.harness.seed_cache import CacheError, SeedCache, setting_differences
 
 SETTINGS = {"width": 24, "epochs": 15, "finetune_lr": 0.1, "eval_limit": 1000, "mean": (72.9,)}
 
@@ -89,7 +89,7 @@ def test_setting_differences_is_symmetric_in_keys():
 def test_doctest():
     import doctest
 
-    from benchmarks import seed_cache
+    from benchmarks.harness import seed_cache
 
     r = doctest.testmod(seed_cache)
     assert r.attempted >= 4 and r.failed == 0

@@ -1,9 +1,9 @@
-"""benchmarks.verdicts: each rule on synthetic group tables (both outcomes), and the CLI."""
+"""benchmarks.page.verdicts: each rule on synthetic group tables (both outcomes), and the CLI."""
 import json
 
 import pytest
 
-from benchmarks import verdicts
+from benchmarks.page import verdicts
 
 
 def _res(fprs, selected="amp[mean,divide]"):

@@ -165,7 +165,7 @@ class AnchoredPredictor(WrapsBackbone, keras.layers.Layer):
             time (sequentially, in equal chunks), which bounds activation memory.
             `"auto"` (default): on CPU about 100k pixels of rows per call (128 rows
             at 28x28, 98 at 32x32: 1.32x the speed of one K*B batch at K = 5,
-            B = 128, and 1.10x 256-row chunks, `benchmarks/speed.py`), on GPU one
+            B = 128, and 1.10x 256-row chunks, `benchmarks/speed/main.py`), on GPU one
             batch; None: always one batch.
         eps: floor for tau with `calibration="divide"`.
 

@@ -6,7 +6,7 @@ one fused kernel for it (``FusedBatchNormV3`` and its gradient; oneDNN on CPU,
 cuDNN on GPU), and its graph optimiser folds the inference form into the
 preceding convolution. One training step of the anchored ``resnet_small``
 (width 32, batch 128) takes 193 ms instead of 270 ms on 2 CPU cores
-(``python benchmarks/speed.py --quick --sections internals``; BENCHMARKS.md section 6).
+(``python -m benchmarks.speed --quick --sections internals``; BENCHMARKS.md section 6).
 
 ``BatchNorm`` is a drop-in subclass: same variables, same config, same maths
 (normalisation with the biased batch variance; moving statistics updated with

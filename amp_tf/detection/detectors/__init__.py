@@ -31,7 +31,7 @@ anchor for AMP), plus the predicted class:
   `fit_features` / `score_features`; `fit_all` takes them from AMP's pass;
 * AMP combined with a feature score (`amp+knn`, `amp+mahalanobis`: `CombinedDetector`):
   `w * z(amp) + (1 - w) * z(feature)`, each z standardised on the ID validation images
-  (`id_val`), `w` an option (default 0.5; `benchmarks/anchored_features.py` measures it).
+  (`id_val`), `w` an option (default 0.5; `benchmarks/quality/anchored_features.py` measures it).
 
 `get(name)` of `amp`, `msp`, `energy`, `knn` or `mahalanobis` without `anchored=` gives
 a detector that picks the anchored or the plain detector when `fit` sees the model (it

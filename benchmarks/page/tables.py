@@ -1,0 +1,450 @@
+"""The tables of BENCHMARKS.md, generated from the committed results files under `benchmarks/results/`.
+
+BENCHMARKS.md is written by hand except its marked blocks: the lines after a line
+``<!-- table: NAME -->``, up to the first blank line, are what `render(NAME)` returns from the committed
+JSON, so every figure in a table (and in the setup and machine line above it) comes from a results
+file. `tests/test_benchmarks_doc.py` checks that the file holds exactly that:
+
+    python -m benchmarks.page            # print every block
+    python -m benchmarks.page --check    # exit 1 (and name the blocks) if BENCHMARKS.md differs
+    python -m benchmarks.page --write    # rewrite the marked blocks of BENCHMARKS.md in place
+
+Light on purpose: JSON and the verdict rules of `benchmarks.page.verdicts`, no TensorFlow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from statistics import mean, stdev
+
+from benchmarks.harness import ROOT
+from benchmarks.page import verdicts
+from benchmarks.quality.ood_report import shipped_row
+
+DOC = ROOT / "BENCHMARKS.md"
+RESULTS = ROOT / "benchmarks" / "results"
+GROUPS = ("near", "far", "covariate")
+ALL = (*GROUPS, "overall")
+#: A generated block: its marker line, then the lines up to the first blank line.
+BLOCK = re.compile(r"^<!-- table: (?P<name>[\w-]+) -->\n(?P<body>(?:[^\n]*\S[^\n]*\n)*)", re.M)
+#: Names of the scores in prose.
+PRETTY = {"gram": "Gram", "react": "ReAct", "knn": "KNN", "mahalanobis": "Mahalanobis", "energy": "Energy",
+          "odin": "ODIN", "msp": "MSP", "max_logit": "MaxLogit", "entropy": "Entropy",
+          "temperature_scaling": "temperature scaling"}
+LABEL = {"overall": "overall", "near": "near-OOD", "far": "far-OOD", "covariate": "covariate shift"}
+VANILLA_BASELINES = [f"vanilla/{n}" for n in verdicts.LOGIT + verdicts.FEATURE]
+FPR_HEAD = ["near FPR95", "far FPR95", "covariate FPR95", "overall FPR95", "overall AUROC ↑"]
+
+
+def load(name, results=RESULTS):
+    return json.loads((Path(results) / name).read_text())
+
+
+def _p(x, digits=1):
+    """A fraction as a percentage."""
+    return f"{100 * x:.{digits}f}"
+
+
+def _signed(v, digits=2):
+    return f"{'−' if v < 0 else '+'}{abs(v):.{digits}f}"
+
+
+def _pm(e, digits=1):
+    """`{"mean", "std"}` (fractions) as "m ± s" in %."""
+    return f"{_p(e['mean'], digits)} ± {_p(e['std'], digits)}"
+
+
+def _short(row):
+    return row.split("/", 1)[1]
+
+
+def _name(row):
+    return PRETTY.get(_short(row), _short(row))
+
+
+def _share(x):
+    """Other processes' share of the machine's CPU, as the tables print it."""
+    return f"{100 * x:.0f} %" if x >= 0.01 else f"{100 * x:.1f} %"
+
+
+def _table(head, rows, align=None):
+    align = align or ["--:"] * (len(head) - 1)
+    return "\n".join(["| " + " | ".join(head) + " |", "|:--|" + "|".join(align) + "|"]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _seeds(results=RESULTS):
+    seeds = load("converged.json", results)["settings"]["seeds"]
+    return [load(f"converged/seed{s}.json", results)["result"] for s in seeds]
+
+
+def _group_rows(res, labels, extra=None):
+    """Rows of a group table: near / far / covariate / overall FPR95 and overall AUROC (mean ± std over
+    seeds), the best of each column in bold among the rows that have every group."""
+    g = res["groups"]
+    full = [r for r in labels if all(x in g[r] for x in GROUPS)]
+    best = {grp: min(full, key=lambda r: g[r][grp]["fpr95"]["mean"]) for grp in ALL}
+    best["auroc"] = max(full, key=lambda r: g[r]["overall"]["auroc"]["mean"])
+
+    def cell(r, grp, m="fpr95"):
+        e = g[r].get(grp)
+        if e is None:
+            return "–"
+        text = _pm(e[m]) if g[r]["n_seeds"] > 1 else _p(e[m]["mean"])
+        return f"**{text}**" if best["auroc" if m == "auroc" else grp] == r else text
+
+    return [[label] + [cell(r, grp) for grp in ALL] + [cell(r, "overall", "auroc")] + ([extra(r)] if extra else [])
+            for r, label in labels.items()]
+
+
+def converged_setup(results=RESULTS):
+    res, seeds = load("converged.json", results), _seeds(results)
+    st, cfg = res["settings"], seeds[0]["train_configs"]["fashion_mnist"]
+    ft, v = cfg["finetune"], res["versions"]
+    cpus = ", ".join(sorted({f"{s['machine']['cpu']}, {s['machine']['cores']} cores" for s in seeds}))
+    ids = [str(s["seed"]) for s in seeds]
+    return "\n".join([
+        f"Fashion-MNIST, {st['train_images']:,} training images ({st['val_images']:,} more held out for "
+        f"validation), {len(ids)} seeds ({', '.join(ids)}). Vanilla model: `{st['arch']}` width {st['width']}, "
+        f"{st['epochs']} epochs, batch {st['batch_size']}, lr {st['lr']:g} with {st['warmup_epochs']:g} epoch of "
+        f"warm-up and a cosine decay, {cfg['vanilla']['weight_decay_mode']} weight decay {st['weight_decay']:g}, "
+        f"dropout {st['dropout']:g}, crop + flip.",
+        f"Anchored model: that vanilla model fine-tuned with anchoring for **{ft['epochs']} epochs at lr "
+        f"{ft['lr']:g}**, {ft['warmup_epochs']:.1f} epochs of warm-up then cosine, "
+        f"{ft['consistency_mode'].replace('_', '-')} T on every {ft['consistency_every']}th step; K = "
+        f"{st['num_anchors']} anchors. Each near-OOD split trains its own pair.",
+        f"ID accuracy on all 10,000 test images; OOD metrics on {st['eval_limit']:,} ID test images and "
+        f"{st['eval_limit']:,} images of each OOD set; KNN, Mahalanobis, Gram and the anchored feature scores "
+        f"fitted on {st['fit_limit']:,} training images; MC dropout {st['mc_passes']} passes; the ensemble is "
+        f"the {res['models']['ensemble']['members']} seeds' vanilla models.",
+        f"Machine (each seed's `machine` in `benchmarks/results/converged/seed{{{','.join(ids)}}}.json`): {cpus}; "
+        f"other processes took {' / '.join(str(round(100 * s['machine']['others_cpu_share'])) for s in seeds)}"
+        f" % of the CPU during seeds {' / '.join(ids)}. Time per seed, wall / CPU: "
+        + ", ".join(f"{s['wall_s'] / 60:.1f} / {s['cpu_s'] / 60:.1f} min" for s in seeds)
+        + f". TensorFlow {v['tensorflow']}, Keras {v['keras']}, Python {v['python']}.",
+    ])
+
+
+def converged_headline(results=RESULTS):
+    res = load("converged.json", results)
+    g, ship, models = res["groups"], shipped_row(res), res["models"]
+
+    def best_of(rows):
+        def pick(grp, m):
+            have = [r for r in rows if grp in g.get(r, {})]
+            return (min if m == "fpr95" else max)(have, key=lambda r: g[r][grp][m]["mean"])
+        return pick
+
+    def cells(pick, model, named):
+        cols = [(grp, "fpr95") for grp in ALL] + [("overall", "auroc")]
+        a = models[model]
+        return [f"{_short(pick(grp, m)) + ' ' if named else ''}{_pm(g[pick(grp, m)][grp][m])}" for grp, m in cols] + \
+               [f"{model} {_p(a['id_accuracy_mean'], 2)} ± {_p(a['id_accuracy_std'], 2)}"]
+
+    body = [[f"**shipped: {ship}** (selected on validation)", *cells(lambda *_: ship, "anchored", False)],
+            ["best vanilla baseline of each column", *cells(best_of(VANILLA_BASELINES), "vanilla", True)],
+            ["AMP alone: anchored/amp", *cells(lambda *_: "anchored/amp", "anchored", False)],
+            ["best vanilla logit score of each column",
+             *cells(best_of([f"vanilla/{n}" for n in verdicts.LOGIT]), "vanilla", True)]]
+    return _table(["score", "near FPR95 ↓", "far FPR95 ↓", "covariate FPR95 ↓", "overall FPR95 ↓",
+                   "overall AUROC ↑", "ID accuracy ↑"], body)
+
+
+def converged_verdict(results=RESULTS):
+    """The headline in words: the shipped score against the best vanilla baseline of each group."""
+    res = load("converged.json", results)
+    ship, parts = shipped_row(res), []
+    for grp in ("overall", *GROUPS):
+        name, other = verdicts.best(res, VANILLA_BASELINES, grp)
+        s = verdicts.fpr(res, ship, grp)
+        sd = max(verdicts.fpr_std(res, ship, grp), verdicts.fpr_std(res, name, grp))
+        if s <= other:
+            parts.append(f"it is the best on {LABEL[grp]} ({s:.1f} against {_name(name)}'s {other:.1f})")
+        elif s - other <= sd:
+            parts.append(f"{LABEL[grp]} FPR95 {s:.1f} against {_name(name)}'s {other:.1f}: it misses \"at or below "
+                         f"{_name(name)}\" by {s - other:.1f} points, within one seed std ({sd:.1f})")
+        else:
+            parts.append(f"it loses {LABEL[grp]} to {_name(name)} ({s:.1f} against {other:.1f}, seed std {sd:.1f})")
+    m = res["models"]
+    gap = 100 * (m["vanilla"]["id_accuracy_mean"] - m["anchored"]["id_accuracy_mean"])
+    return (f"**At convergence ({res['groups'][ship]['n_seeds']} seeds) the shipped `{_short(ship)}` has "
+            + "; ".join(parts) + f".** Its anchored model's ID accuracy is {gap:.2f} points below the vanilla twin's.")
+
+
+def converged_selection(results=RESULTS):
+    res, seeds = load("converged.json", results), _seeds(results)
+    sel = res["selection"]["shipped"]
+    names = sorted(sel["val_fpr95_mean"], key=sel["val_fpr95_mean"].get)
+    won = {n: ", ".join(str(s["seed"]) for s, w in zip(seeds, sel["per_seed"]) if w == n) or "–" for n in names}
+    return _table(["validation FPR95 ↓"] + [f"**{n}**" if n == sel["selected"] else n for n in names],
+                  [[f"mean of {len(seeds)} seeds"] + [_p(sel["val_fpr95_mean"][n]) for n in names],
+                   ["lowest on seed"] + [won[n] for n in names]])
+
+
+#: The verdicts of the headline (the shipped score against the best vanilla baseline of each group).
+HEADLINE_VERDICTS = "the shipped score is at or below the best vanilla baseline"
+
+
+def verdict_table(results=RESULTS):
+    """`benchmarks.page.verdicts`' table for the converged and the reduced-scale runs, less the headline's verdicts."""
+    runs = {"converged (3 seeds)": load("converged.json", results),
+            "reduced scale (5 seeds, section 2)": load("ood_protocol.json", results)}
+    checked = [verdicts.check(r) for r in runs.values()]
+    mark = {True: "holds", False: "does not hold"}
+    rows = [[text] + [f"{mark[c[i][1]]} ({c[i][2]})" if c[i][1] is not None else "not measured" for c in checked]
+            for i, (text, _rule) in enumerate(verdicts.VERDICTS) if not text.startswith(HEADLINE_VERDICTS)]
+    return _table(["verdict", *runs], rows, [":--"] * len(runs))
+
+
+def converged_groups(results=RESULTS):
+    res = load("converged.json", results)
+    ship, members = shipped_row(res), res["models"]["ensemble"]["members"]
+    labels = {ship: f"**{ship} (shipped)**"}
+    for r in res["groups"]:
+        if r != ship:
+            labels[r] = r + (f" ({members} vanilla models; far + covariate only)" if r.startswith("ensemble/") else "")
+    return _table(["model/score", *FPR_HEAD], _group_rows(res, labels))
+
+
+def converged_accuracy(results=RESULTS):
+    seeds, rows = _seeds(results), []
+    for key, metric, name in (("", "id_accuracy", "main split (10 classes), test"),
+                              ("", "val_accuracy", "main split (10 classes), validation"),
+                              ("@fmnist_holdout_id", "id_accuracy", "near split 1 (6 classes), test"),
+                              ("@fmnist_holdout2_id", "id_accuracy", "near split 2 (6 classes), test")):
+        v = [100 * s["models"]["vanilla" + key][metric] for s in seeds]
+        a = [100 * s["models"]["anchored" + key][metric] for s in seeds]
+        d = [x - y for x, y in zip(a, v)]
+        m = _signed(mean(d))
+        rows.append([name, " / ".join(f"{x:.2f}" for x in v), " / ".join(f"{x:.2f}" for x in a),
+                     " / ".join(_signed(x) for x in d), f"**{m}**" if not rows else m])
+    ids = " / ".join(str(s["seed"]) for s in seeds)
+    return _table(["split", f"vanilla, seeds {ids}", f"anchored, seeds {ids}", "anchored − vanilla", "mean"], rows,
+                  [":--", ":--", ":--", "--:"])
+
+
+#: The rows of the reduced-scale table besides the selected AMP variant (every row: ood_protocol.md).
+PROTOCOL_ROWS = ("anchored/amp", "anchored/amp[sum,exp]", "vanilla/msp", "vanilla/energy", "vanilla/entropy",
+                 "vanilla/react", "vanilla/knn", "vanilla/mahalanobis", "vanilla/gram")
+
+
+def protocol_setup(results=RESULTS):
+    res = load("ood_protocol.json", results)
+    st, m, mach, draws = res["settings"], res["models"], res["machine"], res["anchor_draws"]["draws"]
+    acc = {k: f"{_p(m[k]['id_accuracy_mean'], 2)} ± {_p(m[k]['id_accuracy_std'], 2)}" for k in ("anchored", "vanilla")}
+    return (f"`{st['arch']}` width {st['width']}, {st['train_limit']:,} training images per model, vanilla twin "
+            f"{st['epochs']} epochs, anchored model fine-tuned from it {st['finetune_epochs']} epoch; K = "
+            f"{st['num_anchors']}; {st['eval_limit']} images per ID / OOD set; fitted baselines on {st['fit_limit']:,} "
+            f"images; {st['num_seeds']} training seeds; anchor spread = std of overall FPR95 over "
+            f"{draws if isinstance(draws, int) else len(draws)} anchor draws on the seed-0 model. ID accuracy: "
+            f"anchored {acc['anchored']}, vanilla {acc['vanilla']}, {m['ensemble']['members']}-model ensemble "
+            f"{_p(m['ensemble']['id_accuracy_mean'], 2)}. Machine: {mach['cpu_model']}, {mach['cpu_count']} cores; "
+            f"{res['wall_time_s'] / 60:.1f} min.")
+
+
+def protocol_groups(results=RESULTS):
+    res = load("ood_protocol.json", results)
+    ship, spread = shipped_row(res), res["anchor_draws"]["summary"]
+    rows = [ship] + [r for r in PROTOCOL_ROWS if r != ship and r in res["groups"]]
+    labels = {r: (f"**{r} (selected on validation)**" if r == ship else r) for r in rows}
+
+    def sp(r):
+        s = spread.get(_short(r)) if r.startswith("anchored/") else None
+        return "–" if s is None else _p(s["fpr95_std"])
+
+    return _table(["model/score", *FPR_HEAD, "anchor spread"], _group_rows(res, labels, sp))
+
+
+def features_setup(results=RESULTS):
+    res = load("anchored_features.json", results)
+    st, ft, info = res["settings"], res["settings"]["finetune"], res["info"]
+    acc = {m: [100 * i[f"{m}_test_acc"] for i in info.values()] for m in ("anchored", "vanilla")}
+    acc = {m: f"{mean(v):.2f} ± {stdev(v):.2f}" for m, v in acc.items()}
+    return (f"`resnet_small` width {ft['width']}, all 55,000 training images, vanilla twin 2 epochs, anchored model "
+            f"fine-tuned from it {ft['epochs']} epochs at lr {ft['lr']:g} ({ft['consistency_mode'].replace('_', '-')} "
+            f"T, {ft['weight_decay_mode']} weight decay); {len(res['seeds'])} seeds; K = {st['num_anchors']}; "
+            f"{st['eval_limit']:,} images per ID / OOD test set; validation: {st['val_ood_size']:,} ID validation "
+            f"images against the validation OOD sets; KNN / Mahalanobis fitted on {st['fit_limit']:,} training "
+            f"images. ID accuracy ({st['eval_limit']:,} test images): anchored {acc['anchored']}, vanilla "
+            f"{acc['vanilla']}. Machine: {res['cpu']}, {res['cores']} cores; {res['wall_time_s'] / 60:.1f} min.")
+
+
+def features_table(results=RESULTS):
+    res = load("anchored_features.json", results)
+    val, test, sel = res["summary"]["validation"], res["summary"]["test_groups"], res["summary"]["selected"]
+    keys = sorted((k for k in val if not re.search(r"\[w=(0|1)\]$", k)), key=lambda k: val[k]["fpr95"])
+    rows = [[f"**{k} (selected)**" if k == sel else k, f"{val[k]['fpr95']:.1f} ± {val[k]['fpr95_sd']:.1f}"]
+            + [_pm(test[k][grp]["fpr95"]) for grp in ALL] + [_pm(test[k]["overall"]["auroc"])] for k in keys]
+    return _table(["model/score", "validation-OOD FPR95", *FPR_HEAD], rows)
+
+
+def finetune_setup(results=RESULTS):
+    res = load("finetune_select.json", results)
+    return (f"Seeds {', '.join(map(str, res['seeds']))}; validation: the 5,000 ID validation images (accuracy) and "
+            f"the validation OOD sets (FPR95); test accuracy on all 10,000 test images. Machine: {res['cpu']}, "
+            f"{res['cores']} cores, shared with other jobs (no times quoted).")
+
+
+def finetune_table(results=RESULTS):
+    res, rows = load("finetune_select.json", results), []
+    for r in res["table"]:
+        mode, ep, lr = r["setting"].split(":")
+        label = {"official": "official T", "per_sample": "per-sample T", "none": "no T"}[mode] + f" : {ep} : {lr}"
+        rows.append([f"**{label}**" if r["setting"] == res["chosen"] else label,
+                     f"{_signed(r['val_acc_gap'])} ± {r['val_acc_gap_sd']:.2f}", _signed(r["test_acc_gap"]),
+                     f"{r['val_ood_fpr95_amp']:.1f}"])
+    return _table(["fine-tuning (T : epochs : lr)", "val acc − vanilla (points, mean ± std)", "test acc − vanilla",
+                   "val-OOD FPR95, AMP"], rows)
+
+
+ANCHOR_STRATEGIES = {"fixed-5": "`fixed-5`: K = 5 training images for every input (the default)",
+                     "strat-10": "`strat-10`: class-stratified, one per class",
+                     "pool-5-1000": "`pool-5-1000`: per image, 5 of a 1,000-image pool"}
+
+
+def anchor_setup(results=RESULTS):
+    res = load("anchor_strategies.json", results)
+    return (f"{res['args']['draws']} draws per strategy (mean ± std over draws), {res['args']['eval_limit']} images "
+            f"per set; the median draw of the default `fixed-5` has overall FPR95 "
+            f"{_p(res['fixed5_median_overall_fpr95'])}. Machine: {res['cpu']}, {res['cores']} cores; "
+            f"{res['wall_time_s'] / 60:.1f} min.")
+
+
+def anchor_table(results=RESULTS):
+    res, rows = load("anchor_strategies.json", results), []
+    for name, s in res["strategies"].items():
+        cells = [_pm(s[k]) for k in ("val_fpr95", "far_fpr95", "covariate_fpr95", "overall_fpr95", "overall_auroc")]
+        if name == res["selected_on_validation"]:
+            cells[0] = f"**{cells[0]}**"
+        rows.append([ANCHOR_STRATEGIES.get(name, f"`{name}`"), *cells])
+    return _table(["strategy", "val FPR95", "far FPR95", "covariate FPR95", "overall FPR95", "overall AUROC"], rows)
+
+
+QUICK, QUIET = "speed_quick.json", "speed_peer_internals_quiet.json"
+SPEED_RATIOS = {
+    "train_overhead": (QUICK, "training", "`train_overhead` (anchored step / vanilla step, T at its 1-in-5 frequency)"),
+    "amp_k_efficiency": (QUICK, "inference",
+                         "`amp_k_efficiency` (AMP img/s × 5 / vanilla img/s, `AnchoredPredictor()` defaults)"),
+    "tiled_vs_loop": (QUICK, "inference", "`tiled_vs_loop` (a Python loop over anchors / the default execution)"),
+    "peer_training": (QUIET, "peer",
+                      "`peer_training`: amp-tf's training pipeline / PyTorch's reference loop, img/s (width {w})"),
+    "peer_amp_inference": (QUIET, "peer", "`peer_amp_inference`: `AnchoredPredictor.predict` / PyTorch's loop over "
+                                          "anchors (width {w})"),
+}
+SPEED_PEER = (("peer_training", "training, amp-tf's pipeline (img/s)"),
+              ("peer_training_fit_arrays", "training, `fit` on arrays"),
+              ("peer_training_cpu_time", "training, on CPU time"),
+              ("peer_training_vs_torch_1thread", "training, against PyTorch with 1 thread"),
+              ("peer_amp_inference", "AMP inference"), ("peer_vanilla_inference", "vanilla inference"))
+
+
+def speed_setup(results=RESULTS):
+    q, p = load(QUICK, results), load(QUIET, results)
+    machines = sorted({f"{r['machine']['cpu_model']}, {r['machine']['cpu_count']} cores, "
+                       f"{', '.join(r['machine']['gpus']) or 'no GPU'}" for r in (q, p)})
+    return (f"Machine: {'; '.join(machines)} (both files); `resnet_small` at its default width unless a "
+            f"row says, batch {q['settings']['batch_size']}, K = {q['settings']['k']}; `{QUICK}` ran "
+            f"{q['wall_time_s']:.0f} s on {q['date'][:10]}, `{QUIET}` {p['wall_time_s']:.0f} s.")
+
+
+def speed_ratios(results=RESULTS):
+    rows = []
+    for key, (fname, section, text) in SPEED_RATIOS.items():
+        res = load(fname, results)
+        t = res["targets"][key]
+        others = res["peer"]["other_processes_cpu_share"] if section == "peer" else \
+            res["contention"]["by_section"][section]
+        target = t["target"].replace("<=", "≤").replace(">=", "≥") + (" — met" if t["met"] else " — missed")
+        w = (res.get("peer") or {}).get("settings", {}).get("width")
+        rows.append([text.format(w=w), f"**{t['value']:.3f}**", target, f"{fname} ({_share(others)})"])
+    return _table(["ratio", "value", "target", "run (others' CPU share)"], rows, ["--:", ":--", ":--"])
+
+
+def speed_peer(results=RESULTS):
+    quiet, busy = load(QUIET, results)["peer"], load(QUICK, results)["peer"]
+    rows = [[text, f"{quiet['ratios'][k]:.3f}", f"{busy['ratios'][k]:.3f}"] for k, text in SPEED_PEER]
+    rows.append(["others' share of the CPU", *(_share(r["other_processes_cpu_share"]) for r in (quiet, busy))])
+    s = quiet["settings"]
+    return _table([f"amp-tf / PyTorch {quiet['torch']} (width {s['width']}, {s['n_train']:,} images, "
+                   f"{s['rounds']} rounds)", "quiet run", "contended run"], rows)
+
+
+def speed_internals(results=RESULTS):
+    runs = [load(QUIET, results)["internals"], load(QUICK, results)["internals"]]
+
+    def bn(i):
+        ms, x = i["batchnorm"]["ms_per_step"], i["batchnorm"]["speedup"]
+        return f"{x:.3f}x ({ms['step_fused_batchnorm']:.0f} vs {ms['step_keras_batchnorm']:.0f} ms)"
+
+    rows = [["`BatchNorm` (`amp_tf/models/batchnorm.py`): Keras' BatchNormalization on TF's fused kernel, same "
+             "variables and maths; one training step of the anchored backbone", *(bn(i) for i in runs)],
+            [f"tf.data autotuning off, fixed parallelism (`amp_tf/data/tfdata.py`): fit epochs of "
+             f"{runs[0]['tf_data']['steps_per_epoch']} steps, median",
+             *(f"{i['tf_data']['speedup']:.3f}x" for i in runs)]]
+    return _table(["change (in `amp_tf/`, so `fit`, `train` and the trainers all get it)", "quiet run",
+                   "contended run"], rows, ["--:", ":--"])
+
+
+RENDER = {
+    "converged-setup": converged_setup, "converged-headline": converged_headline,
+    "converged-verdict": converged_verdict, "converged-selection": converged_selection,
+    "converged-verdicts": verdict_table, "converged-groups": converged_groups, "converged-accuracy": converged_accuracy,
+    "protocol-setup": protocol_setup, "protocol-groups": protocol_groups,
+    "features-setup": features_setup, "features-groups": features_table,
+    "finetune-setup": finetune_setup, "finetune-select": finetune_table,
+    "anchor-setup": anchor_setup, "anchor-strategies": anchor_table,
+    "speed-setup": speed_setup, "speed-ratios": speed_ratios, "speed-peer": speed_peer,
+    "speed-internals": speed_internals,
+}
+
+
+def render(name, results=RESULTS):
+    """The text of block `name` (ends with a newline, no blank line inside), from the results files in `results`."""
+    text = RENDER[name](results).strip("\n") + "\n"
+    assert "\n\n" not in text, f"block {name} has a blank line: it would end the block"
+    return text
+
+
+def blocks(text):
+    """`{name: body}` of every marked block of a document, in order."""
+    return {m["name"]: m["body"] for m in BLOCK.finditer(text)}
+
+
+def regenerate(text, results=RESULTS):
+    """`text` with every marked block replaced by its rendering."""
+    return BLOCK.sub(lambda m: f"<!-- table: {m['name']} -->\n{render(m['name'], results)}", text)
+
+
+def stale(text, results=RESULTS):
+    """Names of the blocks whose body differs from the rendering, and of known blocks that are missing."""
+    have = blocks(text)
+    return [n for n, body in have.items() if n not in RENDER or body != render(n, results)] + \
+           [n for n in RENDER if n not in have]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.page", description=__doc__.split("\n\n")[0])
+    p.add_argument("--write", action="store_true", help="rewrite the marked blocks of BENCHMARKS.md")
+    p.add_argument("--check", action="store_true", help="exit 1 if a marked block of BENCHMARKS.md is out of date")
+    p.add_argument("--doc", type=Path, default=DOC, help="the document (default: %(default)s)")
+    args = p.parse_args(argv)
+    if not (args.write or args.check):
+        print("\n".join(f"<!-- table: {name} -->\n{render(name)}" for name in RENDER), end="")
+        return 0
+    text = args.doc.read_text()
+    missing = [n for n in RENDER if n not in blocks(text)]
+    if args.write:
+        args.doc.write_text(regenerate(text))
+        print(f"{args.doc}: {len(blocks(text))} blocks written" + (f"; no marker for {missing}" if missing else ""))
+        return 0
+    bad = stale(text)
+    print(f"{args.doc}: out of date: {', '.join(bad)} (python -m benchmarks.page --write)" if bad
+          else f"{args.doc}: every block matches the results files")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+#!/usr/bin/env python
+"""OOD-quality benchmark: AMP vs the standard and fitted baselines on the offline
+Fashion-MNIST suite in groups, mean +- std and 95 % interval over seeds.
+
+Protocol (the benchmark-protocol issue): the suite reports three groups, each
+with its own mean, and `overall` = the mean of the group means:
+
+* near-OOD: the two Fashion-MNIST class-holdout splits, each with its OWN
+  anchored and vanilla twins trained on its ID classes (`--no-near` skips them);
+* far-OOD: scikit-learn's digits, letters rendered from Debian fonts, patches of
+  scikit-image's photos;
+* covariate shift: the ID test images under blur, JPEG, contrast, pixelate, 1..5.
+
+Every choice is made on VALIDATION data only: the ID validation split (held out
+of training) against `amp_tf.data.corruptions.validation_ood_sets` (pixel /
+patch shuffles, noise, inversion, rotation of ID validation images: no image
+and no corruption type of the test groups). `--select-grid` chooses training
+settings (one anchored model per grid point, seed --seed), and the AMP variant
+(tau reduction x calibration) shown as `AMP (selected)` is chosen on the same
+validation data; the test groups are then reported once.
+
+Run from the repository root:
+
+    python -m benchmarks.quality.ood --quick                 # a few minutes on 2 CPU cores
+    python -m benchmarks.quality.ood --table8 --mc-dropout 0.3   # the full run (BENCHMARKS.md)
+
+Per seed s (training seed; the train/val split is fixed by --seed), with the main
+job's settings (`amp_tf.run.presets.FMNIST_RECIPE`, as trainers.fmnist: resnet_small, SGD 0.1, cosine with warm-up,
+T = "all" every 5th step, K = 5 anchors, `amp_tf.recipe.NUM_ANCHORS`):
+
+* the anchored model -> every AMP variant (tau_reduction x calibration), and msp,
+  energy, neg_tau on the calibrated logits (`amp_tf.detection.evaluation.evaluate_model`);
+* its vanilla twin (same backbone, schedule, epochs, seed) -> MSP, Energy, ODIN,
+  MaxLogit, Entropy, and the fitted baselines of `amp_tf.detection.baselines`: Mahalanobis
+  and Gram (fitted on the ID training images), temperature scaling (fitted on the
+  ID validation split held out of training);
+* with --mc-dropout RATE: one more vanilla twin with dropout before the classifier
+  -> MC dropout (msp / entropy / variance of --mc-passes stochastic passes) and the
+  deterministic MSP of that twin.
+
+The vanilla twins of all seeds form one deep ensemble (no extra training; one
+number, no std). With --table8: the paper's Table 8 analogue on the first seed,
+FPR95 (mean over the OOD sets) of AMP for each consistency transform T (one
+anchored model per T) x K anchors (inference only). With --anchor-draws N: the spread
+of AMP's FPR95 over N anchor sets for the first seed's anchored model, and tau's quantiles.
+
+Writes JSON (all numbers, per seed and per OOD set, settings, versions, machine,
+date, wall time) and a markdown summary (also printed). Metric convention:
+--positive (default id: FPR95 = share of OOD accepted at 95 % ID recall).
+
+Modules: this one (flags, main), `ood_runs` (data, `TrainConfig`s, selection,
+training and scoring), `ood_report` (aggregation over seeds, markdown), and
+the shared `harness`. The training flags are the trainers' (`amp_tf.run.flags`, one
+definition) and make `amp_tf.config.TrainConfig`s; the data is the main job's
+loader (`amp_tf.run.pipeline.load_fmnist_suite`, near-OOD included); no argv goes
+to another CLI.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T_START = time.time()
+
+import datetime  # noqa: E402
+import itertools  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+if __name__ == "__main__" and not __package__:  # python benchmarks/quality/ood.py
+    sys.exit("run it as a module from the repository root: python -m benchmarks.quality.ood")
+
+from amp_tf.run.presets import FMNIST_RECIPE  # noqa: E402  (the main job's recipe: one definition)
+from amp_tf.errors import cli_errors  # noqa: E402
+from benchmarks.harness import ROOT  # noqa: E402
+from benchmarks.harness.machine import Contention, machine_info, versions  # noqa: E402
+from benchmarks.harness.results import Log, check_k, parse_quick, write_json  # noqa: E402
+from benchmarks.quality.ood_runs import FITTED, LIBRARY_CROP_SCALE, TABLE8_TRANSFORMS  # noqa: E402
+
+#: --quick: every part of the benchmark at a tiny scale (2 seeds so that the
+#: ensemble and the std are exercised too).
+QUICK = dict(num_seeds=2, epochs=1, train_limit=5000, eval_limit=300, width=8, fit_limit=2000,
+             mc_dropout=0.0, mc_passes=5, table8=False, table8_transforms="none,all", table8_k="2,5",
+             anchor_draws=2, select_grid="consistency_every=5,2")
+
+
+# --------------------------------------------------------------------------- CLI
+def add_training_flags(p, defaults):
+    """The trainers' training flags (`amp_tf.run.flags`, one definition; `benchmarks.quality.ood_runs.train_config`
+    maps them onto a TrainConfig), said for the benchmark; defaults from `defaults`."""
+    from amp_tf.run.flags import add_training_flags as add
+
+    add(p, defaults)
+    f = p.flags
+    f["seed"].help = ("base seed: the train/val split and the first training seed; "
+                      "the seeds are seed .. seed + num_seeds - 1")
+    f["finetune_epochs"].help = ("epochs of anchored fine-tuning (>0 trains the vanilla twin first and fine-tunes "
+                                 "it into the anchored model); 0 = --epochs / off")
+    f["backup_dir"].help = ("(accepted like the trainers' flag; unused here: the BackupAndRestore folders are "
+                            "under --out)")
+
+
+def add_data_flags(p, d):
+    o = p.add_argument_group("data and output")
+    o.add_argument("--data-dir", default=None, help="data folder (tfds data_dir, or the Fashion-MNIST IDX folder)")
+    o.add_argument("--download", action="store_true", help="allow tensorflow-datasets to download missing data")
+    o.add_argument("--out", default=None,
+                   help="folder for per-model training output (checkpoints, TensorBoard, "
+                        "BackupAndRestore: a killed run resumes); default: nothing written but the results")
+    o.add_argument("--resume", action="store_true",
+                   help="(accepted like the trainers' flag; a killed run resumes from --out anyway)")
+    o.add_argument("--overwrite", action="store_true", help="(accepted like the trainers' flag; unused here)")
+    o.add_argument("--num-anchors", type=int, default=d("num_anchors"),
+                   help="K anchors at inference for the main table (default: the preset's, amp_tf.recipe.NUM_ANCHORS)")
+    o.add_argument("--positive", default="id", choices=["id", "ood"],
+                   help="metric convention: id (paper/ODIN) or ood (OpenOOD v1.5)")
+    o.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2],
+                   help="Keras progress output: 1 = progress bar, 2 = one line per epoch")
+
+
+def parser():
+    from amp_tf.run.flags import Parser
+
+    p = Parser(prog="python -m benchmarks.quality.ood", description=__doc__.split("\n\n")[0])
+    add_training_flags(p, FMNIST_RECIPE)
+    add_data_flags(p, FMNIST_RECIPE.get)
+    add_benchmark_flags(p)
+    return p
+
+
+def add_benchmark_flags(p):
+    g = p.add_argument_group("OOD-quality benchmark")
+    g.add_argument("--quick", action="store_true",
+                   help="tiny end-to-end run (a few minutes on 2 CPU cores): " +
+                        ", ".join(f"{k.replace('_', '-')}={v}" for k, v in QUICK.items()) +
+                        "; explicit flags still override")
+    g.add_argument("--num-seeds", type=int, default=3, help="training seeds per model (mean +- std over them)")
+    g.add_argument("--width", type=int, default=16, help="resnet_small base width")
+    g.add_argument("--train-limit", type=int, default=None,
+                   help="use only the first N training images (after the validation split)")
+    g.add_argument("--val-size", type=int, default=5000,
+                   help="ID validation images held out of training (temperature scaling is fitted on them)")
+    g.add_argument("--eval-limit", type=int, default=2000,
+                   help="score at most the first N images of the ID test set and of each OOD set "
+                        "(the blur sets are then the blurred first N test images; 0 = all: "
+                        "10,000 per set, about 4x the scoring time)")
+    g.add_argument("--fit-limit", type=int, default=10000,
+                   help="fit Mahalanobis and Gram on the first N training images (0 = all 55,000: "
+                        "Gram's fit then takes about 3 min per seed)")
+    g.add_argument("--baselines", default=",".join(FITTED + ("ensemble",)),
+                   help="comma-separated baselines on the vanilla twin: mahalanobis, gram, "
+                        "temperature_scaling, ensemble (empty: none)")
+    g.add_argument("--mc-dropout", type=float, default=0.0, metavar="RATE",
+                   help="train one more vanilla twin per seed with this dropout rate before the "
+                        "classifier and score MC dropout on it (0 = off: saves one training per seed)")
+    g.add_argument("--mc-passes", type=int, default=20, help="stochastic passes of MC dropout")
+    g.add_argument("--skip-vanilla", action="store_true",
+                   help="train and score the anchored model only (no vanilla twin, no baselines); "
+                        "for explorations of the anchored settings")
+    g.add_argument("--crop-scale", type=float, default=LIBRARY_CROP_SCALE,
+                   help="minimum area of T's resized_crop (library default 0.25); other values "
+                        "register a transform resized_crop_minNNN used instead of resized_crop")
+    g.add_argument("--table8", action="store_true",
+                   help="Table 8 analogue on the first seed: FPR95 of AMP per consistency transform x K")
+    g.add_argument("--table8-transforms", default=",".join(TABLE8_TRANSFORMS),
+                   help="consistency presets for --table8 (one anchored model each; the main "
+                        "model is reused for --consistency)")
+    g.add_argument("--table8-k", default="2,5,10,20", help="anchor counts K for --table8")
+    g.add_argument("--table8-eval-limit", type=int, default=1000,
+                   help="score at most the first N images per set for --table8 (0 = as --eval-limit)")
+    g.add_argument("--anchor-draws", type=int, default=0, metavar="N",
+                   help="sensitivity to the anchors: score the first seed's anchored model with N "
+                        "anchor sets (select_anchors seeds 0..N-1, K = --num-anchors) and record "
+                        "the spread of FPR95 and the tau quantiles per set (0 = off)")
+    g.add_argument("--json", default=None, metavar="PATH",
+                   help="results JSON (default benchmarks/results/ood_quality[_quick].json)")
+    g.add_argument("--md", default=None, metavar="PATH",
+                   help="markdown summary (default: the --json path with .md)")
+    g.add_argument("--no-near", action="store_true",
+                   help="skip the near-OOD group (its two class-holdout splits train their own twins)")
+    g.add_argument("--select-grid", default="", metavar="GRID",
+                   help="training settings to choose on validation, e.g. "
+                        "'consistency=all,jitter_blur;consistency_every=5,2;epochs=3,6' (one anchored model "
+                        "per combination, seed --seed; the best mean validation FPR95 is used for every seed)")
+    g.add_argument("--val-ood-size", type=int, default=1000,
+                   help="ID validation images (and as many per validation OOD set) used for selection")
+
+
+
+def parse_args(argv=None):
+    p = parser()
+    args, _ = parse_quick(p, argv, QUICK)
+    args.num_anchors = check_k(p, args.num_anchors, "--num-anchors")
+    if args.num_seeds < 1 or args.epochs < 1 or args.mc_passes < 2:
+        p.error("--num-seeds and --epochs must be >= 1, --mc-passes >= 2")
+    if not 0.0 <= args.mc_dropout < 1.0:
+        p.error("--mc-dropout must be in [0, 1)")
+    if not 0.0 < args.crop_scale <= 1.0:
+        p.error("--crop-scale must be in (0, 1]")
+    args.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = set(args.baselines) - set(FITTED + ("ensemble",))
+    if unknown:
+        p.error(f"--baselines: unknown {sorted(unknown)}; choose from {FITTED + ('ensemble',)}")
+    args.table8_transforms = [t.strip() for t in args.table8_transforms.split(",") if t.strip()]
+    try:
+        args.table8_k = [int(k) for k in args.table8_k.split(",") if k.strip()]
+    except ValueError:
+        p.error("--table8-k: comma-separated integers")
+    if args.table8 and not args.table8_k:
+        p.error("--table8-k: name at least one anchor count")
+    if args.table8:
+        args.table8_k = [check_k(p, k, "--table8-k") for k in args.table8_k]
+    args.grid = parse_grid(args.select_grid, p)
+    suffix = "_quick" if args.quick else ""
+    args.json = Path(args.json or ROOT / "benchmarks" / "results" / f"ood_quality{suffix}.json")
+    args.md = Path(args.md) if args.md else args.json.with_suffix(".md")
+    return args
+
+
+def parse_grid(text, p):
+    """'a=1,2;b=x' -> [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'x'}] (values cast like the flags)."""
+    axes = []
+    for part in [t for t in str(text).split(";") if t.strip()]:
+        if "=" not in part:
+            p.error(f"--select-grid: expected key=v1,v2 parts separated by ';', got {part!r}")
+        key, vals = part.split("=", 1)
+        key = key.strip().replace("-", "_")
+        default = p.get_default(key)
+        if default is None and key not in ("consistency",):
+            p.error(f"--select-grid: {key!r} is not a training flag of this benchmark")
+        cast = type(default) if default is not None else str
+        axes.append([(key, cast(v.strip())) for v in vals.split(",") if v.strip()])
+    return [dict(c) for c in itertools.product(*axes)] if axes else []
+
+
+
+# --------------------------------------------------------------------------- main
+def load_data(args, log):
+    """The ID suite and the near-OOD splits (each with its own held-out classes as OOD)."""
+    from benchmarks.quality.ood_runs import load_suite
+
+    d, near = load_suite(args, log)
+    log(f"ID {d['id_set']}: train {len(d['x_train'])}, val {len(d['x_val'])}, test {len(d['x_test'])}; OOD: "
+        + ", ".join(f"{k} ({len(v)})" for k, v in d["ood"].items()))
+    for nd in near:
+        nd["select_on_val"] = False
+    return d, near
+
+
+def run_seeds(args, d, near, seeds, timing, log):
+    """Every seed's twins (and each near split's) trained and scored.
+
+    Returns `(per_seed_rows, per_seed_info, train_configs, vanilla members, first anchored model)`.
+    """
+    import copy
+
+    from benchmarks.quality.ood_runs import run_seed
+
+    per_seed_rows, per_seed_info, configs, members, first_anchored = [], [], {}, [], None
+    for seed in seeds:
+        rows, models, info, t, cfgs = run_seed(args, d, seed, log)
+        for nd in near:  # each near split: its own twins, scored on its held-out classes only
+            a = copy.copy(args)
+            a.mc_dropout = 0.0
+            n_rows, n_models, n_info, n_t, _ = run_seed(a, nd, seed, log)
+            for key, per_set in n_rows.items():
+                rows.setdefault(key, {}).update(per_set)
+            info.update({f"{k}@{nd['id_set']}": v for k, v in n_info.items()})
+            for k, v in n_t.items():
+                t[f"{nd['id_set']}_{k}"] = v
+            del n_models
+        per_seed_rows.append(rows)
+        per_seed_info.append(info)
+        configs = configs or cfgs
+        for k, v in t.items():
+            timing[f"seed{seed}_{k}"] = v
+        if "vanilla" in models:
+            members.append(models["vanilla"])
+        if first_anchored is None:
+            first_anchored = models["anchored"]
+        del models
+    return per_seed_rows, per_seed_info, configs, members, first_anchored
+
+
+def extras(args, d, seed, first_anchored, timing, log):
+    """`(anchor_draws, table8)` results, each None unless asked for."""
+    from benchmarks.quality.ood_runs import run_anchor_draws, run_table8
+
+    anchor_draws = table8 = None
+    if args.anchor_draws > 0:
+        t = time.time()
+        log(f"anchor draws: {args.anchor_draws} anchor sets of K={args.num_anchors} for seed {seed}")
+        anchor_draws = run_anchor_draws(args, d, first_anchored, log)
+        timing["anchor_draws"] = time.time() - t
+    if args.table8:
+        t = time.time()
+        table8 = run_table8(args, d, seed, first_anchored, log)
+        timing["table8"] = time.time() - t
+    return anchor_draws, table8
+
+
+def settings(args, d, seeds, configs):
+    """Every flag, and what they resolved to (images per set, normalisation, the TrainConfigs)."""
+    from benchmarks.quality.ood_runs import consistency_with_crop_scale
+
+    return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "seeds": seeds, "consistency_effective": consistency_with_crop_scale(args.consistency, args.crop_scale),
+            "train_images": len(d["x_train"]), "val_images": len(d["x_val"]),
+            "test_images": len(d["x_test"]),
+            "ood_images": {k: len(v) for k, v in d["ood"].items()},
+            "fit_images": min(args.fit_limit or len(d["x_train"]), len(d["x_train"])),
+            "normalization": {"mean": d["mean"].tolist(), "std": d["std"].tolist()},
+            "train_configs": configs}
+
+
+@cli_errors
+def main(argv=None):
+    args = parse_args(argv)
+    log = Log("ood_quality")
+    import tensorflow as tf
+
+    from benchmarks.quality.ood_report import (
+        aggregate,
+        aggregate_groups,
+        aggregate_models,
+        goal_check,
+        render_md,
+        select_variant,
+    )
+    from benchmarks.quality.ood_runs import run_ensemble, select_training
+
+    tf.get_logger().setLevel("ERROR")
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    contention = Contention()
+    d, near = load_data(args, log)
+    t = time.time()
+    training_selection = select_training(args, d, log)
+    timing = {"select_training": time.time() - t} if training_selection else {}
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    per_seed_rows, per_seed_info, configs, members, first_anchored = run_seeds(args, d, near, seeds, timing, log)
+    ensemble_rows, ensemble_info = None, None
+    if "ensemble" in args.baselines and len(members) >= 2:  # one model over all seeds: no std
+        ensemble_rows, ensemble_info, timing["ensemble"] = run_ensemble(args, d, members, log)
+    agg = aggregate(per_seed_rows)
+    if ensemble_rows is not None:
+        agg.update(aggregate([ensemble_rows]))
+    models = aggregate_models([{k: v for k, v in i.items() if "@" not in k} for i in per_seed_info])
+    groups = aggregate_groups(per_seed_rows)
+    selection = {"training": training_selection, "variant": select_variant(per_seed_info),
+                 "validation_ood": "amp_tf.data.corruptions.validation_ood_sets of the first "
+                                   f"{args.val_ood_size} ID validation images"}
+    if ensemble_info is not None:
+        models["ensemble"] = {"id_accuracy": [ensemble_info["id_accuracy"]],
+                              "id_accuracy_mean": ensemble_info["id_accuracy"], "id_accuracy_std": 0.0,
+                              "members": ensemble_info["members"]}
+    anchor_draws, table8 = extras(args, d, seeds[0], first_anchored, timing, log)
+    res = {
+        "benchmark": "ood_quality", "id_set": d["id_set"],
+        "ood_sets": list(d["ood"]) + [n for nd in near for n in nd["ood"]],
+        "positive": args.positive,
+        "command": "python -m benchmarks.quality.ood " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "wall_time_s": None, "versions": versions(), "machine": machine_info(),
+        "settings": settings(args, d, seeds, configs),
+        "models": models, "rows": agg, "groups": groups, "selection": selection,
+        "goal": goal_check(agg, models),
+        "per_seed": [{"seed": s, "models": i, "scores": r} for s, i, r in zip(seeds, per_seed_info, per_seed_rows)],
+        "table8": table8, "anchor_draws": anchor_draws, "timing": {k: round(v, 1) for k, v in timing.items()},
+    }
+    if ensemble_rows is not None:
+        res["ensemble_scores"] = ensemble_rows
+    res["steal_share"] = contention.steal_share()  # the hypervisor's share of the machine's CPU
+    res["wall_time_s"] = round(time.time() - _T_START, 1)
+    write_json(args.json, res)
+    md = render_md(res)
+    args.md.parent.mkdir(parents=True, exist_ok=True)
+    args.md.write_text(md)
+    print(md)
+    log(f"done in {res['wall_time_s'] / 60:.1f} min; wrote {args.json} and {args.md}")
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
