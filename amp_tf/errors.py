@@ -77,7 +77,7 @@ def command_line(main):
     """How the user started this command: ``python -m trainers.fmnist``, ``amp-fmnist``, ..."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and str(spec.name).split(".")[0] in ("trainers", "eval", "benchmarks"):
-        return f"python -m {spec.name}"
+        return f"python -m {str(spec.name).removesuffix('.__main__')}"
     script = os.path.basename(str(sys.argv[0])) if sys.argv else ""
     if script.startswith("amp-"):
         return script

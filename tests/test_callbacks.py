@@ -68,8 +68,10 @@ def test_callback_checks_arguments_at_construction(rng):
         OODMetricsCallback(x[:0], ood)
     with pytest.raises(ValueError, match="num_anchors.*K >= 2"):
         OODMetricsCallback(x, ood, num_anchors=1)
-    with pytest.raises(ValueError, match="anchors: expected"):
+    with pytest.raises(ValueError, match=r"anchors \(K = their number\): AMP needs K >= 2"):
         OODMetricsCallback(x, ood, anchors=x[:1])
+    with pytest.raises(ValueError, match="anchors: expected .* like the ID images"):
+        OODMetricsCallback(x, ood, anchors=x[:3, :5])
     with pytest.raises(ValueError, match="positive"):
         OODMetricsCallback(x, ood, positive="both")
     with pytest.raises(ValueError, match="score: unknown"):

@@ -1,8 +1,8 @@
 """The one job pipeline: ID data -> train -> save -> export -> evaluate -> report.
 
-Every trainer (`trainers.fmnist`, `trainers.cifar`, `trainers.imagenet`) and
-`benchmarks/ood_quality.py` describe a job with the same three pieces and run it
-with `run_job` (the benchmark loops over `train_models` / `score_models`):
+Every trainer (`trainers.fmnist`, `trainers.cifar`, `trainers.imagenet`) describes a job with the
+same pieces (a `amp_tf.config.JobConfig` and its data) and runs it with `run_job`
+(`benchmarks/quality/ood.py` loops over `train_models` / `score_models`):
 
 * the ID data: `IDData`, raw pixels in memory, split into train / validation /
   test (validation held out of training by a seeded permutation; the training

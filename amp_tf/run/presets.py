@@ -95,9 +95,9 @@ IMAGENET_RECIPE = dict(epochs=120, batch_size=128, lr=0.1, weight_decay=1e-4, lr
 #: epochs and the anchored model is that vanilla model fine-tuned with anchoring (chosen over 3
 #: epochs of anchored training from scratch on validation data: ID validation accuracy 86.1 vs
 #: 84.9 %, validation-OOD FPR95 61.4 vs 75.1 %; BENCHMARKS.md). The paper's optimizer (coupled
-#: weight decay) was chosen on validation too (benchmarks.ood_quality --select-grid). The
+#: weight decay) was chosen on validation too (benchmarks.quality.ood --select-grid). The
 #: fine-tuning (T mode, epochs, lr) was selected on validation with the exact official T
-#: (python -m benchmarks.finetune_select, 3 seeds, BENCHMARKS.md section 4): per-sample T, 2
+#: (python -m benchmarks.quality.finetune_select, 3 seeds, BENCHMARKS.md section 4): per-sample T, 2
 #: epochs at lr 0.1, the only T setting within 0.5 points of the vanilla model's validation
 #: accuracy (+0.95), validation-OOD FPR95 (AMP) 59.4 (official T, 1 epoch: 68.6, -0.66 points).
 #: The optimizer and T are the library's recipe (`amp_tf.recipe`), defined there once.
