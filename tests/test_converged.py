@@ -46,10 +46,13 @@ def test_pack_round_trip_is_float16():
 
 @pytest.mark.slow  # trains two models
 def test_scores_match_the_detectors():
-    """Every AMP score from one pass, and MC dropout's shared passes equal to `detectors.get(...)` per set."""
+    """The anchored rows are select_detector's candidates (their validation FPR95 recomputed from the test-time
+    scorer), one pass per set; MC dropout's shared passes equal `detectors.get(...)` per set."""
+    from amp_tf.data.corruptions import validation_ood_sets
     from amp_tf.detection import detectors
+    from amp_tf.detection.metrics import ood_metrics
+    from amp_tf.method.predictor import AMP_SCORES, select_anchors
     from amp_tf.run.pipeline import IDData
-    from amp_tf.method.predictor import AMP_SCORES
     from amp_tf.run.training import TrainConfig, finetune_anchored, train
 
     rng = np.random.default_rng(0)
@@ -59,13 +62,24 @@ def test_scores_match_the_detectors():
     van, _ = train(cfg, x, y, 10, verbose=0, backup=False)
     anc, _ = finetune_anchored(van, x, y, epochs=1, batch_size=32, lr=0.01, verbose=0, backup=False)
     d = IDData("t", x, y, x[:40], y[:40], x[:30], y[:30], 10)
-    a = types.SimpleNamespace(num_anchors=3, fit_limit=60, mc_passes=3)
+    a = types.SimpleNamespace(num_anchors=3, fit_limit=60, mc_passes=3, val_ood_size=30)
     sets = {"s": x[:40], "t": x[50:70]}
-    dets = converged.anchored_detectors(anc, d, a, seed=1)
-    amp = {k: dets.score(v) for k, v in sets.items()}
-    assert set(amp["s"]) == set(AMP_SCORES) | set(converged.ANCHORED_FEATURES) | {"predicted_class"}
-    from amp_tf.method.predictor import select_anchors
-
+    det = converged.select_anchored(anc, d, a, seed=1)
+    score = converged.candidate_scorer(det)
+    amp = {k: score(v) for k, v in sets.items()}
+    labels = [r["label"] for r in sorted(det.candidates, key=lambda r: r["order"])]
+    assert len(labels) == len(set(labels)) and set(AMP_SCORES) | {"knn", "mahalanobis"} <= set(labels)
+    assert set(amp["s"]) == set(labels) | {"amp+knn", "amp+mahalanobis", "predicted_class"} | (
+        {"amp+gram"} if "gram" in labels else set())
+    assert det.label in labels and len(score(x[:40], 7)["amp"]) == 7 and len(score(x[:40], 7)["predicted_class"]) == 40
+    info = converged.selection_info(det)
+    assert list(info["val_fpr95"]) == labels and info["selected"] == det.label
+    # the test-time scorer gives exactly the scores select_detector chose on (its validation table)
+    val = score(d.x_val)
+    ood = {k: score(v) for k, v in validation_ood_sets(d.x_val[:30], seed=1).items()}
+    for n in labels:
+        want = float(np.mean([ood_metrics(val[n], o[n])["fpr95"] for o in ood.values()]))
+        assert info["val_fpr95"][n] == pytest.approx(want, abs=1e-9), n
     alone = detectors.get("mahalanobis", anchored=True, anchors=select_anchors(x, 3, seed=1)).fit(
         anc, id_train=(x[:60], y[:60]))
     np.testing.assert_allclose(amp["t"]["mahalanobis"], alone.score(x[50:70]), rtol=1e-4)
@@ -75,6 +89,13 @@ def test_scores_match_the_detectors():
         for name in ("mc_dropout_msp", "mc_dropout_entropy", "mc_dropout_variance"):
             want = detectors.get(name, num_passes=3, seed=1).fit(van).score(images)
             np.testing.assert_allclose(van_scores[k][name], want, rtol=1e-6, err_msg=f"{k} {name}")
+
+
+def test_a_new_scoring_reuses_the_committed_models():
+    """CODE_VERSION names the split results, MODEL_VERSION the anchored models: the committed models' folders."""
+    a = converged.parse_args([])
+    assert (a.vanilla_dir.name, a.anchored_dir.name) == ("be6f4dc45f", "a43ca4358a")
+    assert converged.digest(a.settings) != a.anchored_dir.name
 
 
 @pytest.mark.slow
@@ -103,6 +124,9 @@ def test_quick_end_to_end_then_resume(tmp_path, capsys):
         assert key in res["rows"], key
     assert {"far", "covariate"} <= set(res["groups"]["anchored/amp"]) and res["models"]["ensemble"]["members"] == 2
     assert "AMP (selected)" in out.with_suffix(".md").read_text()
+    picked = res["per_seed"][0]["models"]["anchored"]
+    assert picked["selected"] in picked["val_fpr95"] and f"anchored/{picked['selected']}" in res["rows"]
+    assert res["selection"]["shipped"]["library_per_seed"][0] == picked["selected"]
     again = run("--resume")
     assert "reusing seeds [0, 1]" in again and "vanilla (" not in again and "scoring" not in again
     assert json.loads(out.read_text())["rows"]["anchored/amp"] == res["rows"]["anchored/amp"]
@@ -115,6 +139,6 @@ def test_quick_end_to_end_then_resume(tmp_path, capsys):
     for f in (tmp_path / "c").iterdir():
         f.unlink()
     parts = run("--resume")
-    assert parts.count("-result.json") == 2 and "reusing seeds []" in parts
+    assert parts.count("-result-") == 2 and "reusing seeds []" in parts
     assert json.loads(out.read_text())["rows"] == res["rows"]
     assert json.loads((tmp_path / "c" / "seed0.json").read_text())["result"]["wall_s"] == seed0["wall_s"]

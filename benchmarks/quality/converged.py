@@ -5,7 +5,12 @@ validation split by `benchmarks.quality.converged_pilot`) on all 55,000 training
 anchored model fine-tuned from it (the main job's way: `amp_tf.run.training.finetune_anchored`,
 per-sample T), and the same pair for each near-OOD class-holdout split; every detector of
 section 1 through `amp_tf.detection.detectors.get(name).fit(model, id_train, id_val).score(x)`; the
-rows aggregated as section 1 (`benchmarks.quality.ood_report`).
+rows aggregated as section 1 (`benchmarks.quality.ood_report`). The anchored model is scored
+exactly as the library ships it: `amp_tf.detection.detectors.select_detector` fits every candidate
+(every AMP score; the anchored knn / mahalanobis / gram; amp+knn / amp+mahalanobis / amp+gram for each
+AMP variant and weight of `amp_tf.recipe.SELECT_WEIGHTS`) and selects on the validation OOD sets;
+each seed and split records that validation table, the selected candidate and every candidate's
+test metrics (rows `anchored/<candidate label>`).
 
     python -m benchmarks.quality.converged --quick                  # tiny end-to-end smoke (minutes)
     python -m benchmarks.quality.converged --seeds 0,1,2 --resume   # the full run (hours on 2 cores)
@@ -17,9 +22,11 @@ rows aggregated as section 1 (`benchmarks.quality.ood_report`).
   A seed takes hours (2-4 on 2 cores), longer than some sessions, so its parts are kept too:
   the trained models (without optimizer state, about 1.4 MB each) and each split's scored
   result under `--models` (default `benchmarks/results/converged_models/`, committed; vanilla
-  models in a folder named by a hash of the vanilla recipe, anchored ones and split results
-  by a hash of every setting and CODE_VERSION): a later session continues at the last
-  finished model or split, and a new fine-tuning setting reuses the vanilla models.
+  models in a folder named by a hash of the vanilla recipe, anchored ones in a folder named by
+  a hash of every setting and MODEL_VERSION, each split's result beside its anchored model in
+  `<split>-result-<hash of every setting and CODE_VERSION>.json`): a later session continues at
+  the last finished model or split, a new fine-tuning setting reuses the vanilla models, and a
+  new scoring (CODE_VERSION) reuses every model.
 * MC dropout: the vanilla recipe has dropout 0.2 before the classifier, so MC dropout
   (`--mc-passes` stochastic passes) is scored on the vanilla model itself: no extra
   training per seed, and its deterministic scores are those of the same model.
@@ -53,8 +60,14 @@ from benchmarks.harness.results import Log, check_k, parse_quick, write_json  # 
 from benchmarks.harness.model_store import pack, trained, unpack  # noqa: E402
 from benchmarks.harness.seed_cache import SeedCache  # noqa: E402
 
-#: Bump when a change moves a seed's numbers: cached seeds of another version are redone.
-CODE_VERSION = "converged-3 (2026-12-02: fine-tuning 12 epochs at lr 0.01; anchored feature detectors)"
+#: Bump when a change moves a seed's numbers: cached seeds and split results of another version are redone
+#: (the models are kept: their folders are named by MODEL_VERSION). History: converged-3 (2026-12-02):
+#: fine-tuning 12 epochs at lr 0.01; anchored knn / mahalanobis / amp+knn / amp+mahalanobis at w = 0.5.
+CODE_VERSION = ("converged-4 (2026-12-07: anchored scoring by the library's select_detector: every candidate, "
+                "gram and amp+gram included, w in SELECT_WEIGHTS, the selected one recorded; models of converged-3)")
+#: Bump when the anchored model's training changes (names the anchored models' folder with every setting): the
+#: CODE_VERSION the committed anchored models were fine-tuned under, so a new scoring reuses them.
+MODEL_VERSION = "converged-3 (2026-12-02: fine-tuning 12 epochs at lr 0.01; anchored feature detectors)"
 #: The converged vanilla recipe and its fine-tuning. Vanilla, chosen on validation
 #: (benchmarks/results/converged_pilot.json "train"): width 24 x 12 epochs 92.62 %, width 32 x 14 epochs
 #: 93.32 %; width 32 x 20 epochs reached 94.04 % (seed 0). Fine-tuning, chosen on validation on seed 0's
@@ -123,19 +136,21 @@ def parse_args(argv=None):
                                                                        "split_seed": 0, "positive": "id"}
     a.models = a.models or (ROOT / "runs" / "converged-quick" if a.quick else
                             ROOT / "benchmarks" / "results" / "converged_models")
-    a.vanilla_dir, a.anchored_dir = (a.models / digest(a.settings, keys) for keys in (VANILLA_KEYS, None))
+    a.vanilla_dir, a.anchored_dir = a.models / digest(a.settings, VANILLA_KEYS), a.models / digest(a.settings,
+                                                                                                  version=MODEL_VERSION)
     return a
 
 
 #: The settings a vanilla model depends on: a change of the fine-tuning or scoring keeps the trained vanilla models.
 VANILLA_KEYS = ("width", "epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "dropout", "train_limit")
-#: Bump when the vanilla training code changes (CODE_VERSION covers everything else).
+#: Bump when the vanilla training code changes (MODEL_VERSION: the anchored training; CODE_VERSION: the scoring).
 VANILLA_VERSION = "converged-vanilla-1"
 
 
-def digest(settings, keys=None):
-    """A short hash naming the model folder of `settings` (restricted to `keys`, with its code version)."""
-    picked = [{k: settings[k] for k in keys}, VANILLA_VERSION] if keys else [settings, CODE_VERSION]
+def digest(settings, keys=None, version=None):
+    """A short hash of `settings` (restricted to `keys`, with VANILLA_VERSION; else all of them with `version`,
+    default CODE_VERSION): the name of a model folder or of a split's result file."""
+    picked = [{k: settings[k] for k in keys}, VANILLA_VERSION] if keys else [settings, version or CODE_VERSION]
     return hashlib.sha1(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -191,22 +206,52 @@ def train_pair(a, s, seed, log):
 
 
 # --------------------------------------------------------------------------- scoring
-#: The anchored model's feature detectors (its penultimate features, mean over the K anchors) and
-#: AMP's z-score combinations with them (BENCHMARKS.md section 3), next to every AMP score.
-ANCHORED_FEATURES = ("knn", "mahalanobis", "amp+knn", "amp+mahalanobis")
+def select_anchored(model, d, a, seed, log=None):
+    """`select_detector` on the anchored model, as the library ships it: the anchors drawn from all training
+    images (`select_anchors`, `seed`), the feature scores fitted on the first `--fit-limit` of them, every ID
+    validation image (z statistics, threshold), `validation_ood_sets` of the first `--val-ood-size`
+    validation images (`seed`), AMP's weights `amp_tf.recipe.SELECT_WEIGHTS`. Returns the `ShippedDetector`."""
+    from amp_tf.detection.detectors import select_detector
+    from amp_tf.method.predictor import select_anchors
+
+    return select_detector(model, (d.x_train, d.y_train), (d.x_val, d.y_val),
+                           anchors=select_anchors(d.x_train, a.num_anchors, seed=seed), num_anchors=a.num_anchors,
+                           seed=seed, fit_limit=a.fit_limit, val_ood_size=a.val_ood_size,
+                           weights=_recipe.SELECT_WEIGHTS, log=log)
 
 
-def anchored_detectors(model, d, a, seed):
-    """Every AMP score (`amp_tf.method.predictor.AMP_SCORES`) and `ANCHORED_FEATURES`, fitted once: the anchors
-    drawn from all training images, the feature detectors on the first `--fit-limit` of them, the
-    combinations' z statistics on the ID validation images."""
-    from amp_tf.detection import detectors
-    from amp_tf.method.predictor import AMP_SCORES, select_anchors
+def candidate_scorer(det):
+    """`(images, limit=None) -> {label: (n,) scores, "predicted_class": (N,)}` for EVERY candidate
+    `select_detector` weighed (`det.candidates`' labels) on the first `limit` images (all: None), plus the rows
+    `amp+knn` / `amp+mahalanobis` / `amp+gram` (each family's validation-best member, as
+    `selection.candidate_scorer` names them), and AMP's predicted class of all N images: one pass over the K
+    anchors (`selection.score_outputs`) with the selection's fitted parts, each feature score computed once."""
+    from amp_tf.detection.detectors.anchored import zscore_combination
+    from amp_tf.detection.detectors.selection import candidate_scores, score_outputs
+    from amp_tf.detection.detectors.shipped import candidate_label
 
-    n = a.fit_limit or len(d.x_train)
-    return detectors.fit_all(list(AMP_SCORES) + list(ANCHORED_FEATURES), model,
-                             id_train=(d.x_train[:n], d.y_train[:n]), id_val=(d.x_val, d.y_val),
-                             anchors=select_anchors(d.x_train, a.num_anchors, seed=seed))
+    fitted = det.fitted
+    features, stats, best = fitted["features"], fitted["stats"], fitted["family_best"]
+    labels = [r["label"] for r in sorted(det.candidates, key=lambda r: r["order"])]
+
+    def run(images, limit=None):
+        o = score_outputs(fitted["amp"], images, fitted.get("gram"))
+        predicted, o = o["predicted_class"], {k: v[:limit] for k, v in o.items()}
+        feats = {f: features[f].from_outputs(o) for f in features}
+        out = {}
+        for name, opts, fn in candidate_scores(o, features, _recipe.SELECT_WEIGHTS):
+            if fn is None:  # a combination, with the selection's z statistics of the ID validation images
+                f, a = name.split("+", 1)[1], opts["amp_score"]
+                out[candidate_label(name, opts)] = zscore_combination(o[a], feats[f], stats[(name, a)], opts["w"])
+            else:
+                out[name] = feats[name] if name in feats else fn(o)
+        if list(out) != labels:
+            raise RuntimeError(f"converged: the candidates scored ({list(out)}) are not select_detector's ({labels})")
+        out.update({n: out[candidate_label(n, opts)] for n, opts in best.items() if "+" in n})
+        out["predicted_class"] = predicted
+        return out
+
+    return run
 
 
 def vanilla_scores(model, d, sets, a, seed):
@@ -234,10 +279,10 @@ def metric_rows(model_name, by_set, ood_names):
 def run_split(a, s, seed, log):
     """Rows, model info, timing and configs of one split and seed (+ the vanilla logits of the main split).
 
-    Kept beside the anchored model (`<anchored_dir>/seed<N>/<split>-result.json`, a folder named by
-    a hash of every setting and `CODE_VERSION`), so a seed that spans sessions rescores nothing:
-    the seed's file is still written only when every split is done."""
-    path = a.anchored_dir / f"seed{seed}" / f"{s['name']}-result.json"
+    Kept beside the anchored model (`<anchored_dir>/seed<N>/<split>-result-<hash>.json`, the hash of every
+    setting and `CODE_VERSION`), so a seed that spans sessions rescores nothing: the seed's file is still
+    written only when every split is done."""
+    path = a.anchored_dir / f"seed{seed}" / f"{s['name']}-result-{digest(a.settings)}.json"
     if path.exists():
         log(f"  reusing {path}")
         return tuple(json.loads(path.read_text()))
@@ -250,9 +295,8 @@ def score_split(a, s, seed, log):
     """`run_split` computed: the pair trained (or reused), every detector scored."""
     import numpy as np
 
-    from amp_tf.data.corruptions import validation_ood_sets
+    from amp_tf.detection.detectors.selection import score_outputs
     from amp_tf.method.inference import model_logits
-    from amp_tf.detection.metrics import ood_metrics
 
     d, ood = s["d"], s["ood"]
     van, anc, timing, cfgs = train_pair(a, s, seed, log)
@@ -260,12 +304,14 @@ def score_split(a, s, seed, log):
     t, c = time.time(), time.process_time()
     n_acc = a.acc_limit or None  # accuracy on all test (and validation) images unless limited (--quick)
     x_test, y_test, x_val, y_val = d.x_test[:n_acc], d.y_test[:n_acc], d.x_val[:n_acc], d.y_val[:n_acc]
-    log(f"  {s['name']} seed {seed}: scoring the anchored model (every AMP score and anchored feature "
-        f"detector; {len(sets)} sets, {len(x_test)} test and {len(x_val)} validation images for accuracy)")
-    dets = anchored_detectors(anc, d, a, seed)
-    amp = {k: dets.score(x) for k, x in {**sets, "id_all": x_test, "val": x_val}.items()}
-    x_vo = d.x_val[: a.val_ood_size]
-    val_ood = {k: dets.score(x) for k, x in {"ref": x_vo, **validation_ood_sets(x_vo, seed=seed)}.items()}
+    log(f"  {s['name']} seed {seed}: scoring the anchored model (select_detector's every candidate; {len(sets)} "
+        f"sets, {len(x_test)} test and {len(x_val)} validation images for accuracy)")
+    det = select_anchored(anc, d, a, seed, log)
+    score = candidate_scorer(det)
+    ids = score(d.x_test[: max(len(x_test), a.eval_limit)], a.eval_limit)  # one pass: OOD test ID side, accuracy
+    amp = {"id": {k: v for k, v in ids.items() if k != "predicted_class"}, **{k: score(x) for k, x in ood.items()},
+           "id_all": {"predicted_class": ids["predicted_class"][: len(x_test)]},
+           "val": {"predicted_class": score_outputs(det.fitted["amp"], x_val)["predicted_class"]}}
     timing["score_anchored"] = (time.time() - t, time.process_time() - c)
     log(f"  {s['name']} seed {seed}: scoring the vanilla model (every vanilla detector, MC dropout with "
         f"{a.mc_passes} passes; anchored scoring took {timing['score_anchored'][0] / 60:.1f} min)")
@@ -281,15 +327,22 @@ def score_split(a, s, seed, log):
                                    ("vanilla", logits["id_all"].argmax(1), logits["val"].argmax(1)))}
     info = {m: {"id_accuracy": acc[m]["test"], "val_accuracy": acc[m]["val"], "test_images": len(y_test)}
             for m in acc}
-    if s["main"]:
-        info["anchored"]["val_fpr95"] = {v: float(np.mean([ood_metrics(val_ood["ref"][v], val_ood[o][v])["fpr95"]
-                                                           for o in val_ood if o != "ref"]))
-                                         for v in ("amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]",
-                                                   *ANCHORED_FEATURES)}
+    info["anchored"].update(selection_info(det))
     log(f"  {s['name']} seed {seed}: ID test acc vanilla {acc['vanilla']['test']:.4f}, anchored "
         f"{acc['anchored']['test']:.4f} (val {acc['vanilla']['val']:.4f} / {acc['anchored']['val']:.4f})")
     kept = {k: pack(v) for k, v in logits.items() if k != "val"} if s["main"] else None
     return rows, info, timing, cfgs, kept
+
+
+def selection_info(det):
+    """What `select_detector` chose and why (validation data only): every candidate's validation FPR95 and
+    AUROC (by label, in the candidates' order; `val_fpr95` is what `ood_report.select_shipped` reads), the
+    selected candidate, its threshold and the selection's fitting time."""
+    rows = sorted(det.candidates, key=lambda r: r["order"])
+    return {"val_fpr95": {r["label"]: r["val_fpr95"] for r in rows},
+            "val_auroc": {r["label"]: r["val_auroc"] for r in rows},
+            "selected": det.label, "selected_name": det.name, "selected_options": dict(det.options),
+            "threshold": float(det.threshold), "select_seconds": det.info.get("fit_seconds")}
 
 
 def run_seed(a, splits, seed, log):

@@ -59,17 +59,27 @@ def select_variant(per_seed_info):
 
 def select_shipped(per_seed_info):
     """The shipped score: the candidate with the lowest mean validation FPR95 over seeds among EVERY
-    anchored candidate a seed measured on validation (AMP variants, anchored knn / mahalanobis,
-    amp+knn / amp+mahalanobis), as `amp_tf.detection.detectors.select_detector` chooses; validation data only."""
+    anchored candidate a seed measured on validation (e.g. every candidate of
+    `amp_tf.detection.detectors.select_detector`), as that function chooses on one seed; validation data
+    only. Ties are broken as that function does: the higher validation AUROC (where every seed recorded
+    `val_auroc`), then the candidates' order. `per_seed`: each seed's best; `library_per_seed`: what
+    `select_detector` itself selected on each seed, where a seed recorded it (`selected`)."""
     import numpy as np
 
-    vals = [i["anchored"]["val_fpr95"] for i in per_seed_info if "val_fpr95" in i.get("anchored", {})]
+    info = [i["anchored"] for i in per_seed_info if "val_fpr95" in i.get("anchored", {})]
+    vals = [i["val_fpr95"] for i in info]
     if not vals:
         return None
+    aurocs = [i["val_auroc"] if all("val_auroc" in j for j in info) else {} for i in info]
     names = [n for n in vals[0] if all(n in v for v in vals)]
     means = {n: float(np.mean([v[n] for v in vals])) for n in names}
-    per_seed = [min(v, key=v.get) for v in vals]
-    return {"selected": min(means, key=means.get), "val_fpr95_mean": means, "per_seed": per_seed}
+    auroc = {n: float(np.mean([a.get(n, 0.0) for a in aurocs])) for n in names}
+    per_seed = [min(v, key=lambda n, v=v, a=a: (v[n], -a.get(n, 0.0))) for v, a in zip(vals, aurocs)]
+    out = {"selected": min(means, key=lambda n: (means[n], -auroc[n])), "val_fpr95_mean": means,
+           "per_seed": per_seed}
+    if all("selected" in i for i in info):
+        out["library_per_seed"] = [i["selected"] for i in info]
+    return out
 
 
 def shipped_row(res):
