@@ -120,12 +120,27 @@ def converged_setup(results=RESULTS):
         f"{st['eval_limit']:,} images of each OOD set; KNN, Mahalanobis, Gram and the anchored feature scores "
         f"fitted on {st['fit_limit']:,} training images; MC dropout {st['mc_passes']} passes; the ensemble is "
         f"the {res['models']['ensemble']['members']} seeds' vanilla models.",
-        f"Machine (each seed's `machine` in `benchmarks/results/converged/seed{{{','.join(ids)}}}.json`): {cpus}; "
-        f"other processes took {' / '.join(str(round(100 * s['machine']['others_cpu_share'])) for s in seeds)}"
-        f" % of the CPU during seeds {' / '.join(ids)}. Time per seed, wall / CPU: "
-        + ", ".join(f"{s['wall_s'] / 60:.1f} / {s['cpu_s'] / 60:.1f} min" for s in seeds)
-        + f". TensorFlow {v['tensorflow']}, Keras {v['keras']}, Python {v['python']}.",
+        f"Machines: the models trained on {_train_cpus(results)} (each model's sidecar `.json` in "
+        f"`benchmarks/results/converged_models/`), {_phase_minutes(seeds, ('train_', 'finetune_'))} min wall per "
+        f"seed; they were scored on {cpus} (each seed's `machine` in "
+        f"`benchmarks/results/converged/seed{{{','.join(ids)}}}.json`; other processes took "
+        f"{' / '.join(str(round(100 * s['machine']['others_cpu_share'])) for s in seeds)} % of the CPU), "
+        f"{_phase_minutes(seeds, ('score_',))} min wall per seed. TensorFlow {v['tensorflow']}, Keras "
+        f"{v['keras']}, Python {v['python']}.",
     ])
+
+
+def _phase_minutes(seeds, prefixes):
+    """`"a / b / c"`: the wall minutes per seed of the timing phases that start with `prefixes`."""
+    return " / ".join(f"{sum(w for k, (w, _) in s['timing'].items() if k.startswith(prefixes)) / 60:.1f}"
+                      for s in seeds)
+
+
+def _train_cpus(results=RESULTS):
+    """The CPUs the committed converged models were trained on (their sidecar files)."""
+    cpus = {json.loads(f.read_text()).get("cpu") for f in (Path(results) / "converged_models").glob("*/seed*/*.json")
+            if f.with_suffix(".keras").exists()}
+    return ", ".join(sorted(c for c in cpus if c)) + ", 2 cores" if cpus - {None} else "an unrecorded machine"
 
 
 def converged_headline(results=RESULTS):
@@ -162,7 +177,8 @@ def converged_verdict(results=RESULTS):
         s = verdicts.fpr(res, ship, grp)
         sd = max(verdicts.fpr_std(res, ship, grp), verdicts.fpr_std(res, name, grp))
         if s <= other:
-            parts.append(f"it is the best on {LABEL[grp]} ({s:.1f} against {_name(name)}'s {other:.1f})")
+            parts.append(f"it is the best {'overall' if grp == 'overall' else 'on ' + LABEL[grp]} ({s:.1f} against {_name(name)}'s {other:.1f}, seed std "
+                         f"{sd:.1f})")
         elif s - other <= sd:
             parts.append(f"{LABEL[grp]} FPR95 {s:.1f} against {_name(name)}'s {other:.1f}: it misses \"at or below "
                          f"{_name(name)}\" by {s - other:.1f} points, within one seed std ({sd:.1f})")
@@ -170,18 +186,32 @@ def converged_verdict(results=RESULTS):
             parts.append(f"it loses {LABEL[grp]} to {_name(name)} ({s:.1f} against {other:.1f}, seed std {sd:.1f})")
     m = res["models"]
     gap = 100 * (m["vanilla"]["id_accuracy_mean"] - m["anchored"]["id_accuracy_mean"])
-    return (f"**At convergence ({res['groups'][ship]['n_seeds']} seeds) the shipped `{_short(ship)}` has "
+    return (f"**At convergence ({res['groups'][ship]['n_seeds']} seeds), the shipped `{_short(ship)}`: "
             + "; ".join(parts) + f".** Its anchored model's ID accuracy is {gap:.2f} points below the vanilla twin's.")
 
 
+#: The candidates of the selection table: the lowest mean validation FPR95 first (every one: converged.md).
+SELECTION_ROWS = 5
+
+
 def converged_selection(results=RESULTS):
+    """The selection on validation: the best candidates by mean validation FPR95 over the seeds (the selected
+    one among them), and the seeds on which the library selected each."""
     res, seeds = load("converged.json", results), _seeds(results)
     sel = res["selection"]["shipped"]
+    per_seed = sel.get("library_per_seed") or sel["per_seed"]
     names = sorted(sel["val_fpr95_mean"], key=sel["val_fpr95_mean"].get)
-    won = {n: ", ".join(str(s["seed"]) for s, w in zip(seeds, sel["per_seed"]) if w == n) or "–" for n in names}
-    return _table(["validation FPR95 ↓"] + [f"**{n}**" if n == sel["selected"] else n for n in names],
-                  [[f"mean of {len(seeds)} seeds"] + [_p(sel["val_fpr95_mean"][n]) for n in names],
-                   ["lowest on seed"] + [won[n] for n in names]])
+    shown = names[:SELECTION_ROWS] + ([sel["selected"]] if sel["selected"] not in names[:SELECTION_ROWS] else [])
+    rows = [[f"**{n}** (shipped)" if n == sel["selected"] else n, _p(sel["val_fpr95_mean"][n]),
+             ", ".join(str(s["seed"]) for s, w in zip(seeds, per_seed) if w == n) or "–"] for n in shown]
+    return _table([f"candidate ({len(names)}; the best {len(shown)})", f"validation FPR95 ↓, mean of {len(seeds)} seeds",
+                   "selected on seed"], rows)
+
+
+def _page_row(name, ship):
+    """A row of the page's group table: every row but the parametrised combinations (``amp[...]+gram[w=...]``:
+    their family's best, ``anchored/amp+gram``, stands for them; every row is in converged.md), and the shipped."""
+    return name == ship or not ("+" in name and "[" in name)
 
 
 #: The verdicts of the headline (the shipped score against the best vanilla baseline of each group).
@@ -204,7 +234,7 @@ def converged_groups(results=RESULTS):
     ship, members = shipped_row(res), res["models"]["ensemble"]["members"]
     labels = {ship: f"**{ship} (shipped)**"}
     for r in res["groups"]:
-        if r != ship:
+        if r != ship and _page_row(r, ship):
             labels[r] = r + (f" ({members} vanilla models; far + covariate only)" if r.startswith("ensemble/") else "")
     return _table(["model/score", *FPR_HEAD], _group_rows(res, labels))
 
