@@ -105,6 +105,28 @@ def test_fit_numpy_and_dataset(rng):
     assert "accuracy" in res
 
 
+def test_arrays_go_through_amp_tf_batches_with_keras_numbers(rng):
+    """fit / evaluate / predict on numpy arrays use `array_batches` (tf.data without the autotuner, whose
+    teardown stalls each epoch on a small machine): the same steps, numbers and validation as Keras' own."""
+    from amp_tf.method import anchoring
+
+    x, y = _toy_data(rng)  # 96 images
+    model = _compile(AnchoredModel(tiny_backbone(), mean=float(x.mean()), std=float(x.std())), lr=0.05)
+    hist = model.fit(x, y, batch_size=20, epochs=2, verbose=0, validation_data=(x[:30], y[:30]))
+    assert model.optimizer.iterations.numpy() == 2 * 5  # ceil(96 / 20): the last batch partial, as Keras
+    assert {"loss", "val_loss", "val_accuracy"} <= set(hist.history)
+    batches = list(anchoring.array_batches(x, y, 32))  # what evaluate / predict feed: Keras' batches, in order
+    assert [len(b[0]) for b in batches] == [32, 32, 32] and x.dtype == batches[0][0].dtype
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+    assert np.isfinite(model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)["loss"])
+    assert model.predict(x[:50], batch_size=32, verbose=0).shape == (50, 4)
+    ds = anchoring.array_batches(x, y, 32, shuffle=True)
+    assert not ds.options().autotune.enabled
+    first = [b[1].numpy().tolist() for b in ds]
+    assert sorted(sum(first, [])) == sorted(y.tolist()) and first != [b[1].numpy().tolist() for b in ds]
+
+
 def _ds(x, y, batch=8):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 

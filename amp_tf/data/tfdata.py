@@ -3,7 +3,7 @@
 With tf.data autotuning on (any ``AUTOTUNE`` in a pipeline), destroying an
 iterator waits for the autotuner's thread, for seconds on a 2-core machine; Keras
 destroys one at the end of every ``fit`` epoch, ``evaluate`` and ``predict``.
-Measured on 2 cores (``python benchmarks/speed.py --quick --sections internals``):
+Measured on 2 cores (``python -m benchmarks.speed --quick --sections internals``):
 fit epochs of 25 steps took 5.1, 10.3, 5.1, 5.4, 20.5 and 20.5 s with autotuning
 (multiples of the ~5.1 s period) and 4.8 to 7.9 s with these settings.
 Our pipelines are vectorised (one map call per batch) or decode images in a
@@ -48,3 +48,27 @@ def finish(ds: tf.data.Dataset, prefetch: int = PREFETCH, deterministic: bool = 
     options.autotune.enabled = False
     options.deterministic = bool(deterministic)
     return ds.with_options(options).prefetch(int(prefetch))
+
+
+def array_batches(x, y=None, batch_size=32, shuffle=False, seed=None):
+    """Arrays as tf.data batches with these settings: what Keras' `fit` / `evaluate` / `predict` make of
+    numpy arrays (with `shuffle`, every epoch in a new order; the last batch partial), without the
+    autotuner (`AnchoredModel` feeds its arrays through this). Images keep their dtype (uint8 stays
+    uint8); each batch is one gather.
+
+    Example:
+        >>> import numpy as np
+        >>> ds = array_batches(np.arange(5)[:, None], np.arange(5), batch_size=2)
+        >>> [b[1].numpy().tolist() for b in ds], ds.options().autotune.enabled
+        ([[0, 1], [2, 3], [4]], False)
+    """
+    xt = tf.constant(x)
+    yt = None if y is None else tf.constant(y)
+    idx = tf.data.Dataset.range(len(x))
+    if shuffle:
+        idx = idx.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+
+    def fetch(i):
+        return tf.gather(xt, i) if yt is None else (tf.gather(xt, i), tf.gather(yt, i))
+
+    return finish(idx.batch(int(batch_size)).map(fetch, num_parallel_calls=map_calls(per_batch=True)))

@@ -51,6 +51,7 @@ from amp_tf.method.anchors import anchor_inputs
 from amp_tf.method.augment import ConsistencyAugment
 from amp_tf.models.pixels import GRAPH_MESSAGES, check_images, pixel_normalization
 from amp_tf.method.serialization import WrapsBackbone
+from amp_tf.data.tfdata import array_batches
 
 
 def replica_seed(base_seed, step):
@@ -276,18 +277,30 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         if val is not None:
             vx, vy = (val, None) if isinstance(val, tf.data.Dataset) else (tuple(val) + (None,))[:2]
             self.check_inputs(vx, vy, ("validation_data images", "validation_data labels"))
+        if not args:  # numpy arrays: amp-tf's tf.data settings (autotuning off), else Keras' own adapter
+            x, y, kwargs = _array_input(x, y, kwargs, shuffle=kwargs.get("shuffle", True))
+            if isinstance(x, tf.data.Dataset) and "shuffle" not in kwargs:
+                kwargs["shuffle"] = False  # shuffled in the dataset (Keras warns about its default otherwise)
+            val = kwargs.get("validation_data")
+            if isinstance(val, (tuple, list)) and len(val) == 2 and _plain(*val):
+                vbs = kwargs.pop("validation_batch_size", None) or kwargs.get("batch_size") or 32
+                kwargs["validation_data"] = array_batches(val[0], val[1], vbs)
         with _message_first(labels_out_of_range(self.num_classes)):
             return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.evaluate`, with the input contract checked first (`check_inputs`)."""
         self.check_inputs(x, y)
+        if not args:
+            x, y, kwargs = _array_input(x, y, kwargs, shuffle=False)
         with _message_first(labels_out_of_range(self.num_classes)):
             return super().evaluate(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict` (logits of `x` anchored by its own batch), inputs checked first."""
         self.check_inputs(x)
+        if not args:
+            x, _, kwargs = _array_input(x, None, kwargs, shuffle=False)
         with _message_first(labels_out_of_range(self.num_classes)):
             return super().predict(x, *args, **kwargs)
 
@@ -407,3 +420,21 @@ def _unscale(loss):
     """The loss as reported: undo the 1/num_replicas scaling of compute_loss."""
     n = tf.distribute.get_strategy().num_replicas_in_sync
     return loss * tf.cast(n, loss.dtype) if n > 1 else loss
+
+
+def _plain(x, y=None):
+    return isinstance(x, np.ndarray) and (y is None or isinstance(y, np.ndarray)) and len(x) > 0
+
+
+def _array_input(x, y, kwargs, shuffle):
+    """`(x, y, kwargs)` for Keras: numpy arrays become `array_batches` (Keras' array adapter prefetches with
+    AUTOTUNE, whose teardown stalls the end of every epoch and call on a small machine: ~20 % of a
+    2-core training epoch); anything else, or options only Keras' adapter has, goes through untouched."""
+    if not _plain(x, y) or shuffle not in (True, False) or {"sample_weight", "validation_split",
+                                                             "steps_per_epoch", "steps"} & set(kwargs):
+        return x, y, kwargs
+    kwargs = dict(kwargs)
+    kwargs.pop("shuffle", None)
+    batch_size = kwargs.pop("batch_size", None) or 32
+    return array_batches(x, y, batch_size, shuffle=bool(shuffle)), None, kwargs
+

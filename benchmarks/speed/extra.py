@@ -75,7 +75,8 @@ def with_keras_batchnorm(model):
 
 def bench_internals(args, log):
     """Two library choices as ratios: the fused BatchNorm, and tf.data without autotuning."""
-    return {"batchnorm": batchnorm_ratio(args, log), "tf_data": tf_data_ratio(args, log)}
+    return {"batchnorm": batchnorm_ratio(args, log), "tf_data": tf_data_ratio(args, log),
+            "fit_arrays": fit_arrays_ratio(args, log)}
 
 
 def batchnorm_ratio(args, log):
@@ -102,6 +103,35 @@ def batchnorm_ratio(args, log):
     r = interleaved(steps, args.repeats, args.min_sample_s)
     return {"timings": r, "ms_per_step": {n: 1e3 * v["median_s"] for n, v in r.items()},
             "speedup": r["step_keras_batchnorm"]["median_s"] / r["step_fused_batchnorm"]["median_s"]}
+
+
+def fit_arrays_ratio(args, log):
+    """`AnchoredModel.fit(x, y)` on numpy arrays, as a user calls it: amp-tf's batches (`array_batches`, no
+    autotuner) vs Keras' own array adapter (`keras.Model.fit` on the same model class), whole epochs."""
+    b = args.batch_size
+    x, y = data(args, b * (32 if args.quick else 64), args.seed + 7)
+    models = {}
+    for name in ("fit_arrays_amp_tf", "fit_arrays_keras_adapter"):
+        m = AnchoredModel(make_backbone(args, True, args.seed), consistency="all", consistency_every=CYCLE,
+                          seed=args.seed)
+        m.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        models[name] = m
+    fits = {"fit_arrays_amp_tf": lambda: models["fit_arrays_amp_tf"].fit(x, y, batch_size=b, epochs=1, verbose=0),
+            "fit_arrays_keras_adapter": lambda: keras.Model.fit(models["fit_arrays_keras_adapter"], x, y,
+                                                                batch_size=b, epochs=1, verbose=0)}
+    rounds = 6 if args.quick else 10
+    log(f"  AnchoredModel.fit on arrays ({len(x)} images): amp-tf's batches vs Keras' array adapter, "
+        f"{rounds} rounds ...")
+    for f in fits.values():
+        f()  # warm-up (traces)
+    samples, _ = rotate(fits, rounds)
+    return {"images": len(x), "epochs_s": samples, "median_s": {n: statistics.median(v) for n, v in samples.items()},
+            "mean_s": {n: statistics.fmean(v) for n, v in samples.items()},
+            "speedup": statistics.median(samples["fit_arrays_keras_adapter"])
+            / statistics.median(samples["fit_arrays_amp_tf"]),
+            "speedup_mean": statistics.fmean(samples["fit_arrays_keras_adapter"])
+            / statistics.fmean(samples["fit_arrays_amp_tf"])}
 
 
 def tf_data_ratio(args, log):

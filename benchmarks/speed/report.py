@@ -139,6 +139,13 @@ def print_internals(results):
           f"{td['slow_epochs']['epoch_fixed_tuning']} slow) vs autotuning "
           f"{td['median_s']['epoch_autotune']:.2f} s (max {td['max_s']['epoch_autotune']:.2f}, "
           f"{td['slow_epochs']['epoch_autotune']} slow) -> x{td['speedup']:.3f}  (slow: > 1.3 x the fastest epoch)")
+    fa = results["internals"].get("fit_arrays")
+    if fa:
+        med, avg = fa["median_s"], fa["mean_s"]
+        print(f"AnchoredModel.fit on arrays ({fa['images']} images): amp-tf's batches median "
+              f"{med['fit_arrays_amp_tf']:.2f} s (mean {avg['fit_arrays_amp_tf']:.2f}) vs Keras' array adapter "
+              f"{med['fit_arrays_keras_adapter']:.2f} s (mean {avg['fit_arrays_keras_adapter']:.2f}) -> "
+              f"x{fa['speedup']:.3f} (means: x{fa['speedup_mean']:.3f})")
 
 
 def print_table(results, args, wall):
