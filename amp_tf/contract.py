@@ -219,3 +219,45 @@ def check_fashion_mnist_dir(data_dir, splits=("train", "test")):
         why = fashion_mnist_missing(data_dir, split)
         if why:
             raise ValueError(why)
+
+
+def check_ood_folders(text, flag="--ood"):
+    """Every ``folder:<path>`` OOD set of a comma list exists, is a folder and holds files: checked before any
+    work (the loader judges the images themselves). Pure Python.
+
+    Example:
+        >>> check_ood_folders("digits,folder:/no/such/dir")
+        Traceback (most recent call last):
+        ...
+        ValueError: --ood folder:/no/such/dir: no such folder; give a folder of images (folder:<path>).
+    """
+    for name in (n.strip() for n in str(text).split(",")):
+        if not name.startswith("folder:") or "$" in name:
+            continue
+        folder = Path(name[len("folder:"):]).expanduser()
+        if not folder.exists():
+            raise ValueError(f"{flag} {name}: no such folder; give a folder of images (folder:<path>).")
+        if not folder.is_dir():
+            raise ValueError(f"{flag} {name}: {folder} is a file, not a folder of images.")
+        if not any(p.is_file() for p in folder.rglob("*")):
+            raise ValueError(f"{flag} {name}: the folder {folder} holds no files; give a folder of images.")
+
+
+def check_finite_weights(model, what="model"):
+    """Refuses a model whose weights hold NaN or infinity (training from it would spread them silently)."""
+    import numpy as np
+
+    bad = [w.path if hasattr(w, "path") else w.name for w in model.weights if not np.all(np.isfinite(np.asarray(w)))]
+    if bad:
+        raise ValueError(f"{what}: {len(bad)} weight tensor(s) hold NaN or infinity ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); give a model whose training did not diverge.")
+    return model
+
+
+def check_learning_rate(lr, what="lr"):
+    """`lr` if it is a finite learning rate > 0, else a ValueError naming it."""
+    import math
+
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"{what}: expected a finite learning rate > 0, got {lr!r}.")
+    return lr

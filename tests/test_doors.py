@@ -139,3 +139,41 @@ def test_eval_ood_offers_every_detector_of_the_model_kind():
         "knn", "mahalanobis", "amp+knn", "amp+mahalanobis"]
     with pytest.raises(ValueError, match="unknown score.*gram for an anchored model"):
         ood.choose_scores("gram", True)
+
+
+def test_output_folders_keep_to_the_run_folder_rules(tmp_path):
+    """eval.ood and trainers.tune --out: a user's files survive --overwrite, a live run's folder (and any
+    folder inside it) is refused; a trainer's --out inside another run is refused (the probe's wrong cases)."""
+    from amp_tf.run.runfolder import RunFolder, check_output_folder, check_run_folder
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no report.json, so it is no eval.ood output and is left alone"):
+        check_output_folder(user, "report.json", overwrite=True, tool="eval.ood")
+    (user / "report.json").write_text("{}")  # an earlier eval.ood output: --overwrite may replace it
+    assert check_output_folder(user, "report.json", overwrite=True, tool="eval.ood") == user
+    live = RunFolder(tmp_path / "cc", {"seed": 0}, log=lambda m: None)
+    try:
+        for out in (tmp_path / "cc", tmp_path / "cc" / "eval"):
+            with pytest.raises(ValueError, match="live run"):
+                check_output_folder(out, "report.json", tool="eval.ood")
+        live.commit()
+    finally:
+        live.release()
+    assert check_output_folder(tmp_path / "cc" / "eval", "report.json", tool="eval.ood")  # beside a finished run
+    with pytest.raises(ValueError, match="lies inside the run folder"):
+        check_run_folder(tmp_path / "cc" / "sub", {"seed": 0})
+    assert (user / "notes.txt").read_text() == "mine"
+
+
+def test_fine_tuning_refuses_a_zero_lr_and_nan_weights(rng):
+    from amp_tf import build_backbone, finetune_anchored
+
+    model = build_backbone("resnet_small", (8, 8, 1), 3, width=2)
+    x, y = rng.integers(0, 256, (16, 8, 8, 1)).astype("uint8"), np.arange(16) % 3
+    with pytest.raises(ValueError, match="lr: expected a finite learning rate > 0, got 0"):
+        finetune_anchored(model, x, y, epochs=1, lr=0, verbose=0)
+    model.weights[0].assign(np.full(model.weights[0].shape, np.nan, "float32"))
+    with pytest.raises(ValueError, match="hold NaN or infinity"):
+        finetune_anchored(model, x, y, epochs=1, verbose=0)

@@ -71,6 +71,16 @@ def check_args(args):
     need("finetune_epochs", lambda v: v >= 0, "an int >= 0")
     need("tpr", lambda v: 0 < v < 1, "a fraction in (0, 1)")
     need("val_size", lambda v: v >= 20, "an int >= 20 (ID validation images: the serving threshold, selection)")
+    need("odin_epsilon", lambda v: math.isfinite(v) and v >= 0, "a finite input perturbation >= 0 (0: none)")
+    need("odin_temperature", lambda v: math.isfinite(v) and v > 0, "a finite temperature > 0")
+    for flag in ("blur_sigma", "ood_callback_sigma"):
+        need(flag, lambda v: math.isfinite(v) and v > 0, "a finite blur sigma > 0 (pixels)")
+    need("ood_callback_every", lambda v: v >= 0, "an int >= 0 (0 = off)")
+    need("ood_callback_size", lambda v: v >= 20, "an int >= 20 (ID validation images of the OOD callback)")
+    if a.get("ood"):  # folder:<path> OOD sets: there and holding images, before any work
+        from amp_tf.contract import check_ood_folders
+
+        check_ood_folders(a["ood"])
     if a.get("init_from") is not None:
         init_from_info(a["init_from"])
     # a dry run loads nothing: a data folder that is not there yet is fine

@@ -160,15 +160,11 @@ def _out_path(args):
     training run's folder. No side effect: runs before any work."""
     import datetime as dt
 
+    from amp_tf.run.runfolder import check_output_folder
+
     stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
     out = Path(args.out) if args.out else Path("runs") / f"eval-{Path(args.model).stem}-{stamp}"
-    if out.exists() and any(out.iterdir()):
-        if (out / "job.json").exists():
-            raise ValueError(f"--out {out} is a training run's folder; write the evaluation elsewhere "
-                             f"(e.g. --out {out}-eval).")
-        if not args.overwrite:
-            raise ValueError(f"--out {out} is not empty; pass --overwrite to replace it, or another --out.")
-    return out
+    return check_output_folder(out, "report.json", args.overwrite, "eval.ood")
 
 
 def _out_folder(args):

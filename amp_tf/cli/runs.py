@@ -70,14 +70,17 @@ def data_sources(*datasets):
     return out
 
 
-def run_dir(args, name):
-    """A plain output folder (eval CLIs): refused when non-empty unless --overwrite."""
+def run_dir(args, name, marker, tool):
+    """A plain output folder (trainers.tune, eval.resize_study): the rules of `check_output_folder` (a live
+    run's folder, one inside a run, a user's files: refused); `--overwrite` replaces an earlier output of
+    `tool` (a folder holding `marker`) only."""
     import shutil
 
+    from amp_tf.run.runfolder import check_output_folder
+
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    check_output_folder(out, marker, getattr(args, "overwrite", False), tool)
     if out.exists() and any(out.iterdir()):
-        if not getattr(args, "overwrite", False):
-            raise ValueError(f"--out {out} is not empty; pass --overwrite to replace it, or another --out.")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out

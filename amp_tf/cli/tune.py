@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import sys
 import time
 
@@ -284,7 +285,7 @@ def main(argv=None):
     x_train, y_train, x_val, y_val, mean, std = d.x_train, d.y_train, d.x_val, d.y_val, d.mean, d.std
     n_ood = min(args.ood_size, len(x_val))
     ood_id, ood_proxy = x_val[:n_ood], data.gaussian_blur(x_val[:n_ood], args.blur_sigma)
-    out = run_dir(args, f"tune-{args.id.replace('/', '_')}")
+    out = run_dir(args, f"tune-{args.id.replace('/', '_')}", "tuner", "trainers.tune")
     print(f"[tune] run folder: {out}")
     print(f"[tune] {args.id}: train {len(x_train)}, val {len(x_val)}; OOD proxy: {n_ood} val images blurred "
           f"(sigma {args.blur_sigma}); {args.tuner} search, objective {args.objective}, "
@@ -307,6 +308,8 @@ def _check_counts(args):
                         ("--hyperband-factor", args.hyperband_factor, 2)):
         if v < lo:
             raise ValueError(f"{flag}: expected >= {lo}, got {v}.")
+    if not math.isfinite(args.blur_sigma) or args.blur_sigma <= 0:
+        raise ValueError(f"--blur-sigma: expected a finite blur sigma > 0 (pixels), got {args.blur_sigma}.")
 
 
 def _report_best(args, tuner, hypermodel, out, extra, t0):

@@ -135,6 +135,9 @@ class GivenModel:
         if isinstance(self.model, AnchoredModel) != self.anchored:
             want = "an anchored" if self.anchored else "a vanilla"
             raise ValueError(f"{self.path}: expected {want} model, got a {type(self.model).__name__}.")
+        from amp_tf.contract import check_finite_weights
+
+        check_finite_weights(self.model, str(self.path))
         if not self.anchored:  # the contract of every door (amp_tf.contract): logits out
             from amp_tf.contract import check_logits_head
 

@@ -114,6 +114,10 @@ def check_run_folder(path, config, resume=False, overwrite=False):
         state = lock_state(_read_lock(folder)) if (folder / LOCK).exists() else "gone"
         if state != "gone":
             _refuse_live(path, folder, _read_lock(folder), state)
+    holder = inside_run(path)
+    if holder is not None:
+        raise ValueError(f"--out {path} lies inside the run folder {holder}; a run's folder holds that run only. "
+                         "Pass a folder outside it.")
     finished, partial = _non_empty_dir(path), work.exists()
     ours = finished and _stored_config(path) is not None
     if overwrite:
@@ -131,6 +135,60 @@ def check_run_folder(path, config, resume=False, overwrite=False):
                              "--overwrite to replace it, or another --out.")
         return "new"
     return _check_resume(path, work, config, finished, partial, ours)
+
+
+def inside_run(path, live_only=False):
+    """The run folder above `path`: a finished one (its `job.json`; not with `live_only`) or a live one (a
+    lock in it, or in its `.partial` while it trains), else None."""
+    for parent in Path(path).absolute().parents:
+        if not live_only and (parent / "job.json").is_file():
+            return parent
+        for folder in (parent, parent.parent / f".{parent.name}.partial"):
+            if (folder / LOCK).exists() and lock_state(_read_lock(folder)) != "gone":
+                return parent
+    return None
+
+
+def check_output_folder(path, marker, overwrite=False, tool="this command", flag="--out"):
+    """The rules of a run folder (`check_run_folder`) for a command's plain output folder (eval.ood,
+    trainers.tune): refuses a live run's folder (or its `.partial`), a folder inside a live run, a
+    training run's folder, and a non-empty folder without `overwrite`; `overwrite` replaces
+    only what `tool` wrote itself (a folder holding `marker`): a user's files are left alone. Touches nothing.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> user = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (user / "notes.txt").write_text("mine")
+        >>> check_output_folder(user, "report.json", overwrite=True, tool="eval.ood")
+        Traceback (most recent call last):
+        ...
+        ValueError: --overwrite: ... holds no report.json, so it is no eval.ood output and is left alone (notes.txt); remove it yourself, or pass another --out.
+    """
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"{flag} {path}: name a folder of its own (e.g. runs/my-eval), not {path}.")
+    check_writable(path.parent, f"{flag} {path}")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a folder; pass another {flag}.")
+    for folder in (path.parent / f".{path.name}.partial", path):
+        state = lock_state(_read_lock(folder)) if (folder / LOCK).exists() else "gone"
+        if state != "gone":
+            _refuse_live(path, folder, _read_lock(folder), state)
+    holder = inside_run(path, live_only=True)  # beside a finished run's files is fine (runs/x/eval)
+    if holder is not None:
+        raise ValueError(f"{flag} {path} lies inside the folder of a live run ({holder}), which must hold that "
+                         f"run only when it completes. Pass a folder outside it, or wait for the run to finish.")
+    if _non_empty_dir(path):
+        if (path / "job.json").exists():
+            raise ValueError(f"{flag} {path} is a training run's folder; write elsewhere (e.g. {flag} {path}-"
+                             f"{tool.rsplit('.', 1)[-1]}).")
+        if not overwrite:
+            raise ValueError(f"{flag} {path} is not empty; pass --overwrite to replace an earlier {tool} output, "
+                             f"or another {flag}.")
+        if not (path / marker).exists():
+            raise ValueError(f"--overwrite: {path} holds no {marker}, so it is no {tool} output and is left "
+                             f"alone ({_some_files(path)}); remove it yourself, or pass another {flag}.")
+    return path
 
 
 #: The least free space a run starts with (its models, backups and report).

@@ -59,6 +59,10 @@ def select_shipped(trained, data, anchors, calibration="exp", tpr=recipe.SERVING
         return {}
     name = anchored[0]
     model, cfg, _ = trained[name]
+    if not has_features(model):
+        log(f"  the {name} model has no layer 'features' (a model of your own): the feature-space candidates "
+            "cannot be fitted; the export ships AMP alone")
+        return {}
     det = select_detector(model, fit[0], fit[1], anchors=anchors, seed=cfg.seed, tpr=tpr, calibration=calibration,
                           log=log)
     return {name: det}
@@ -106,10 +110,17 @@ def _scorer(model, anchors=None, shipped=None, fit=None, batch_size=256):
         return candidate_scorer(shipped)
     if anchors is not None:
         return detectors.fit_all(AMP_SCORES, model, batch_size=batch_size, anchors=anchors).score
-    if fit is None:
+    if fit is None or not has_features(model):  # a model of your own: the logit scores only
         return detectors.fit_all(DEFAULT_VANILLA, model, batch_size=batch_size).score
     return detectors.fit_all((*DEFAULT_VANILLA, *FITTED_VANILLA), model, id_train=fit[0], id_val=fit[1],
                              batch_size=batch_size).score
+
+
+def has_features(model):
+    """Whether the (anchored model's) network has the layer 'features' that the feature-space scores read
+    (every `amp_tf.models` backbone; a user's own model usually not)."""
+    net = getattr(model, "backbone", model)
+    return "features" in {layer.name for layer in net.layers}
 
 
 def _count(id_images, ood):

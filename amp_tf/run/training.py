@@ -47,6 +47,7 @@ from amp_tf.run.guards import FolderCheck as _FolderCheck
 from amp_tf.run.files import write_json  # noqa: F401  (its old home; import it from amp_tf.run.files)
 from amp_tf.models import build_backbone
 from amp_tf.models.pixels import check_pixels
+from amp_tf.contract import check_finite_weights, check_image_shape, check_learning_rate, check_logits_head
 
 
 def lr_schedule(cfg, steps_per_epoch):
@@ -403,6 +404,8 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
 
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected an int >= 1 (fine-tuning epochs), got {epochs!r}.")
+    if "lr" in config:
+        check_learning_rate(config["lr"])
     train_keys = {"val", "out_dir", "callbacks", "verbose", "backup", "strategy"}
     train_kw = {k: config.pop(k) for k in list(config) if k in train_keys}
     if not isinstance(vanilla, keras.Model):
@@ -422,9 +425,8 @@ def check_model_for(model, image_shape, num_classes, what="model"):
     """The contract of a model given to train on data (`amp_tf.contract`): logits out (no final softmax /
     sigmoid), an input that takes `image_shape` images (a model taking any size takes all), and one
     output per class. `image_shape` / `num_classes` None: not checked."""
-    from amp_tf.contract import check_image_shape, check_logits_head
-
     check_logits_head(model, what)
+    check_finite_weights(model, what)
     check_image_shape(tuple(model.input_shape[1:]), image_shape, f"{what}: the model", "the data's images")
     if num_classes is not None and int(model.output_shape[-1]) != int(num_classes):
         raise ValueError(f"{what}: the model has {model.output_shape[-1]} outputs; the data has {num_classes} "
