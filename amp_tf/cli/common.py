@@ -76,7 +76,7 @@ def check_args(args):
     for flag in ("blur_sigma", "ood_callback_sigma"):
         need(flag, lambda v: math.isfinite(v) and v > 0, "a finite blur sigma > 0 (pixels)")
     need("ood_callback_every", lambda v: v >= 0, "an int >= 0 (0 = off)")
-    need("ood_callback_size", lambda v: v >= 20, "an int >= 20 (ID validation images of the OOD callback)")
+    need("ood_callback_size", lambda v: v >= 1, "an int >= 1 (ID validation images of the OOD callback)")
     if a.get("ood"):  # folder:<path> OOD sets: there and holding images, before any work
         from amp_tf.contract import check_ood_folders
 
