@@ -177,3 +177,10 @@ def test_fine_tuning_refuses_a_zero_lr_and_nan_weights(rng):
     model.weights[0].assign(np.full(model.weights[0].shape, np.nan, "float32"))
     with pytest.raises(ValueError, match="hold NaN or infinity"):
         finetune_anchored(model, x, y, epochs=1, verbose=0)
+
+
+def test_a_detector_refuses_a_plain_model_that_ends_in_softmax():
+    inp = keras.Input((8, 8, 1))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inp)))
+    with pytest.raises(ValueError, match="ends in a softmax .* not logits"):
+        detectors.get("energy").fit(model)

@@ -93,6 +93,10 @@ class Detector:
         kind, kinds = model_kind(model), KINDS.get(self.name, (PLAIN,))
         if kind not in kinds:
             raise TypeError(_kind_error(self.name, kind, model))
+        if kind == PLAIN:  # the contract of every door: logits out (scores of probabilities are meaningless)
+            from amp_tf.contract import check_logits_head
+
+            check_logits_head(model, f"detector {self.name!r}: the model")
         self.input_shape, self.raw_pixels = model_inputs(model)
         self.model = model
 
