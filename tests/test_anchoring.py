@@ -121,6 +121,8 @@ def test_arrays_go_through_amp_tf_batches_with_keras_numbers(rng):
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
     assert np.isfinite(model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)["loss"])
     assert model.predict(x[:50], batch_size=32, verbose=0).shape == (50, 4)
+    with pytest.raises(ValueError, match="y: 90 labels for 96 images"):
+        model.fit(x, y[:90], batch_size=20, verbose=0)
     ds = anchoring.array_batches(x, y, 32, shuffle=True)
     assert not ds.options().autotune.enabled
     first = [b[1].numpy().tolist() for b in ds]

@@ -433,6 +433,8 @@ def _array_input(x, y, kwargs, shuffle):
     if not _plain(x, y) or shuffle not in (True, False) or {"sample_weight", "validation_split",
                                                              "steps_per_epoch", "steps"} & set(kwargs):
         return x, y, kwargs
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"y: {len(y)} labels for {len(x)} images; pass one label per image.")
     kwargs = dict(kwargs)
     kwargs.pop("shuffle", None)
     batch_size = kwargs.pop("batch_size", None) or 32
