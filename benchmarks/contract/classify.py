@@ -111,7 +111,7 @@ def write(results, out_json, started, extra=None):
             "answer", "cmd", "stderr_tail", "exc_type", "origin")
     doc = {"summary": s, "runtime_s": round(time.time() - started, 1), **(extra or {}),
            "cases": [{k: r.get(k) for k in keep if k in r} for r in results]}
-    out_json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    out_json.write_text(portable(json.dumps(doc, indent=1, default=str)) + "\n")
     lines = [
         "# Input-contract probe (issue 30)", "",
         f"`python -m benchmarks.contract.probe --out {out_json}`: {s['cases']} cases ({s['new']} new: not rows of "
@@ -130,5 +130,15 @@ def write(results, out_json, started, extra=None):
               "|---|---|---|:-:|---|---:|---|"]
     lines += [f"| {r['id']} | {_cell(r['door'], 40)} | {_cell(r['input'], 110)} | {'new' if r['new'] else r.get('row')}"
               f" | {r['outcome']} | {r.get('seconds', 0):.1f} | {_cell(r.get('answer'), 180)} |" for r in results]
-    out_json.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out_json.with_suffix(".md").write_text(portable("\n".join(lines)) + "\n")
     return s
+
+
+def portable(text):
+    """`text` without this machine's paths: the probe's temporary workspace is `<tmp>`, the checkout `<repo>`."""
+    import re
+
+    from benchmarks.harness import ROOT
+
+    text = re.sub(r"/tmp/amp-probe-[A-Za-z0-9_]+", "<tmp>", text)
+    return text.replace(str(ROOT), "<repo>")
