@@ -336,7 +336,8 @@ def report(a, results, splits, wall, cpu):
                         "test_images": min(a.eval_limit, len(main["d"].x_test)),
                         "ood_images": {k: len(v) for s in splits for k, v in s["ood"].items()}},
            "timing": {f"seed{r['seed']}_{k}": v[0] for r in results for k, v in r["timing"].items()},
-           "per_seed": [{k: v for k, v in r.items() if k != "vanilla_logits"} for r in results]}
+           # each seed's own rows stay in its seed file (benchmarks/results/converged/seed<N>.json)
+           "per_seed": [{k: v for k, v in r.items() if k not in ("vanilla_logits", "rows")} for r in results]}
     gap = [100 * (i["anchored"]["val_accuracy"] - i["vanilla"]["val_accuracy"]) for i in per_info]
     tgap = [100 * (i["anchored"]["id_accuracy"] - i["vanilla"]["id_accuracy"]) for i in per_info]
     n_acc = per_info[0]["vanilla"]["test_images"]
