@@ -204,7 +204,7 @@ def train_pair(a, s, seed, log):
 
 
 from benchmarks.quality.converged_scoring import (  # noqa: E402,F401  (importable from here)
-    VANILLA, candidate_scorer, metric_rows, select_anchored, selection_info, vanilla_scores,
+    VANILLA, candidate_scorer, ensemble_scores, metric_rows, select_anchored, selection_info, vanilla_scores,
 )
 
 
@@ -292,11 +292,7 @@ def ensemble(results, main, eval_limit):
     """Ensemble rows and info from the seeds' stored vanilla logits (main split: far + covariate)."""
     import numpy as np
 
-    from amp_tf.detection.baselines._common import predictive_scores, softmax
-
-    probs = {k: np.stack([softmax(unpack(r["vanilla_logits"][k])) for r in results])
-             for k in results[0]["vanilla_logits"]}
-    by_set = {k: {f"ensemble_{s}": v for s, v in predictive_scores(p).items()} for k, p in probs.items()}
+    by_set, probs = ensemble_scores([{k: unpack(v) for k, v in r["vanilla_logits"].items()} for r in results])
     by_set["id"] = {k: v[:eval_limit] for k, v in by_set.pop("id_all").items()}
     y = main["d"].y_test[: len(probs["id_all"][0])]
     acc = float(np.mean(probs["id_all"].mean(0).argmax(1) == y))

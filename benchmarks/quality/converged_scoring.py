@@ -1,5 +1,7 @@
-"""The converged benchmark's scoring (`benchmarks.quality.converged`): the anchored models by the library's
-`select_detector` (every candidate, the selected one recorded), the vanilla models by every baseline.
+"""The scoring shared by the converged benchmark (`benchmarks.quality.converged`) and the reduced-scale protocol
+(`benchmarks.quality.ood`): the anchored models by the library's `select_detector` (every candidate, the
+selected one recorded: `select_anchored`, `candidate_scorer`, `selection_info`), the deep ensemble from its
+members' stored logits (`ensemble_scores`); and, for converged, the vanilla models by every baseline.
 """
 from __future__ import annotations
 
@@ -69,6 +71,20 @@ def vanilla_scores(model, d, sets, a, seed):
     for k, x in sets.items():
         out[k].update({f"mc_dropout_{s}": v for s, v in mc.scores(x).items()})
     return out
+
+
+def ensemble_scores(member_logits):
+    """`({set: {"ensemble_msp" / "ensemble_entropy" / "ensemble_variance": (N,)}}, {set: (M, N, C) softmax})` of
+    the deep ensemble of M members, from each member's logits `[{set: (N, C)}]` (e.g. stored in each seed's
+    cache file, so the ensemble needs no model in memory): `amp_tf.detection.baselines.ensemble_scores` on
+    the logits instead of the models."""
+    import numpy as np
+
+    from amp_tf.detection.baselines._common import predictive_scores, softmax
+
+    probs = {k: np.stack([softmax(np.asarray(m[k], dtype="float32")) for m in member_logits])
+             for k in member_logits[0]}
+    return {k: {f"ensemble_{s}": v for s, v in predictive_scores(p).items()} for k, p in probs.items()}, probs
 
 
 def metric_rows(model_name, by_set, ood_names):

@@ -24,12 +24,25 @@ Run from the repository root:
     python -m benchmarks.quality.ood --quick                 # a few minutes on 2 CPU cores
     python -m benchmarks.quality.ood --table8 --mc-dropout 0.3   # the full run (BENCHMARKS.md)
 
+Resumable per seed (`benchmarks.harness.seed_cache`): each finished seed is one JSON file
+`<--cache>/seed<N>.json` (default: the --json path without .json) holding its rows, model info,
+timing and its vanilla twin's logits (the ensemble is computed from them, float16), the first seed's
+also the anchor draws and Table 8; the --select-grid choice is kept in `<--cache>/select_training/`.
+`--resume` continues a killed run (at most the seed in progress is redone; other settings are
+refused, naming each; another CODE_VERSION is redone with a line). The results JSON keeps the
+aggregates only; each seed's rows stay in its seed file.
+
 Per seed s (training seed; the train/val split is fixed by --seed), with the main
 job's settings (`amp_tf.run.presets.FMNIST_RECIPE`, as trainers.fmnist: resnet_small, SGD 0.1, cosine with warm-up,
 T = "all" every 5th step, K = 5 anchors, `amp_tf.recipe.NUM_ANCHORS`):
 
-* the anchored model -> every AMP variant (tau_reduction x calibration), and msp,
-  energy, neg_tau on the calibrated logits (`amp_tf.detection.evaluation.evaluate_model`);
+* the anchored model -> scored as the library ships it, as `benchmarks.quality.converged` does
+  (`benchmarks.quality.converged_scoring`): `amp_tf.detection.detectors.select_detector` fits every
+  candidate (every AMP variant, tau_reduction x calibration, and msp, energy, neg_tau on the calibrated
+  logits; the anchored knn / mahalanobis / gram; amp+knn / amp+mahalanobis / amp+gram for each AMP
+  variant and weight of `amp_tf.recipe.SELECT_WEIGHTS`) and selects on the validation OOD sets; every
+  candidate is a row `anchored/<label>`, the selection is recorded per seed (and per near split), and
+  `selection.shipped` (the lowest mean validation FPR95 over the seeds) names the shipped row;
 * its vanilla twin (same backbone, schedule, epochs, seed) -> MSP, Energy, ODIN,
   MaxLogit, Entropy, and the fitted baselines of `amp_tf.detection.baselines`: Mahalanobis
   and Gram (fitted on the ID training images), temperature scaling (fitted on the
@@ -64,6 +77,7 @@ _T_START = time.time()
 
 import datetime  # noqa: E402
 import itertools  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -73,9 +87,19 @@ if __name__ == "__main__" and not __package__:  # python benchmarks/quality/ood.
 from amp_tf.run.presets import FMNIST_RECIPE  # noqa: E402  (the main job's recipe: one definition)
 from amp_tf.errors import cli_errors  # noqa: E402
 from benchmarks.harness import ROOT  # noqa: E402
-from benchmarks.harness.machine import Contention, machine_info, versions  # noqa: E402
+from benchmarks.harness.machine import Contention, cpu_model, machine_info, versions  # noqa: E402
 from benchmarks.harness.results import Log, check_k, parse_quick, write_json  # noqa: E402
+from benchmarks.harness.seed_cache import SeedCache  # noqa: E402
 from benchmarks.quality.ood_runs import FITTED, LIBRARY_CROP_SCALE, TABLE8_TRANSFORMS  # noqa: E402
+
+#: Bump when a change moves a seed's numbers: cached seeds (and the cached training selection) of another
+#: version are redone, with a line.
+CODE_VERSION = ("ood-2 (2026-12-07: per-seed cache; the anchored model scored by the library's select_detector "
+                "as benchmarks.quality.converged: every candidate, the selected one recorded, near splits too; "
+                "the ensemble from the seeds' float16 vanilla logits)")
+#: Flags that change no seed's numbers: not in the cache's settings (a run may resume with other values).
+RUN_FLAGS = ("json", "md", "cache", "resume", "quick", "num_seeds", "out", "overwrite", "verbose", "download",
+             "data_dir", "backup_dir", "no_backup", "grid")
 
 #: --quick: every part of the benchmark at a tiny scale (2 seeds so that the
 #: ensemble and the std are exercised too).
@@ -108,7 +132,8 @@ def add_data_flags(p, d):
                    help="folder for per-model training output (checkpoints, TensorBoard, "
                         "BackupAndRestore: a killed run resumes); default: nothing written but the results")
     o.add_argument("--resume", action="store_true",
-                   help="(accepted like the trainers' flag; a killed run resumes from --out anyway)")
+                   help="continue the run whose finished seeds are in --cache (same settings; refused otherwise, "
+                        "naming each differing setting): a killed run loses at most the seed in progress")
     o.add_argument("--overwrite", action="store_true", help="(accepted like the trainers' flag; unused here)")
     o.add_argument("--num-anchors", type=int, default=d("num_anchors"),
                    help="K anchors at inference for the main table (default: the preset's, amp_tf.recipe.NUM_ANCHORS)")
@@ -176,6 +201,11 @@ def add_benchmark_flags(p):
                    help="results JSON (default benchmarks/results/ood_quality[_quick].json)")
     g.add_argument("--md", default=None, metavar="PATH",
                    help="markdown summary (default: the --json path with .md)")
+    g.add_argument("--cache", default=None, metavar="DIR",
+                   help="one JSON per finished seed, seed<N>.json, with its rows, and the --select-grid choice "
+                        "under select_training/ (default: the --json path without .json, e.g. "
+                        "benchmarks/results/ood_protocol/ for --json benchmarks/results/ood_protocol.json; with "
+                        "--quick and no --json runs/ood-quick/seeds); --resume continues from it")
     g.add_argument("--no-near", action="store_true",
                    help="skip the near-OOD group (its two class-holdout splits train their own twins)")
     g.add_argument("--select-grid", default="", metavar="GRID",
@@ -211,9 +241,12 @@ def parse_args(argv=None):
     if args.table8:
         args.table8_k = [check_k(p, k, "--table8-k") for k in args.table8_k]
     args.grid = parse_grid(args.select_grid, p)
-    suffix = "_quick" if args.quick else ""
+    suffix, quick_default = ("_quick" if args.quick else ""), args.quick and args.json is None
     args.json = Path(args.json or ROOT / "benchmarks" / "results" / f"ood_quality{suffix}.json")
     args.md = Path(args.md) if args.md else args.json.with_suffix(".md")
+    args.cache = Path(args.cache) if args.cache else (ROOT / "runs" / "ood-quick" / "seeds" if quick_default
+                                                      else args.json.with_suffix(""))
+    args.settings = {k: v for k, v in vars(args).items() if k not in RUN_FLAGS + ("settings",)}
     return args
 
 
@@ -242,44 +275,38 @@ def load_data(args, log):
     d, near = load_suite(args, log)
     log(f"ID {d['id_set']}: train {len(d['x_train'])}, val {len(d['x_val'])}, test {len(d['x_test'])}; OOD: "
         + ", ".join(f"{k} ({len(v)})" for k, v in d["ood"].items()))
-    for nd in near:
-        nd["select_on_val"] = False
     return d, near
 
 
-def run_seeds(args, d, near, seeds, timing, log):
-    """Every seed's twins (and each near split's) trained and scored.
-
-    Returns `(per_seed_rows, per_seed_info, train_configs, vanilla members, first anchored model)`.
-    """
+def run_one_seed(args, d, near, seed, first, log):
+    """One seed's complete result, as stored in its cache file: the twins of the main split and of each near
+    split trained and scored (`ood_runs.run_seed`), the vanilla twin's logits for the ensemble and, on the
+    first seed, the anchor draws and Table 8 (they need its anchored model)."""
     import copy
 
-    from benchmarks.quality.ood_runs import run_seed
+    from benchmarks.quality.ood_runs import run_seed, vanilla_logits
 
-    per_seed_rows, per_seed_info, configs, members, first_anchored = [], [], {}, [], None
-    for seed in seeds:
-        rows, models, info, t, cfgs = run_seed(args, d, seed, log)
-        for nd in near:  # each near split: its own twins, scored on its held-out classes only
-            a = copy.copy(args)
-            a.mc_dropout = 0.0
-            n_rows, n_models, n_info, n_t, _ = run_seed(a, nd, seed, log)
-            for key, per_set in n_rows.items():
-                rows.setdefault(key, {}).update(per_set)
-            info.update({f"{k}@{nd['id_set']}": v for k, v in n_info.items()})
-            for k, v in n_t.items():
-                t[f"{nd['id_set']}_{k}"] = v
-            del n_models
-        per_seed_rows.append(rows)
-        per_seed_info.append(info)
-        configs = configs or cfgs
-        for k, v in t.items():
-            timing[f"seed{seed}_{k}"] = v
-        if "vanilla" in models:
-            members.append(models["vanilla"])
-        if first_anchored is None:
-            first_anchored = models["anchored"]
-        del models
-    return per_seed_rows, per_seed_info, configs, members, first_anchored
+    t0, c0, contention = time.time(), time.process_time(), Contention()
+    rows, models, info, timing, configs = run_seed(args, d, seed, log)
+    out = {"rows": rows, "models": info, "timing": timing, "train_configs": configs}
+    if "vanilla" in models and "ensemble" in args.baselines:
+        out["vanilla_logits"] = vanilla_logits(models["vanilla"], d)
+    if first:
+        out["anchor_draws"], out["table8"] = extras(args, d, seed, models["anchored"], timing, log)
+    del models
+    for nd in near:  # each near split: its own twins, scored on its held-out classes only
+        a = copy.copy(args)
+        a.mc_dropout = 0.0
+        n_rows, n_models, n_info, n_t, _ = run_seed(a, nd, seed, log)
+        for key, per_set in n_rows.items():
+            rows.setdefault(key, {}).update(per_set)
+        info.update({f"{k}@{nd['id_set']}": v for k, v in n_info.items()})
+        timing.update({f"{nd['id_set']}_{k}": v for k, v in n_t.items()})
+        del n_models
+    out["timing"] = {k: round(v, 1) for k, v in timing.items()}
+    out.update(wall_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1),
+               machine={"cpu": cpu_model(), "cores": os.cpu_count(), "others_cpu_share": contention.share()})
+    return out
 
 
 def extras(args, d, seed, first_anchored, timing, log):
@@ -299,11 +326,32 @@ def extras(args, d, seed, first_anchored, timing, log):
     return anchor_draws, table8
 
 
+def training_selection(args, d, log):
+    """--select-grid's choice (`ood_runs.select_training`, validation only), applied to `args`; cached under
+    `<cache>/select_training/` like a seed (the selection of seed --seed), so --resume trains no grid again."""
+    from benchmarks.quality.ood_runs import select_training
+
+    if not args.grid:
+        return None, None
+    cache = SeedCache(args.cache / "select_training", args.settings, CODE_VERSION, log=log)
+    sel = cache.load(args.seed)
+    if sel is not None:
+        for k, v in sel["selected"].items():
+            setattr(args, k, v)
+        log(f"training setting selected on validation: {sel['selected']} (reused from {cache.path(args.seed)})")
+        return sel, sel.get("seconds")
+    t = time.time()
+    sel = select_training(args, d, log)
+    sel["seconds"] = round(time.time() - t, 1)
+    cache.save(args.seed, sel)
+    return sel, sel["seconds"]
+
+
 def settings(args, d, seeds, configs):
     """Every flag, and what they resolved to (images per set, normalisation, the TrainConfigs)."""
     from benchmarks.quality.ood_runs import consistency_with_crop_scale
 
-    return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    return {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "settings"},
             "seeds": seeds, "consistency_effective": consistency_with_crop_scale(args.consistency, args.crop_scale),
             "train_images": len(d["x_train"]), "val_images": len(d["x_val"]),
             "test_images": len(d["x_test"]),
@@ -313,10 +361,21 @@ def settings(args, d, seeds, configs):
             "train_configs": configs}
 
 
+def check_caches(args, log):
+    """The seed cache (and the training selection's) checked before anything is loaded or trained: files
+    there without --resume, or stored with other settings, are refused. Returns (the seed cache, seeds reused)."""
+    cache = SeedCache(args.cache, args.settings, CODE_VERSION, log=log)
+    reused = cache.check(args.resume)
+    if args.grid:
+        SeedCache(args.cache / "select_training", args.settings, CODE_VERSION, log=log).check(args.resume)
+    return cache, reused
+
+
 @cli_errors
 def main(argv=None):
     args = parse_args(argv)
     log = Log("ood_quality")
+    cache, reused = check_caches(args, log)  # refuses before loading data or training anything
     import tensorflow as tf
 
     from benchmarks.quality.ood_report import (
@@ -325,20 +384,31 @@ def main(argv=None):
         aggregate_models,
         goal_check,
         render_md,
+        select_shipped,
         select_variant,
     )
-    from benchmarks.quality.ood_runs import run_ensemble, select_training
+    from benchmarks.quality.ood_runs import run_ensemble
 
     tf.get_logger().setLevel("ERROR")
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     contention = Contention()
     d, near = load_data(args, log)
-    t = time.time()
-    training_selection = select_training(args, d, log)
-    timing = {"select_training": time.time() - t} if training_selection else {}
     seeds = list(range(args.seed, args.seed + args.num_seeds))
-    per_seed_rows, per_seed_info, configs, members, first_anchored = run_seeds(args, d, near, seeds, timing, log)
+    log(f"cache {args.cache} (reusing seeds {reused}); seeds {seeds}")
+    sel_training, sel_seconds = training_selection(args, d, log)
+    timing = {"select_training": sel_seconds} if sel_training else {}
+    results = []
+    for seed in seeds:
+        r = cache.load(seed)
+        if r is None:
+            r = {"seed": seed, **run_one_seed(args, d, near, seed, seed == seeds[0], log)}
+            cache.save(seed, r)
+            log(f"seed {seed} done in {r['wall_s'] / 60:.1f} min; saved {cache.path(seed)}")
+        results.append(r)
+        timing.update({f"seed{seed}_{k}": v for k, v in r["timing"].items()})
+    per_seed_rows, per_seed_info = [r["rows"] for r in results], [r["models"] for r in results]
+    members = [r["vanilla_logits"] for r in results if "vanilla_logits" in r]
     ensemble_rows, ensemble_info = None, None
     if "ensemble" in args.baselines and len(members) >= 2:  # one model over all seeds: no std
         ensemble_rows, ensemble_info, timing["ensemble"] = run_ensemble(args, d, members, log)
@@ -347,31 +417,35 @@ def main(argv=None):
         agg.update(aggregate([ensemble_rows]))
     models = aggregate_models([{k: v for k, v in i.items() if "@" not in k} for i in per_seed_info])
     groups = aggregate_groups(per_seed_rows)
-    selection = {"training": training_selection, "variant": select_variant(per_seed_info),
+    selection = {"training": sel_training, "variant": select_variant(per_seed_info),
+                 "shipped": select_shipped(per_seed_info),
                  "validation_ood": "amp_tf.data.corruptions.validation_ood_sets of the first "
-                                   f"{args.val_ood_size} ID validation images"}
+                                   f"{args.val_ood_size} ID validation images (seeded by each training seed)"}
     if ensemble_info is not None:
         models["ensemble"] = {"id_accuracy": [ensemble_info["id_accuracy"]],
                               "id_accuracy_mean": ensemble_info["id_accuracy"], "id_accuracy_std": 0.0,
                               "members": ensemble_info["members"]}
-    anchor_draws, table8 = extras(args, d, seeds[0], first_anchored, timing, log)
     res = {
         "benchmark": "ood_quality", "id_set": d["id_set"],
         "ood_sets": list(d["ood"]) + [n for nd in near for n in nd["ood"]],
         "positive": args.positive,
         "command": "python -m benchmarks.quality.ood " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "wall_time_s": None, "versions": versions(), "machine": machine_info(),
-        "settings": settings(args, d, seeds, configs),
+        "wall_time_s": None, "code_version": CODE_VERSION, "versions": versions(), "machine": machine_info(),
+        "settings": settings(args, d, seeds, results[0]["train_configs"]),
         "models": models, "rows": agg, "groups": groups, "selection": selection,
         "goal": goal_check(agg, models),
-        "per_seed": [{"seed": s, "models": i, "scores": r} for s, i, r in zip(seeds, per_seed_info, per_seed_rows)],
-        "table8": table8, "anchor_draws": anchor_draws, "timing": {k: round(v, 1) for k, v in timing.items()},
+        # each seed's own rows (and its vanilla twin's logits) stay in its seed file (--cache)
+        "per_seed": [{k: v for k, v in r.items() if k not in ("rows", "vanilla_logits", "anchor_draws", "table8")}
+                     for r in results],
+        "table8": results[0].get("table8"), "anchor_draws": results[0].get("anchor_draws"),
+        "timing": {k: round(v, 1) for k, v in timing.items()},
     }
     if ensemble_rows is not None:
         res["ensemble_scores"] = ensemble_rows
     res["steal_share"] = contention.steal_share()  # the hypervisor's share of the machine's CPU
     res["wall_time_s"] = round(time.time() - _T_START, 1)
+    res["seeds_cpu_s"] = round(sum(r["cpu_s"] for r in results), 1)  # each seed's cost wherever it ran
     write_json(args.json, res)
     md = render_md(res)
     args.md.parent.mkdir(parents=True, exist_ok=True)

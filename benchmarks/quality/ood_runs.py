@@ -185,10 +185,18 @@ def _train(args, d, log, *, anchored, seed, consistency=None, dropout=0.0, tag, 
 def run_seed(args, d, seed, log):
     """Trains the twins of one seed and scores every row.
 
+    The anchored model is scored as the library ships it, exactly as `benchmarks.quality.converged` does
+    (`benchmarks.quality.converged_scoring`): `select_detector` fits every candidate on the ID training /
+    validation images and selects on the validation OOD sets; every candidate is a row
+    (`anchored/<candidate label>`: every AMP score, the anchored knn / mahalanobis / gram, every
+    amp+feature combination, and each family's validation-best `amp+knn` / `amp+mahalanobis` / `amp+gram`),
+    and `info["anchored"]` records the selection (`selection_info`: every candidate's validation FPR95 and
+    AUROC, the selected one, its threshold). The same for a near split's own twins.
+
     Returns ``(rows, models, info, timing, train_configs)``.
     """
     from amp_tf.detection.evaluation import evaluate_model
-    from amp_tf.method.predictor import select_anchors
+    from benchmarks.quality.converged_scoring import candidate_scorer, select_anchored, selection_info
 
     rows, info, timing, configs = {}, {}, {}, {}
     finetune = bool(args.finetune_epochs) and not args.skip_vanilla
@@ -198,16 +206,15 @@ def run_seed(args, d, seed, log):
                                                                       seed=seed, tag="vanilla")
     model_a, configs["anchored"], timing["train_anchored"] = _train(args, d, log, anchored=True,
                                                                     seed=seed, tag="anchored", init_from=model_v)
-    anchors = select_anchors(d["x_train"], args.num_anchors, seed=seed)
     t = time.time()
+    det = select_anchored(model_a, d["data"], args, seed, log)
     res, _, acc = evaluate_model(model_a, d["x_test"], d["y_test"], d["ood"], "anchored",
-                                 anchors=anchors, positive=args.positive)
+                                 scorer=candidate_scorer(det), positive=args.positive)
     timing["score_anchored"] = time.time() - t
     rows.update(res)
-    info["anchored"] = {"id_accuracy": acc, "params": int(model_a.count_params())}
-    if d.get("select_on_val", True):
-        info["anchored"]["val_fpr95"] = val_fpr95(args, d, model_a, seed)
-    log(f"  anchored: ID acc {acc:.4f}, scored in {timing['score_anchored']:.0f} s")
+    info["anchored"] = {"id_accuracy": acc, "params": int(model_a.count_params()), **selection_info(det)}
+    log(f"  anchored: ID acc {acc:.4f}, selected {det.label}; {len(res)} candidate rows scored in "
+        f"{timing['score_anchored']:.0f} s (selection included)")
     models = {"anchored": model_a}
     if args.skip_vanilla:
         return rows, models, info, timing, configs
@@ -270,21 +277,30 @@ def mc_dropout(args, d, seed, rows, info, timing, configs, log):
     del model_d
 
 
-def run_ensemble(args, d, members, log):
+def vanilla_logits(model, d):
+    """`{set: packed float16 logits}` of a vanilla twin on the ID test images ("id") and every OOD set: what the
+    deep ensemble needs of a member, kept in its seed's cache file (`benchmarks.harness.model_store.pack`)."""
+    from amp_tf.method.inference import model_logits
+    from benchmarks.harness.model_store import pack
+
+    return {k: pack(model_logits(model, x)) for k, x in {"id": d["x_test"], **d["ood"]}.items()}
+
+
+def run_ensemble(args, d, member_logits, log):
+    """The deep ensemble of the seeds' vanilla twins, from their stored logits (`vanilla_logits`; float16, so
+    the scores equal `amp_tf.detection.baselines.ensemble_scores` of the models up to that rounding)."""
     import numpy as np
 
-    import amp_tf.detection.baselines as bl
+    from benchmarks.harness.model_store import unpack
+    from benchmarks.quality.converged_scoring import ensemble_scores
 
     t = time.time()
-    all_sets = {"id": d["x_test"], **d["ood"]}
-    vals = {k: {f"ensemble_{s}": a for s, a in bl.ensemble_scores(members, v).items()}
-            for k, v in all_sets.items()}
+    vals, probs = ensemble_scores([{k: unpack(v) for k, v in m.items()} for m in member_logits])
     rows = _rows("ensemble", vals, list(d["ood"]), args.positive)
-    probs = bl.ensemble_probs(members, d["x_test"]).mean(axis=0)
-    acc = float(np.mean(probs.argmax(-1) == d["y_test"]))
+    acc = float(np.mean(probs["id"].mean(axis=0).argmax(-1) == d["y_test"]))
     dt = time.time() - t
-    log(f"ensemble of {len(members)}: ID acc {acc:.4f}, scored in {dt:.0f} s")
-    return rows, {"id_accuracy": acc, "members": len(members)}, dt
+    log(f"ensemble of {len(member_logits)}: ID acc {acc:.4f}, scored in {dt:.0f} s")
+    return rows, {"id_accuracy": acc, "members": len(member_logits)}, dt
 
 
 # --------------------------------------------------------------------------- Table 8
