@@ -61,8 +61,8 @@ Writes JSON (all numbers, per seed and per OOD set, settings, versions, machine,
 date, wall time) and a markdown summary (also printed). Metric convention:
 --positive (default id: FPR95 = share of OOD accepted at 95 % ID recall).
 
-Modules: this one (flags, main), `ood_runs` (data, `TrainConfig`s, selection,
-training and scoring), `ood_report` (aggregation over seeds, markdown), and
+Modules: this one (flags, main), `ood_seeds` (one seed's run and the caches), `ood_runs` (data,
+`TrainConfig`s, selection, training and scoring), `ood_report` (aggregation over seeds, markdown), and
 the shared `harness`. The training flags are the trainers' (`amp_tf.run.flags`, one
 definition) and make `amp_tf.config.TrainConfig`s; the data is the main job's
 loader (`amp_tf.run.pipeline.load_fmnist_suite`, near-OOD included); no argv goes
@@ -77,7 +77,6 @@ _T_START = time.time()
 
 import datetime  # noqa: E402
 import itertools  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -87,16 +86,11 @@ if __name__ == "__main__" and not __package__:  # python benchmarks/quality/ood.
 from amp_tf.run.presets import FMNIST_RECIPE  # noqa: E402  (the main job's recipe: one definition)
 from amp_tf.errors import cli_errors  # noqa: E402
 from benchmarks.harness import ROOT  # noqa: E402
-from benchmarks.harness.machine import Contention, cpu_model, machine_info, versions  # noqa: E402
+from benchmarks.harness.machine import Contention, machine_info, versions  # noqa: E402
 from benchmarks.harness.results import Log, check_k, parse_quick, write_json  # noqa: E402
-from benchmarks.harness.seed_cache import SeedCache  # noqa: E402
 from benchmarks.quality.ood_runs import FITTED, LIBRARY_CROP_SCALE, TABLE8_TRANSFORMS  # noqa: E402
+from benchmarks.quality.ood_seeds import CODE_VERSION, SeedCache, check_caches  # noqa: E402,F401
 
-#: Bump when a change moves a seed's numbers: cached seeds (and the cached training selection) of another
-#: version are redone, with a line.
-CODE_VERSION = ("ood-2 (2026-12-07: per-seed cache; the anchored model scored by the library's select_detector "
-                "as benchmarks.quality.converged: every candidate, the selected one recorded, near splits too; "
-                "the ensemble from the seeds' float16 vanilla logits)")
 #: Flags that change no seed's numbers: not in the cache's settings (a run may resume with other values).
 RUN_FLAGS = ("json", "md", "cache", "resume", "quick", "num_seeds", "out", "overwrite", "verbose", "download",
              "data_dir", "backup_dir", "no_backup", "grid")
@@ -278,75 +272,6 @@ def load_data(args, log):
     return d, near
 
 
-def run_one_seed(args, d, near, seed, first, log):
-    """One seed's complete result, as stored in its cache file: the twins of the main split and of each near
-    split trained and scored (`ood_runs.run_seed`), the vanilla twin's logits for the ensemble and, on the
-    first seed, the anchor draws and Table 8 (they need its anchored model)."""
-    import copy
-
-    from benchmarks.quality.ood_runs import run_seed, vanilla_logits
-
-    t0, c0, contention = time.time(), time.process_time(), Contention()
-    rows, models, info, timing, configs = run_seed(args, d, seed, log)
-    out = {"rows": rows, "models": info, "timing": timing, "train_configs": configs}
-    if "vanilla" in models and "ensemble" in args.baselines:
-        out["vanilla_logits"] = vanilla_logits(models["vanilla"], d)
-    if first:
-        out["anchor_draws"], out["table8"] = extras(args, d, seed, models["anchored"], timing, log)
-    del models
-    for nd in near:  # each near split: its own twins, scored on its held-out classes only
-        a = copy.copy(args)
-        a.mc_dropout = 0.0
-        n_rows, n_models, n_info, n_t, _ = run_seed(a, nd, seed, log)
-        for key, per_set in n_rows.items():
-            rows.setdefault(key, {}).update(per_set)
-        info.update({f"{k}@{nd['id_set']}": v for k, v in n_info.items()})
-        timing.update({f"{nd['id_set']}_{k}": v for k, v in n_t.items()})
-        del n_models
-    out["timing"] = {k: round(v, 1) for k, v in timing.items()}
-    out.update(wall_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1),
-               machine={"cpu": cpu_model(), "cores": os.cpu_count(), "others_cpu_share": contention.share()})
-    return out
-
-
-def extras(args, d, seed, first_anchored, timing, log):
-    """`(anchor_draws, table8)` results, each None unless asked for."""
-    from benchmarks.quality.ood_runs import run_anchor_draws, run_table8
-
-    anchor_draws = table8 = None
-    if args.anchor_draws > 0:
-        t = time.time()
-        log(f"anchor draws: {args.anchor_draws} anchor sets of K={args.num_anchors} for seed {seed}")
-        anchor_draws = run_anchor_draws(args, d, first_anchored, log)
-        timing["anchor_draws"] = time.time() - t
-    if args.table8:
-        t = time.time()
-        table8 = run_table8(args, d, seed, first_anchored, log)
-        timing["table8"] = time.time() - t
-    return anchor_draws, table8
-
-
-def training_selection(args, d, log):
-    """--select-grid's choice (`ood_runs.select_training`, validation only), applied to `args`; cached under
-    `<cache>/select_training/` like a seed (the selection of seed --seed), so --resume trains no grid again."""
-    from benchmarks.quality.ood_runs import select_training
-
-    if not args.grid:
-        return None, None
-    cache = SeedCache(args.cache / "select_training", args.settings, CODE_VERSION, log=log)
-    sel = cache.load(args.seed)
-    if sel is not None:
-        for k, v in sel["selected"].items():
-            setattr(args, k, v)
-        log(f"training setting selected on validation: {sel['selected']} (reused from {cache.path(args.seed)})")
-        return sel, sel.get("seconds")
-    t = time.time()
-    sel = select_training(args, d, log)
-    sel["seconds"] = round(time.time() - t, 1)
-    cache.save(args.seed, sel)
-    return sel, sel["seconds"]
-
-
 def settings(args, d, seeds, configs):
     """Every flag, and what they resolved to (images per set, normalisation, the TrainConfigs)."""
     from benchmarks.quality.ood_runs import consistency_with_crop_scale
@@ -359,16 +284,6 @@ def settings(args, d, seeds, configs):
             "fit_images": min(args.fit_limit or len(d["x_train"]), len(d["x_train"])),
             "normalization": {"mean": d["mean"].tolist(), "std": d["std"].tolist()},
             "train_configs": configs}
-
-
-def check_caches(args, log):
-    """The seed cache (and the training selection's) checked before anything is loaded or trained: files
-    there without --resume, or stored with other settings, are refused. Returns (the seed cache, seeds reused)."""
-    cache = SeedCache(args.cache, args.settings, CODE_VERSION, log=log)
-    reused = cache.check(args.resume)
-    if args.grid:
-        SeedCache(args.cache / "select_training", args.settings, CODE_VERSION, log=log).check(args.resume)
-    return cache, reused
 
 
 @cli_errors
@@ -388,6 +303,7 @@ def main(argv=None):
         select_variant,
     )
     from benchmarks.quality.ood_runs import run_ensemble
+    from benchmarks.quality.ood_seeds import run_one_seed, training_selection
 
     tf.get_logger().setLevel("ERROR")
     if args.deterministic:
