@@ -60,7 +60,11 @@ MAX_LISTED = 20
 
 
 class UnreadableImageError(ValueError):
-    """A folder holds files that are not readable images (raised with ``strict=True``)."""
+    """A folder holds files that are not readable images (raised with ``strict=True``); ``report`` names them."""
+
+    def __init__(self, report, fix="Remove or fix them, or load with strict=False to skip them."):
+        super().__init__(f"{report}. {fix}")
+        self.report = report
 
 
 def _decode(path: str, gray: bool | None) -> np.ndarray:
@@ -315,9 +319,7 @@ def _check_readable(root, paths, skipped, strict):
     """Raises when `strict` and files were skipped, or when no image is readable; else warns
     about the skipped files (attributed to the caller of `load_folder`'s caller)."""
     if skipped and strict:
-        raise UnreadableImageError(
-            _report(root, skipped) + ". Remove or fix them, or load with strict=False to skip them."
-        )
+        raise UnreadableImageError(_report(root, skipped))
     if not paths:
         raise DataNotFoundError(
             f"folder {root} holds no readable images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} "
