@@ -108,6 +108,23 @@ def test_anchor_your_model_refuses_bad_family_data_and_missing_data(tmp_path, ca
     assert "its images are 28x28x1" in err and "--size 32" in err
     assert_only_own_flags(err, flags)
     assert "--epochs must be >= 1" in refused(ex.main, ["--epochs", "0"], capsys)
+    (tmp_path / "notes.txt").write_text("mine")
+    err = refused(ex.main, ["--tiny", "--out", str(tmp_path / "notes.txt")], capsys)
+    assert f"--out {tmp_path / 'notes.txt'} is a file" in err and "Errno" not in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_anchor_your_model_answers_name_and_out_mistakes_before_tensorflow(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "finally:\n    print('tensorflow' in sys.modules, 'keras' in sys.modules, file=sys.stderr)")
+    for argv, said in ((["--family", "MobileNetV9"], "--family MobileNetV9: not a keras.applications model; did "
+                        "you mean MobileNetV2?"), (["--data", "cifar-10"], "--data: unknown data set name 'cifar-10'"),
+                       (["--tiny", "--out", str(tmp_path / "notes.txt" / "a")], "notes.txt is a file")):
+        proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "examples" / "anchor_your_model.py"), *argv],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        assert proc.stderr.strip().endswith("False False"), proc.stderr  # neither TensorFlow nor Keras imported
 
 
 def test_load_and_score_refuses_missing_and_unfinished_runs_and_images(tmp_path, unfinished, capsys):
