@@ -783,7 +783,9 @@ def _(c):
 
     folder = RunFolder(c["root"] / "unfinished", {"seed": 0}, log=lambda m: None)
     folder.path.mkdir()
-    got = expect(ValueError, "no finished amp-tf run folder.*--resume", load_run, folder.path)
+    expect(ValueError, "the run is still running .* holds its work folder", load_run, folder.path)  # its lock is live
+    folder.release()  # as when its process ends: an interrupted run
+    got = expect(ValueError, "the run never finished: no job.json; its work folder .*--resume", load_run, folder.path)
     return re.sub(r"/tmp/\S+", "<path>", got)
 
 
