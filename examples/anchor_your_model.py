@@ -11,7 +11,8 @@ feeding raw pixels (uint8, or float 0..255) everywhere.
     python examples/anchor_your_model.py --family ResNet50V2 --size 32 --tiny
 
 Bad input (an unknown --family or --data, data that is not on this machine, a
-used --out) is refused with one `error:` line and exit code 2.
+used --out, an --out that is a file) is refused with one `error:` line and exit code 2; every
+mistake that needs no data is refused before TensorFlow is imported.
 """
 import argparse
 import sys
@@ -40,23 +41,40 @@ def parse(argv=None):
         p.error("--epochs must be >= 1 and --size >= 32")
     if args.limit < 8:
         p.error(f"--limit: at least 8 training images, got {args.limit}")
-    if args.out and Path(args.out).exists() and (Path(args.out) / "serving").exists():
-        p.error(f"--out {args.out} already holds a serving/ model; give a new folder")
+    try:
+        check_names_and_out(args)
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 
-def application(name):
-    """The `keras.applications` constructor `name`, or a ValueError naming the ones there are."""
-    import difflib
+def check_names_and_out(args):
+    """--family, --data and --out, checked before TensorFlow is imported (amp_tf.cli.names holds the
+    names of keras.applications and of amp_tf.data; amp_tf.run.runfolder the rules of a folder)."""
+    from amp_tf.cli.names import check_data_name, check_family
+    from amp_tf.run.runfolder import check_writable
 
+    check_family(args.family)
+    try:
+        check_data_name(args.data)
+    except ValueError as err:
+        raise ValueError(f"--data: {err}") from None
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder; give a new folder")
+        check_writable(out, f"--out {out}")  # a file on its path, no permission, a full disk
+        if (out / "serving").exists():
+            raise ValueError(f"--out {out} already holds a serving/ model; give a new folder")
+
+
+def application(name):
+    """The `keras.applications` constructor `name` (checked by `amp_tf.cli.names.check_family`)."""
     import keras
 
-    names = sorted(n for n in dir(keras.applications) if n[:1].isupper() and callable(getattr(keras.applications, n)))
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise ValueError(f"--family {name}: not a keras.applications model; {hint}pick one of {', '.join(names)}.")
-    return getattr(keras.applications, name)
+    from amp_tf.cli.names import check_family
+
+    return getattr(keras.applications, check_family(name))
 
 
 def load_arrays(args):

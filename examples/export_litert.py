@@ -45,15 +45,12 @@ def parse(argv):
     if args.num_anchors < 2:
         p.error(f"--num-anchors: AMP needs K >= 2 anchors, got {args.num_anchors}")
     if args.run:
-        run = Path(args.run)
-        if not run.is_dir():
-            p.error(f"--run {run}: no such folder; pass the --out folder of a finished trainers.fmnist / "
-                    "trainers.cifar run")
-        partial = run.parent / f".{run.name}.partial"
-        if not (run / "job.json").is_file():
-            more = (f" (its work folder {partial} is still there: finish the run with its trainer's --resume, then "
-                    "export it)") if partial.exists() else ""
-            p.error(f"--run {run}: the run never finished: no job.json{more}")
+        from amp_tf.run.files import check_finished_run  # pure Python: no TensorFlow yet
+
+        try:
+            check_finished_run(args.run, "--run")
+        except (ValueError, OSError) as err:
+            p.error(str(err))
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         p.error(f"--out {out} is {'a file' if not out.is_dir() else 'not empty'}; give a new or empty folder")

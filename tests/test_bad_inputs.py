@@ -783,7 +783,9 @@ def _(c):
 
     folder = RunFolder(c["root"] / "unfinished", {"seed": 0}, log=lambda m: None)
     folder.path.mkdir()
-    got = expect(ValueError, "no finished amp-tf run folder.*--resume", load_run, folder.path)
+    expect(ValueError, "the run is still running .* holds its work folder", load_run, folder.path)  # its lock is live
+    folder.release()  # as when its process ends: an interrupted run
+    got = expect(ValueError, "the run never finished: no job.json; its work folder .*--resume", load_run, folder.path)
     return re.sub(r"/tmp/\S+", "<path>", got)
 
 
@@ -1183,6 +1185,71 @@ def _(c):
     got = data.to_numpy(data.load(f"folder:{folder}"))[0]
     np.testing.assert_array_equal(got, c["x"][:4])
     return "scaled by 255 with a warning: the 8-bit images exactly"
+
+
+def _logged_warnings(fn):
+    """`(fn(), [amp_tf's logged warnings])`."""
+    import logging
+
+    texts = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: texts.append(record.getMessage())
+    logging.getLogger("amp_tf").addHandler(handler)
+    try:
+        return fn(), texts
+    finally:
+        logging.getLogger("amp_tf").removeHandler(handler)
+
+
+def _wide_folder(c, name, pixels, ext):
+    """Loads a folder of `pixels` saved as 16-bit PNGs (uint16, ext "png") or 32-bit TIFFs (int32, "tif")."""
+    from PIL import Image
+
+    folder = c["root"] / name
+    folder.mkdir()
+    for i, a in enumerate(pixels):
+        Image.fromarray(a).save(folder / f"{i}.{ext}")
+        assert Image.open(folder / f"{i}.{ext}").mode == ("I;16" if ext == "png" else "I")
+    return _logged_warnings(lambda: data.to_numpy(data.load(f"folder:{folder}"))[0])
+
+
+@case("data.load('folder:<path>')", "16-bit PNGs holding 8-bit values (a uint8 array saved as uint16)")
+def _(c):
+    got, told = _wide_folder(c, "png16_low", c["x"][:4, ..., 0].astype(np.uint16), "png")
+    np.testing.assert_array_equal(got, c["x"][:4])
+    assert len(told) == 1 and "all lie in 0..255" in told[0] and "0.png" in told[0], told
+    return "read as they are (0..255) with a warning naming the file: " + told[0].split(": ", 1)[1][:150] + "..."
+
+
+@case("data.load('folder:<path>')", "32-bit integer TIFFs (mode I) holding 0..255")
+def _(c):
+    got, told = _wide_folder(c, "tiff_i32", c["x"][:4, ..., 0].astype(np.int32), "tif")
+    np.testing.assert_array_equal(got, c["x"][:4])
+    assert len(told) == 1 and "8-bit values" in told[0], told
+    return "read as they are (0..255), with the same warning"
+
+
+@case("data.load('folder:<path>')", "32-bit integer TIFFs (mode I) with values up to 102000")
+def _(c):
+    big = c["x"][:2, ..., 0].astype(np.int32) * 400
+    with pytest.raises(data.DataNotFoundError, match=r"0\.tif .*values in \[0, 102000\] are not 16-bit") as info:
+        _wide_folder(c, "tiff_i32big", big, "tif")
+    return "refused, naming each file: " + re.sub(r"/tmp/\S+", "<path>", str(info.value).split("images: ", 1)[1])[:200]
+
+
+@case("data.load('folder:<path>')", "a folder of images and a dangling symlink")
+def _(c):
+    from PIL import Image
+
+    folder = c["root"] / "links"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(c["x"][i, ..., 0]).save(folder / f"{i}.png")
+    os.symlink(c["root"] / "gone.png", folder / "link.png")
+    with pytest.warns(UserWarning, match=r"link\.png \(a dangling symlink") as w:
+        got = data.to_numpy(data.load(f"folder:{folder}"))[0]
+    np.testing.assert_array_equal(got, c["x"][:3])
+    return "the images load; the link is skipped and named: " + _first_line(w[0].message)
 
 
 # ------------------------------------------------------------------ the shipped detector

@@ -442,6 +442,10 @@ def test_cli_name_snapshots_equal_the_registries():
     assert list(names.BACKBONES) == backbone_names()
     assert names.CONSISTENCY_PRESETS == augment.PRESETS and list(names.TRANSFORMS) == augment.transform_names()
     assert tuple(names.RESIZE_METHODS) == tuple(data.RESIZE_METHODS)
+    import keras
+
+    apps = keras.applications  # examples/anchor_your_model.py --family, checked before Keras is imported
+    assert list(names.APPLICATIONS) == sorted(n for n in dir(apps) if n[:1].isupper() and callable(getattr(apps, n)))
     builtin = [n for n in data.names() if not n.startswith("resize_")]  # eval.resize_study's in-memory sets
     assert sorted(names.DATASETS) == sorted(builtin)
     patterns = [p for p in data.names(include_patterns=True)[len(data.names()):] if not p.startswith("resize_")]
@@ -456,8 +460,12 @@ def test_snapshot_checks_without_the_registries(monkeypatch):
     """The pre-TensorFlow path (registry modules not imported) refuses and accepts like the registries."""
     from amp_tf.cli import names
 
-    for module in ("amp_tf.models", "amp_tf.method.augment", "amp_tf.data.registry"):
+    for module in ("amp_tf.models", "amp_tf.method.augment", "amp_tf.data.registry", "keras"):
         monkeypatch.delitem(sys.modules, module)
+    assert names.application_names() == list(names.APPLICATIONS)
+    with pytest.raises(ValueError, match=r"^--family MobileNetV9: not a keras.applications model; did you mean "
+                                         r"MobileNetV2\? pick one of ConvNeXtBase"):
+        names.check_family("MobileNetV9")
     assert names.check_data_name("lsun/classroom") == "lsun/classroom"
     with pytest.raises(ValueError, match="unknown data set name 'fashion-mnist'.*folder:<path>"):
         names.check_data_name("fashion-mnist")

@@ -108,6 +108,23 @@ def test_anchor_your_model_refuses_bad_family_data_and_missing_data(tmp_path, ca
     assert "its images are 28x28x1" in err and "--size 32" in err
     assert_only_own_flags(err, flags)
     assert "--epochs must be >= 1" in refused(ex.main, ["--epochs", "0"], capsys)
+    (tmp_path / "notes.txt").write_text("mine")
+    err = refused(ex.main, ["--tiny", "--out", str(tmp_path / "notes.txt")], capsys)
+    assert f"--out {tmp_path / 'notes.txt'} is a file" in err and "Errno" not in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_anchor_your_model_answers_name_and_out_mistakes_before_tensorflow(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "finally:\n    print('tensorflow' in sys.modules, 'keras' in sys.modules, file=sys.stderr)")
+    for argv, said in ((["--family", "MobileNetV9"], "--family MobileNetV9: not a keras.applications model; did "
+                        "you mean MobileNetV2?"), (["--data", "cifar-10"], "--data: unknown data set name 'cifar-10'"),
+                       (["--tiny", "--out", str(tmp_path / "notes.txt" / "a")], "notes.txt is a file")):
+        proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "examples" / "anchor_your_model.py"), *argv],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        assert proc.stderr.strip().endswith("False False"), proc.stderr  # neither TensorFlow nor Keras imported
 
 
 def test_load_and_score_refuses_missing_and_unfinished_runs_and_images(tmp_path, unfinished, capsys):
@@ -118,9 +135,61 @@ def test_load_and_score_refuses_missing_and_unfinished_runs_and_images(tmp_path,
     assert "the run never finished" in err and "--resume" in err  # its trainer's flag, said so
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         ex.read_images(tmp_path / "nope.npy", 28, 28, 1)
-    with pytest.raises(ValueError, match="no .png / .jpg / .bmp images"):
-        ex.read_images(tmp_path, 28, 28, 1)
+    with pytest.raises(FileNotFoundError, match="holds no readable images"):  # DataNotFoundError
+        ex.read_images(tmp_path / "r", 28, 28, 1)
     assert "required: images" in refused(main, [str(unfinished)], capsys)
+    gone = tmp_path / "gone"  # a run that never finished: only its .partial is there
+    (tmp_path / ".gone.partial").mkdir()
+    err = refused(main, [str(gone), "x.npy"], capsys)
+    assert "never finished" in err and str(tmp_path / ".gone.partial") in err and "--resume" in err
+
+
+def test_load_and_score_names_npy_files_that_hold_no_pixels(tmp_path):
+    ex = example("load_and_score")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    (tmp_path / "fake.npy").write_text("these are not pixels\n")
+    np.save(tmp_path / "c64.npy", np.zeros((2, 28, 28, 1), np.complex64))
+    np.save(tmp_path / "f01.npy", np.full((2, 28, 28, 1), 0.5, np.float32))
+    for name, why in (("obj", "Python objects"), ("fake", "not a numpy .npy file"), ("c64", "dtype complex64"),
+                      ("f01", "x / 255")):
+        with pytest.raises(ValueError, match=f"{name}.npy.*{re.escape(why)}") as info:
+            ex.read_images(tmp_path / f"{name}.npy", 28, 28, 1)
+        assert "uint8, or float 0..255" in str(info.value) or name == "f01", info.value
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt: neither a folder nor an .npy file"):
+        ex.read_images(tmp_path / "notes.txt", 28, 28, 1)
+
+
+def test_load_and_score_reads_folders_with_the_librarys_reader(tmp_path):
+    """The example's pixels are `data.load("folder:...")`'s (16-bit PNGs scaled alike), resized to the run's
+    size; a corrupt image among good ones is refused by name."""
+    from PIL import Image
+
+    from amp_tf import data
+
+    ex = example("load_and_score")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 65536, (28, 28)).astype(np.uint16)).save(tmp_path / f"{i}.png")
+    want, _ = data.to_numpy(data.load(f"folder:{tmp_path}"))
+    np.testing.assert_array_equal(ex.read_images(tmp_path, 28, 28, 1), want)
+    assert ex.read_images(tmp_path, 32, 32, 3).shape == (3, 32, 32, 3)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match=r"bad\.png \(unreadable.*Remove or fix them: this example scores every"):
+        ex.read_images(tmp_path, 28, 28, 1)
+
+
+def test_load_and_score_answers_flag_mistakes_before_tensorflow(tmp_path):
+    script = str(ROOT / "examples" / "load_and_score.py")
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "finally:\n    print('tensorflow' in sys.modules, 'keras' in sys.modules, file=sys.stderr)")
+    for argv, code_want, said in (([script, "--help"], 0, "usage:"), ([script], 2, "required"),
+                                  ([script, str(tmp_path / "norun"), "x.npy"], 2, "no such folder"),
+                                  ([script, str(tmp_path), "x.npy"], 2, "no job.json")):
+        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == code_want and said in proc.stdout + proc.stderr, proc.stderr
+        assert proc.stderr.strip().endswith("False False"), proc.stderr  # neither TensorFlow nor Keras imported
 
 
 @pytest.mark.slow

@@ -183,9 +183,12 @@ def test_example_reads_a_folder_of_images_as_raw_pixels(tmp_path):
     pics = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
     for i, p in enumerate(pics):
         Image.fromarray(p).save(tmp_path / f"{i}.png")
-    (tmp_path / "notes.txt").write_text("not an image")
     x = example.read_images(tmp_path, 28, 28, 1)
     assert x.shape == (3, 28, 28, 1) and x.dtype == np.uint8
     np.testing.assert_array_equal(x[..., 0], pics)  # raw pixels, unscaled
+    (tmp_path / "notes.txt").write_text("not an image")  # it scores every file: one it cannot is named
+    with pytest.raises(ValueError, match=r"notes\.txt \(not an image file"):
+        example.read_images(tmp_path, 28, 28, 1)
+    (tmp_path / "notes.txt").unlink()
     np.save(tmp_path / "a.npy", pics)
     assert example.read_images(tmp_path / "a.npy", 28, 28, 1).shape == (3, 28, 28, 1)

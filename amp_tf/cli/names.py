@@ -16,6 +16,8 @@ Example:
     ('flip', 'blur')
     >>> check_data_name("folder:/data/iSUN")
     'folder:/data/iSUN'
+    >>> check_family("MobileNetV3Small")
+    'MobileNetV3Small'
 """
 from __future__ import annotations
 
@@ -43,6 +45,14 @@ DATASETS = (
     "font_letters", "imagenet2012", "mnist", "places365_small", "skimage_patches", "svhn_cropped",
 )
 DATASET_PATTERNS = ("folder:<path>", "imagenet2012_corrupted/<corruption>_<1..5>", "lsun/<category>")
+#: keras.applications' model constructors (`application_names()`; examples/anchor_your_model.py --family)
+APPLICATIONS = (
+    *(f"ConvNeXt{s}" for s in ("Base", "Large", "Small", "Tiny", "XLarge")), "DenseNet121", "DenseNet169",
+    "DenseNet201", *(f"EfficientNetB{i}" for i in range(8)), *(f"EfficientNetV2B{i}" for i in range(4)),
+    "EfficientNetV2L", "EfficientNetV2M", "EfficientNetV2S", "InceptionResNetV2", "InceptionV3", "MobileNet",
+    "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetLarge", "NASNetMobile", "ResNet101",
+    "ResNet101V2", "ResNet152", "ResNet152V2", "ResNet50", "ResNet50V2", "VGG16", "VGG19", "Xception",
+)
 
 
 def _live(module):
@@ -94,3 +104,26 @@ def check_data_name(name):
         f"unknown data set name {name!r}. Known names: {', '.join(DATASETS)}; "
         f"and the patterns: {', '.join(DATASET_PATTERNS)}. Use one of these (see amp_tf.data.names())."
     )
+
+
+def application_names():
+    """The model constructors of `keras.applications` (sorted): the live module's when Keras is imported,
+    else the snapshot `APPLICATIONS`."""
+    keras = _live("keras")
+    if keras is None:
+        return list(APPLICATIONS)
+    apps = keras.applications
+    return sorted(n for n in dir(apps) if n[:1].isupper() and callable(getattr(apps, n)))
+
+
+def check_family(name, flag="--family"):
+    """`name` if it is a `keras.applications` model; ValueError naming `flag`, the closest name and the
+    known ones otherwise."""
+    import difflib
+
+    known = application_names()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValueError(f"{flag} {name}: not a keras.applications model; {hint}pick one of {', '.join(known)}.")
+    return name

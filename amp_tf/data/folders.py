@@ -12,9 +12,16 @@ files are found up front and reported by name: by default they are skipped with
 a warning giving their count and names, with ``strict=True`` loading raises.
 Hidden files (names starting with ``.``) are ignored. Images that are all
 grayscale give C=1, otherwise every image is converted to RGB (C=3; alpha is
-dropped, palettes are expanded). 16-bit images are scaled to 8 bits (``round(v / 257)``:
-65535 is 255), not clipped; 32-bit float images (TIFF mode F) in [0, 1] are scaled by 255 (with a
-warning), in 0..255 rounded, others refused (`float_to_8bit`). Sets of one image size that fit in memory
+dropped, palettes are expanded). Wider pixels are never cast silently (`wide_to_8bit`):
+
+* 16-bit and 32-bit integer images (PNG/TIFF, Pillow modes ``I;16`` and ``I``) are scaled to 8 bits
+  (``round(v / 257)``: 65535 is 255), not clipped; an image whose values all lie in 0..255 holds 8-bit
+  values saved in a wider type (a uint8 array saved as uint16) and is read as it is, with a warning
+  (once per folder) naming it; values outside 0..65535 are refused;
+* 32-bit float images (TIFF mode F) in [0, 1] are scaled by 255 (with a warning), in 0..255 rounded,
+  others refused (`float_to_8bit`).
+
+A dangling symlink is skipped and named like any other unreadable file. Sets of one image size that fit in memory
 (`MAX_IN_MEMORY_BYTES`) are held in memory; others are decoded again on the fly. The ``split`` argument is only
 recorded: a folder is one split.
 """
@@ -53,7 +60,11 @@ MAX_LISTED = 20
 
 
 class UnreadableImageError(ValueError):
-    """A folder holds files that are not readable images (raised with ``strict=True``)."""
+    """A folder holds files that are not readable images (raised with ``strict=True``); ``report`` names them."""
+
+    def __init__(self, report, fix="Remove or fix them, or load with strict=False to skip them."):
+        super().__init__(f"{report}. {fix}")
+        self.report = report
 
 
 def _decode(path: str, gray: bool | None) -> np.ndarray:
@@ -68,7 +79,7 @@ def _decode(path: str, gray: bool | None) -> np.ndarray:
         if gray is None:
             gray = im.mode in _GRAY_MODES
         if im.mode in _SIXTEEN_BIT_MODES or im.mode == "F":
-            arr = to_8bit(np.asarray(im)) if im.mode != "F" else float_to_8bit(np.asarray(im), path)
+            arr = wide_to_8bit(np.asarray(im), path)
             if not gray:
                 arr = np.repeat(arr[..., None], 3, axis=-1)
         else:
@@ -76,7 +87,41 @@ def _decode(path: str, gray: bool | None) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-_FLOAT_FOLDERS_TOLD = set()
+_FOLDERS_TOLD = set()
+
+
+def _tell_once(path, what, message):
+    """Logs `message` (a rule applied to the image `path`) once per folder and kind of rule `what`."""
+    folder = str(Path(path).parent)
+    if (folder, what) not in _FOLDERS_TOLD:
+        _FOLDERS_TOLD.add((folder, what))
+        logging.getLogger("amp_tf.data").warning("%s: %s", folder, message)
+
+
+def wide_to_8bit(values, path="image") -> np.ndarray:
+    """Pixels of a 16-bit or 32-bit image (integer or float) as uint8 pixels, never silently wrong.
+
+    Floats go to `float_to_8bit`. Integers whose values all lie in 0..255 are 8-bit values saved in a wider
+    type: read as they are (said once per folder); others are 16-bit pixels, scaled by `to_8bit`.
+
+    Example:
+        >>> wide_to_8bit(np.array([0, 200, 255], np.int32), "a.tif").tolist()
+        [0, 200, 255]
+        >>> wide_to_8bit(np.array([0, 257, 65535], np.uint16), "b.png").tolist()
+        [0, 1, 255]
+    """
+    v = np.asarray(values)
+    if v.dtype.kind == "f":
+        return float_to_8bit(v, path)
+    if v.size and 0 <= v.min() and v.max() <= 255:
+        _tell_once(path, "8-bit values", f"16-bit / 32-bit integer images whose values all lie in 0..255 (e.g. "
+                   f"{Path(path).name}) hold 8-bit values: read as they are (0..255), not scaled by 1/257 as "
+                   "16-bit pixels with larger values are. Save them as 8-bit images to silence this.")
+        return v.astype(np.uint8)
+    try:
+        return to_8bit(v)
+    except ValueError as err:
+        raise ValueError(f"{path}: {str(err).removeprefix('image: ')}") from None
 
 
 def float_to_8bit(values, path="image") -> np.ndarray:
@@ -95,12 +140,8 @@ def float_to_8bit(values, path="image") -> np.ndarray:
         raise ValueError(f"{path}: float pixels in [{lo:.6g}, {hi:.6g}] are neither in [0, 1] nor in 0..255; "
                          "save the image as 8- or 16-bit PNG/TIFF, or as floats in [0, 1].")
     if hi <= 1.0:
-        folder = str(Path(path).parent)
-        if folder not in _FLOAT_FOLDERS_TOLD:
-            _FLOAT_FOLDERS_TOLD.add(folder)
-            logging.getLogger("amp_tf.data").warning(
-                "%s: float images with values in [0, 1] (e.g. %s): scaled by 255 to 0..255 pixels.", folder,
-                Path(path).name)
+        _tell_once(path, "float", f"float images with values in [0, 1] (e.g. {Path(path).name}): scaled by 255 "
+                   "to 0..255 pixels.")
         v = v * 255.0
     return np.round(v).astype(np.uint8)
 
@@ -135,18 +176,25 @@ def _scan(root: Path) -> tuple[list[tuple[Path, int]], list[str], list[tuple[str
         for label, d in enumerate(class_dirs):
             files += [(p, label) for p in _walk(d)]
         for p in entries:
-            if p.is_file():
+            if p.is_file() or _dangling(p):
                 skipped.append((p.name, "lies beside the class subfolders, so it has no class"))
     else:
         class_names = []
-        files = [(p, -1) for p in entries if p.is_file()]
+        files = [(p, -1) for p in entries if p.is_file() or _dangling(p)]
     candidates = []
     for p, label in files:
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
+        if _dangling(p):
+            skipped.append((str(p.relative_to(root)), f"a dangling symlink: its target {os.readlink(p)} is gone"))
+        elif p.suffix.lower() in IMAGE_EXTENSIONS:
             candidates.append((p, label))
         else:
             skipped.append((str(p.relative_to(root)), f"not an image file (extension {p.suffix or 'none'!r})"))
     return candidates, class_names, skipped
+
+
+def _dangling(path: Path) -> bool:
+    """True for a symlink whose target does not exist (skipped and named, as unreadable files are)."""
+    return path.is_symlink() and not path.exists()
 
 
 def _walk(folder: Path):
@@ -271,9 +319,7 @@ def _check_readable(root, paths, skipped, strict):
     """Raises when `strict` and files were skipped, or when no image is readable; else warns
     about the skipped files (attributed to the caller of `load_folder`'s caller)."""
     if skipped and strict:
-        raise UnreadableImageError(
-            _report(root, skipped) + ". Remove or fix them, or load with strict=False to skip them."
-        )
+        raise UnreadableImageError(_report(root, skipped))
     if not paths:
         raise DataNotFoundError(
             f"folder {root} holds no readable images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} "

@@ -18,7 +18,7 @@ from amp_tf.data.registry import load, to_numpy
 
 
 def load_images(name, split, image_size, channels, resize=None, convert_channels=False, limit=None,
-                data_dir=None, download=False, seed=None, shuffle=False):
+                data_dir=None, download=False, seed=None, shuffle=False, strict=False):
     """Loads a set as uint8 numpy images in the model's geometry, and int64 labels.
 
     Args:
@@ -29,6 +29,7 @@ def load_images(name, split, image_size, channels, resize=None, convert_channels
         convert_channels: convert grayscale <-> RGB on a channel mismatch
             (else an error naming --channels).
         limit: at most this many images (first ones, or a seeded shuffle).
+        strict: folder sets: refuse unreadable files (naming them) instead of skipping them.
 
     Returns:
         ``(images uint8 (N, H, W, C), labels int64 (N,), image_set)``.
@@ -38,7 +39,7 @@ def load_images(name, split, image_size, channels, resize=None, convert_channels
         ValueError: unknown name, size/channel mismatch without the fixing flag, no images.
     """
     size = tuple(int(s) for s in image_size)
-    s = load(name, split, data_dir=data_dir, download=download, seed=seed, shuffle=shuffle)
+    s = load(name, split, data_dir=data_dir, download=download, seed=seed, shuffle=shuffle, strict=strict)
     _check_geometry(name, s.image_shape, size, channels, resize, convert_channels)
     xs, ys = _read_batches(s, size, channels, resize, limit)
     if not xs or sum(len(v) for v in xs) == 0:

@@ -193,6 +193,43 @@ class RunModels:
         return out
 
 
+def check_finished_run(path, what="run"):
+    """`path` as a Path if it is a finished run folder (a trainer's --out, with its job.json); else an error
+    naming `what` (the flag or argument) and the fix: a run that never finished, or is still running (only
+    its ``.<name>.partial`` work folder is there), is told so, with the trainer's --resume. Pure Python.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> runs = pathlib.Path(tempfile.mkdtemp())
+        >>> (runs / ".r.partial").mkdir()
+        >>> check_finished_run(runs / "r", "--run")
+        Traceback (most recent call last):
+        ...
+        ValueError: --run .../r: the run never finished: only its work folder .../.r.partial is there; finish it with its trainer's --resume (the same command with --resume added), then try again.
+    """
+    path = Path(path)
+    partial = path.parent / f".{path.name}.partial"
+    if not (path / "job.json").is_file() and partial.is_dir():
+        from amp_tf.run.runlock import LOCK, lock_state, read_lock
+
+        lock = read_lock(partial) if (partial / LOCK).exists() else None
+        if lock is not None and lock_state(lock) != "gone":
+            raise ValueError(f"{what} {path}: the run is still running (process {lock.get('pid')} on "
+                             f"{lock.get('host')}, started {lock.get('started')}, holds its work folder {partial}); "
+                             "try again when it has finished.")
+        only = "only its work folder" if not path.exists() else "no job.json; its work folder"
+        raise ValueError(f"{what} {path}: the run never finished: {only} {partial} is there; finish it with its "
+                         "trainer's --resume (the same command with --resume added), then try again.")
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}: no such folder; pass the --out folder of a finished run.")
+    if not path.is_dir():
+        raise ValueError(f"{what} {path} is a file; pass the --out folder of a finished run.")
+    if not (path / "job.json").is_file():
+        raise ValueError(f"{what} {path}: no job.json, so it is no finished amp-tf run folder; pass the --out "
+                         "folder of a finished run.")
+    return path
+
+
 def load_run(path):
     """Loads a finished run folder: its `.keras` models, and the anchors and threshold of its `serving/`.
 
@@ -206,13 +243,7 @@ def load_run(path):
         >>> out = pred.predict(images_uint8)                                  # doctest: +SKIP
         >>> is_ood = out["amp_score"] < run.threshold                         # doctest: +SKIP
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"run {path}: no such folder; pass the --out folder of a finished run.")
-    if not (path / "job.json").is_file():
-        partial = path.parent / f".{path.name}.partial"
-        hint = f" (its unfinished run is in {partial}: resume it with --resume)" if partial.exists() else ""
-        raise ValueError(f"run {path}: no job.json, so it is no finished amp-tf run folder{hint}.")
+    path = check_finished_run(path)
     if not (path / "serving" / "saved_model.pb").is_file():
         raise ValueError(f"run {path}: no serving/ SavedModel, which holds the anchors and the threshold (a run "
                          "made without export); pick anchors from your training images with select_anchors.")
