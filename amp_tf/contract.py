@@ -213,12 +213,34 @@ def fashion_mnist_missing(data_dir, split):
             f"copy ({DEBIAN_FASHION_MNIST_DIR}: `sudo apt-get install dataset-fashion-mnist`).")
 
 
+def _short_idx_files(data_dir, split):
+    """The IDX files of `split` in `data_dir` too short to hold their header (an empty file, a cut copy):
+    ``[(path, bytes)]``. Gzip files need 18 bytes, raw IDX files 4 + 4 * ndim."""
+    base, prefix, short = Path(data_dir).expanduser(), _IDX_PREFIX[split], []
+    for folder in (base, base / "fashion-mnist", base / "fashion_mnist"):
+        for kind, ndim in (("images", 3), ("labels", 1)):
+            for name in (f"{prefix}-{kind}-idx{ndim}-ubyte", f"{prefix}-{kind}.idx{ndim}-ubyte"):
+                for suffix, least in ((".gz", 18), ("", 4 + 4 * ndim)):
+                    f = folder / (name + suffix)
+                    if f.is_file() and f.stat().st_size < least:
+                        short.append((f, f.stat().st_size))
+    return short
+
+
 def check_fashion_mnist_dir(data_dir, splits=("train", "test")):
-    """Refuses, before any work, a data folder that lacks a Fashion-MNIST split (trainers.fmnist)."""
+    """Refuses, before any work, a data folder that lacks a Fashion-MNIST split, or whose IDX files are
+    too short to be read (empty files: their sizes, no TensorFlow) (trainers.fmnist)."""
     for split in splits:
         why = fashion_mnist_missing(data_dir, split)
         if why:
             raise ValueError(why)
+        short = _short_idx_files(data_dir, split)
+        if short:
+            more = f"; {len(short) - 1} more such file(s)" if len(short) > 1 else ""
+            raise ValueError(f"data_dir (--data-dir) {Path(data_dir).expanduser()}: {short[0][0]} holds only "
+                             f"{short[0][1]} bytes, too short for an IDX file (an empty or cut copy{more}). Replace "
+                             "it with the complete Fashion-MNIST file, or pass --download to fetch the files into "
+                             "this folder.")
 
 
 def check_ood_folders(text, flag="--ood"):

@@ -47,36 +47,15 @@ def check_args(args):
     Pure Python: runs before TensorFlow is imported (amp_tf/__init__), so a bad
     flag is answered at once.
     """
-    import math
-
     from amp_tf.cli import names
+    from amp_tf.run.flags import check_paths, check_ranges
 
     a = vars(args)
-
-    def need(flag, ok, what):
-        if flag in a and a[flag] is not None and not ok(a[flag]):
-            raise ValueError(f"--{flag.replace('_', '-')}: expected {what}, got {a[flag]!r}.")
-
-    need("epochs", lambda v: v >= 1, "an int >= 1 (an untrained model is never exported)")
-    need("batch_size", lambda v: v >= 1, "an int >= 1")
-    need("lr", lambda v: math.isfinite(v) and v > 0, "a finite learning rate > 0")
-    need("weight_decay", lambda v: math.isfinite(v) and v >= 0, "a finite value >= 0")
-    need("lr_gamma", lambda v: math.isfinite(v) and v > 0, "a finite factor > 0")
-    need("num_anchors", lambda v: v >= recipe.MIN_ANCHORS, f"K >= {recipe.MIN_ANCHORS} (tau is a standard deviation "
-         "over anchors)")
-    need("train_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
-    need("eval_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
-    need("width", lambda v: v >= 1, "an int >= 1")
-    need("consistency_every", lambda v: v >= 0, "an int >= 0 (0 = never)")
-    need("finetune_epochs", lambda v: v >= 0, "an int >= 0")
-    need("tpr", lambda v: 0 < v < 1, "a fraction in (0, 1)")
-    need("val_size", lambda v: v >= 20, "an int >= 20 (ID validation images: the serving threshold, selection)")
-    need("odin_epsilon", lambda v: math.isfinite(v) and v >= 0, "a finite input perturbation >= 0 (0: none)")
-    need("odin_temperature", lambda v: math.isfinite(v) and v > 0, "a finite temperature > 0")
-    for flag in ("blur_sigma", "ood_callback_sigma"):
-        need(flag, lambda v: math.isfinite(v) and v > 0, "a finite blur sigma > 0 (pixels)")
-    need("ood_callback_every", lambda v: v >= 0, "an int >= 0 (0 = off)")
-    need("ood_callback_size", lambda v: v >= 1, "an int >= 1 (ID validation images of the OOD callback)")
+    check_ranges(a)  # every numeric flag, naming it (amp_tf.run.flags.RANGES)
+    check_paths(a)
+    if a.get("ood") is not None and not split_names(a["ood"]):
+        raise ValueError(f"--ood {a['ood']!r}: names no OOD set; omit --ood for the default sets, or name them "
+                         "(comma list).")
     if a.get("ood"):  # folder:<path> OOD sets: there and holding images, before any work
         from amp_tf.contract import check_ood_folders
 

@@ -102,6 +102,10 @@ def check_run_folder(path, config, resume=False, overwrite=False):
     path = Path(path)
     if path.name in ("", ".", ".."):
         raise ValueError(f"--out {path}: name a run folder of its own (e.g. runs/my-run), not {path}.")
+    if path.is_symlink():  # the finished run is renamed into place: it would replace the link itself
+        target = Path(os.path.realpath(path))
+        raise ValueError(f"--out {path} is a symbolic link to {target}" + ("" if path.exists() else ", which does "
+                         "not exist") + f"; a run folder is moved into place when complete. Pass --out {target}.")
     work = path.parent / f".{path.name}.partial"
     config = json.loads(json.dumps(config, default=str))
     if resume and overwrite:
@@ -197,7 +201,8 @@ MIN_FREE_BYTES = 64 << 20
 
 def check_writable(folder, what="--out"):
     """Refuses, before any work, a folder that cannot be made or written: a file on its path, no
-    permission, a read-only or full disk (`what` names the flag in the message). Touches nothing.
+    permission, a read-only file system or none on a disk (/proc, /sys), a full disk (`what` names the
+    flag in the message): a place that cannot be written is never called full. Touches nothing.
 
     Example:
         >>> import pathlib, tempfile
@@ -219,9 +224,14 @@ def check_writable(folder, what="--out"):
         raise ValueError(f"{what}: cannot {verb} {existing} (permission denied, or a read-only file system); "
                          "pass a folder you may write to.")
     try:
-        free = shutil.disk_usage(existing).free
+        fs = os.statvfs(existing)
     except OSError:
         return
+    if fs.f_flag & os.ST_RDONLY or fs.f_blocks == 0:  # read-only, or no disk at all (/proc, /sys)
+        kind = "a read-only file system" if fs.f_flag & os.ST_RDONLY else "no disk (a virtual file system)"
+        raise ValueError(f"{what}: {existing} is on {kind}, where no file can be written; pass a folder you "
+                         "may write to.")
+    free = fs.f_bavail * fs.f_frsize
     if free < MIN_FREE_BYTES:
         raise ValueError(f"{what}: the disk that holds {existing} is full ({free >> 20} MiB free); free some "
                          "space, or pass a folder on another disk.")
