@@ -36,6 +36,8 @@ TRANSFORMS = ("blur", "color_jitter", "flip", "grayscale", "resized_crop")
 IMAGENET_C = ("brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_blur",
               "gaussian_noise", "glass_blur", "impulse_noise", "jpeg_compression", "motion_blur", "pixelate",
               "saturate", "shot_noise", "snow", "spatter", "speckle_noise", "zoom_blur")
+#: amp_tf.data.folders.IMAGE_EXTENSIONS: the files an image folder is read from
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 #: amp_tf.data.RESIZE_METHODS
 RESIZE_METHODS = ("tf", "pil_nearest", "pil_bilinear", "pil_bicubic", "pil_lanczos")
 #: amp_tf.data.names() and the patterns of amp_tf.data.names(include_patterns=True)

@@ -100,11 +100,12 @@ def run_dir(args, name, marker, tool):
 
 
 def init_from_info(path):
-    """`(class name, input shape or None)` of the --init-from `.keras` file, read from its
-    config.json without Keras; refuses what cannot be fine-tuned (checked before any work).
+    """`(class name, input shape or None, classes or None)` of the --init-from `.keras` file, read from
+    its config.json without Keras; refuses what cannot be fine-tuned (checked before any work).
 
     Raises:
-        ValueError: not a file, not a `.keras` archive, or an anchored model.
+        ValueError: not a file, not a `.keras` archive, an anchored model, a model with more than one
+            output, or one that ends in softmax / sigmoid.
     """
     import json
     import zipfile
@@ -127,15 +128,17 @@ def init_from_info(path):
         raise ValueError(f"--init-from {path} is an anchored model (AnchoredModel): fine-tuning starts from "
                          f"a vanilla model, which becomes the anchored one; {fix}. To continue training "
                          "an anchored run, use --resume on its --out.")
-    from amp_tf.contract import check_logits_config
+    from amp_tf.contract import check_logits_config, check_outputs, outputs_in_config
 
-    check_logits_config(config, f"--init-from {path}")  # logits only: a softmax / sigmoid head is refused
+    outputs = outputs_in_config(config)
+    check_outputs(outputs, f"--init-from {path}")  # one output (of logits) ...
+    check_logits_config(config, f"--init-from {path}")  # ... logits only: a softmax / sigmoid head is refused
     shape = None
     for layer in (config.get("config") or {}).get("layers") or ():
         if layer.get("class_name") == "InputLayer":
             shape = tuple((layer.get("config") or {}).get("batch_shape") or ())[1:] or None
             break
-    return name, shape
+    return name, shape, (outputs[0][1] if outputs else None)
 
 
 def versions():
