@@ -231,7 +231,7 @@ def test_imagenet_trainer_user_errors(tiny_imagenet, tmp_path, capsys):
     err = user_error(imagenet.main, ["--train-folder", tiny_imagenet / "train", "--out", tmp_path], capsys)
     assert "--val-folder" in err
     err = user_error(imagenet.main, ["--data-dir", no_data_dir(tmp_path), "--out", tmp_path / "r"], capsys)
-    assert "'imagenet2012' is not prepared" in err and "ILSVRC2012_img_train.tar" in err
+    assert "imagenet2012 is not on this machine" in err and "ILSVRC2012_img_train.tar" in err
     err = user_error(imagenet.main, ["--train-folder", tiny_imagenet / "ood", "--val-folder",
                                      tiny_imagenet / "val", "--out", tmp_path / "r2"], capsys)
     assert "one subfolder per class" in err
@@ -664,9 +664,9 @@ def test_init_from_combinations_that_cannot_work_are_refused_leaving_nothing(van
     for flags, msg in cases:
         err = user_error(fmnist.main, flags + ["--out", out], capsys)
         assert msg in err, (flags, err)
-    # one check needs the model's outputs: after loading it and the data, before any folder or training
+    # the class count is read from the model's config.json too: before any data is loaded
     err = user_error(fmnist.main, ["--init-from", vanilla_model / "five_classes.keras", *TINY, "--out", out], capsys)
-    assert "has 5 outputs" in err and "fashion_mnist" in err and "10 classes" in err
+    assert "has 5 outputs (classes)" in err and "Fashion-MNIST" in err and "10 classes" in err
     import zipfile
 
     foreign = tmp_path / "foreign.keras"  # a .keras archive of a class nobody registered

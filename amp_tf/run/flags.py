@@ -98,7 +98,9 @@ def add_training_flags(p, defaults):
     s.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 logits and tau")
     s.add_argument("--no-backup", action="store_true", help="disable BackupAndRestore (resume after a kill)")
     s.add_argument("--backup-dir", default=None,
-                   help="BackupAndRestore folder (default: <out>/<model>/backup; each worker adds worker<i>/)")
+                   help="BackupAndRestore folder (default: <out>/<model>/backup; each worker adds worker<i>/), "
+                        "outside --out; it belongs to one run (its --out): one holding another run's backup is "
+                        "refused")
     s.add_argument("--deterministic", action="store_true",
                    help="TF op determinism: a resumed run then ends with the same weights as an uninterrupted one")
 

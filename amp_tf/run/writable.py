@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,6 @@ def disk_full(folder, err):
         return None
     if getattr(err, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and free >= FULL_BYTES:
         return None
-    first = (str(err).strip().splitlines() or [""])[0]
+    first = re.sub(r"\{\{.*?\}\}\s*", "", (str(err).strip().splitlines() or [""])[0])  # TF's op frame: noise
     return (f"the disk that holds {Path(folder).absolute()} is full ({free >> 10} KiB free), and the run stopped "
             f"({type(err).__name__}: {first})")
