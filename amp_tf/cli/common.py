@@ -54,8 +54,8 @@ def check_args(args):
     check_ranges(a)  # every numeric flag, naming it (amp_tf.run.flags.RANGES)
     check_paths(a)
     if a.get("ood") is not None and not split_names(a["ood"]):
-        raise ValueError(f"--ood {a['ood']!r}: names no OOD set; omit --ood for the default sets, or name them "
-                         "(comma list).")
+        raise ValueError(f"--ood {a['ood']!r}: names no OOD set; name one or more (a comma list), or omit --ood "
+                         "where the command has default sets (the trainers).")
     if a.get("ood"):  # folder:<path> OOD sets: there and holding images, before any work
         from amp_tf.contract import check_ood_folders
 
