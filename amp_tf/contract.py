@@ -127,6 +127,43 @@ def check_logits_config(config, what):
         raise ValueError(_head_message(what, found))
 
 
+def outputs_in_config(config):
+    """The outputs of a saved model read from its `.keras` config.json (no Keras): ``[(layer name,
+    units)]`` (units: a Dense layer's, else None), or None when it cannot tell (a subclassed model)."""
+    inner = (config or {}).get("config") or {}
+    layers = inner.get("layers") or []
+    if not layers:
+        return None
+    by_name = {(layer.get("config") or {}).get("name", layer.get("name")): layer for layer in layers}
+    outputs = inner.get("output_layers")
+    if isinstance(outputs, list) and outputs and isinstance(outputs[0], list):
+        names = [o[0] for o in outputs]  # several outputs: [[name, node, tensor], ...]
+    else:
+        names = [outputs[0]] if isinstance(outputs, list) and outputs else [
+            (layers[-1].get("config") or {}).get("name")]
+    found = []
+    for name in names:
+        layer = by_name.get(name) or {}
+        units = (layer.get("config") or {}).get("units") if layer.get("class_name") == "Dense" else None
+        found.append((name, units))
+    return found
+
+
+def check_outputs(outputs, what, num_classes=None, data_what="the data"):
+    """Refuses a classifier with more than one output, or (`num_classes` given) another class count:
+    `outputs` is ``[(name, units or None)]`` (`outputs_in_config`, or a live model's outputs)."""
+    if outputs is None:
+        return
+    if len(outputs) != 1:
+        raise ValueError(f"{what}: the model has {len(outputs)} outputs ({', '.join(str(n) for n, _ in outputs)}); "
+                         "amp-tf needs a classifier with one output of logits (one per class). Give a model "
+                         "with a single logits output, e.g. keras.Model(inputs, logits).")
+    units = outputs[0][1]
+    if num_classes is not None and units is not None and int(units) != int(num_classes):
+        raise ValueError(f"{what}: the model has {units} outputs (classes); {data_what} come from {num_classes} "
+                         "classes. Give a model trained on this data set.")
+
+
 # --------------------------------------------------------------------------- #
 # Architecture and width; image shapes; score names
 # --------------------------------------------------------------------------- #
@@ -213,12 +250,34 @@ def fashion_mnist_missing(data_dir, split):
             f"copy ({DEBIAN_FASHION_MNIST_DIR}: `sudo apt-get install dataset-fashion-mnist`).")
 
 
+def _short_idx_files(data_dir, split):
+    """The IDX files of `split` in `data_dir` too short to hold their header (an empty file, a cut copy):
+    ``[(path, bytes)]``. Gzip files need 18 bytes, raw IDX files 4 + 4 * ndim."""
+    base, prefix, short = Path(data_dir).expanduser(), _IDX_PREFIX[split], []
+    for folder in (base, base / "fashion-mnist", base / "fashion_mnist"):
+        for kind, ndim in (("images", 3), ("labels", 1)):
+            for name in (f"{prefix}-{kind}-idx{ndim}-ubyte", f"{prefix}-{kind}.idx{ndim}-ubyte"):
+                for suffix, least in ((".gz", 18), ("", 4 + 4 * ndim)):
+                    f = folder / (name + suffix)
+                    if f.is_file() and f.stat().st_size < least:
+                        short.append((f, f.stat().st_size))
+    return short
+
+
 def check_fashion_mnist_dir(data_dir, splits=("train", "test")):
-    """Refuses, before any work, a data folder that lacks a Fashion-MNIST split (trainers.fmnist)."""
+    """Refuses, before any work, a data folder that lacks a Fashion-MNIST split, or whose IDX files are
+    too short to be read (empty files: their sizes, no TensorFlow) (trainers.fmnist)."""
     for split in splits:
         why = fashion_mnist_missing(data_dir, split)
         if why:
             raise ValueError(why)
+        short = _short_idx_files(data_dir, split)
+        if short:
+            more = f"; {len(short) - 1} more such file(s)" if len(short) > 1 else ""
+            raise ValueError(f"data_dir (--data-dir) {Path(data_dir).expanduser()}: {short[0][0]} holds only "
+                             f"{short[0][1]} bytes, too short for an IDX file (an empty or cut copy{more}). Replace "
+                             "it with the complete Fashion-MNIST file, or pass --download to fetch the files into "
+                             "this folder.")
 
 
 def check_ood_folders(text, flag="--ood"):

@@ -714,6 +714,107 @@ def _(c):
 
 
 
+def _flag_error(c, pattern, *flags, main=None):
+    """A flag-only refusal of a trainer (trainers.fmnist by default): its line must match `pattern`, and
+    nothing is written."""
+    line = _cli(main or fmnist.main, ["--out", c["root"] / "never", *flags])
+    assert re.search(pattern, line), line
+    assert not (c["root"] / "never").exists()
+    return _path(line)
+
+
+@case("trainers.* (every trainer)", "--seed -1 or --seed 2**64")
+def _(c):
+    _flag_error(c, r"^error: --seed: expected an int in 0\.\.4294967295", "--seed", str(2**64))
+    return _flag_error(c, r"^error: --seed: expected an int in 0\.\.4294967295", "--seed", "-1")
+
+
+@case("trainers.fmnist", "--consistency '' (empty: no transform named)")
+def _(c):
+    return _flag_error(c, "'' is not a transform; for no anchor transform use --consistency none", "--consistency", "")
+
+
+@case("trainers.fmnist", "--out '' or --backup-dir '' (empty paths)")
+def _(c):
+    _flag_error(c, "^error: --backup-dir: empty path", "--backup-dir", "")
+    return _flag_error(c, "^error: --out: empty path", "--out", "")
+
+
+@case("trainers.fmnist", "--no-backup with --backup-dir")
+def _(c):
+    return _flag_error(c, "--no-backup with --backup-dir: .* drop one", "--no-backup", "--backup-dir", c["root"] / "bk")
+
+
+@case("trainers.fmnist", "--out under /proc (no disk: not writable, not 'full')")
+def _(c):
+    return _flag_error(c, "/proc is on no disk .*where no file can be written", "--out", "/proc/amp-run")
+
+
+@case("trainers.fmnist", "--data-dir whose IDX files are empty (0 bytes)")
+def _(c):
+    zero = c["root"] / "zero_idx"
+    zero.mkdir(exist_ok=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (zero / name).write_bytes(b"")
+    return _flag_error(c, "train-images-idx3-ubyte.gz holds only 0 bytes, too short for an IDX file", "--data-dir",
+                       zero)
+
+
+@case("trainers.fmnist --init-from", "a model with two outputs")
+def _(c):
+    import keras
+
+    path = c["root"] / "two_out.keras"
+    inp = keras.Input((28, 28, 1))
+    z = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
+    keras.Model(inp, [keras.layers.Dense(10, name="a")(z), keras.layers.Dense(3, name="b")(z)]).save(path)
+    return _flag_error(c, r"the model has 2 outputs \(a, b\); amp-tf needs a classifier with one output of logits",
+                       "--init-from", path)
+
+
+@case("trainers.imagenet", "--anchor-pool 3 (fewer images than the 5 anchors)")
+def _(c):
+    from amp_tf.cli import imagenet
+
+    return _flag_error(c, r"^error: --anchor-pool 3: .* give --anchor-pool >= 5", "--anchor-pool", "3", main=imagenet.main)
+
+
+@case("trainers.imagenet", "--ood imagenet2012_corrupted/gaussian_blur_9 (levels are 1..5)")
+def _(c):
+    from amp_tf.cli import imagenet
+
+    return _flag_error(c, "unknown imagenet2012_corrupted variant 'gaussian_blur_9'", "--ood",
+                       "imagenet2012_corrupted/gaussian_blur_9", main=imagenet.main)
+
+
+@case("trainers.* --backup-dir", "a --backup-dir holding a killed run's backup, given to another run")
+def _(c):
+    from amp_tf.run.backupdir import claim_backup_dir
+
+    bk = c["root"] / "shared_bk"
+    claim_backup_dir(bk, c["root"] / "run_a")
+    (bk / "anchored").mkdir()
+    (bk / "anchored" / "training_metadata.json").write_text('{"epoch": 1}')
+    line = _flag_error(c, r"holds the backup of another run \(--out .*run_a.*this run \(--out .*never\)",
+                       "--seed", "1", "--backup-dir", bk)
+    return re.sub(r"started \S+ by process \d+ on [^)]+\)", "started <time> by process <pid> on <host>)", line)
+
+
+@case("trainers.* --backup-dir", "a --backup-dir inside --out")
+def _(c):
+    return _flag_error(c, "--backup-dir .* and --out .* lie inside one another", "--backup-dir",
+                       c["root"] / "never" / "bk")
+
+
+@case("trainers.* --out", "a dangling symbolic link")
+def _(c):
+    link = c["root"] / "dangling"
+    if not link.is_symlink():
+        link.symlink_to(c["root"] / "no_target")
+    return _flag_error(c, "is a symbolic link to .*no_target, which does not exist", "--out", link)
+
+
 # ------------------------------------------------------------------ cases: run folders and saved files
 # (add this area's cases directly below this line)
 @case("trainers.* --out (RunFolder)", "--resume of a finished run")

@@ -231,7 +231,7 @@ def test_imagenet_trainer_user_errors(tiny_imagenet, tmp_path, capsys):
     err = user_error(imagenet.main, ["--train-folder", tiny_imagenet / "train", "--out", tmp_path], capsys)
     assert "--val-folder" in err
     err = user_error(imagenet.main, ["--data-dir", no_data_dir(tmp_path), "--out", tmp_path / "r"], capsys)
-    assert "'imagenet2012' is not prepared" in err and "ILSVRC2012_img_train.tar" in err
+    assert "imagenet2012 is not on this machine" in err and "ILSVRC2012_img_train.tar" in err
     err = user_error(imagenet.main, ["--train-folder", tiny_imagenet / "ood", "--val-folder",
                                      tiny_imagenet / "val", "--out", tmp_path / "r2"], capsys)
     assert "one subfolder per class" in err
@@ -418,6 +418,83 @@ def test_a_bad_flag_is_refused_before_tensorflow_is_imported(tmp_path):
         assert not {"tensorflow", "keras"} & imported, argv
 
 
+def _zero_byte_idx(folder):
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def _conv_model(path, shape=(28, 28, 1), heads=(10,)):
+    """A small conv model saved to `path`: one Dense logits head per entry of `heads` (its class count)."""
+    import keras
+
+    inp = keras.Input(shape)
+    z = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
+    outs = [keras.layers.Dense(n, name=f"head{i}")(z) for i, n in enumerate(heads)]
+    keras.Model(inp, outs if len(outs) > 1 else outs[0]).save(path)
+
+
+#: (argv, what the one error line must say, set-up(tmp_path)): flag-only mistakes (issue 30's probe).
+BEFORE_TF = [
+    (["trainers.fmnist", "--seed", "-1"], "--seed: expected an int in 0..4294967295", None),
+    (["trainers.cifar", "--seed", str(2**64)], "--seed: expected an int in 0..4294967295", None),
+    (["trainers.imagenet", "--shuffle-seed", "-2"], "--shuffle-seed: expected an int in 0..", None),
+    (["trainers.fmnist", "--consistency", ""], "--consistency: '' is not a transform; for no anchor transform use "
+     "--consistency none", None),
+    (["trainers.fmnist", "--out", ""], "--out: empty path", None),
+    (["trainers.fmnist", "--backup-dir", " "], "--backup-dir: empty path", None),
+    (["trainers.fmnist", "--no-backup", "--backup-dir", "bk"], "--no-backup with --backup-dir", None),
+    (["trainers.fmnist", "--out", "/proc/amp-test-run"], "/proc is on no disk (a virtual file system)", None),
+    (["trainers.fmnist", "--backup-dir", "/proc/amp-test-bk"], "--backup-dir /proc/amp-test-bk: /proc is on no "
+     "disk", None),
+    (["trainers.fmnist", "--data-dir", "{tmp}/zero"], "train-images-idx3-ubyte.gz holds only 0 bytes, too short",
+     lambda tmp: _zero_byte_idx(tmp / "zero")),
+    (["trainers.fmnist", "--out", "{tmp}/link"], "is a symbolic link to", lambda tmp: os.symlink(tmp / "gone",
+                                                                                          tmp / "link")),
+    (["trainers.cifar", "--ood", ""], "--ood '': names no OOD set", None),
+    (["trainers.fmnist", "--init-from", "{tmp}/two.keras", "--finetune-epochs", "1"], "two.keras: the model has 2 "
+     "outputs (head0, head1); amp-tf needs a classifier with one output of logits",
+     lambda tmp: _conv_model(tmp / "two.keras", heads=(10, 3))),
+    (["trainers.fmnist", "--init-from", "{tmp}/c5.keras", "--finetune-epochs", "1"], "c5.keras: the model has 5 "
+     "outputs (classes); this job's images (Fashion-MNIST) come from 10 classes",
+     lambda tmp: _conv_model(tmp / "c5.keras", heads=(5,))),
+    (["trainers.cifar", "--init-from", "{tmp}/m28.keras"], "m28.keras takes (28, 28, 1) images; cifar10's images "
+     "are (32, 32, 3)", lambda tmp: _conv_model(tmp / "m28.keras")),
+    (["trainers.cifar", "--dataset", "cifar100", "--init-from", "{tmp}/m32.keras"], "the model has 10 outputs "
+     "(classes); cifar100's images come from 100 classes", lambda tmp: _conv_model(tmp / "m32.keras", (32, 32, 3))),
+    (["trainers.imagenet", "--image-size", "0"], "--image-size: expected an int >= 1", None),
+    (["trainers.imagenet", "--image-size", "-32"], "--image-size: expected an int >= 1", None),
+    (["trainers.imagenet", "--anchor-pool", "0"], "--anchor-pool 0:", None),
+    (["trainers.imagenet", "--anchor-pool", "3"], "give --anchor-pool >= 5", None),
+    (["trainers.imagenet", "--threshold-size", "-1"], "--threshold-size: expected an int >= 20", None),
+    (["trainers.imagenet", "--eval-batch-size", "0"], "--eval-batch-size: expected an int >= 1", None),
+    (["trainers.imagenet", "--ood", "imagenet2012_corrupted/gaussian_blur_9"],
+     "unknown imagenet2012_corrupted variant 'gaussian_blur_9'", None),
+    (["trainers.imagenet", "--train-folder", "{tmp}", "--val-folder", "{tmp}"], "holds no image files", None),
+    (["trainers.imagenet", "--data-dir", "{tmp}"], "imagenet2012 is not on this machine: no prepared "
+     "tensorflow-datasets copy in", lambda tmp: (tmp / "README").write_text("no data set")),
+]
+
+
+@pytest.mark.parametrize("argv, msg, setup", BEFORE_TF, ids=[" ".join(c[0])[:60] for c in BEFORE_TF])
+def test_flag_only_mistakes_are_answered_before_tensorflow(argv, msg, setup, tmp_path):
+    """Each flag-only mistake of issue 30's probe: one "error:" line naming the flag (exit 2), and TensorFlow
+    never imported (`-X importtime` lists every module the process imported)."""
+    if setup:
+        setup(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    env = dict(os.environ)
+    env.pop("AMP_TF_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+    assert proc.returncode == 2 and lines and lines[-1].startswith("error: ") and msg in lines[-1], lines[-3:]
+    imported = {ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
+    assert "amp_tf.cli.common" in imported and not {"tensorflow", "keras"} & imported
+
+
 def test_import_amp_tf_registers_everything_once_keras_is_there():
     """Here Keras is imported (by this module's imports): `import amp_tf` has registered every serializable
     and score, as in a user's script; the CLI processes above import amp_tf and no TensorFlow."""
@@ -454,6 +531,15 @@ def test_cli_name_snapshots_equal_the_registries():
         s = data.fmnist_suite(holdout=holdout)
         assert fmnist.suite(holdout) == (s["id"], list(s["ood"]))
     assert presets.FMNIST_FAR == tuple(GROUPS["far"]) and presets.FMNIST_COVARIATE == tuple(GROUPS["covariate"])
+    import tensorflow_datasets as tfds
+
+    from amp_tf.data.folders import IMAGE_EXTENSIONS
+    from amp_tf.run.flags import MIN_THRESHOLD_IMAGES
+    from amp_tf.serve.head import MIN_ID_IMAGES
+
+    variants = {c.name for c in tfds.builder_cls("imagenet2012_corrupted").BUILDER_CONFIGS}
+    assert variants == {f"{c}_{lv}" for c in names.IMAGENET_C for lv in range(1, 6)}
+    assert set(names.IMAGE_EXTENSIONS) == set(IMAGE_EXTENSIONS) and MIN_THRESHOLD_IMAGES == MIN_ID_IMAGES
 
 
 def test_snapshot_checks_without_the_registries(monkeypatch):
@@ -586,9 +672,9 @@ def test_init_from_combinations_that_cannot_work_are_refused_leaving_nothing(van
     for flags, msg in cases:
         err = user_error(fmnist.main, flags + ["--out", out], capsys)
         assert msg in err, (flags, err)
-    # one check needs the model's outputs: after loading it and the data, before any folder or training
+    # the class count is read from the model's config.json too: before any data is loaded
     err = user_error(fmnist.main, ["--init-from", vanilla_model / "five_classes.keras", *TINY, "--out", out], capsys)
-    assert "has 5 outputs" in err and "fashion_mnist" in err and "10 classes" in err
+    assert "has 5 outputs (classes)" in err and "Fashion-MNIST" in err and "10 classes" in err
     import zipfile
 
     foreign = tmp_path / "foreign.keras"  # a .keras archive of a class nobody registered

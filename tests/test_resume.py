@@ -269,3 +269,115 @@ def test_resume_continues_an_interrupted_run_and_replaces_a_stale_copy(tmp_path)
     assert (resumed.work / "backup").is_dir()
     resumed.commit()
     assert (out / "backup").is_dir() and not (out / "report.md").exists()
+
+
+# --------------------------------------------------------------------------- #
+# --backup-dir belongs to one run (issue 30: a shared one restored another run's model)
+# --------------------------------------------------------------------------- #
+def _run_args(out, backup_dir, seed=0, **kw):
+    import argparse
+
+    return argparse.Namespace(out=str(out) if out else None, backup_dir=str(backup_dir), seed=seed, no_backup=False,
+                              resume=kw.get("resume", False), overwrite=kw.get("overwrite", False))
+
+
+def test_a_backup_dir_holding_another_runs_backup_is_refused_and_a_replaced_runs_is_cleared(tmp_path):
+    from amp_tf.cli.runs import check_out, run_folder
+    from amp_tf.run.backupdir import MARKER
+
+    bk, a_out, b_out = tmp_path / "bk", tmp_path / "a", tmp_path / "b"
+    a = run_folder(_run_args(a_out, bk), "fmnist", log=QUIET)  # run A claims bk ...
+    meta = bk / "anchored" / "chief" / "training_metadata.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"epoch": 1}')  # ... writes its first epoch's backup, and is killed
+    a.release()
+    assert json.loads((bk / MARKER).read_text())["out"] == str(a_out.absolute())
+    for b in (_run_args(b_out, bk, seed=1), _run_args(None, bk, seed=1)):  # another run: refused, naming both
+        with pytest.raises(ValueError, match=r"holds the backup of another run \(--out .*/a, .*this run \("):
+            check_out(b)
+    # the same refusal from the command, before TensorFlow, naming both runs and the fix
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainers.fmnist", "--seed", "1", "--backup-dir",
+                           str(bk), "--out", str(b_out)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode == 2 and err and str(a_out) in err[0] and str(b_out) in err[0], proc.stderr[-2000:]
+    assert "Pass another --backup-dir, or remove" in err[0]
+    assert "tensorflow" not in {ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines()}
+    assert not b_out.exists() and meta.exists()
+    # A itself: --resume keeps its backup, --overwrite starts afresh without it
+    resumed = run_folder(_run_args(a_out, bk, resume=True), "fmnist", log=QUIET)
+    assert resumed.state == "interrupted" and meta.exists()
+    resumed.release()
+    replaced = run_folder(_run_args(a_out, bk, overwrite=True), "fmnist", log=QUIET)
+    assert not meta.exists() and json.loads((bk / MARKER).read_text())["out"] == str(a_out.absolute())
+    replaced.release()
+    # files that no run claimed are no backup to restore
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "weights.h5").write_text("x")
+    with pytest.raises(ValueError, match=r"holds files that no amp-tf run claimed \(weights.h5"):
+        check_out(_run_args(b_out, tmp_path / "other"))
+
+
+def test_a_live_run_keeps_its_backup_dir_and_one_inside_out_is_refused(tmp_path):
+    from amp_tf.cli.runs import check_out
+    from amp_tf.run.backupdir import MARKER
+    from amp_tf.run.runlock import proc_start
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        bk = tmp_path / "bk"
+        bk.mkdir()
+        import socket
+
+        (bk / MARKER).write_text(json.dumps({"out": str(tmp_path / "a"), "pid": live.pid, "host": socket.gethostname(),
+                                             "proc_start": proc_start(live.pid), "claimed": "now"}))
+        with pytest.raises(ValueError, match=f"by process {live.pid}"):  # no backup yet, but its run is alive
+            check_out(_run_args(tmp_path / "b", bk))
+    finally:
+        live.kill()
+        live.wait()
+    check_out(_run_args(tmp_path / "b", bk))  # its process gone and no backup left: free
+    for backup in (tmp_path / "r" / "bk", tmp_path / "r"):
+        with pytest.raises(ValueError, match=r"--backup-dir .* and --out .*/r lie inside one another"):
+            check_out(_run_args(tmp_path / "r", backup))
+
+
+def test_a_run_that_fails_on_a_full_disk_says_so_and_keeps_its_work(tmp_path):
+    import errno
+
+    run = RunFolder(tmp_path / "run", {"seed": 0}, log=QUIET)
+    with pytest.raises(OSError, match=r"the disk that holds .* is full .*OSError: .*No space left.*the run.s work is "
+                                      r"kept in .*\.run\.partial: free some space, then rerun with --resume"):
+        with run.guard():
+            raise OSError(errno.ENOSPC, "No space left on device", str(run.work / "events"))
+    assert not run.held() and run.work.is_dir()
+    other = RunFolder(tmp_path / "other", {"seed": 0}, log=QUIET)
+    with pytest.raises(ValueError, match="^unrelated$"):  # a disk with room: the error as it was
+        with other.guard():
+            raise ValueError("unrelated")
+
+
+TINY = ["--train-limit", "256", "--epochs", "1", "--batch-size", "64", "--width", "4", "--skip-vanilla",
+        "--finetune-epochs", "0", "--eval-limit", "40", "--val-size", "64", "--num-anchors", "2", "--no-plots"]
+
+
+@pytest.mark.slow
+def test_resume_of_a_run_killed_after_its_export_finishes_it(tmp_path):
+    """A run killed after its export (its .partial holds every file, serving/ included) is resumed with only
+    --verbose changed (a flag that changes no result): the export is replaced, the run completes."""
+    import socket
+
+    done = tmp_path / "done"
+    assert fmnist.main([*TINY, "--verbose", "0", "--out", str(done)])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    partial = tmp_path / ".iv.partial"
+    shutil.copytree(done, partial)
+    (partial / RunFolder.OWNER).write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname(),
+                                                       "started": "earlier", "token": "killed"}))
+    assert (partial / "serving").is_dir() and (partial / "model.tflite").is_file()
+    results = fmnist.main([*TINY, "--verbose", "2", "--out", str(tmp_path / "iv"), "--resume"])
+    out = tmp_path / "iv"
+    assert results["out"] == str(out) and not partial.exists()
+    assert (out / "serving" / "saved_model.pb").is_file() and (out / "report.json").is_file()
+    assert not (out / RunFolder.OWNER).exists()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 from amp_tf.run import presets as _presets
 from amp_tf.cli.common import (
@@ -48,6 +47,8 @@ from amp_tf.cli.common import (
     run_and_report,
     run_folder,
     split_names,
+    tfds_prepared,
+    tfds_root,
     train_config,
 )
 
@@ -105,7 +106,8 @@ def combine(args, given):
     if args.init_from and args.vanilla:
         raise ValueError("--init-from with --vanilla: --init-from gives the vanilla twin (scored, not "
                          "retrained) and fine-tunes the anchored model from it; drop --vanilla.")
-    check_init_from(args, given)
+    check_init_from(args, given, (32, 32, 3), f"{args.dataset}'s images",
+                    num_classes=100 if args.dataset == "cifar100" else 10)
     check_id_data(args)  # last: a wrong flag is named before missing data
 
 
@@ -131,12 +133,9 @@ def check_id_data(args):
         FileNotFoundError: no ``<dir>/<dataset>/<version>/dataset_info.json`` and no --download; or
             --download, the archive not in the manual folder and its host unreachable.
     """
-    root = str(tfds_dir(args))
-    if args.dry_run or "://" in root:
+    if args.dry_run or tfds_prepared(args.dataset, tfds_dir(args)):
         return
-    folder = Path(root).expanduser()
-    if any(folder.glob(f"{args.dataset}/**/dataset_info.json")):
-        return
+    folder = tfds_root(tfds_dir(args))
     url = ARCHIVES[args.dataset]
     archive = url.rsplit("/", 1)[-1]
     manual = folder / "downloads" / "manual"

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from amp_tf import recipe
-from amp_tf.contract import check_arch_width, check_image_shape
+from amp_tf.contract import check_arch_width, check_image_shape, check_outputs
 from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
 from amp_tf.cli.runs import (  # noqa: F401  (the CLIs import them from here)
     JOB_TIME_INCLUDES, RUNTIME_FLAGS, backup_arg, check_out, data_sources, init_from_info, run_and_report, run_dir,
@@ -47,36 +47,15 @@ def check_args(args):
     Pure Python: runs before TensorFlow is imported (amp_tf/__init__), so a bad
     flag is answered at once.
     """
-    import math
-
     from amp_tf.cli import names
+    from amp_tf.run.flags import check_paths, check_ranges
 
     a = vars(args)
-
-    def need(flag, ok, what):
-        if flag in a and a[flag] is not None and not ok(a[flag]):
-            raise ValueError(f"--{flag.replace('_', '-')}: expected {what}, got {a[flag]!r}.")
-
-    need("epochs", lambda v: v >= 1, "an int >= 1 (an untrained model is never exported)")
-    need("batch_size", lambda v: v >= 1, "an int >= 1")
-    need("lr", lambda v: math.isfinite(v) and v > 0, "a finite learning rate > 0")
-    need("weight_decay", lambda v: math.isfinite(v) and v >= 0, "a finite value >= 0")
-    need("lr_gamma", lambda v: math.isfinite(v) and v > 0, "a finite factor > 0")
-    need("num_anchors", lambda v: v >= recipe.MIN_ANCHORS, f"K >= {recipe.MIN_ANCHORS} (tau is a standard deviation "
-         "over anchors)")
-    need("train_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
-    need("eval_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)")
-    need("width", lambda v: v >= 1, "an int >= 1")
-    need("consistency_every", lambda v: v >= 0, "an int >= 0 (0 = never)")
-    need("finetune_epochs", lambda v: v >= 0, "an int >= 0")
-    need("tpr", lambda v: 0 < v < 1, "a fraction in (0, 1)")
-    need("val_size", lambda v: v >= 20, "an int >= 20 (ID validation images: the serving threshold, selection)")
-    need("odin_epsilon", lambda v: math.isfinite(v) and v >= 0, "a finite input perturbation >= 0 (0: none)")
-    need("odin_temperature", lambda v: math.isfinite(v) and v > 0, "a finite temperature > 0")
-    for flag in ("blur_sigma", "ood_callback_sigma"):
-        need(flag, lambda v: math.isfinite(v) and v > 0, "a finite blur sigma > 0 (pixels)")
-    need("ood_callback_every", lambda v: v >= 0, "an int >= 0 (0 = off)")
-    need("ood_callback_size", lambda v: v >= 1, "an int >= 1 (ID validation images of the OOD callback)")
+    check_ranges(a)  # every numeric flag, naming it (amp_tf.run.flags.RANGES)
+    check_paths(a)
+    if a.get("ood") is not None and not split_names(a["ood"]):
+        raise ValueError(f"--ood {a['ood']!r}: names no OOD set; name one or more (a comma list), or omit --ood "
+                         "where the command has default sets (the trainers).")
     if a.get("ood"):  # folder:<path> OOD sets: there and holding images, before any work
         from amp_tf.contract import check_ood_folders
 
@@ -153,6 +132,19 @@ def check_data_dir(path, download=False):
     if not any(p.iterdir()):
         raise ValueError(f"--data-dir {p} is an empty folder; give a folder that holds the data, or add "
                          "--download to fetch it into this folder.")
+
+
+def tfds_root(data_dir=None):
+    """The tensorflow-datasets folder a set is read from: `data_dir` (--data-dir), else $TFDS_DATA_DIR, else
+    ~/tensorflow_datasets (tfds' default)."""
+    return Path(str(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")).expanduser()
+
+
+def tfds_prepared(name, data_dir=None):
+    """True when tensorflow-datasets' `name` is prepared in `tfds_root(data_dir)` (its
+    ``<name>/<version>/dataset_info.json``), or when that cannot be told without TensorFlow (a URL)."""
+    raw = str(data_dir or os.environ.get("TFDS_DATA_DIR") or "")
+    return "://" in raw or any(tfds_root(data_dir).glob(f"{name}/**/dataset_info.json"))
 
 
 def explicit_flags(parser, argv):
@@ -369,13 +361,14 @@ def add_limit_alias(group):
     return group
 
 
-def check_init_from(args, given, image_shape=None, data="this job's images"):
+def check_init_from(args, given, image_shape=None, data="this job's images", num_classes=None):
     """The --init-from checks every trainer shares (before any work; no TensorFlow).
 
     With --init-from: --arch / --width are refused when written (the given model
     fixes them; recorded as None), so is --epochs when --finetune-epochs > 0, and
     the model's input must be `image_shape` (when given; `data` names it in the
-    message). Without it: --finetune-epochs is refused when written (recorded as
+    message), and its class count `num_classes` (when given; read from the model's config.json, as the
+    shape is: no TensorFlow). Without it: --finetune-epochs is refused when written (recorded as
     0), and --width for any architecture but resnet_small (recorded as None).
     trainers.fmnist, where --finetune-epochs also means "fine-tune the vanilla
     twin trained here", calls it with --init-from only.
@@ -395,8 +388,9 @@ def check_init_from(args, given, image_shape=None, data="this job's images"):
         refuse_with("epochs", given, f"with --init-from nothing trains from scratch: the anchored model is "
                     f"fine-tuned for --finetune-epochs ({args.finetune_epochs}) epochs. Use --finetune-epochs N "
                     "(or --finetune-epochs 0 --epochs N).")
-    _, shape = init_from_info(args.init_from)
+    _, shape, classes = init_from_info(args.init_from)
     check_image_shape(shape, image_shape, f"--init-from {args.init_from}", data)  # (None, None, C): any size
+    check_outputs([("", classes)], f"--init-from {args.init_from}", num_classes, data)
     args.arch, args.width = None, None  # not used: recorded as such
     return True
 

@@ -116,7 +116,8 @@ def combine(args, given):
         if args.near:
             raise ValueError("--near with --init-from: the near-OOD splits train their own models on 6 of the "
                              "10 classes, so the given model cannot be their twin; drop --near.")
-        check_init_from(args, given, IMAGE_SHAPE, "this job's images (Fashion-MNIST)")
+        check_init_from(args, given, IMAGE_SHAPE, "this job's images (Fashion-MNIST)",
+                        num_classes=6 if args.holdout else 10)  # --holdout: classes 0-5
     elif args.skip_vanilla:
         if args.finetune_epochs:  # --finetune-epochs 0 says the same as --skip-vanilla: fine
             refuse_with("finetune_epochs", given, "with --skip-vanilla (and no --init-from) the anchored model "

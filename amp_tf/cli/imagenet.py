@@ -48,6 +48,8 @@ from amp_tf.cli.common import (
     run_and_report,
     run_folder,
     split_names,
+    tfds_prepared,
+    tfds_root,
     train_config,
 )
 
@@ -107,11 +109,54 @@ def combine(args, given):
         if folder is not None and not Path(folder).is_dir():
             raise ValueError(f"--{flag.replace('_', '-')} {folder}: no such folder; give a folder with one "
                              "subfolder of images per class.")
+        if folder is not None:
+            check_image_folder(folder, f"--{flag.replace('_', '-')}")
     if args.init_from and args.vanilla:
         raise ValueError("--init-from with --vanilla: --init-from fine-tunes an anchored model from your "
                          "vanilla one; drop --vanilla.")
     size = args.image_size
     check_init_from(args, given, (size, size, 3), f"this job's crops (--image-size {size})")
+    if not args.train_folder and not args.dry_run:
+        check_tfds_imagenet(args)  # last: a wrong flag is named before missing data
+
+
+def check_image_folder(folder, flag):
+    """Refuses a folder without a single image file (flat or in class subfolders; hidden files aside),
+    before TensorFlow (`amp_tf.cli.names.IMAGE_EXTENSIONS`; unreadable files are the loader's to judge)."""
+    import os
+
+    from amp_tf.cli.names import IMAGE_EXTENSIONS
+
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS for n in filenames):
+            return
+    raise ValueError(f"{flag} {folder} holds no image files (it is empty, or holds only other files; looked for "
+                     f"{', '.join(IMAGE_EXTENSIONS)}, flat or in class subfolders); give a folder with one "
+                     "subfolder of images per class.")
+
+
+#: The ILSVRC2012 archives tensorflow-datasets prepares imagenet2012 from (never downloaded: registration).
+IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+
+
+def check_tfds_imagenet(args):
+    """tfds' imagenet2012 must be prepared in the tfds folder (--data-dir), or with --download its two
+    archives must lie in the manual folder: checked before TensorFlow, naming the folders and the fix."""
+    root = tfds_root(args.data_dir)
+    if tfds_prepared("imagenet2012", args.data_dir):
+        return
+    manual = Path(args.manual_dir).expanduser() if args.manual_dir else root / "downloads" / "manual"
+    missing = [t for t in IMAGENET_TARS if not (manual / t).is_file()]
+    fix = (f"put {' and '.join(IMAGENET_TARS)} (from image-net.org, after registration) in {manual}/ and add "
+           "--download to prepare it, or pass --train-folder and --val-folder (one subfolder of images per class)")
+    if not args.download:
+        raise FileNotFoundError(f"imagenet2012 is not on this machine: no prepared tensorflow-datasets copy in "
+                                f"{root} (looked for {root}/imagenet2012/<version>/dataset_info.json; --data-dir "
+                                f"sets the folder). To use ImageNet, {fix}.")
+    if missing:
+        raise FileNotFoundError(f"--download: imagenet2012 is never downloaded (it needs registration), and "
+                                f"{manual} lacks {', '.join(missing)} (--manual-dir sets the folder); {fix}.")
 
 
 def expand_ood(text):

@@ -34,6 +34,12 @@ CONSISTENCY_PRESETS = {
     "all": ("resized_crop", "flip", "color_jitter", "blur", "grayscale"),
 }
 TRANSFORMS = ("blur", "color_jitter", "flip", "grayscale", "resized_crop")
+#: The corruptions of tensorflow-datasets' imagenet2012_corrupted (each at levels 1..5; tests/test_cli.py checks)
+IMAGENET_C = ("brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_blur",
+              "gaussian_noise", "glass_blur", "impulse_noise", "jpeg_compression", "motion_blur", "pixelate",
+              "saturate", "shot_noise", "snow", "spatter", "speckle_noise", "zoom_blur")
+#: amp_tf.data.folders.IMAGE_EXTENSIONS: the files an image folder is read from
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 #: amp_tf.data.RESIZE_METHODS
 RESIZE_METHODS = ("tf", "pil_nearest", "pil_bilinear", "pil_bicubic", "pil_lanczos")
 #: amp_tf.data.names() and the patterns of amp_tf.data.names(include_patterns=True)
@@ -69,7 +75,11 @@ def check_arch(name):
 
 
 def check_consistency(text, flag="--consistency"):
-    """The transforms of T that `text` names (a preset, or names joined by '+')."""
+    """The transforms of T that `text` names (a preset, or names joined by '+'); empty text is refused
+    (it is no transform: T off is the preset ``none``)."""
+    if not str(text).strip():
+        raise ValueError(f"{flag}: {text!r} is not a transform; for no anchor transform use {flag} none, else a "
+                         f"preset {sorted(CONSISTENCY_PRESETS)} or names from {sorted(TRANSFORMS)} joined by '+'.")
     augment = _live("amp_tf.method.augment")
     if augment is not None:
         try:
@@ -86,8 +96,21 @@ def check_consistency(text, flag="--consistency"):
     return names
 
 
+def check_imagenet_c(name):
+    """An ``imagenet2012_corrupted/<corruption>_<1..5>`` name must name one of tfds' variants (`IMAGENET_C`)."""
+    family, _, variant = str(name).partition("/")
+    if family != "imagenet2012_corrupted":
+        return
+    corruption, _, level = variant.rpartition("_")
+    if corruption not in IMAGENET_C or level not in ("1", "2", "3", "4", "5"):
+        raise ValueError(f"unknown imagenet2012_corrupted variant {variant!r} in {name!r}; use "
+                         f"imagenet2012_corrupted/<corruption>_<level 1..5>, the corruption one of: "
+                         f"{', '.join(IMAGENET_C)} (e.g. imagenet2012_corrupted/gaussian_blur_3).")
+
+
 def check_data_name(name):
     """`name` if it is a data set name or a pattern form; the registry's ValueError otherwise."""
+    check_imagenet_c(name)
     registry = _live("amp_tf.data.registry")
     if registry is not None:
         registry.resolve(name)

@@ -38,19 +38,32 @@ def check_out(args):
                          overwrite=getattr(args, "overwrite", False))
     else:
         check_writable(Path("runs"), "the default run folder under runs/")
-    if getattr(args, "backup_dir", None):
+    if getattr(args, "backup_dir", None) and not getattr(args, "no_backup", False):
+        from amp_tf.run.backupdir import check_backup_dir  # pure Python
+
         check_writable(Path(args.backup_dir), f"--backup-dir {args.backup_dir}")
+        check_backup_dir(args.backup_dir, args.out or None, resume=getattr(args, "resume", False))
 
 
 def run_folder(args, name, log=print, data=()):
     """The `amp_tf.run.pipeline.RunFolder` of --out / --resume / --overwrite (default: runs/<name>-<time>);
-    its job.json records where each split of `data` (`IDData`s) was read (`data_sources`)."""
+    its job.json records where each split of `data` (`IDData`s) was read (`data_sources`). A --backup-dir
+    becomes this run's (`amp_tf.run.backupdir.claim_backup_dir`: a replaced run's backup is removed)."""
     from amp_tf.run.pipeline import RunFolder
 
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    return RunFolder(out, _run_config(args), resume=getattr(args, "resume", False),
-                     overwrite=getattr(args, "overwrite", False), log=log,
-                     record={"data_sources": data_sources(*data)} if data else None)
+    folder = RunFolder(out, _run_config(args), resume=getattr(args, "resume", False),
+                       overwrite=getattr(args, "overwrite", False), log=log,
+                       record={"data_sources": data_sources(*data)} if data else None)
+    if getattr(args, "backup_dir", None) and not args.no_backup:  # the backup folder is this run's alone
+        from amp_tf.run.backupdir import claim_backup_dir
+
+        try:
+            claim_backup_dir(args.backup_dir, out, resume=folder.state == "interrupted")
+        except BaseException:
+            folder.discard()
+            raise
+    return folder
 
 
 def data_sources(*datasets):
@@ -87,11 +100,12 @@ def run_dir(args, name, marker, tool):
 
 
 def init_from_info(path):
-    """`(class name, input shape or None)` of the --init-from `.keras` file, read from its
-    config.json without Keras; refuses what cannot be fine-tuned (checked before any work).
+    """`(class name, input shape or None, classes or None)` of the --init-from `.keras` file, read from
+    its config.json without Keras; refuses what cannot be fine-tuned (checked before any work).
 
     Raises:
-        ValueError: not a file, not a `.keras` archive, or an anchored model.
+        ValueError: not a file, not a `.keras` archive, an anchored model, a model with more than one
+            output, or one that ends in softmax / sigmoid.
     """
     import json
     import zipfile
@@ -114,15 +128,17 @@ def init_from_info(path):
         raise ValueError(f"--init-from {path} is an anchored model (AnchoredModel): fine-tuning starts from "
                          f"a vanilla model, which becomes the anchored one; {fix}. To continue training "
                          "an anchored run, use --resume on its --out.")
-    from amp_tf.contract import check_logits_config
+    from amp_tf.contract import check_logits_config, check_outputs, outputs_in_config
 
-    check_logits_config(config, f"--init-from {path}")  # logits only: a softmax / sigmoid head is refused
+    outputs = outputs_in_config(config)
+    check_outputs(outputs, f"--init-from {path}")  # one output (of logits) ...
+    check_logits_config(config, f"--init-from {path}")  # ... logits only: a softmax / sigmoid head is refused
     shape = None
     for layer in (config.get("config") or {}).get("layers") or ():
         if layer.get("class_name") == "InputLayer":
             shape = tuple((layer.get("config") or {}).get("batch_shape") or ())[1:] or None
             break
-    return name, shape
+    return name, shape, (outputs[0][1] if outputs else None)
 
 
 def versions():

@@ -98,7 +98,9 @@ def add_training_flags(p, defaults):
     s.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute, float32 logits and tau")
     s.add_argument("--no-backup", action="store_true", help="disable BackupAndRestore (resume after a kill)")
     s.add_argument("--backup-dir", default=None,
-                   help="BackupAndRestore folder (default: <out>/<model>/backup; each worker adds worker<i>/)")
+                   help="BackupAndRestore folder (default: <out>/<model>/backup; each worker adds worker<i>/), "
+                        "outside --out; it belongs to one run (its --out): one holding another run's backup is "
+                        "refused")
     s.add_argument("--deterministic", action="store_true",
                    help="TF op determinism: a resumed run then ends with the same weights as an uninterrupted one")
 
@@ -130,3 +132,79 @@ def train_config(args, **overrides):
           and getattr(args, "finetune_epochs", 0)):
         cfg.epochs = args.finetune_epochs
     return cfg
+
+
+#: The largest --seed (NumPy and TensorFlow seeds are 32-bit).
+SEED_MAX = 2**32 - 1
+#: The fewest ID images that set a serving threshold (`amp_tf.serve.head.MIN_ID_IMAGES`; tests/test_cli.py checks).
+MIN_THRESHOLD_IMAGES = 20
+
+
+def _finite_above(low, strict=True):
+    import math
+
+    return lambda v: math.isfinite(v) and (v > low if strict else v >= low)
+
+
+#: ``(dest, valid, what it expects)`` of every numeric flag of a command: `check_ranges` checks those the
+#: command has (before TensorFlow), naming the flag.
+RANGES = (
+    ("epochs", lambda v: v >= 1, "an int >= 1 (an untrained model is never exported)"),
+    ("batch_size", lambda v: v >= 1, "an int >= 1"),
+    ("eval_batch_size", lambda v: v >= 1, "an int >= 1 (images per scoring batch)"),
+    ("lr", _finite_above(0), "a finite learning rate > 0"),
+    ("weight_decay", _finite_above(0, strict=False), "a finite value >= 0"),
+    ("lr_gamma", _finite_above(0), "a finite factor > 0"),
+    ("num_anchors", lambda v: v >= recipe.MIN_ANCHORS, f"K >= {recipe.MIN_ANCHORS} (tau is a standard deviation "
+     "over anchors)"),
+    ("seed", lambda v: 0 <= v <= SEED_MAX, f"an int in 0..{SEED_MAX} (2**32 - 1)"),
+    ("shuffle_seed", lambda v: 0 <= v <= SEED_MAX, f"an int in 0..{SEED_MAX} (2**32 - 1)"),
+    ("train_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)"),
+    ("eval_limit", lambda v: v >= 1, "an int >= 1 (omit the flag for no limit)"),
+    ("width", lambda v: v >= 1, "an int >= 1"),
+    ("image_size", lambda v: v >= 1, "an int >= 1 (the side of the square crops, in pixels)"),
+    ("consistency_every", lambda v: v >= 0, "an int >= 0 (0 = never)"),
+    ("finetune_epochs", lambda v: v >= 0, "an int >= 0"),
+    ("tpr", lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+    ("val_size", lambda v: v >= MIN_THRESHOLD_IMAGES, f"an int >= {MIN_THRESHOLD_IMAGES} (ID validation images: "
+     "the serving threshold, selection)"),
+    ("threshold_size", lambda v: v >= MIN_THRESHOLD_IMAGES, f"an int >= {MIN_THRESHOLD_IMAGES} (validation images "
+     "that set the serving threshold)"),
+    ("odin_epsilon", _finite_above(0, strict=False), "a finite input perturbation >= 0 (0: none)"),
+    ("odin_temperature", _finite_above(0), "a finite temperature > 0"),
+    ("blur_sigma", _finite_above(0), "a finite blur sigma > 0 (pixels)"),
+    ("ood_callback_sigma", _finite_above(0), "a finite blur sigma > 0 (pixels)"),
+    ("ood_callback_every", lambda v: v >= 0, "an int >= 0 (0 = off)"),
+    ("ood_callback_size", lambda v: v >= 1, "an int >= 1 (ID validation images of the OOD callback)"),
+)
+
+
+def check_ranges(a):
+    """Every numeric flag of `a` (``vars(args)``) that `RANGES` lists, and --anchor-pool against K: a
+    ValueError naming the flag. Pure Python (before TensorFlow).
+
+    Example:
+        >>> check_ranges({"seed": -1})
+        Traceback (most recent call last):
+        ...
+        ValueError: --seed: expected an int in 0..4294967295 (2**32 - 1), got -1.
+    """
+    for flag, ok, what in RANGES:
+        if a.get(flag) is not None and not ok(a[flag]):
+            raise ValueError(f"--{flag.replace('_', '-')}: expected {what}, got {a[flag]!r}.")
+    pool, k = a.get("anchor_pool"), a.get("num_anchors")
+    if pool is not None and pool < max(1, k or 1):
+        raise ValueError(f"--anchor-pool {pool}: the {k} anchors (--num-anchors) are picked among this many "
+                         f"training images; give --anchor-pool >= {max(1, k or 1)}.")
+
+
+def check_paths(a):
+    """The path flags of `a` (``vars(args)``): --out and --backup-dir may not be empty text (an empty path
+    is no folder: it would be silently ignored); --backup-dir with --no-backup contradicts itself."""
+    for flag in ("out", "backup_dir"):
+        if a.get(flag) is not None and not str(a[flag]).strip():
+            name = f"--{flag.replace('_', '-')}"
+            raise ValueError(f"{name}: empty path; give a folder, or omit {name} for the default place.")
+    if a.get("no_backup") and a.get("backup_dir"):
+        raise ValueError("--no-backup with --backup-dir: the first turns backups off, the second says where to "
+                         "write them; drop one of the two flags.")

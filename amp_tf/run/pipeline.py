@@ -142,6 +142,11 @@ class GivenModel:
             from amp_tf.contract import check_logits_head
 
             check_logits_head(self.model, str(self.path))
+        from amp_tf.contract import check_outputs
+
+        outputs = getattr(self.model, "outputs", None) or []  # a subclassed model may not tell
+        if len(outputs) > 1:
+            check_outputs([(getattr(t, "name", "?"), None) for t in outputs], str(self.path))  # one output
         if data is not None:
             from amp_tf.contract import shapes_match
 
@@ -326,11 +331,17 @@ def _run_job(data, ood, models, folder, num_anchors, positive, train_kw, callbac
 
 def _save_and_export(trained, anchors, id_val, out, info, export, tpr, calibration, tflite, shipped=None):
     """Saves every model as `<name>.keras`; exports the first anchored one (serving/, model.tflite) with
-    its shipped detector (`shipped[name]`, saved as `detector.json` / `detector.npz`), else AMP alone."""
+    its shipped detector (`shipped[name]`, saved as `detector.json` / `detector.npz`), else AMP alone. An
+    export left in `out` by the run that a --resume continues is replaced."""
     from amp_tf.serve.export import export_for_serving, export_tflite
     from amp_tf.method.predictor import AnchoredPredictor
 
     exported, shipped = not export, shipped or {}
+    for earlier in (out / "serving", out / "model.tflite"):  # a resumed run killed after its export: replaced
+        if earlier.is_dir() and not earlier.is_symlink():   # (the work folder is this run's alone)
+            shutil.rmtree(earlier)
+        elif earlier.exists() or earlier.is_symlink():
+            earlier.unlink()
     for name, (model, cfg, _) in trained.items():
         model.save(out / f"{name}.keras")
         if name in shipped:

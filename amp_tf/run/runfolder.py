@@ -38,6 +38,7 @@ from amp_tf.run.runlock import LOCK, lock_state  # noqa: F401  (importable from 
 from amp_tf.run.runlock import acquire as _acquire
 from amp_tf.run.runlock import read_lock as _read_lock
 from amp_tf.run.runlock import refuse_live as _refuse_live
+from amp_tf.run.writable import MIN_FREE_BYTES, check_writable, disk_full  # noqa: F401  (importable from here)
 
 #: Run folders whose `guard()` is active in this process (training adds their epoch check).
 _ACTIVE = []
@@ -102,6 +103,10 @@ def check_run_folder(path, config, resume=False, overwrite=False):
     path = Path(path)
     if path.name in ("", ".", ".."):
         raise ValueError(f"--out {path}: name a run folder of its own (e.g. runs/my-run), not {path}.")
+    if path.is_symlink():  # the finished run is renamed into place: it would replace the link itself
+        target = Path(os.path.realpath(path))
+        raise ValueError(f"--out {path} is a symbolic link to {target}" + ("" if path.exists() else ", which does "
+                         "not exist") + f"; a run folder is moved into place when complete. Pass --out {target}.")
     work = path.parent / f".{path.name}.partial"
     config = json.loads(json.dumps(config, default=str))
     if resume and overwrite:
@@ -189,42 +194,6 @@ def check_output_folder(path, marker, overwrite=False, tool="this command", flag
             raise ValueError(f"--overwrite: {path} holds no {marker}, so it is no {tool} output and is left "
                              f"alone ({_some_files(path)}); remove it yourself, or pass another {flag}.")
     return path
-
-
-#: The least free space a run starts with (its models, backups and report).
-MIN_FREE_BYTES = 64 << 20
-
-
-def check_writable(folder, what="--out"):
-    """Refuses, before any work, a folder that cannot be made or written: a file on its path, no
-    permission, a read-only or full disk (`what` names the flag in the message). Touches nothing.
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> notes = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
-        >>> _ = notes.write_text("mine")
-        >>> check_writable(notes / "run", "--out notes.txt/run")
-        Traceback (most recent call last):
-        ...
-        ValueError: --out notes.txt/run: .../notes.txt is a file, not a folder; pass a path made of folders.
-    """
-    folder = Path(folder).absolute()
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{what}: {existing} is a file, not a folder; pass a path made of folders.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        verb = "write in" if existing == folder else "create folders in"
-        raise ValueError(f"{what}: cannot {verb} {existing} (permission denied, or a read-only file system); "
-                         "pass a folder you may write to.")
-    try:
-        free = shutil.disk_usage(existing).free
-    except OSError:
-        return
-    if free < MIN_FREE_BYTES:
-        raise ValueError(f"{what}: the disk that holds {existing} is full ({free >> 20} MiB free); free some "
-                         "space, or pass a folder on another disk.")
 
 
 def _interrupted(work):
@@ -367,12 +336,21 @@ class RunFolder:
             if not isinstance(err, RunFolderLost):
                 self.check_intact()
             self.release()
+            self._disk_full(err)
             raise
-        except BaseException:
+        except BaseException as err:
             self.release()
+            self._disk_full(err)
             raise
         finally:
             _ACTIVE.remove(self)
+
+    def _disk_full(self, err):
+        """Raises an `OSError` in our words when `err` came with the run folder's disk full (`disk_full`)."""
+        full = disk_full(self.work.parent, err)
+        if full:
+            raise OSError(f"{full}; the run's work is kept in {self.work}: free some space, then rerun with "
+                          "--resume.") from err
 
     def commit(self):
         """Moves the complete run into place; returns its final path.

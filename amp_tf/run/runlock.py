@@ -19,7 +19,7 @@ LOCK = ".run.lock"
 HELD = set()
 
 
-def _proc_start(pid):
+def proc_start(pid):
     """The start time of process `pid` in clock ticks since boot (Linux), or None: tells a reused pid apart."""
     try:
         with open(f"/proc/{int(pid)}/stat") as f:
@@ -66,7 +66,7 @@ def lock_state(lock):
         pass
     except (OSError, TypeError, ValueError):
         return "gone"
-    started = _proc_start(pid)
+    started = proc_start(pid)
     if started is not None and lock.get("proc_start") not in (None, started):
         return "gone"  # the pid was reused by another process
     return "live"
@@ -96,7 +96,7 @@ def refuse_live(path, work, lock, state):
 def acquire(work, path):
     """Creates the lock of this process in `work` (O_CREAT | O_EXCL); refuses a live owner. Returns its token."""
     token = uuid.uuid4().hex
-    lock = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": proc_start(os.getpid()),
             "started": _dt.datetime.now().isoformat(timespec="seconds"), "token": token,
             "command": " ".join(__import__("sys").argv)[:300]}
     for _ in range(3):

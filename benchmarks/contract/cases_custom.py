@@ -239,8 +239,9 @@ cli("out-inside-run", "trainers.fmnist --out", F + FAST + ["--out", "{copy}/sub"
     check=lambda ctx, r: ("wrong", "a finished run's folder now holds another run (sub/)")
     if (Path(ctx["copy"]) / "sub").exists() else None)
 cli("backup-inside-out", "trainers.fmnist --backup-dir", F + FAST + ["--backup-dir", "{d}/r/bk", "--out", "{d}/r"],
-    "--backup-dir inside --out", expect="ok", heavy=True, needs=("run",), setup=lambda ctx, d: {"out": f"{d}/r"},
-    check=checks.finished("out"))
+    "--backup-dir inside --out", names=("--backup-dir", "--out"), early=True, heavy=True, needs=("run",),
+    note="refused at once naming both flags (issue 30 allows either): --out is written as a .partial and moved "
+         "into place, so a --backup-dir inside it is no place of its own; the default backups already live there")
 cli("resume-early-kill", "trainers.fmnist --resume", F + FAST + ["--out", "{iv}", "--resume"],
     "--resume of a run killed before its first epoch ended (.partial holds job.json and a dead lock)", expect="ok",
     heavy=True, needs=("run",), setup=lambda ctx, d: _early_partial(ctx, d), check=checks.finished("iv"))
