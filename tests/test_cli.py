@@ -368,6 +368,46 @@ def test_eval_user_errors(saved_models, tmp_path, capsys):
     assert "--overwrite" in err and (used / "report.md").read_text() == "old"
 
 
+def test_eval_ood_accepts_every_detector_the_registry_offers_for_the_model_kind(capsys):
+    """--scores takes each name that amp_tf.detection.detectors offers for one model of the kind (its KINDS
+    table: one home), its help names them, and a name of another kind or of an ensemble is refused."""
+    from amp_tf.detection import detectors
+    from amp_tf.detection.detectors.base import ANCHORED, PLAIN
+
+    helped = " ".join(ood.parser().format_help().split())
+    for anchored, kind, known in ((True, ANCHORED, {"knn", "mahalanobis", "amp+knn", "amp+mahalanobis", "neg_tau"}),
+                                  (False, PLAIN, {"knn", "mahalanobis", "gram", "react", "temperature_scaling",
+                                                  "mc_dropout_msp", "odin", "max_logit"})):
+        offered = [n for n in detectors.names() if kind in detectors.KINDS[n]]
+        assert known <= set(offered)
+        assert sorted(ood.valid_scores(anchored)) == sorted(offered)
+        for name in offered:
+            assert ood.choose_scores(name, anchored) == [name], name
+            assert name in helped or name.startswith("mc_dropout_") and "mc_dropout_*" in helped, name
+    assert ood.choose_scores("amp+mahalanobis,knn", True) == ["knn", "amp+mahalanobis"]  # the report's order
+    with pytest.raises(ValueError, match="unknown score.*gram for an anchored model"):
+        ood.choose_scores("gram", True)
+    with pytest.raises(ValueError, match="unknown score.*neg_tau for a vanilla model"):
+        ood.choose_scores("neg_tau", False)
+    with pytest.raises(ValueError, match="ensemble_msp score.*list of models.*one --model"):
+        ood.choose_scores("msp,ensemble_msp", False)
+
+
+def test_eval_scores_the_fitted_detectors(saved_models, tmp_path, capsys):
+    """A vanilla model's fitted detectors (on the --id training split, ReAct and temperature scaling on its
+    held-out tenth) and an anchored model's feature detectors and their combination score end to end."""
+    base = ["--id", "fashion_mnist", "--ood", "digits", "--limit", 60, "--train-limit", 300, "--no-plots",
+            "--verbose", 0]
+    fitted = ["knn", "mahalanobis", "gram", "react", "temperature_scaling"]
+    run(ood.main, ["--model", saved_models / "vanilla.keras", "--scores", ",".join(fitted + ["msp"]),
+                   "--out", tmp_path / "v"] + base)
+    check_report(tmp_path / "v" / "report.json", {f"vanilla/{n}" for n in fitted + ["msp"]}, ["digits"])
+    run(ood.main, ["--model", saved_models / "anchored.keras", "--scores", "amp+knn,mahalanobis",
+                   "--num-anchors", 3, "--out", tmp_path / "a"] + base)
+    check_report(tmp_path / "a" / "report.json", {"anchored/mahalanobis", "anchored/amp+knn"}, ["digits"])
+    capsys.readouterr()
+
+
 @pytest.mark.slow
 def test_eval_cli_exit_code_in_a_subprocess(tmp_path):
     """The one subprocess: `python -m eval.ood` on a non-model file exits 2 with one error line."""
