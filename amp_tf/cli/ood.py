@@ -43,6 +43,7 @@ from amp_tf.cli.common import (
     split_names,
     versions,
 )
+from amp_tf.cli.early import check_seed, check_tfds_prepared
 
 
 def parser():
@@ -186,23 +187,24 @@ def choose_scores(text, anchored):
     return [s for s in valid if s in asked] if anchored else asked
 
 
-def _out_path(args):
-    """--out (default runs/eval-<model>-<time>), checked: new or empty (or --overwrite), never a
-    training run's folder. No side effect: runs before any work."""
+def out_path(args, prefix="eval", tool="eval.ood"):
+    """--out (default runs/<prefix>-<model>-<time>), checked: new or empty (or --overwrite), never a
+    training run's folder (`check_output_folder`). No side effect: runs before any work (eval.ood and
+    eval.resize_study)."""
     import datetime as dt
 
     from amp_tf.run.runfolder import check_output_folder
 
     stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(args.out) if args.out else Path("runs") / f"eval-{Path(args.model).stem}-{stamp}"
-    return check_output_folder(out, "report.json", args.overwrite, "eval.ood")
+    out = Path(args.out) if args.out else Path("runs") / f"{prefix}-{Path(args.model).stem}-{stamp}"
+    return check_output_folder(out, "report.json", args.overwrite, tool)
 
 
 def _out_folder(args):
-    """`_out_path`, cleared when --overwrite replaces it."""
+    """`out_path`, cleared when --overwrite replaces it."""
     import shutil
 
-    out = _out_path(args)
+    out = out_path(args)
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     return out
@@ -214,9 +216,19 @@ def combine(args, given):
     if not ood_names and not getattr(args, "dry_run", False):
         raise ValueError("--ood: give at least one OOD set name.")
     check_names([n for n in [args.id] + ood_names if n is not None])  # unknown names: before any loading
-    if not args.dry_run:  # a dry run reads nothing (--model may be missing or not there yet)
+    check_files(args, ood_names)
+    if not args.dry_run:
+        out_path(args)
+
+
+def check_files(args, ood_names=()):
+    """The checks that eval.ood and eval.resize_study share, before TensorFlow: --seed, and (not on a dry
+    run, which reads nothing) --model a complete .keras file and the tfds sets of --id / --ood prepared."""
+    check_seed(args.seed)
+    if not args.dry_run:  # --model may be missing or not there yet
         check_model_path(args.model)
-        _out_path(args)
+        check_tfds_prepared([args.id], args.data_dir, args.download, "--id")
+        check_tfds_prepared(ood_names, args.data_dir, args.download, "--ood")
 
 
 def fit_splits(names, anchored):
