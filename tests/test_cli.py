@@ -458,6 +458,53 @@ def test_a_bad_flag_is_refused_before_tensorflow_is_imported(tmp_path):
         assert not {"tensorflow", "keras"} & imported, argv
 
 
+def test_eval_and_tune_answer_flag_and_path_mistakes_before_tensorflow(saved_models, tmp_path):
+    """eval.ood, eval.resize_study and trainers.tune: ranges (--seed, --lr, --weight-decay, --train-limit), an
+    unknown --arch, a tfds set that is not prepared, missing folders and a wrong --out are answered, naming the
+    flag, before `import tensorflow` (the `-X importtime` listing; measures no time)."""
+    env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "no_tfds"))
+    env.pop("AMP_TF_DEBUG", None)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "job.json").write_text("{}")
+    model = ["--model", str(saved_models / "anchored.keras"), "--id", "fashion_mnist"]
+    study = ["eval.resize_study", *model, "--ood-folder", str(tmp_path)]
+    for argv, msg in (
+            (["eval.ood", *model, "--ood", "digits", "--seed", "-1"], "error: --seed: expected an int in 0..4294967295"),
+            (["eval.ood", *model, "--ood", "digits,mnist"], "error: --ood: 'mnist' is not prepared in the default"),
+            (["eval.resize_study", *model, "--ood-folder", str(tmp_path / "none")], "error: --ood-folder folder:"),
+            (["eval.resize_study", *model, "--ood-folder", str(notes)], "is a file, not a folder of images"),
+            ([*study, "--out", str(tmp_path / "run")], f"error: --out {tmp_path / 'run'} is a training run's folder"),
+            ([*study, "--out", str(tmp_path)], f"error: --out {tmp_path} is not empty; pass --overwrite"),
+            ([*study, "--seed", "-2"], "error: --seed: expected an int in 0..4294967295"),
+            (["trainers.tune", "--lr", "nan,0.1"], "error: --lr: expected a finite learning rate > 0, got nan."),
+            (["trainers.tune", "--weight-decay", "-0.1"], "error: --weight-decay: expected a finite value >= 0"),
+            (["trainers.tune", "--train-limit", "-5"], "error: --train-limit: expected an int >= 0"),
+            (["trainers.tune", "--arch", "resnet_smal"], "error: --arch: unknown backbone 'resnet_smal'"),
+            (["trainers.tune", "--id", "cifar10"], "error: --id: 'cifar10' is not prepared"),
+            (["trainers.tune", "--out", str(notes)], f"error: --out {notes} is a file, not a folder")):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", *argv], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (argv, proc.stderr[-2000:])
+        assert msg in proc.stderr, (argv, proc.stderr[-2000:])
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "amp_tf.cli.early" in imported  # the listing is real
+        assert not {"tensorflow", "keras"} & imported, argv
+    assert notes.read_text() == "mine" and not (tmp_path / "no_tfds").exists()
+
+
+def test_the_tfds_snapshot_equals_the_loader():
+    from amp_tf.cli import early
+    from amp_tf.data import tfds_sets
+    from amp_tf.data.registry import names
+
+    assert early.TFDS_ONLY == tfds_sets.TFDS_NAMES
+    assert {p.split("<", 1)[0] for p in names(include_patterns=True) if p.split("/", 1)[0] in
+            ("lsun", "imagenet2012_corrupted")} == set(early.TFDS_PATTERNS)
+
+
 def test_import_amp_tf_registers_everything_once_keras_is_there():
     """Here Keras is imported (by this module's imports): `import amp_tf` has registered every serializable
     and score, as in a user's script; the CLI processes above import amp_tf and no TensorFlow."""
