@@ -144,9 +144,10 @@ def combine(args, given):
     if args.save_images < 0:
         raise ValueError(f"--save-images: expected >= 0, got {args.save_images}.")
     check_names([args.id] if args.id else [])
-    ood.check_files(args)  # --seed, --model, --id: eval.ood's checks
     if not args.dry_run:  # a dry run reads nothing (the folder may not be there yet)
         check_ood_folders(f"folder:{args.ood_folder}", "--ood-folder")
+    ood.check_files(args)  # --seed, --model, --id: eval.ood's checks
+    if not args.dry_run:
         ood.out_path(args, "resize", "eval.resize_study")
 
 
