@@ -1254,6 +1254,53 @@ def _(c):
     return "accepted: scored on the anchored features (fitted on the ID training split)"
 
 
+@case("eval.ood --scores", "knn,mahalanobis,gram,react,temperature_scaling on a vanilla model")
+def _(c):
+    got = ood.choose_scores("knn,mahalanobis,gram,react,temperature_scaling", anchored=False)
+    assert got == ["knn", "mahalanobis", "gram", "react", "temperature_scaling"]
+    return "accepted: every detector of amp_tf.detection.detectors for a plain model, fitted on the ID training split"
+
+
+@case("eval.ood --scores", "ensemble_msp (a detector of a list of models)")
+def _(c):
+    return expect(ValueError, "ensemble_msp score.*one --model", ood.choose_scores, "ensemble_msp", False)
+
+
+@case("eval.ood", "--seed -1")
+def _(c):
+    return _cli(ood.main, ["--model", c["root"] / "none.keras", "--id", "fashion_mnist", "--ood", "digits",
+                           "--seed", "-1"])
+
+
+@case("eval.resize_study", "--ood-folder that does not exist")
+def _(c):
+    from amp_tf.cli import resize_study
+
+    return _cli(resize_study.main, ["--model", c["root"] / "none.keras", "--id", "fashion_mnist", "--ood-folder",
+                                    c["root"] / "no-such-folder"]).replace(str(c["root"]), "<path>")
+
+
+@case("trainers.tune", "--lr nan,0.1")
+def _(c):
+    from amp_tf.cli import tune
+
+    return _cli(tune.main, ["--lr", "nan,0.1", "--out", c["root"] / "never"])
+
+
+@case("trainers.tune", "a search of other settings into the --out of an earlier search")
+def _(c):
+    import json
+
+    from amp_tf.cli import tune
+
+    out = c["root"] / "tuned"
+    (out / "tuner").mkdir(parents=True)
+    first = tune.parser().parse_args(["--out", str(out), "--lr", "0.05"])
+    (out / tune.SEARCH_FILE).write_text(json.dumps({"settings": tune.search_settings(first)}))
+    assert tune.tune_folder(first) == (out, True)  # the same settings: resumed
+    return _cli(tune.main, ["--out", out, "--lr", "0.1"]).replace(str(out), "<path>")
+
+
 @case("train (any model)", "a loss that grows 1000-fold over its first value (raw pixels, lr 0.1)")
 def _(c):
     from amp_tf.run.training import DivergenceStop, TrainingDiverged

@@ -368,6 +368,46 @@ def test_eval_user_errors(saved_models, tmp_path, capsys):
     assert "--overwrite" in err and (used / "report.md").read_text() == "old"
 
 
+def test_eval_ood_accepts_every_detector_the_registry_offers_for_the_model_kind(capsys):
+    """--scores takes each name that amp_tf.detection.detectors offers for one model of the kind (its KINDS
+    table: one home), its help names them, and a name of another kind or of an ensemble is refused."""
+    from amp_tf.detection import detectors
+    from amp_tf.detection.detectors.base import ANCHORED, PLAIN
+
+    helped = " ".join(ood.parser().format_help().split())
+    for anchored, kind, known in ((True, ANCHORED, {"knn", "mahalanobis", "amp+knn", "amp+mahalanobis", "neg_tau"}),
+                                  (False, PLAIN, {"knn", "mahalanobis", "gram", "react", "temperature_scaling",
+                                                  "mc_dropout_msp", "odin", "max_logit"})):
+        offered = [n for n in detectors.names() if kind in detectors.KINDS[n]]
+        assert known <= set(offered)
+        assert sorted(ood.valid_scores(anchored)) == sorted(offered)
+        for name in offered:
+            assert ood.choose_scores(name, anchored) == [name], name
+            assert name in helped or name.startswith("mc_dropout_") and "mc_dropout_*" in helped, name
+    assert ood.choose_scores("amp+mahalanobis,knn", True) == ["knn", "amp+mahalanobis"]  # the report's order
+    with pytest.raises(ValueError, match="unknown score.*gram for an anchored model"):
+        ood.choose_scores("gram", True)
+    with pytest.raises(ValueError, match="unknown score.*neg_tau for a vanilla model"):
+        ood.choose_scores("neg_tau", False)
+    with pytest.raises(ValueError, match="ensemble_msp score.*list of models.*one --model"):
+        ood.choose_scores("msp,ensemble_msp", False)
+
+
+def test_eval_scores_the_fitted_detectors(saved_models, tmp_path, capsys):
+    """A vanilla model's fitted detectors (on the --id training split, ReAct and temperature scaling on its
+    held-out tenth) and an anchored model's feature detectors and their combination score end to end."""
+    base = ["--id", "fashion_mnist", "--ood", "digits", "--limit", 60, "--train-limit", 300, "--no-plots",
+            "--verbose", 0]
+    fitted = ["knn", "mahalanobis", "gram", "react", "temperature_scaling"]
+    run(ood.main, ["--model", saved_models / "vanilla.keras", "--scores", ",".join(fitted + ["msp"]),
+                   "--out", tmp_path / "v"] + base)
+    check_report(tmp_path / "v" / "report.json", {f"vanilla/{n}" for n in fitted + ["msp"]}, ["digits"])
+    run(ood.main, ["--model", saved_models / "anchored.keras", "--scores", "amp+knn,mahalanobis",
+                   "--num-anchors", 3, "--out", tmp_path / "a"] + base)
+    check_report(tmp_path / "a" / "report.json", {"anchored/mahalanobis", "anchored/amp+knn"}, ["digits"])
+    capsys.readouterr()
+
+
 @pytest.mark.slow
 def test_eval_cli_exit_code_in_a_subprocess(tmp_path):
     """The one subprocess: `python -m eval.ood` on a non-model file exits 2 with one error line."""
@@ -493,6 +533,53 @@ def test_flag_only_mistakes_are_answered_before_tensorflow(argv, msg, setup, tmp
     assert proc.returncode == 2 and lines and lines[-1].startswith("error: ") and msg in lines[-1], lines[-3:]
     imported = {ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
     assert "amp_tf.cli.common" in imported and not {"tensorflow", "keras"} & imported
+
+
+def test_eval_and_tune_answer_flag_and_path_mistakes_before_tensorflow(saved_models, tmp_path):
+    """eval.ood, eval.resize_study and trainers.tune: ranges (--seed, --lr, --weight-decay, --train-limit), an
+    unknown --arch, a tfds set that is not prepared, missing folders and a wrong --out are answered, naming the
+    flag, before `import tensorflow` (the `-X importtime` listing; measures no time)."""
+    env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "no_tfds"))
+    env.pop("AMP_TF_DEBUG", None)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "job.json").write_text("{}")
+    model = ["--model", str(saved_models / "anchored.keras"), "--id", "fashion_mnist"]
+    study = ["eval.resize_study", *model, "--ood-folder", str(tmp_path)]
+    for argv, msg in (
+            (["eval.ood", *model, "--ood", "digits", "--seed", "-1"], "error: --seed: expected an int in 0..4294967295"),
+            (["eval.ood", *model, "--ood", "digits,mnist"], "error: --ood: 'mnist' is not prepared in the default"),
+            (["eval.resize_study", *model, "--ood-folder", str(tmp_path / "none")], "error: --ood-folder folder:"),
+            (["eval.resize_study", *model, "--ood-folder", str(notes)], "is a file, not a folder of images"),
+            ([*study, "--out", str(tmp_path / "run")], f"error: --out {tmp_path / 'run'} is a training run's folder"),
+            ([*study, "--out", str(tmp_path)], f"error: --out {tmp_path} is not empty; pass --overwrite"),
+            ([*study, "--seed", "-2"], "error: --seed: expected an int in 0..4294967295"),
+            (["trainers.tune", "--lr", "nan,0.1"], "error: --lr: expected a finite learning rate > 0, got nan."),
+            (["trainers.tune", "--weight-decay", "-0.1"], "error: --weight-decay: expected a finite value >= 0"),
+            (["trainers.tune", "--train-limit", "-5"], "error: --train-limit: expected an int >= 0"),
+            (["trainers.tune", "--arch", "resnet_smal"], "error: --arch: unknown backbone 'resnet_smal'"),
+            (["trainers.tune", "--id", "cifar10"], "error: --id: 'cifar10' is not prepared"),
+            (["trainers.tune", "--out", str(notes)], f"error: --out {notes} is a file, not a folder")):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", *argv], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (argv, proc.stderr[-2000:])
+        assert msg in proc.stderr, (argv, proc.stderr[-2000:])
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "amp_tf.cli.early" in imported  # the listing is real
+        assert not {"tensorflow", "keras"} & imported, argv
+    assert notes.read_text() == "mine" and not (tmp_path / "no_tfds").exists()
+
+
+def test_the_tfds_snapshot_equals_the_loader():
+    from amp_tf.cli import early
+    from amp_tf.data import tfds_sets
+    from amp_tf.data.registry import names
+
+    assert early.TFDS_ONLY == tfds_sets.TFDS_NAMES
+    assert {p.split("<", 1)[0] for p in names(include_patterns=True) if p.split("/", 1)[0] in
+            ("lsun", "imagenet2012_corrupted")} == set(early.TFDS_PATTERNS)
 
 
 def test_import_amp_tf_registers_everything_once_keras_is_there():

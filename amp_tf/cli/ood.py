@@ -3,7 +3,9 @@
 An anchored model (`AnchoredModel`, as the trainers save it) is scored with AMP
 over K anchors picked (with --seed) from the ID training split, plus every AMP
 variant and MSP / Energy on the calibrated logits; a plain (vanilla) Keras
-classifier with the logit scores of amp_tf.method.scores and ODIN. Images go in as
+classifier with the logit scores of amp_tf.method.scores and ODIN; --scores names
+any other detector amp_tf.detection.detectors offers for the model kind (KNN,
+Mahalanobis, Gram, ReAct, ..., fitted on the ID training split). Images go in as
 raw pixels: the model carries its own normalisation (the ID training
 statistics, saved in the .keras file). Nothing is resized or converted unless
 asked: a size mismatch needs --resize, a grayscale/RGB mismatch needs
@@ -41,6 +43,8 @@ from amp_tf.cli.common import (
     split_names,
     versions,
 )
+from amp_tf.cli.early import check_tfds_prepared
+from amp_tf.run.flags import check_ranges
 
 
 def parser():
@@ -56,9 +60,12 @@ def parser():
     p.add_argument("--ood", required=True,
                    help="comma list of OOD set names (amp_tf.data.names(include_patterns=True), folder:<path>)")
     p.add_argument("--scores", default="all",
-                   help="comma list of scores, or 'all'. Anchored models: the AMP variants, msp, energy "
-                        "and neg_tau (amp_tf.method.predictor.AMP_SCORES); vanilla models: the logit scores of "
-                        "amp_tf.method.scores (amp, energy, entropy, max_logit, msp) and odin")
+                   help="comma list of detectors, or 'all' (the scores of one pass, no fitting). Every detector "
+                        "that amp_tf.detection.detectors offers for the model kind: anchored models: amp, "
+                        "amp[mean,divide], amp[sum,exp], amp[sum,divide], msp, energy, neg_tau ('all') and knn, mahalanobis, amp+knn, amp+mahalanobis "
+                        "(fitted on the --id training split); vanilla models: amp, energy, entropy, max_logit, "
+                        "msp, odin ('all') and gram, knn, mahalanobis, mc_dropout_*, react, temperature_scaling "
+                        "(fitted on the --id training split, or its held-out last tenth)")
     p.add_argument("--positive", default="id", choices=["id", "ood"],
                    help="metric convention: id (paper/ODIN) or ood (OpenOOD v1.5)")
     p.add_argument("--format", default="md", choices=["md", "csv", "json"],
@@ -140,38 +147,65 @@ def _id_shape(args):
     return data.load(args.id, "test", data_dir=args.data_dir, download=args.download).image_shape
 
 
-def choose_scores(text, anchored):
-    """The detector names of --scores: an anchored model's in `AMP_SCORES` order (the report's)."""
-    from amp_tf.method import scores
-    from amp_tf.contract import ANCHORED_SCORES, check_scores
+def valid_scores(anchored):
+    """The --scores of a model kind: every detector of `amp_tf.detection.detectors` (its registry, `names`
+    and `KINDS`) that scores one model of that kind, in the report's order (an anchored model's: the AMP
+    pass's scores, the anchored features, their combinations). Ensembles (a list of models) are not offered."""
+    from amp_tf.detection.detectors import COMBINATIONS, FEATURE_NAMES, KINDS, names
+    from amp_tf.detection.detectors.base import PLAIN
     from amp_tf.method.predictor import AMP_SCORES
 
-    # anchored: every detector of amp_tf.detection.detectors for an AnchoredModel ('all': the AMP pass's scores);
-    # vanilla: the logit scores, plus ODIN (its first pass gives the logits: one pass for all)
-    valid = (list(ANCHORED_SCORES) if anchored
-             else sorted(scores.names(needs_model=False, needs_fit=False) + ["odin"]))
-    asked = (list(AMP_SCORES) if anchored else valid) if text.strip() == "all" else split_names(text)
+    if not anchored:
+        return [n for n in names(anchored=False) if PLAIN in KINDS.get(n, (PLAIN,))]
+    order = [*AMP_SCORES, *FEATURE_NAMES, *COMBINATIONS]
+    return sorted(names(anchored=True), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def default_scores(anchored):
+    """--scores all: the scores that need no fitting (one pass): the AMP pass's of an anchored model, the
+    logit scores and ODIN of a vanilla one. The fitted detectors are scored when named."""
+    from amp_tf.method import scores
+    from amp_tf.method.predictor import AMP_SCORES
+
+    return list(AMP_SCORES) if anchored else sorted(scores.names(needs_model=False, needs_fit=False) + ["odin"])
+
+
+def choose_scores(text, anchored):
+    """The detector names of --scores: an anchored model's in `valid_scores` order (the report's)."""
+    from amp_tf.contract import check_scores
+
+    from amp_tf.detection.detectors import KINDS
+    from amp_tf.detection.detectors.base import ENSEMBLE
+
+    valid = valid_scores(anchored)
+    asked = default_scores(anchored) if text.strip() == "all" else split_names(text)
+    ensembles = [s for s in asked if KINDS.get(s) == (ENSEMBLE,)]
+    if ensembles:
+        raise ValueError(f"--scores: {', '.join(ensembles)} score(s) a list of models (an ensemble's members); "
+                         "eval.ood scores one --model. Use amp_tf.detection.detectors.fit_all([...], [model1, "
+                         "model2, ...]) for an ensemble.")
     asked = check_scores(asked, valid, "anchored" if anchored else "vanilla")
     return [s for s in valid if s in asked] if anchored else asked
 
 
-def _out_path(args):
-    """--out (default runs/eval-<model>-<time>), checked: new or empty (or --overwrite), never a
-    training run's folder. No side effect: runs before any work."""
+def out_path(args, prefix="eval", tool="eval.ood"):
+    """--out (default runs/<prefix>-<model>-<time>), checked: new or empty (or --overwrite), never a
+    training run's folder (`check_output_folder`). No side effect: runs before any work (eval.ood and
+    eval.resize_study)."""
     import datetime as dt
 
     from amp_tf.run.runfolder import check_output_folder
 
     stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(args.out) if args.out else Path("runs") / f"eval-{Path(args.model).stem}-{stamp}"
-    return check_output_folder(out, "report.json", args.overwrite, "eval.ood")
+    out = Path(args.out) if args.out else Path("runs") / f"{prefix}-{Path(args.model).stem}-{stamp}"
+    return check_output_folder(out, "report.json", args.overwrite, tool)
 
 
 def _out_folder(args):
-    """`_out_path`, cleared when --overwrite replaces it."""
+    """`out_path`, cleared when --overwrite replaces it."""
     import shutil
 
-    out = _out_path(args)
+    out = out_path(args)
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     return out
@@ -183,32 +217,63 @@ def combine(args, given):
     if not ood_names and not getattr(args, "dry_run", False):
         raise ValueError("--ood: give at least one OOD set name.")
     check_names([n for n in [args.id] + ood_names if n is not None])  # unknown names: before any loading
-    if not args.dry_run:  # a dry run reads nothing (--model may be missing or not there yet)
+    check_files(args, ood_names)
+    if not args.dry_run:
+        out_path(args)
+
+
+def check_files(args, ood_names=()):
+    """The checks that eval.ood and eval.resize_study share, before TensorFlow: --seed, and (not on a dry
+    run, which reads nothing) --model a complete .keras file and the tfds sets of --id / --ood prepared."""
+    check_ranges({"seed": args.seed})  # the trainers' range (amp_tf.run.flags.RANGES)
+    if not args.dry_run:  # --model may be missing or not there yet
         check_model_path(args.model)
-        _out_path(args)
+        check_tfds_prepared([args.id], args.data_dir, args.download, "--id")
+        check_tfds_prepared(ood_names, args.data_dir, args.download, "--ood")
+
+
+def fit_splits(names, anchored):
+    """`(train, val)`: whether the detectors `names` of a model kind are fitted on ID training images (AMP's
+    anchor pool, the feature detectors) and on held-out ID validation images (the `fit_on` of each detector)."""
+    from amp_tf.detection import detectors
+
+    fit_on = {detectors.get(n, anchored=anchored).fit_on for n in names}
+    return anchored or "train" in fit_on, "val" in fit_on
+
+
+def id_fit_data(args, names, anchored, geo, log):
+    """`(id_train, id_val)` for `fit_all`: the --id training split (at most --train-limit images), its last
+    tenth (at least 20 images) held out as validation when a detector is fitted on it; None where unused."""
+    from amp_tf.data.loading import load_images
+
+    train, val = fit_splits(names, anchored)
+    if not (train or val):
+        return None, None
+    log(f"reading the {args.id} training split (" + ("anchor pool, " if anchored else "") + "fitted detectors) ...")
+    x, y, _ = load_images(args.id, "train", limit=args.train_limit, **geo)
+    if anchored and args.num_anchors > len(x):
+        raise ValueError(f"--num-anchors {args.num_anchors}: the {args.id} train split has only "
+                         f"{len(x)} images.")
+    if not val:
+        return (x, y), None
+    n_val = max(20, len(x) // 10)
+    if len(x) < 2 * n_val:
+        raise ValueError(f"--scores {','.join(names)}: fitting on held-out ID validation images needs at least "
+                         f"{2 * n_val} {args.id} training images, got {len(x)}; raise --train-limit.")
+    return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
 
 
 def fit_detectors(args, model, anchored, names, geo, log):
-    """`detectors.fit_all` for --scores: AMP over --num-anchors training images (seeded with --seed),
-    or the logit scores and ODIN of a vanilla model."""
+    """`detectors.fit_all` for --scores, fitted on the ID data as the library does (`id_fit_data`): AMP
+    over --num-anchors training images (seeded with --seed), the feature and fitted detectors, ODIN."""
     from amp_tf.detection import detectors
-    from amp_tf.data.loading import load_images
 
+    id_train, id_val = id_fit_data(args, names, anchored, geo, log)
     if not anchored:
         odin = {"odin": {"temperature": args.odin_temperature, "epsilon": args.odin_epsilon}}
-        return detectors.fit_all(names, model, batch_size=args.batch_size,
+        return detectors.fit_all(names, model, id_train=id_train, id_val=id_val, batch_size=args.batch_size,
                                  options={k: v for k, v in odin.items() if k in names})
-    log(f"reading the {args.id} training split (anchor pool) ...")
-    x_train, y_train, _ = load_images(args.id, "train", limit=args.train_limit, **geo)
-    if args.num_anchors > len(x_train):
-        raise ValueError(f"--num-anchors {args.num_anchors}: the {args.id} train split has only "
-                         f"{len(x_train)} images.")
-    id_val = None
-    if any(n.startswith("amp+") for n in names):  # the combinations standardise on held-out ID images
-        n_val = max(20, len(x_train) // 10)
-        x_train, y_train, id_val = x_train[:-n_val], y_train[:-n_val], (x_train[-n_val:], y_train[-n_val:])
-    return detectors.fit_all(names, model, id_train=(x_train, y_train), id_val=id_val,
-                             batch_size=args.batch_size,
+    return detectors.fit_all(names, model, id_train=id_train, id_val=id_val, batch_size=args.batch_size,
                              num_anchors=args.num_anchors, seed=args.seed)
 
 

@@ -21,12 +21,12 @@ images of every variant as PNG files under images/<set>/.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from pathlib import Path
 
 from amp_tf.cli import ood
 from amp_tf.cli.common import check_names, cli_errors, parse_cli, split_names
+from amp_tf.contract import check_ood_folders
 
 #: Every method, in the order of the paper's table (then tf).
 METHODS = ("pil_nearest", "pil_bilinear", "pil_bicubic", "pil_lanczos", "tf")
@@ -144,8 +144,11 @@ def combine(args, given):
     if args.save_images < 0:
         raise ValueError(f"--save-images: expected >= 0, got {args.save_images}.")
     check_names([args.id] if args.id else [])
-    if not args.dry_run:  # a dry run reads nothing (--model may be missing or not there yet)
-        ood.check_model_path(args.model)
+    if not args.dry_run:  # a dry run reads nothing (the folder may not be there yet)
+        check_ood_folders(f"folder:{args.ood_folder}", "--ood-folder")
+    ood.check_files(args)  # --seed, --model, --id: eval.ood's checks
+    if not args.dry_run:
+        ood.out_path(args, "resize", "eval.resize_study")
 
 
 @cli_errors
@@ -160,8 +163,7 @@ def main(argv=None):
     model = ood.load_model(args.model)
     _, size, channels = ood.model_geometry(model)
     del model
-    stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(args.out) if args.out else Path("runs") / f"resize-{Path(args.model).stem}-{stamp}"
+    out = ood.out_path(args, "resize", "eval.resize_study")
 
     _register()
     variants, labels = {}, None

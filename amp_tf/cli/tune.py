@@ -13,8 +13,9 @@ constant learning rate and the library's recipe otherwise (`amp_tf.recipe`:
 coupled weight decay, per-sample T). Offline by default: Fashion-MNIST (--id; any set of
 amp_tf.data with a train split works), with small --train-limit / --val-size.
 
-Writes to --out: tuner/ (KerasTuner's directory: an interrupted search resumes
-with the same command; --overwrite starts afresh), trials.csv and trials.md
+Writes to --out: search.json (the settings), tuner/ (KerasTuner's directory: the
+same command resumes an interrupted search, or reports a finished one; other
+settings into the same --out are refused; --overwrite starts afresh), trials.csv and trials.md
 (trial id, hyper-parameters, objective and the other validation metrics), and
 best.json (best hyper-parameters and the full TrainConfig); the best config is
 printed at the end.
@@ -29,22 +30,24 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import sys
 import time
 
 from amp_tf import recipe
+from pathlib import Path
+
 from amp_tf.cli.common import (
+    check_args,
     check_data_dir,
     check_names,
     cli_errors,
     heavy_imports,
-    run_dir,
     split_names,
     versions,
 )
+from amp_tf.cli.early import check_tfds_prepared
 from amp_tf.cli.names import check_arch
-from amp_tf.contract import check_arch_width
+from amp_tf.contract import check_arch_width, check_learning_rate
 
 OBJECTIVES = ("val_ood_auroc", "val_accuracy")
 #: The base widths of resnet_small searched when --width is not given.
@@ -68,7 +71,9 @@ def parser():
     s.add_argument("--max-trials", type=int, default=10, help="number of trials (Hyperband: at most this many)")
     s.add_argument("--epochs", type=int, default=3, help="epochs per trial (Hyperband: the most a trial gets)")
     s.add_argument("--hyperband-factor", type=int, default=3, help="Hyperband's reduction factor")
-    s.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming tuner/ in --out")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start afresh instead of resuming the search in --out (a search of the same settings "
+                        "resumes, or reports its best trial when complete; one of other settings is refused)")
     h = p.add_argument_group("search space (comma lists; one value fixes a hyper-parameter)")
     h.add_argument("--consistency", default=",".join(CONSISTENCY_PRESETS),
                    help="candidate compositions of T: amp_tf.method.augment presets or names joined by '+'")
@@ -126,8 +131,10 @@ def search_space(args):
         lr = [float(v) for v in split_names(args.lr)]
     except ValueError:
         raise ValueError(f"--lr: expected 'lo,hi' or one value, got {args.lr!r}.") from None
-    if len(lr) not in (1, 2) or min(lr) <= 0:
+    if len(lr) not in (1, 2):
         raise ValueError(f"--lr: expected 'lo,hi' or one value, all > 0, got {args.lr!r}.")
+    for v in lr:
+        check_learning_rate(v, "--lr")  # finite and > 0: the trainers' check
     check_arch_width(args.arch, args.width is not None)  # the one check (amp_tf.contract), as trainers.cifar's
     widths = _ints(args.width or DEFAULT_WIDTHS, "--width") if args.arch == "resnet_small" else []
     if widths and min(widths) < 1:
@@ -268,16 +275,18 @@ def write_tables(out, rows, objective):
 def main(argv=None):
     args = parser().parse_args(argv)
     t0 = time.time()
+    check_arch(args.arch)  # an unknown --arch first (before what its --width may be)
     _check_counts(args)
     space = search_space(args)
     check_data_dir(args.data_dir, args.download)
     check_names([args.id])
-    check_arch(args.arch)
+    check_tfds_prepared([args.id], args.data_dir, args.download, "--id")
+    out, resume = tune_folder(args)
     heavy_imports()  # after every check that needs no data
     from amp_tf import data
     from amp_tf.run.pipeline import load_id
 
-    d = load_id(args.id, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit,
+    d = load_id(args.id, val_size=args.val_size, seed=args.seed, train_limit=args.train_limit or None,
                 eval_limit=1, data_dir=args.data_dir, download=args.download)
     if len(d.x_train) < args.batch_size:
         raise ValueError(f"{len(d.x_train)} training images, fewer than one batch of {args.batch_size}; "
@@ -285,8 +294,7 @@ def main(argv=None):
     x_train, y_train, x_val, y_val, mean, std = d.x_train, d.y_train, d.x_val, d.y_val, d.mean, d.std
     n_ood = min(args.ood_size, len(x_val))
     ood_id, ood_proxy = x_val[:n_ood], data.gaussian_blur(x_val[:n_ood], args.blur_sigma)
-    out = run_dir(args, f"tune-{args.id.replace('/', '_')}", "tuner", "trainers.tune")
-    print(f"[tune] run folder: {out}")
+    start_folder(args, out, resume)
     print(f"[tune] {args.id}: train {len(x_train)}, val {len(x_val)}; OOD proxy: {n_ood} val images blurred "
           f"(sigma {args.blur_sigma}); {args.tuner} search, objective {args.objective}, "
           f"{args.max_trials} trial(s) x {args.epochs} epoch(s)")
@@ -301,15 +309,86 @@ def main(argv=None):
 
 
 def _check_counts(args):
-    """ValueError for a count flag below its minimum."""
+    """ValueError naming the flag for a number out of its range: the trainers' checks (`check_args`: --batch-size,
+    --weight-decay, --num-anchors, --val-size, --blur-sigma, --seed), the tuner's own counts."""
+    import argparse
+
+    check_args(argparse.Namespace(batch_size=args.batch_size, weight_decay=args.weight_decay,
+                                  num_anchors=args.num_anchors, val_size=args.val_size, blur_sigma=args.blur_sigma,
+                                  seed=args.seed))
     for flag, v, lo in (("--max-trials", args.max_trials, 1), ("--epochs", args.epochs, 1),
-                        ("--batch-size", args.batch_size, 1), ("--val-size", args.val_size, 20),
-                        ("--ood-size", args.ood_size, 10), ("--num-anchors", args.num_anchors, 2),
-                        ("--hyperband-factor", args.hyperband_factor, 2)):
+                        ("--ood-size", args.ood_size, 10), ("--hyperband-factor", args.hyperband_factor, 2)):
         if v < lo:
             raise ValueError(f"{flag}: expected >= {lo}, got {v}.")
-    if not math.isfinite(args.blur_sigma) or args.blur_sigma <= 0:
-        raise ValueError(f"--blur-sigma: expected a finite blur sigma > 0 (pixels), got {args.blur_sigma}.")
+    if args.train_limit < 0:
+        raise ValueError(f"--train-limit: expected an int >= 0 (0 = all training images), got {args.train_limit}.")
+
+
+#: What --out records of a search (its settings), to resume it or refuse another search into it.
+SEARCH_FILE = "search.json"
+#: Flags that may differ between a search and its resumption (they change no trial).
+RUNTIME_FLAGS = ("out", "overwrite", "verbose", "data_dir", "download")
+
+
+def search_settings(args):
+    """The flags that define a search (all but `RUNTIME_FLAGS`), as search.json stores them."""
+    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in RUNTIME_FLAGS}))
+
+
+def stored_search(out):
+    """The settings of the search in `out` (its search.json; best.json's args for a search made before it),
+    or None when `out` holds no search; ValueError for a search whose settings were not recorded."""
+    out = Path(out)
+    for name, key in ((SEARCH_FILE, "settings"), ("best.json", "args")):
+        try:
+            saved = json.loads((out / name).read_text())[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return {k: v for k, v in saved.items() if k not in RUNTIME_FLAGS}
+    if (out / "tuner").is_dir():
+        raise ValueError(f"--out {out} holds a trainers.tune search (tuner/) whose settings were not recorded, so "
+                         "it cannot be resumed safely; pass --overwrite to start afresh, or another --out.")
+    return None
+
+
+def tune_folder(args):
+    """`(--out, resume)`, checked before TensorFlow (default: runs/tune-<id>-<time>): the rules of an output
+    folder (`check_output_folder`: a file, a training run's or a user's folder refused); a search of the same
+    settings in it is resumed, one of other settings refused naming them; --overwrite starts afresh."""
+    import datetime as dt
+
+    from amp_tf.run.runfolder import check_output_folder
+
+    stamp = f"{dt.datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(args.out) if args.out else Path("runs") / f"tune-{args.id.replace('/', '_')}-{stamp}"
+    marker = SEARCH_FILE if (out / SEARCH_FILE).is_file() else "tuner"
+    stored = None if args.overwrite or not out.is_dir() else stored_search(out)
+    if stored is None:
+        return check_output_folder(out, marker, args.overwrite, "trainers.tune"), False
+    now = search_settings(args)
+    differ = [k for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k)]
+    if differ:
+        said = "; ".join(f"--{k.replace('_', '-')} {stored.get(k)!r} there, {now.get(k)!r} now" for k in differ)
+        raise ValueError(f"--out {out} holds a trainers.tune search with other settings ({said}); run it with the "
+                         "same settings to resume it, pass --overwrite to start afresh, or another --out.")
+    return check_output_folder(out, marker, True, "trainers.tune"), True
+
+
+def start_folder(args, out, resume):
+    """Makes --out (replacing an earlier output with --overwrite) and records the search's settings; a
+    resumed search keeps its folder (KerasTuner reloads tuner/ and runs the trials still to do)."""
+    import shutil
+
+    from amp_tf.run.files import write_json
+
+    if resume:
+        print(f"[tune] resuming the search in {out} (same settings; trials already done are kept)")
+        return
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SEARCH_FILE, {"tool": "trainers.tune", "settings": search_settings(args)})
+    print(f"[tune] run folder: {out}")
 
 
 def _report_best(args, tuner, hypermodel, out, extra, t0):
