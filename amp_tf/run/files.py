@@ -29,6 +29,8 @@ import os
 import zipfile
 from pathlib import Path
 
+from amp_tf.contract import read_json
+
 #: What a loader expects, appended to every message of `check_keras_file`.
 EXPECTED = "expected a .keras file written by model.save(...) (e.g. a run's anchored.keras or vanilla.keras)"
 
@@ -213,6 +215,8 @@ def load_run(path):
         partial = path.parent / f".{path.name}.partial"
         hint = f" (its unfinished run is in {partial}: resume it with --resume)" if partial.exists() else ""
         raise ValueError(f"run {path}: no job.json, so it is no finished amp-tf run folder{hint}.")
+    job = read_json(path / "job.json", "re-run the job into a new --out (the models beside it may be whole, but "
+                    "what made them is unknown).")
     if not (path / "serving" / "saved_model.pb").is_file():
         raise ValueError(f"run {path}: no serving/ SavedModel, which holds the anchors and the threshold (a run "
                          "made without export); pick anchors from your training images with select_anchors.")
@@ -241,4 +245,4 @@ def load_run(path):
                       "amp_tf.detection.detectors.select_detector(model, id_train, id_val) and save it into the run folder "
                       "(.save(folder)), or rerun the job.", UserWarning, stacklevel=2)
     return RunModels(path, models["anchored"], models["vanilla"], found["anchors"], float(found["threshold"]),
-                     json.loads((path / "job.json").read_text()), detector)
+                     job, detector)

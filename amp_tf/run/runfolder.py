@@ -33,6 +33,7 @@ import shutil
 import weakref
 from pathlib import Path
 
+from amp_tf.contract import check_folder_path
 from amp_tf.run.runlock import HELD as _HELD
 from amp_tf.run.runlock import LOCK, lock_state  # noqa: F401  (importable from here as before)
 from amp_tf.run.runlock import acquire as _acquire
@@ -209,11 +210,7 @@ def check_writable(folder, what="--out"):
         ValueError: --out notes.txt/run: .../notes.txt is a file, not a folder; pass a path made of folders.
     """
     folder = Path(folder).absolute()
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{what}: {existing} is a file, not a folder; pass a path made of folders.")
+    existing = check_folder_path(folder, what)  # the one path check (also the library's saves and exports)
     if not os.access(existing, os.W_OK | os.X_OK):
         verb = "write in" if existing == folder else "create folders in"
         raise ValueError(f"{what}: cannot {verb} {existing} (permission denied, or a read-only file system); "
