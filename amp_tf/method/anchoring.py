@@ -250,6 +250,12 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         here, and a cross-entropy with ``from_logits=False`` is refused."""
         super().compile(optimizer, logits_loss(loss), *args, **kwargs)
 
+    def compile_from_config(self, config):
+        """Keras' own, through this `compile` (Keras skips an overridden `compile` when a model loads)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def check_inputs(self, x, y=None, what=("x", "y"), labels=False):
         """The input contract of `fit`/`evaluate`/`predict`, before any step: numpy, tensors and tf.data alike.
 
