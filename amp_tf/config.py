@@ -144,6 +144,25 @@ def milestones(value):
     return tuple(int(m) for m in value or ())
 
 
+#: What `amp_tf.run.training.finetune_anchored` passes to `train` (its other keywords are `TrainConfig` fields).
+TRAIN_KEYWORDS = ("val", "out_dir", "callbacks", "verbose", "backup", "strategy")
+
+
+def finetune_options(options):
+    """``(TrainConfig keywords, train keywords)`` of ``finetune_anchored(**options)``, checked before any
+    work: an unknown keyword (with the closest valid one), lr, batch_size."""
+    from amp_tf.contract import check_int, check_keywords, check_learning_rate
+
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("anchored", "epochs")]
+    check_keywords("finetune_anchored", options, fields + list(TRAIN_KEYWORDS) + ["epochs", "num_classes"])
+    if "lr" in options:
+        check_learning_rate(options["lr"])
+    if "batch_size" in options:
+        check_int(options["batch_size"], "batch_size", 1)
+    options = dict(options)
+    return options, {k: options.pop(k) for k in list(options) if k in TRAIN_KEYWORDS}
+
+
 _FIELDS = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (TrainConfig, DataConfig, JobConfig)}
 
 

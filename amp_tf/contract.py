@@ -8,6 +8,8 @@ and the examples call it (tests/test_bad_inputs.py feeds every door the same bad
 * `check_image_shape`: a model's input against the data's images; a model that takes any
   size (``(None, None, C)``) accepts every size with its channel count.
 * `check_scores`: the detector names valid for a model kind (eval.ood).
+* `check_int`, `check_keywords`, `check_folder_path`, `read_json`: whole numbers in a range,
+  keyword names (with the closest valid one), a path of folders, a saved JSON file.
 * `fashion_mnist_missing`: what a data folder lacks for Fashion-MNIST (--data-dir is the
   only source when given).
 
@@ -319,3 +321,81 @@ def check_learning_rate(lr, what="lr"):
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"{what}: expected a finite learning rate > 0, got {lr!r}.")
     return lr
+
+
+# --------------------------------------------------------------------------- #
+# Arguments: whole numbers in a range, keyword names; paths; saved JSON files
+# --------------------------------------------------------------------------- #
+def check_int(value, what, lo=None, hi=None, note=""):
+    """`int(value)` for a whole number in ``[lo, hi]`` (a bool, a float such as 1.5, text: refused),
+    else a ValueError naming `what` and the range (`note`: what the number means).
+
+    Example:
+        >>> check_int(-1, "seed", 0, 2**32 - 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: seed: expected an int in [0, 4294967295], got -1.
+    """
+    import numbers
+
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if whole and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return int(value)
+    want = (f"an int in [{lo}, {hi}]" if lo is not None and hi is not None
+            else f"an int >= {lo}" if lo is not None else f"an int <= {hi}" if hi is not None else "an int")
+    raise ValueError(f"{what}: expected {want}{f' ({note})' if note else ''}, got {value!r}.")
+
+
+def check_keywords(where, given, valid):
+    """Refuses keyword arguments of `where` that are not in `valid`, with the closest valid name
+    (difflib) and the list of valid ones.
+
+    Example:
+        >>> check_keywords("finetune_anchored", {"learning_rate": 0.01}, ["lr", "seed"])
+        Traceback (most recent call last):
+        ...
+        ValueError: finetune_anchored: unknown keyword learning_rate; did you mean lr? Valid keywords: lr, seed.
+    """
+    import difflib
+
+    bad = [k for k in given if k not in valid]
+    if bad:
+        close = difflib.get_close_matches(bad[0], list(valid), n=1, cutoff=0.5)
+        initials = "".join(part[:1] for part in bad[0].split("_"))  # learning_rate -> lr
+        close = close or [v for v in valid if v == initials or v in bad[0] or bad[0] in v][:1]
+        raise ValueError(f"{where}: unknown keyword{'s' if len(bad) > 1 else ''} {', '.join(bad)}"
+                         f"{f'; did you mean {close[0]}?' if close else '.'} Valid keywords: "
+                         f"{', '.join(sorted(valid))}.")
+
+
+def check_folder_path(folder, what):
+    """The nearest existing folder on the path of `folder` (which may not exist yet); ValueError when
+    that is a file (a path that cannot hold folders), naming `what` and the file.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> notes = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> _ = notes.write_text("mine")
+        >>> check_folder_path(notes / "run", "--out notes.txt/run")
+        Traceback (most recent call last):
+        ...
+        ValueError: --out notes.txt/run: .../notes.txt is a file, not a folder; pass a path made of folders.
+    """
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what}: {existing} is a file, not a folder; pass a path made of folders.")
+    return existing
+
+
+def read_json(path, fix):
+    """The object in the JSON file `path`; a ValueError naming the file and `fix` (what to do) when
+    it is damaged (not JSON, cut off, not UTF-8)."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: damaged, not a JSON file ({err}); {fix}") from None

@@ -1452,6 +1452,222 @@ def _(c):
     return "loads and scores by AMP alone, with the warning: " + _first_line(msg).split(": ", 1)[1]
 
 
+# ------------------------------------------------------------------ cases: the probe's library doors (issue 30)
+# (add this area's cases directly below this line)
+def _rooted(c, kind, pattern, fn, *args, **kwargs):
+    """`expect`, the file names kept: the test folder is shown as <root>."""
+    with pytest.raises(kind, match=pattern) as info:
+        fn(*args, **kwargs)
+    line = str(info.value).strip().splitlines()[0].replace(str(c["root"]), "<root>")
+    return f"{info.type.__name__}: {line if len(line) <= 230 else line[:227] + '...'}"
+
+
+@case("detectors.get('energy').fit", "a plain model ending in softmax (probabilities, not logits)")
+def _(c):
+    from amp_tf.detection import detectors
+
+    return expect(ValueError, "detector 'energy': the model: the model ends in a softmax.*activation=None",
+                  detectors.get("energy").fit, _head_model("softmax"))
+
+
+@case("select_anchors", "seed=-1")
+def _(c):
+    return expect(ValueError, r"^seed: expected an int >= 0", select_anchors, c["x"], 5, seed=-1)
+
+
+@case("select_anchors", "k=5.7 (not a whole number)")
+def _(c):
+    return expect(ValueError, r"^k: .*a whole number; got 5.7", select_anchors, c["x"], 5.7)
+
+
+@case("AnchoredModel.fit", "one-hot labels (N, 10) with the sparse loss")
+def _(c):
+    return _refused_before_training(c, ValueError, r"^y: one-hot labels of shape \(64, 10\).*y.argmax\(-1\).*"
+                                    "CategoricalCrossentropy", c["x"][:64], np.eye(10)[c["y"][:64]])
+
+
+@case("AnchoredModel.fit", "one-hot labels with CategoricalCrossentropy(from_logits=True)")
+def _(c):
+    import keras
+
+    model = AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=c["mean"], std=c["std"])
+    model.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
+    hist = model.fit(c["x"][:64], np.eye(10)[c["y"][:64]], batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+    return "trains (the loss that takes one-hot rows)"
+
+
+@case("AnchoredModel.fit", "text labels ('c3', ...)")
+def _(c):
+    return _refused_before_training(c, ValueError, r"^y: labels must be integer class ids.*text labels.*np.unique",
+                                    c["x"][:64], np.array([f"c{v}" for v in c["y"][:64]]))
+
+
+@case("AnchoredModel.fit (tf.data)", "a dataset of images only (no labels)")
+def _(c):
+    return _refused_before_training(c, ValueError, "^x: the dataset yields images only, no labels",
+                                    tf.data.Dataset.from_tensor_slices(c["x"][:64]).batch(32))
+
+
+@case("AnchoredModel.fit", "120 labels for 128 images")
+def _(c):
+    return _refused_before_training(c, ValueError, "^y: 120 labels for 128 images", c["x"][:128], c["y"][:120])
+
+
+@case("AnchoredModel.compile", "SparseCategoricalCrossentropy(from_logits=False) (expects probabilities)")
+def _(c):
+    import keras
+
+    model = AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=c["mean"], std=c["std"])
+    return expect(ValueError, r"^loss: SparseCategoricalCrossentropy\(from_logits=False\).*from_logits=True",
+                  model.compile, "sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=False))
+
+
+@case("AnchoredModel.compile", "the name 'sparse_categorical_crossentropy' (Keras: from_logits=False)")
+def _(c):
+    model = AnchoredModel(build_backbone("resnet_small", (28, 28, 1), 10, width=4), mean=c["mean"], std=c["std"])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    assert model.loss.get_config()["from_logits"] is True
+    return "read as SparseCategoricalCrossentropy(from_logits=True): the model outputs logits"
+
+
+@case("AnchoredModel", "consistency_every=1.5")
+def _(c):
+    return expect(ValueError, r"^consistency_every: expected an int >= 0", AnchoredModel,
+                  build_backbone("resnet_small", (28, 28, 1), 10, width=4), consistency_every=1.5)
+
+
+@case("finetune_anchored", "one-hot labels")
+def _(c):
+    from amp_tf.run.training import finetune_anchored
+
+    return expect(ValueError, r"^y: one-hot labels of shape \(32, 10\).*y.argmax\(-1\)\.$", finetune_anchored,
+                  _head_model(None), c["x"][:32], np.eye(10)[c["y"][:32]], epochs=1)
+
+
+@case("finetune_anchored", "batch_size=0")
+def _(c):
+    from amp_tf.run.training import finetune_anchored
+
+    return expect(ValueError, r"^batch_size: expected an int >= 1, got 0", finetune_anchored, _head_model(None),
+                  c["x"][:32], c["y"][:32], epochs=1, batch_size=0)
+
+
+@case("finetune_anchored", "learning_rate=0.01 (Keras' spelling; the keyword is lr)")
+def _(c):
+    from amp_tf.run.training import finetune_anchored
+
+    got = expect(ValueError, r"^finetune_anchored: unknown keyword learning_rate; did you mean lr\? Valid keywords: "
+                 ".*batch_size", finetune_anchored, _head_model(None), c["x"][:32], c["y"][:32], epochs=1,
+                 learning_rate=0.01)
+    return got.split(" Valid keywords:")[0] + " Valid keywords: (the list)"
+
+
+def _broken_run(c, name, job="{}", detector=None):
+    import shutil
+
+    run = c["root"] / name
+    run.mkdir()
+    (run / "job.json").write_text(job)
+    if detector is not None:
+        shutil.copytree(c["root"] / "serving", run / "serving")
+        shutil.copy(c["root"] / "anchored.keras", run / "anchored.keras")
+        (run / "detector.json").write_text(detector)
+        np.savez(run / "detector.npz", anchors=np.zeros((5, 28, 28, 1), np.float32))
+    return run
+
+
+@case("files.load_run", "a run whose job.json is garbage")
+def _(c):
+    from amp_tf.run.files import load_run
+
+    return _rooted(c, ValueError, r"job.json: damaged, not a JSON file.*re-run the job", load_run,
+                  _broken_run(c, "bad_job", job="{garbage"))
+
+
+@case("files.load_run", "a run whose detector.json is cut off")
+def _(c):
+    from amp_tf.run.files import load_run
+
+    return _rooted(c, ValueError, r"detector.json: damaged, not a JSON file.*refit the detector", load_run,
+                  _broken_run(c, "bad_detector", detector='{"name": "amp", "sco'))
+
+
+@case("TFLiteModel", "a text file named .tflite")
+def _(c):
+    from amp_tf.serve.litert import TFLiteModel
+
+    (c["root"] / "text.tflite").write_text("not a model")
+    return _rooted(c, ValueError, r"^path: .*text.tflite is a text file, not a .tflite", TFLiteModel,
+                  c["root"] / "text.tflite")
+
+
+@case("TFLiteModel", "an empty file")
+def _(c):
+    from amp_tf.serve.litert import TFLiteModel
+
+    (c["root"] / "empty.tflite").write_bytes(b"")
+    return _rooted(c, ValueError, r"^path: .*empty.tflite is empty \(0 bytes\)", TFLiteModel,
+                   c["root"] / "empty.tflite")
+
+
+@case("TFLiteModel", "a .tflite cut in half")
+def _(c):
+    from amp_tf.serve.litert import TFLiteModel
+
+    whole = Path(_lite(c).path).read_bytes()
+    (c["root"] / "half.tflite").write_bytes(whole[:len(whole) // 2])
+    return _rooted(c, ValueError, r"^path: .*half.tflite is a damaged .tflite.*export it again", TFLiteModel,
+                  c["root"] / "half.tflite")
+
+
+@case("TFLiteModel", "a .keras model")
+def _(c):
+    from amp_tf.serve.litert import TFLiteModel
+
+    return _rooted(c, ValueError, r"^path: .*anchored.keras is a zip archive.*keras.models.load_model", TFLiteModel,
+                  c["root"] / "anchored.keras")
+
+
+@case("TFLiteModel", "num_threads=-3")
+def _(c):
+    from amp_tf.serve.litert import TFLiteModel
+
+    return expect(ValueError, r"^num_threads: expected an int >= 1", TFLiteModel, _lite(c).path, num_threads=-3)
+
+
+@case("export_tflite", "a path under a file (notes.txt/model.tflite)")
+def _(c):
+    from amp_tf.serve.export import export_tflite
+
+    (c["root"] / "notes.txt").write_text("mine")
+    return _rooted(c, ValueError, r"notes.txt is a file, not a folder; pass a path made of folders", export_tflite,
+                  c["pred"], c["root"] / "notes.txt" / "model.tflite", threshold=1.0)
+
+
+@case("ShippedDetector.save", "into a path that is a file")
+def _(c):
+    from amp_tf.detection.detectors.shipped import ShippedDetector, score_layer
+
+    (c["root"] / "notes.txt").write_text("mine")
+    det = ShippedDetector(score_layer("amp"), select_anchors(c["x"], 5), "amp", threshold=0.0)
+    got = _rooted(c, ValueError, r"^folder .*notes.txt is a file, not a folder", det.save, c["root"] / "notes.txt")
+    assert (c["root"] / "notes.txt").read_text() == "mine"
+    return got
+
+
+@case("OODMetricsCallback", "ood_sets as a list of arrays (not a dict)")
+def _(c):
+    return expect(TypeError, r"^ood_sets: expected a dict \{name: images\}", OODMetricsCallback, c["x"][:32],
+                  [c["x"][32:64]])
+
+
+@case("OODMetricsCallback", "batch_size=0 (refused when made, not in fit)")
+def _(c):
+    return expect(ValueError, r"^batch_size: expected an int >= 1, got 0", OODMetricsCallback, c["x"][:32],
+                  {"blur": c["x"][32:64]}, batch_size=0)
+
+
 # ------------------------------------------------------------------ the table
 def _table(rows):
     out = ["# Bad inputs and what you get", "",

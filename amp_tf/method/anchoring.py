@@ -47,8 +47,11 @@ import numpy as np
 import tensorflow as tf
 
 from amp_tf import recipe
+from amp_tf.contract import check_int
 from amp_tf.method.anchors import anchor_inputs
 from amp_tf.method.augment import ConsistencyAugment
+from amp_tf.method.labels import (LABELS_FRACTIONAL, label_problem, labels_out_of_range,  # noqa: F401
+                                 logits_loss, one_hot_shape)  # (label_problem: importable from here as before)
 from amp_tf.models.pixels import GRAPH_MESSAGES, check_images, pixel_normalization
 from amp_tf.method.serialization import WrapsBackbone
 from amp_tf.data.tfdata import array_batches
@@ -124,13 +127,10 @@ class AnchoredModel(WrapsBackbone, keras.Model):
                 f"backbone: its input must have an even channel count 2C (anchor + residual), "
                 f"got {shape[-1]}. Build it with build_backbone(..., anchored=True) or anchor_backbone(model)."
             )
-        if consistency_every is None or int(consistency_every) < 0:
-            raise ValueError(
-                f"consistency_every: expected an int >= 0 (0 = off), got {consistency_every!r}."
-            )
+        consistency_every = check_int(consistency_every, "consistency_every", 0, note="every n-th step; 0 = off")
         self.backbone = backbone
         self.image_channels = shape[-1] // 2
-        self.consistency_every = int(consistency_every)
+        self.consistency_every = consistency_every
         if isinstance(consistency, ConsistencyAugment):
             self.augment = consistency
         else:
@@ -197,7 +197,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         """In-graph label checks (tf.data batches): the messages of `label_problem`, first."""
         if self.num_classes is None or y is None or isinstance(y, (dict, list, tuple)):
             return []
-        if not (y.dtype.is_integer or y.dtype.is_floating) or _one_hot(y.shape):
+        if not (y.dtype.is_integer or y.dtype.is_floating) or one_hot_shape(y.shape):
             return []
         checks = []
         if y.dtype.is_floating:
@@ -244,12 +244,25 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         h, w, c2 = self.backbone.input_shape[1:]
         return (h, w, c2 // 2)
 
-    def check_inputs(self, x, y=None, what=("x", "y")):
+    def compile(self, optimizer="rmsprop", loss=None, *args, **kwargs):
+        """`keras.Model.compile`; the model outputs logits, so the loss is read for them (`logits_loss`):
+        ``"sparse_categorical_crossentropy"`` means ``SparseCategoricalCrossentropy(from_logits=True)``
+        here, and a cross-entropy with ``from_logits=False`` is refused."""
+        super().compile(optimizer, logits_loss(loss), *args, **kwargs)
+
+    def compile_from_config(self, config):
+        """Keras' own, through this `compile` (Keras skips an overridden `compile` when a model loads)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def check_inputs(self, x, y=None, what=("x", "y"), labels=False):
         """The input contract of `fit`/`evaluate`/`predict`, before any step: numpy, tensors and tf.data alike.
 
         Images: a non-empty (N, H, W, C) batch of this model's size, raw pixels
         (`amp_tf.models.pixels.check_images`); labels: class ids in `[0, num_classes)`
-        (`label_problem`). A `tf.data.Dataset` is checked on its first batch here
+        (`label_problem`; one-hot rows under the sparse loss, text labels refused), and present when
+        `labels` (fit, evaluate). A `tf.data.Dataset` is checked on its first batch here
         (one extra iterator: a pipeline with a large shuffle buffer fills it once
         more; a seeded `reshuffle_each_iteration` shuffle starts one draw later),
         and every batch in-graph during training with the same messages.
@@ -259,10 +272,17 @@ class AnchoredModel(WrapsBackbone, keras.Model):
             if first is None:
                 raise ValueError(f"{what[0]}: the dataset is empty; pass a dataset with at least one batch.")
             x, y, _ = keras.utils.unpack_x_y_sample_weight(first if isinstance(first, tuple) else (first,))
+            if labels and y is None and isinstance(x, tf.Tensor):
+                raise ValueError(f"{what[0]}: the dataset yields images only, no labels; training needs (images, "
+                                 "labels) pairs, e.g. tf.data.Dataset.from_tensor_slices((x, y)) or "
+                                 "tf.data.Dataset.zip((images, labels)).")
         if isinstance(x, (np.ndarray, tf.Tensor)):
             check_images(x, self.image_shape, self.normalizer.check, what[0])
+            if labels and y is None:
+                raise ValueError(f"{what[1]}: no labels given; pass the class ids of the images ({what[1]}=...).")
         if isinstance(y, (np.ndarray, tf.Tensor, list)):
-            problem = label_problem(y, self.num_classes, what[1])
+            sparse = isinstance(getattr(self, "loss", None), keras.losses.SparseCategoricalCrossentropy)
+            problem = label_problem(y, self.num_classes, what[1], sparse=sparse)
             if problem:
                 raise ValueError(problem)
 
@@ -272,7 +292,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
         Also checks `validation_data` up front. An in-graph check that fails on a
         later tf.data batch raises ValueError with its message first.
         """
-        self.check_inputs(x, y)
+        self.check_inputs(x, y, labels=True)
         val = kwargs.get("validation_data")
         if val is not None:
             vx, vy = (val, None) if isinstance(val, tf.data.Dataset) else (tuple(val) + (None,))[:2]
@@ -290,7 +310,7 @@ class AnchoredModel(WrapsBackbone, keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.evaluate`, with the input contract checked first (`check_inputs`)."""
-        self.check_inputs(x, y)
+        self.check_inputs(x, y, labels=True)
         if not args:
             x, y, kwargs = _array_input(x, y, kwargs, shuffle=False)
         with _message_first(labels_out_of_range(self.num_classes)):
@@ -352,43 +372,6 @@ def anchored_model(model, mean=None, std=None, **kwargs):
     if parts.check_pixels is not None:
         kwargs.setdefault("check_pixels", parts.check_pixels)
     return AnchoredModel(parts.backbone, mean=parts.mean, std=parts.std, **kwargs)
-
-
-LABELS_FRACTIONAL = ("y: labels must be whole-number class ids; got non-integer values. "
-                     "Pass integer labels.")
-
-
-def labels_out_of_range(num_classes):
-    """The first line for labels outside `[0, num_classes)` (numpy and in-graph alike)."""
-    return (f"y: labels must be class ids in [0, {num_classes}); got values outside it. "
-            "Check the labels or num_classes (the width of the backbone output).")
-
-
-def _one_hot(shape):
-    return len(shape) >= 2 and shape[-1] is not None and shape[-1] > 1
-
-
-def label_problem(y, num_classes=None, what="y"):
-    """Why `y` are not class ids in `[0, num_classes)`, or None (one-hot/soft labels pass).
-
-    Example:
-
-    >>> label_problem(np.array([0, 3.7]), 10)
-    'y: labels must be whole-number class ids; got non-integer values (e.g. 3.7). Pass integer labels.'
-    """
-    arr = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
-    if arr.size == 0 or arr.dtype.kind not in "fiu" or _one_hot(arr.shape):
-        return None
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr) | (arr != np.round(arr))
-        if bad.any():
-            return LABELS_FRACTIONAL.replace("y:", f"{what}:", 1).replace(
-                "values.", f"values (e.g. {float(arr[bad].flat[0]):g}).")
-    lo, hi = arr.min(), arr.max()
-    if num_classes is not None and (lo < 0 or hi >= num_classes):
-        return labels_out_of_range(num_classes).replace("y:", f"{what}:", 1).replace(
-            "values outside it", f"values in [{lo:g}, {hi:g}]")
-    return None
 
 
 class _message_first:

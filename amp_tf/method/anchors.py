@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from amp_tf import recipe
+from amp_tf.contract import check_int
 from amp_tf.models.pixels import check_pixels
 
 
@@ -34,7 +35,7 @@ def select_anchors(images, k, seed=0, labels=None):
     Args:
         images: (N, H, W, C) training images in pixel units (uint8 or float 0..255).
         k: number of anchors, >= 2 (tau is a standard deviation over anchors).
-        seed: the same seed picks the same images.
+        seed: an int >= 0; the same seed picks the same images (None: a random draw).
         labels: optional (N,) class labels: a class-stratified choice, round-robin
             over the classes (each class's images in a seeded order), so K >= the
             class count covers every class and no class gets two more than another.
@@ -48,6 +49,8 @@ def select_anchors(images, k, seed=0, labels=None):
             f"images: expected (N, H, W, C) training images, got shape {images.shape}."
         )
     k = recipe.check_num_anchors(k, "k")
+    if seed is not None:
+        seed = check_int(seed, "seed", 0, note="the same seed picks the same images")
     if k > len(images):
         raise ValueError(f"k: asked for {k} anchors from only {len(images)} images.")
     check_pixels(images, "images")

@@ -19,10 +19,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keras
 import numpy as np
 
 from amp_tf import recipe
+from amp_tf.contract import check_int
 from amp_tf.detection import detectors, metrics
 from amp_tf.method import scores
 from amp_tf.method.anchoring import AnchoredModel
@@ -97,10 +100,13 @@ class OODMetricsCallback(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
+        if not isinstance(ood_sets, Mapping):
+            raise TypeError(f"ood_sets: expected a dict {{name: images}} of OOD validation sets, got "
+                            f"{type(ood_sets).__name__}; e.g. ood_sets={{'blurred': x_blur}}.")
         if not ood_sets:
             raise ValueError("ood_sets: pass at least one {name: images} OOD validation set.")
-        if int(every) < 1:
-            raise ValueError(f"every: expected an int >= 1, got {every!r}.")
+        every = check_int(every, "every", 1)
+        batch_size = check_int(batch_size, "batch_size", 1)
         if positive not in ("id", "ood"):
             raise ValueError(f"positive: expected 'id' or 'ood', got {positive!r}.")
         if anchors is None:
@@ -128,7 +134,7 @@ class OODMetricsCallback(keras.callbacks.Callback):
         self.anchors = anchors
         self.num_anchors = num_anchors
         self.score = score
-        self.every = int(every)
+        self.every = every
         self.positive = positive
         self.prefix = prefix
         self.batch_size = batch_size

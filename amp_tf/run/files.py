@@ -29,6 +29,8 @@ import os
 import zipfile
 from pathlib import Path
 
+from amp_tf.contract import read_json
+
 #: What a loader expects, appended to every message of `check_keras_file`.
 EXPECTED = "expected a .keras file written by model.save(...) (e.g. a run's anchored.keras or vanilla.keras)"
 
@@ -244,6 +246,8 @@ def load_run(path):
         >>> is_ood = out["amp_score"] < run.threshold                         # doctest: +SKIP
     """
     path = check_finished_run(path)
+    job = read_json(path / "job.json", "re-run the job into a new --out (the models beside it may be whole, but "
+                    "what made them is unknown).")
     if not (path / "serving" / "saved_model.pb").is_file():
         raise ValueError(f"run {path}: no serving/ SavedModel, which holds the anchors and the threshold (a run "
                          "made without export); pick anchors from your training images with select_anchors.")
@@ -272,4 +276,4 @@ def load_run(path):
                       "amp_tf.detection.detectors.select_detector(model, id_train, id_val) and save it into the run folder "
                       "(.save(folder)), or rerun the job.", UserWarning, stacklevel=2)
     return RunModels(path, models["anchored"], models["vanilla"], found["anchors"], float(found["threshold"]),
-                     json.loads((path / "job.json").read_text()), detector)
+                     job, detector)

@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from amp_tf.method.anchoring import AnchoredModel
 from amp_tf.compat import patch_multiworker_fit
-from amp_tf.config import TrainConfig, warmup_epochs  # noqa: F401  (defined without TensorFlow; imported from here too)
+from amp_tf.config import TrainConfig, finetune_options, warmup_epochs  # noqa: F401  (defined without TensorFlow)
 from amp_tf.data import tfdata
 from amp_tf.run.distribute import get_strategy, sync_batchnorm, worker_info
 from amp_tf.run.guards import DivergenceStop, TrainingDiverged  # noqa: F401  (importable from here as before)
@@ -47,7 +47,8 @@ from amp_tf.run.guards import FolderCheck as _FolderCheck
 from amp_tf.run.files import write_json  # noqa: F401  (its old home; import it from amp_tf.run.files)
 from amp_tf.models import build_backbone
 from amp_tf.models.pixels import check_pixels
-from amp_tf.contract import check_finite_weights, check_image_shape, check_learning_rate, check_logits_head
+from amp_tf.contract import check_finite_weights, check_image_shape, check_int, check_logits_head
+from amp_tf.method.labels import label_problem
 
 
 def lr_schedule(cfg, steps_per_epoch):
@@ -366,20 +367,17 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     Any Keras classifier that `amp_tf.method.anchoring.anchored_model` accepts works (e.g. a
     ``keras.applications`` model with ``classifier_activation=None``): it must output logits.
 
-    The defaults (2 epochs at the recipe's lr 0.1) were chosen for the main job's short-trained
-    vanilla twin. For a converged model (one trained to its full accuracy, e.g. yours), pass
-    ``**amp_tf.recipe.FINETUNE_CONVERGED`` (12 epochs at lr 0.01, chosen on validation): on a
-    94 % Fashion-MNIST model it stays 0.32 points below on validation (one seed; 8 epochs: 0.39
-    on validation and 0.56 on the test images over 2 seeds), where the defaults lose 2.2 points
-    (BENCHMARKS.md section 1; the pilot: benchmarks/results/history.md).
+    The defaults (2 epochs at lr 0.1) suit the main job's short-trained vanilla twin; for a converged
+    model (e.g. yours) pass ``**amp_tf.recipe.FINETUNE_CONVERGED`` (12 epochs at lr 0.01: 0.32 points
+    below a 94 % Fashion-MNIST model on validation, where the defaults lose 2.2; BENCHMARKS.md section 1).
 
     Args:
         vanilla: a trained vanilla `keras.Model` (raw pixels in, logits out) or its `.keras` path.
-        x, y: training images (raw pixels) and labels.
+        x, y: training images (raw pixels) and labels (class ids; one-hot rows: pass ``y.argmax(-1)``).
         num_classes: default: the model's output width.
         epochs: fine-tuning epochs (an int >= 1).
         **config: other `TrainConfig` fields (lr, consistency, seed, batch_size, ...; defaults: `amp_tf.recipe`)
-            and `train` arguments (val, out_dir, callbacks, verbose, backup, strategy).
+            and `train` arguments (val, out_dir, callbacks, verbose, backup, strategy); others are refused.
             ``mean``/``std`` (pixel units) normalise the pixels before a model
             without its own `PixelNormalization` (see `anchored_model`).
 
@@ -387,8 +385,9 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
         `(AnchoredModel, history)`.
 
     Raises:
-        ValueError: epochs < 1, a model that ends in a softmax or sigmoid (not logits), whose input
-            does not take the images of `x`, or a model that cannot be anchored (named layer and what would work), before any training.
+        ValueError: before any training: an unknown keyword, epochs or batch_size < 1, labels that are no
+            class ids, a model that ends in a softmax or sigmoid (not logits), whose input does not take the
+            images of `x`, or that cannot be anchored (named layer and what would work).
 
     Example:
         >>> import numpy as np
@@ -402,23 +401,22 @@ def finetune_anchored(vanilla, x, y, num_classes=None, epochs=2, **config):
     """
     from amp_tf.models.anchor import anchor_backbone
 
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs: expected an int >= 1 (fine-tuning epochs), got {epochs!r}.")
-    if "lr" in config:
-        check_learning_rate(config["lr"])
-    train_keys = {"val", "out_dir", "callbacks", "verbose", "backup", "strategy"}
-    train_kw = {k: config.pop(k) for k in list(config) if k in train_keys}
+    epochs = check_int(epochs, "epochs", 1, note="fine-tuning epochs")
+    config, train_kw = finetune_options(config)
     if not isinstance(vanilla, keras.Model):
         vanilla = keras.models.load_model(vanilla, compile=False)
-    check_model_for(vanilla, np.shape(x)[1:] if not isinstance(x, tf.data.Dataset) else None,
-                    num_classes, "vanilla")
+    streamed = isinstance(x, tf.data.Dataset)
+    check_model_for(vanilla, np.shape(x)[1:] if not streamed else None, num_classes, "vanilla")
+    n = num_classes or int(vanilla.output_shape[-1])
+    problem = None if streamed else label_problem(y, n, "y", sparse=True, compiled=False)
+    if problem:
+        raise ValueError(problem)
     stats = {k: config.pop(k) for k in ("mean", "std") if config.get(k) is not None}
     if stats:
         vanilla = _with_statistics(vanilla, stats.get("mean"), stats.get("std"))
     anchor_backbone(vanilla)  # refuses a model that cannot be anchored before any work
-    cfg = TrainConfig(anchored=True, epochs=int(epochs), **config)
-    n = num_classes or int(vanilla.output_shape[-1])
-    return train(cfg, x, y, n, init_from=vanilla, **train_kw)
+    return train(TrainConfig(anchored=True, epochs=epochs, **config), x, y, n, init_from=vanilla, **train_kw)
+
 
 
 def check_model_for(model, image_shape, num_classes, what="model"):

@@ -10,6 +10,8 @@ import re
 import shutil
 from pathlib import Path
 
+from amp_tf.contract import check_folder_path
+
 #: The least free space a run starts with (its models, backups and report).
 MIN_FREE_BYTES = 64 << 20
 #: A run that fails with less free space than this on its disk is told the disk is full.
@@ -31,11 +33,7 @@ def check_writable(folder, what="--out"):
         ValueError: --out notes.txt/run: .../notes.txt is a file, not a folder; pass a path made of folders.
     """
     folder = Path(folder).absolute()
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{what}: {existing} is a file, not a folder; pass a path made of folders.")
+    existing = check_folder_path(folder, what)  # the one path check (also the library's saves and exports)
     if not os.access(existing, os.W_OK | os.X_OK):
         verb = "write in" if existing == folder else "create folders in"
         raise ValueError(f"{what}: cannot {verb} {existing} (permission denied, or a read-only file system); "

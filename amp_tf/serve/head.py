@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from amp_tf.contract import check_folder_path
 from amp_tf.detection.metrics import check_tpr as _check_tpr, threshold_at_tpr  # noqa: F401  (public here too)
 from amp_tf.models.pixels import check_pixels
 from amp_tf.detection.detectors.shipped import ShippedDetector, feature_extractor, shipped_outputs
@@ -264,8 +265,10 @@ def serving_head(predictor, id_images=None, threshold=None, tpr=SERVING_TPR, bat
 
 # ------------------------------------------------------------------ output paths
 def check_new_path(path, folder):
-    """Refuses an existing file, or a non-empty folder (a folder export may go into an empty one)."""
+    """Refuses an existing file, or a non-empty folder (a folder export may go into an empty one), or a
+    path under a file."""
     path = Path(path)
+    check_folder_path(path.parent, f"path {path}")
     if folder and path.is_dir():
         if any(path.iterdir()):
             raise ValueError(f"path: {path} is a folder that is not empty; export into a new or empty "

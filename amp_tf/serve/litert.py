@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from amp_tf.contract import check_int
 from amp_tf.recipe import SERVING_TPR
 from amp_tf.serve.head import (ServingHead, check_new_path, empty_message, rank_message, serving_head, size_message,
                                temporary_sibling, wanted_input)
@@ -97,6 +98,28 @@ def export_tflite(predictor, path, id_images=None, threshold=None, tpr=SERVING_T
     return head
 
 
+#: The first bytes of files given as a .tflite by mistake, and what they are.
+_NOT_TFLITE = {b"PK\x03\x04": "a zip archive (a Keras .keras model? load that with keras.models.load_model)",
+               b"\x89HDF": "an HDF5 file (a legacy .h5 Keras model? load that with keras.models.load_model)"}
+
+
+def check_tflite_file(path):
+    """Refuses, naming `path` and what it is, anything but a LiteRT flatbuffer (identifier ``TFL3``): a
+    missing path, a folder, an empty, text or Keras file. A damaged flatbuffer is the interpreter's to find."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path: {path} is not a file; pass the .tflite that export_tflite wrote.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        return path
+    what = next((w for magic, w in _NOT_TFLITE.items() if head.startswith(magic)), None)
+    if what is None:
+        text = head and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+        what = "empty (0 bytes)" if not head else "a text file" if text else "no LiteRT flatbuffer (no TFL3 mark)"
+    raise ValueError(f"path: {path} is {what}, not a .tflite; pass the .tflite that export_tflite wrote.")
+
+
 def _interpreter(path, num_threads):
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -133,10 +156,15 @@ class TFLiteModel:
     """
 
     def __init__(self, path, num_threads=None):
-        if not Path(path).is_file():
-            raise ValueError(f"path: {path} is not a file; pass the .tflite that export_tflite wrote.")
+        if num_threads is not None:
+            check_int(num_threads, "num_threads", 1, note="interpreter threads; None: the runtime's default")
+        check_tflite_file(path)
         self.path = str(path)
-        self.interpreter, self.runtime = _interpreter(path, num_threads)
+        try:
+            self.interpreter, self.runtime = _interpreter(path, num_threads)
+        except ValueError as err:  # the flatbuffer does not parse (a damaged file)
+            raise ValueError(f"path: {path} is a damaged .tflite (the interpreter says: {err}); export it again "
+                             f"with export_tflite, or copy it again.") from None
         signatures = self.interpreter.get_signature_list()
         if "serving_default" not in signatures or signatures["serving_default"]["inputs"] != ["images"]:
             raise ValueError(f"path: {path} has no serving_default signature taking `images`; "

@@ -206,7 +206,8 @@ def cb_id_empty(ctx):
 
 @lib("det", O, "batch_size=0 (in fit of an anchored model)", names=("batch_size",),
      check=lambda ctx, r: ("late", "accepted at construction, refused only in fit") if r.get("raised") and not
-     r.get("foreign") and "batch_size" in str(r.get("answer")) else None)
+     r.get("foreign") and "m.fit(" in str(r.get("trace")) else None,
+     note="the check called every refusal naming batch_size late; it now looks whether fit raised it (the trace)")
 def cb_batch0(ctx):
     cb = _cb(batch_size=0)
     import keras

@@ -55,6 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from amp_tf.contract import check_folder_path, read_json
 from amp_tf.detection.detectors.shipped_score import (  # noqa: F401  (importable from here as before)
     FEATURE_KINDS, GRAM_KINDS, GRAM_ORDER, KINDS, POOLED_KINDS, STATE_NAMES, ShippedScore, amp_part, amp_value,
     feature_kind, mahalanobis_factor, score_layer,
@@ -244,6 +245,7 @@ class ShippedDetector:
     def save(self, folder):
         """Writes `detector.json` and `detector.npz` into `folder` (a run folder); returns their paths."""
         folder = Path(folder)
+        check_folder_path(folder, f"folder {folder}")
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / STATE_NPZ, anchors=self.anchors, **self.score_layer.state())
         (folder / STATE_JSON).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -298,7 +300,8 @@ def load_detector(folder, model=None):
             f"{folder}: no saved detector ({STATE_JSON}, {STATE_NPZ}); this run was made before the shipped "
             "detector existed and decides by AMP alone. Refit one: amp_tf.detection.detectors.select_detector(model, "
             "id_train, id_val), then .save(folder).")
-    meta = json.loads((folder / STATE_JSON).read_text())
+    meta = read_json(folder / STATE_JSON, "refit the detector (amp_tf.detection.detectors.select_detector(model, "
+                     "id_train, id_val), then .save(folder)) or re-run the job.")
     with np.load(folder / STATE_NPZ) as npz:
         arrays = {k: npz[k] for k in npz.files}
     layer = ShippedScore.from_config(meta["score"]).set_state(arrays)
