@@ -81,6 +81,7 @@ def test_every_trainer_maps_its_flags_onto_a_job_config(monkeypatch):
     from amp_tf.cli import cifar, common, fmnist, imagenet
 
     monkeypatch.setattr(cifar, "check_id_data", lambda args: None)  # the flags' mapping, not CIFAR's files
+    monkeypatch.setattr(imagenet, "check_tfds_imagenet", lambda args: None)  # nor ImageNet's
 
     for cli, argv, id_set in ((fmnist, ["--near"], "fashion_mnist"), (cifar, ["--dataset", "cifar100"], "cifar100"),
                               (imagenet, ["--image-size", "64"], "imagenet2012")):
