@@ -196,14 +196,6 @@ def _fmt(shape):
     return "(" + ", ".join("any" if d is None else str(int(d)) for d in shape) + ")"
 
 
-#: `amp_tf.detection.detectors.names(anchored=True)` (tests/test_bad_inputs.py checks that they agree):
-#: the names eval.ood scores on an anchored model, in the report's order.
-ANCHORED_SCORES = ("amp", "msp", "energy", "neg_tau", "amp[mean,divide]", "amp[sum,exp]", "amp[sum,divide]",
-                   "knn", "mahalanobis", "amp+knn", "amp+mahalanobis")
-#: The anchored scores fitted on the ID training images' features (labels for Mahalanobis).
-FEATURE_SCORES = ("knn", "mahalanobis", "amp+knn", "amp+mahalanobis")
-
-
 def check_scores(asked, valid, kind):
     """The asked score names in `valid`'s order (anchored) or as asked; ValueError naming the
     unknown ones and the valid names for this model kind."""

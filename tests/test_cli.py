@@ -235,6 +235,14 @@ def test_imagenet_trainer_user_errors(tiny_imagenet, tmp_path, capsys):
     err = user_error(imagenet.main, ["--train-folder", tiny_imagenet / "ood", "--val-folder",
                                      tiny_imagenet / "val", "--out", tmp_path / "r2"], capsys)
     assert "one subfolder per class" in err
+    empty = tmp_path / "empty_ood"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images")  # an existing folder (checked before TF) without images
+    err = user_error(imagenet.main, ["--train-folder", tiny_imagenet / "train", "--val-folder", tiny_imagenet / "val",
+                                     "--batch-size", "8", "--image-size", "28", "--ood", f"folder:{empty}",
+                                     "--out", tmp_path / "r3"], capsys)
+    assert "none of the OOD sets could be loaded" in err and str(empty) in err  # refused before training
+    assert not (tmp_path / "r3").exists() and not list(tmp_path.glob(".r3*"))
 
 
 # --------------------------------------------------------------------- eval.ood

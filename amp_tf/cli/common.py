@@ -11,7 +11,7 @@ from amp_tf import recipe
 from amp_tf.contract import check_arch_width, check_image_shape, check_outputs
 from amp_tf.errors import cli_errors, first_line  # noqa: F401  (the CLIs import them from here)
 from amp_tf.cli.runs import (  # noqa: F401  (the CLIs import them from here)
-    JOB_TIME_INCLUDES, RUNTIME_FLAGS, backup_arg, check_out, data_sources, init_from_info, run_and_report, run_dir,
+    JOB_TIME_INCLUDES, RUNTIME_FLAGS, backup_arg, check_out, data_sources, init_from_info, run_and_report,
     run_folder, versions,
 )
 from amp_tf.run.flags import Parser, add_training_flags, train_config  # noqa: F401  (shared with the benchmarks)

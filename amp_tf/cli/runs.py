@@ -1,4 +1,4 @@
-"""A command's run: its folder (`--out` checked at once, `run_folder`, `run_dir`, the backups),
+"""A command's run: its folder (`--out` checked at once, `run_folder`, the backups),
 the data sources and versions it records, and `run_and_report` (the job, timed, then the report).
 Every name still imports from `amp_tf.cli.common`."""
 from __future__ import annotations
@@ -80,22 +80,6 @@ def data_sources(*datasets):
             out[f"{d.name}/{split}"] = source or "not told by its loader"
             if split == "train":  # the validation images are held out of the training split
                 out[f"{d.name}/val"] = out[f"{d.name}/train"]
-    return out
-
-
-def run_dir(args, name, marker, tool):
-    """A plain output folder (trainers.tune, eval.resize_study): the rules of `check_output_folder` (a live
-    run's folder, one inside a run, a user's files: refused); `--overwrite` replaces an earlier output of
-    `tool` (a folder holding `marker`) only."""
-    import shutil
-
-    from amp_tf.run.runfolder import check_output_folder
-
-    out = Path(args.out) if args.out else Path("runs") / f"{name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    check_output_folder(out, marker, getattr(args, "overwrite", False), tool)
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 

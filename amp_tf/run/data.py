@@ -185,7 +185,7 @@ def load_ood(names, image_shape, resize=None, convert_channels=False, limit=None
             log(f"skipped {n}: {skipped[n]}")
             continue
         ood[n] = x
-    return ood, skipped
+    return ood, require_some_ood(ood, skipped)
 
 
 def load_fmnist_suite(job, seed=0, data_dir=None, download=False, log=print):
@@ -294,4 +294,15 @@ def load_ood_streams(names, image_size, limit=None, batch_size=64, load_kw=None,
             continue
         crop = not n.startswith("imagenet2012_corrupted/")
         ood[n] = eval_batches(s.dataset, image_size, limit, crop, batch_size)
-    return ood, skipped
+    return ood, require_some_ood(ood, skipped)
+
+
+def require_some_ood(ood, skipped):
+    """`skipped`, when at least one OOD set loaded (or none was asked for); else, before any training, a
+    ValueError naming every set asked for and why it was skipped: a job with no OOD set to score would run
+    for nothing and report nothing."""
+    if ood or not skipped:
+        return skipped
+    why = "; ".join(f"{n}: {r}" for n, r in skipped.items())
+    raise ValueError(f"--ood: none of the OOD sets could be loaded, so nothing would be scored ({why}). Give at "
+                     "least one set that is on this machine (a folder of images, or a prepared data set).")
