@@ -141,4 +141,5 @@ def portable(text):
     from benchmarks.harness import ROOT
 
     text = re.sub(r"/tmp/amp-probe-[A-Za-z0-9_]+", "<tmp>", text)
+    text = re.sub(r"/tmp/[A-Za-z0-9_.-]*", "<tmp>", text)  # any other temporary path, or one cut off by a limit
     return text.replace(str(ROOT), "<repo>")
