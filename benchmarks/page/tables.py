@@ -45,7 +45,7 @@ def protocol_setup(results=RESULTS):
     st, m, mach, draws = res["settings"], res["models"], res["machine"], res["anchor_draws"]["draws"]
     acc = {k: f"{_p(m[k]['id_accuracy_mean'], 2)} ± {_p(m[k]['id_accuracy_std'], 2)}" for k in ("anchored", "vanilla")}
     return (f"`{st['arch']}` width {st['width']}, {st['train_limit']:,} training images per model, vanilla twin "
-            f"{st['epochs']} epochs, anchored model fine-tuned from it {st['finetune_epochs']} epoch; K = "
+            f"{st['epochs']} epochs, anchored model fine-tuned from it {st['finetune_epochs']} epoch{'' if st['finetune_epochs'] == 1 else 's'}; K = "
             f"{st['num_anchors']}; {st['eval_limit']} images per ID / OOD set; fitted baselines on {st['fit_limit']:,} "
             f"images; {st['num_seeds']} training seeds; anchor spread = std of overall FPR95 over "
             f"{draws if isinstance(draws, int) else len(draws)} anchor draws on the seed-0 model. ID accuracy: "
