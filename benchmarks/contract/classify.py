@@ -142,4 +142,4 @@ def portable(text):
 
     text = re.sub(r"/tmp/amp-probe-[A-Za-z0-9_]+", "<tmp>", text)
     text = re.sub(r"/tmp/[A-Za-z0-9_.-]*", "<tmp>", text)  # any other temporary path, or one cut off by a limit
-    return text.replace(str(ROOT), "<repo>")
+    return text.replace(str(ROOT), "<repo>").replace(str(Path.home()) + "/", "~/")  # the home folder: ~
