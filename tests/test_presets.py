@@ -88,7 +88,7 @@ def test_every_preset_resolves_on_its_clis(name, capsys, tmp_path):
     assert cfg["preset"] == name and cfg["cli"] == p.trainer and cfg["table"] == p.table
     assert cfg["dataset"] == p.dataset and cfg["arch"] == p.arch == cfg["args"]["arch"]
     assert cfg["ood"] == [presets.expand(o) for o in p.ood]
-    flags = common.job_flags(presets.job(name))
+    flags = presets.flag_values(name)
     for k, v in flags.items():  # the trainer takes every setting it has a flag for
         assert cfg["args"].get(k, v) == v, k
     assert {"epochs", "lr", "lr_milestones", "weight_decay", "num_anchors"} <= set(cfg["args"]) & set(flags)

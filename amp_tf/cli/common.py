@@ -203,35 +203,11 @@ def add_preset_flags(parser):
     return parser
 
 
-def job_flags(job):
-    """The trainer flags (`{dest: value}`) of an `amp_tf.config.JobConfig`: its settings spelt as the
-    flags spell them (``lr_milestones="30,60,90"``, ``ood="a,b"``, ``dataset``, ``width``).
-
-    A trainer takes the ones it has a flag for (`apply_preset`); those it fixes itself
-    (trainers.fmnist: the data set and its OOD suite) it has no flag for.
-
-    Example:
-        >>> from amp_tf import presets
-        >>> flags = job_flags(presets.job("table5-imagenet-c"))
-        >>> flags["lr_milestones"], flags["image_size"], flags["dataset"]
-        ('30,60,90', 224, 'imagenet2012')
-    """
-    t, d = job.train, job.data
-    out = {k: getattr(t, k) for k in ("arch", "epochs", "batch_size", "lr", "weight_decay", "weight_decay_mode",
-                                      "lr_gamma", "consistency", "consistency_every", "consistency_mode",
-                                      "augment")}
-    out.update(lr_milestones=",".join(str(m) for m in t.lr_milestones), width=t.backbone_kwargs.get("width"),
-               dataset=d.id_set, val_size=d.val_size, resize=d.resize, image_size=d.image_size,
-               anchor_pool=d.anchor_pool, ood=",".join(job.ood), num_anchors=job.num_anchors,
-               finetune_epochs=job.finetune_epochs)
-    return {k: v for k, v in out.items() if v is not None}
-
-
 def apply_preset(parser, argv, kind, cli):
     """Sets `parser`'s defaults from ``--preset NAME`` in `argv`, before the real parse.
 
-    A trainer (`kind` ``train``) takes the preset's `JobConfig` (`presets.job`) as the
-    values of the flags it has (`job_flags`); an inference CLI its section
+    A trainer (`kind` ``train``) takes the preset's settings (`presets.flag_values`) as the
+    values of the flags it has; an inference CLI its section
     (`presets.values`). Flags the preset sets stop being required; with --dry-run no
     flag is required. Returns the preset name, or None without --preset.
 
@@ -253,7 +229,7 @@ def apply_preset(parser, argv, kind, cli):
     if known.preset is None:
         return None
     if kind == "train":
-        values = {k: v for k, v in job_flags(presets.job(known.preset, cli)).items() if k in actions}
+        values = {k: v for k, v in presets.flag_values(known.preset, cli).items() if k in actions}
     else:
         values = presets.values(known.preset, kind)
     missing = sorted(set(values) - set(actions))

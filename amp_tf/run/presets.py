@@ -11,11 +11,13 @@ hyper-parameters from its Appendix B), as defaults for the command-line tools:
 * ``python -m eval.resize_study --preset table7-resize --model M`` (section
   ``resize_study``, Table 7 only).
 
-A preset's experiment is a typed `amp_tf.config.JobConfig` (`Preset.job`: the
-`TrainConfig`, the `DataConfig`, the OOD sets, scores and K), built from the
-recipes below; a trainer maps it onto its flags (`amp_tf.cli.common.job_flags`)
-and explicit flags override it; a benchmark or a script uses it directly
-(`presets.job(name)`). The eval sections (`eval`, `resize_study`) are the
+A preset is flat settings (`Preset.settings`: a recipe below, keyed like the
+trainers' flags, plus the data set, architecture, OOD sets and scores), and its
+experiment the typed `amp_tf.config.JobConfig` made of them (`Preset.job`: the
+`TrainConfig`, the `DataConfig`, the OOD sets, scores and K). A trainer takes the
+settings as its flags' defaults (`flag_values`), explicit flags override them, and
+it builds its JobConfig once from the flags; a JobConfig is never turned back
+into flags. A benchmark or a script uses the job directly (`presets.job(name)`). The eval sections (`eval`, `resize_study`) are the
 inference CLIs' settings. ``--dry-run`` prints the resolved configuration as
 JSON and exits 0 without loading data (the plumbing is
 `amp_tf.cli.common.parse_cli`).
@@ -122,9 +124,9 @@ class Preset:
         table: where the numbers are in the paper ("Table 2", ...).
         title: one line.
         trainer: the module that trains it (``trainers.cifar`` ...).
-        job: the experiment, an `amp_tf.config.JobConfig`: the ID data set, the
-            architecture and every training setting, the OOD sets
-            (``folder:$AMP_DATA/...`` placeholders), the scores, K.
+        settings: the experiment as flat settings keyed like the trainers' flags (a recipe, and
+            ``dataset``, ``arch``, ``ood`` with ``folder:$AMP_DATA/...`` placeholders, ``scores``): the
+            one source of `job` and of a trainer's flag defaults (`flag_values`).
         metrics: the metrics the paper's table reports (keys of amp_tf.detection.metrics).
         paper_methods: the methods the paper's table compares.
         eval: eval.ood flags besides id / ood / scores.
@@ -136,12 +138,17 @@ class Preset:
     table: str
     title: str
     trainer: str
-    job: JobConfig
+    settings: dict
     metrics: tuple = ("fpr95", "auroc", "aupr_in")
     paper_methods: tuple = ()
     eval: dict = dataclasses.field(default_factory=dict)
     resize_study: dict | None = None
     notes: str = ""
+
+    @property
+    def job(self) -> JobConfig:
+        """The experiment, an `amp_tf.config.JobConfig` made of `settings` (`job_from_settings`)."""
+        return job_from_settings(self.settings)
 
     @property
     def dataset(self):
@@ -164,7 +171,7 @@ class Preset:
         env vars not expanded yet); None when the preset has no such section. A trainer takes
         `job` instead."""
         if kind not in ("eval", "resize_study"):
-            raise ValueError(f"preset kind: expected eval or resize_study (a trainer takes Preset.job), "
+            raise ValueError(f"preset kind: expected eval or resize_study (a trainer takes flag_values), "
                              f"got {kind!r}.")
         if kind == "eval":
             return dict(id=self.dataset, ood=",".join(self.ood), scores=self.scores, **self.eval)
@@ -178,8 +185,9 @@ class Preset:
 
 def _preset(name, table, title, dataset, arch, trainer, ood, recipe, scores=PAPER_SCORES, **kw):
     """A `Preset` whose job is `recipe` (flat settings) on `dataset` with `arch`, `ood` and `scores`."""
-    job = job_from_settings(recipe, dataset=dataset, arch=arch, ood=tuple(ood), scores=scores)
-    return Preset(name=name, table=table, title=title, trainer=trainer, job=job, **kw)
+    settings = {**recipe, "dataset": dataset, "arch": arch, "ood": tuple(ood), "scores": scores}
+    job_from_settings(settings)  # every key a setting of a job: a typo fails at import
+    return Preset(name=name, table=table, title=title, trainer=trainer, settings=settings, **kw)
 
 
 _REGISTRY: dict[str, Preset] = {}
@@ -239,6 +247,22 @@ def job(name, cli=None):
             f"`python -m {preset.trainer} --preset {name}`. Presets of {cli}: "
             f"{', '.join(names('train', cli)) or 'none'}.")
     return dataclasses.replace(preset.job, ood=tuple(expand(o) for o in preset.job.ood))
+
+
+def flag_values(name, cli=None):
+    """A trainer's flag defaults of preset `name`: its `settings` spelt as the flags spell them (``ood`` a
+    comma list with ``$AMP_DATA`` expanded, ``lr_milestones`` ``"30,60,90"``); a trainer takes those it
+    has a flag for. The same settings make `job(name)`, so the flags and the job cannot disagree.
+
+    Example:
+        >>> flags = flag_values("table5-imagenet-c")
+        >>> flags["lr_milestones"], flags["image_size"], flags["dataset"]
+        ('30,60,90', 224, 'imagenet2012')
+    """
+    job(name, cli)  # the preset exists and belongs to `cli`
+    out = dict(get(name).settings)
+    out["ood"] = ",".join(expand(o) for o in out["ood"])
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def values(name, kind):
