@@ -192,3 +192,24 @@ def test_example_reads_a_folder_of_images_as_raw_pixels(tmp_path):
     (tmp_path / "notes.txt").unlink()
     np.save(tmp_path / "a.npy", pics)
     assert example.read_images(tmp_path / "a.npy", 28, 28, 1).shape == (3, 28, 28, 1)
+
+
+def test_a_committed_converged_model_scores_as_it_did_before_the_restructuring():
+    """benchmarks/results/converged_models/.../seed0 (trained before the layers moved) loads and gives the
+    AMP outputs that the code before the restructuring gave (082fe64, tests/data/...npz, made by loading the
+    same file there): 64 Fashion-MNIST test images, the first 5 training images as anchors."""
+    import keras
+
+    from amp_tf import AnchoredPredictor, data
+
+    root = Path(__file__).resolve().parents[1]
+    model = keras.saving.load_model(
+        root / "benchmarks/results/converged_models/a43ca4358a/seed0/fashion_mnist-anchored.keras", compile=False)
+    x, _ = data.to_numpy(data.load("fashion_mnist", "test"), limit=64)
+    anchors, _ = data.to_numpy(data.load("fashion_mnist", "train"), limit=5)
+    out = AnchoredPredictor.from_model(model, anchors).predict(x)
+    golden = np.load(root / "tests/data/converged_seed0_amp_at_082fe64.npz")
+    assert set(golden.files) == {"logits", "tau", "calibrated_logits", "probabilities", "predicted_class",
+                                 "amp_score", "msp", "energy"}
+    for key in golden.files:
+        np.testing.assert_allclose(np.asarray(out[key]), golden[key], rtol=1e-5, atol=1e-5, err_msg=key)
