@@ -68,10 +68,13 @@ def check_num_anchors(k, what="num_anchors"):
 #: The shipped detector (`amp_tf.detection.detectors.select_detector`): selected among its candidates on ID validation
 #: images and validation OOD sets (`validation_ood_sets` of `SELECT_VAL_OOD` validation images); the
 #: feature scores fitted on `SELECT_FIT_LIMIT` training images; AMP's weight in `amp+<feature>` from
-#: `SELECT_WEIGHTS`; the threshold lets `SERVING_TPR` of the ID validation images pass.
+#: `SELECT_WEIGHTS`; the weights of AMP, Mahalanobis and Gram in `amp+mahalanobis+gram` are every triple of
+#: positive multiples of 1 / `SELECT_SIMPLEX_STEPS` summing to 1 (21 triples); the threshold lets
+#: `SERVING_TPR` of the ID validation images pass.
 SELECT_FIT_LIMIT = 10_000
 SELECT_VAL_OOD = 1000
 SELECT_WEIGHTS = (0.25, 0.5, 0.75)
+SELECT_SIMPLEX_STEPS = 8
 SERVING_TPR = 0.95
 
 #: Anchored fine-tuning of a *converged* classifier (e.g. your own trained model): 12 epochs at lr 0.01,

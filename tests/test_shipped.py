@@ -10,7 +10,7 @@
   AMP's predicted class); its state saves, loads and scores the same; a Gram state made for another
   model is refused;
 * on a committed converged model, pure noise (uniform and Gaussian) is flagged OOD by the shipped
-  SavedModel and `.tflite`, which agree on 256 test images; so do the exports of `amp+gram`.
+  SavedModel and `.tflite`, which agree on 256 test images; so do the exports of `amp+mahalanobis+gram`.
 """
 from __future__ import annotations
 
@@ -58,9 +58,13 @@ def test_selection_picks_the_lowest_validation_fpr95(tiny):
     fprs = [r["val_fpr95"] for r in rows]
     assert fprs == sorted(fprs)
     names = {r["name"] for r in rows}
-    assert {"amp", "amp[sum,exp]", "knn", "mahalanobis", "gram", "amp+knn", "amp+mahalanobis", "amp+gram"} <= names
+    assert {"amp", "amp[sum,exp]", "knn", "mahalanobis", "gram", "amp+knn", "amp+mahalanobis", "amp+gram",
+            "amp+mahalanobis+gram"} <= names
     assert {r["options"].get("w") for r in rows if r["name"] == "amp+knn"} == {0.25, 0.5, 0.75}
     assert {r["options"].get("w") for r in rows if r["name"] == "amp+gram"} == {0.25, 0.5, 0.75}
+    triples = {tuple(r["options"]["weights"]) for r in rows if r["name"] == "amp+mahalanobis+gram"}
+    assert len(triples) == 21 and all(min(t) > 0 and abs(sum(t) - 1) < 1e-12 for t in triples)
+    assert len(rows) == 46 + 4 * 21
     assert det.info["gram"] == {"layers": det.fitted["amp"].gram_layers_, "max_order": 5}
     assert det.threshold is not None and 0.0 < det.tpr < 1.0
 
@@ -73,31 +77,25 @@ def test_threshold_lets_tpr_of_the_validation_images_pass(tiny):
 
 
 @pytest.mark.parametrize("kind", ["mahalanobis", "knn", "gram", "amp+mahalanobis", "amp+knn", "amp+gram",
-                                  "amp[sum,divide]"])
+                                  "amp[sum,divide]", "amp+mahalanobis+gram"])
 def test_in_graph_score_equals_the_candidates_numpy_score(tiny, kind):
     """`ShippedScore` (what the exports run) against the float64 numpy detectors of the selection."""
-    from amp_tf.detection.detectors.shipped import ShippedDetector, score_layer
+    from amp_tf.detection.detectors.selection import candidate_layer
+    from amp_tf.detection.detectors.shipped import ShippedDetector
 
     model, det, x, _ = tiny
-    fitted = det.fitted
-    opts = fitted["family_best"].get(kind, {})
-    feat = fitted["features"].get(kind.split("+")[-1])
-    amp_score = opts.get("amp_score", "amp")
-    layer = score_layer(kind, amp_score, opts.get("w", 1.0), fitted["stats"].get((kind, amp_score)),
-                        None if feat is None else feat.estimator)
-    one = ShippedDetector(layer, det.anchors, kind, opts).attach(model)
+    opts = det.fitted["family_best"].get(kind, {})
+    one = ShippedDetector(candidate_layer(det.fitted, kind, opts), det.anchors, kind, opts).attach(model)
     want = candidate_scorer(det)(x[:40])[kind]
     np.testing.assert_allclose(one.score(x[:40]), want, rtol=1e-4, atol=1e-4 * (np.std(want) + 1e-12))
 
 
 def _gram_detector(det, model, kind="amp+gram"):
-    from amp_tf.detection.detectors.shipped import ShippedDetector, score_layer
+    from amp_tf.detection.detectors.selection import candidate_layer
+    from amp_tf.detection.detectors.shipped import ShippedDetector
 
-    fitted = det.fitted
-    opts = fitted["family_best"].get(kind, {})
-    a = opts.get("amp_score", "amp")
-    layer = score_layer(kind, a, opts.get("w", 1.0), fitted["stats"].get((kind, a)), fitted["gram"].estimator)
-    return ShippedDetector(layer, det.anchors, kind, opts).attach(model)
+    opts = det.fitted["family_best"].get(kind, {})
+    return ShippedDetector(candidate_layer(det.fitted, kind, opts), det.anchors, kind, opts).attach(model)
 
 
 def _numpy_gram_reference(model, det, images):
@@ -239,12 +237,13 @@ def shipped_exports(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gram_exports(shipped_exports, tmp_path_factory):
-    """The exports of `amp+gram` (its validation-best options) fitted by the same selection."""
+    """The exports of `amp+mahalanobis+gram` (its validation-best options) fitted by the same selection: the
+    Gram features and the pooled features from one backbone call, both terms in the graph."""
     from amp_tf.serve.export import TFLiteModel, export_for_serving, export_tflite
     from amp_tf.detection.metrics import threshold_at_tpr
 
     det, _, _, d = shipped_exports
-    one = _gram_detector(det, det.fitted["amp"].model)
+    one = _gram_detector(det, det.fitted["amp"].model, "amp+mahalanobis+gram")
     one.threshold = threshold_at_tpr(one.score(d.x_val), 0.95)
     out = tmp_path_factory.mktemp("shipped_gram")
     head = export_for_serving(one, out / "serving")
@@ -284,8 +283,9 @@ def test_litert_matches_the_saved_model_and_both_name_the_detector(shipped_expor
     assert float(info["threshold"]) == pytest.approx(det.threshold)
 
 
-def test_litert_matches_the_saved_model_for_amp_plus_gram(gram_exports, shipped_exports):
-    """The Gram features in float32 through TFLite builtins: the same scores as the SavedModel."""
+def test_litert_matches_the_saved_model_for_amp_plus_mahalanobis_plus_gram(gram_exports, shipped_exports):
+    """The Gram features in float32 through TFLite builtins, beside the Mahalanobis term: the same scores as
+    the SavedModel."""
     det, served, lite, d = gram_exports
     x = d.x_test[:256]
     gram = shipped_exports[0].fitted["gram"].score(x)
@@ -297,4 +297,17 @@ def test_litert_matches_the_saved_model_for_amp_plus_gram(gram_exports, shipped_
     np.testing.assert_allclose(got["ood_score"], want["ood_score"], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(got["is_ood"], want["is_ood"])
     np.testing.assert_array_equal(got["predicted_class"], want["predicted_class"])
-    assert lite.detector["name"] == "amp+gram" and lite.detector["label"] == det.label
+    assert lite.detector["name"] == "amp+mahalanobis+gram" and lite.detector["label"] == det.label
+
+
+def test_the_three_term_combination_is_the_weighted_sum_of_the_validation_z_scores(tiny):
+    """`amp+mahalanobis+gram` = w_a z(amp) + w_m z(mahalanobis) + w_g z(gram), each z from the mean and std of
+    that score on the ID validation images, the weights those the selection chose for the family."""
+    _, det, x, _ = tiny
+    opts = det.fitted["family_best"]["amp+mahalanobis+gram"]
+    run = candidate_scorer(det)
+    val, got = run(x[100:]), run(x[:40])
+    want = sum(w * (got[t] - val[t].mean()) / val[t].std()
+               for t, w in zip((opts["amp_score"], "mahalanobis", "gram"), opts["weights"]))
+    np.testing.assert_allclose(got["amp+mahalanobis+gram"], want, rtol=1e-9, atol=1e-9)
+    assert len(opts["weights"]) == 3 and abs(sum(opts["weights"]) - 1) < 1e-12

@@ -63,8 +63,9 @@ from benchmarks.harness.seed_cache import SeedCache  # noqa: E402
 #: Bump when a change moves a seed's numbers: cached seeds and split results of another version are redone
 #: (the models are kept: their folders are named by MODEL_VERSION). History: converged-3 (2026-12-02):
 #: fine-tuning 12 epochs at lr 0.01; anchored knn / mahalanobis / amp+knn / amp+mahalanobis at w = 0.5.
-CODE_VERSION = ("converged-4 (2026-12-07: anchored scoring by the library's select_detector: every candidate, "
-                "gram and amp+gram included, w in SELECT_WEIGHTS, the selected one recorded; models of converged-3)")
+#: converged-4 (2026-12-07): anchored scoring by the library's select_detector (gram and amp+gram included).
+CODE_VERSION = ("converged-5 (2026-12-07: select_detector's candidates include amp+mahalanobis+gram, 21 weight "
+                "triples per AMP variant; models of converged-3)")
 #: Bump when the anchored model's training changes (names the anchored models' folder with every setting): the
 #: CODE_VERSION the committed anchored models were fine-tuned under, so a new scoring reuses them.
 MODEL_VERSION = "converged-3 (2026-12-02: fine-tuning 12 epochs at lr 0.01; anchored feature detectors)"

@@ -28,15 +28,14 @@ def select_anchored(model, d, a, seed, log=None):
 def candidate_scorer(det):
     """`(images, limit=None) -> {label: (n,) scores, "predicted_class": (N,)}` for EVERY candidate
     `select_detector` weighed (`det.candidates`' labels) on the first `limit` images (all: None), plus the rows
-    `amp+knn` / `amp+mahalanobis` / `amp+gram` (each family's validation-best member, as
+    `amp+knn` / `amp+mahalanobis` / `amp+gram` / `amp+mahalanobis+gram` (each family's validation-best member, as
     `selection.candidate_scorer` names them), and AMP's predicted class of all N images: one pass over the K
     anchors (`selection.score_outputs`) with the selection's fitted parts, each feature score computed once."""
-    from amp_tf.detection.detectors.anchored import zscore_combination
-    from amp_tf.detection.detectors.selection import candidate_scores, score_outputs
+    from amp_tf.detection.detectors.selection import candidate_scores, combination, score_outputs
     from amp_tf.detection.detectors.shipped import candidate_label
 
     fitted = det.fitted
-    features, stats, best = fitted["features"], fitted["stats"], fitted["family_best"]
+    features, zstats, best = fitted["features"], fitted["zstats"], fitted["family_best"]
     labels = [r["label"] for r in sorted(det.candidates, key=lambda r: r["order"])]
 
     def run(images, limit=None):
@@ -46,8 +45,7 @@ def candidate_scorer(det):
         out = {}
         for name, opts, fn in candidate_scores(o, features, _recipe.SELECT_WEIGHTS):
             if fn is None:  # a combination, with the selection's z statistics of the ID validation images
-                f, a = name.split("+", 1)[1], opts["amp_score"]
-                out[candidate_label(name, opts)] = zscore_combination(o[a], feats[f], stats[(name, a)], opts["w"])
+                out[candidate_label(name, opts)] = combination(o, feats, zstats, name, opts)
             else:
                 out[name] = feats[name] if name in feats else fn(o)
         if list(out) != labels:

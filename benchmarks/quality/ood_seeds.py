@@ -13,9 +13,10 @@ from benchmarks.harness.seed_cache import SeedCache
 
 #: Bump when a change moves a seed's numbers: cached seeds (and the cached training selection) of another
 #: version are redone, with a line.
-CODE_VERSION = ("ood-2 (2026-12-07: per-seed cache; the anchored model scored by the library's select_detector "
-                "as benchmarks.quality.converged: every candidate, the selected one recorded, near splits too; "
-                "the ensemble from the seeds' float16 vanilla logits)")
+#: ood-2 (2026-12-07): per-seed cache; the anchored model scored by the library's select_detector as
+#: benchmarks.quality.converged (every candidate, the selected one recorded, near splits too); the ensemble from
+#: the seeds' float16 vanilla logits.
+CODE_VERSION = "ood-3 (2026-12-07: select_detector's candidates include amp+mahalanobis+gram)"
 
 
 def run_one_seed(args, d, near, seed, first, log):

@@ -11,7 +11,12 @@ features of its block outputs, from the same backbone call):
 * the anchored `gram` (`AnchoredGram`: Gram features of orders 1..`gram_order`, mean over
   the K anchors, ranges per AMP-predicted class on the same training images);
 * `amp+knn`, `amp+mahalanobis` and `amp+gram` for each AMP variant and each weight `w` of
-  `weights` (`w = 0` and `w = 1` are the two scores alone, already candidates).
+  `weights` (`w = 0` and `w = 1` are the two scores alone, already candidates);
+* `amp+mahalanobis+gram` for each AMP variant and each weight triple of `simplex_weights()` (the
+  weights of AMP, Mahalanobis and Gram: positive multiples of 1/8 summing to 1; a zero weight is
+  one of the candidates above). Mahalanobis reads the pooled features, Gram the block outputs: the
+  two see different things (at convergence Gram is the best vanilla score on covariate shift, the
+  Mahalanobis combination on far-OOD).
 
 The winner has the lowest mean FPR95 over the validation OOD sets (by default
 `validation_ood_sets` of ID validation images: pixel and patch shuffles, noise,
@@ -36,8 +41,8 @@ import numpy as np
 from amp_tf import recipe
 from amp_tf.detection.detectors.anchored import AMPDetector, AnchoredFeatureDetector, AnchoredGram, zscore_combination
 from amp_tf.detection.detectors.base import model_kind
-from amp_tf.detection.detectors.shipped import (FEATURE_KINDS, GRAM_ORDER, POOLED_KINDS, ShippedDetector, candidate_label,
-                                      score_layer)
+from amp_tf.detection.detectors.shipped import (FEATURE_KINDS, GRAM_ORDER, MULTI, POOLED_KINDS, ShippedDetector,
+                                                candidate_label, feature_kinds, score_layer)
 from amp_tf.detection.metrics import ood_metrics, threshold_at_tpr
 from amp_tf.method.predictor import AMP_SCORES, AMP_VARIANTS
 
@@ -84,11 +89,18 @@ def _metrics(id_scores, ood_scores):
     return float(np.mean([r["fpr95"] for r in rows])), float(np.mean([r["auroc"] for r in rows]))
 
 
+def simplex_weights(steps=recipe.SELECT_SIMPLEX_STEPS):
+    """Every triple of positive multiples of `1 / steps` summing to 1 (AMP's weight first), in order."""
+    return [(i / steps, j / steps, (steps - i - j) / steps)
+            for i in range(1, steps - 1) for j in range(1, steps - i)]
+
+
 def candidate_scores(outputs, features, weights):
     """`[(name, options, scores_fn)]`: every candidate as a function of `AMPDetector.score_all` outputs.
 
     `features`: `{"knn": fitted AnchoredFeatureDetector, "mahalanobis": ..., "gram": AnchoredGram}`
-    (those fitted); a combination's z statistics are filled in by `select_detector` (`stats[name, amp_score]`).
+    (those fitted). A combination has no `scores_fn` (None): `combination` computes it with the z
+    statistics of the ID validation images.
     """
     kinds = [f for f in FEATURE_KINDS if f in features]
     out = [(n, {}, (lambda o, n=n: o[n])) for n in AMP_SCORES]
@@ -97,7 +109,45 @@ def candidate_scores(outputs, features, weights):
         for a in AMP_VARIANTS:
             for w in weights:
                 out.append((f"amp+{f}", {"amp_score": a, "w": float(w)}, None))
+    for name, parts in MULTI.items():
+        if all(f in features for f in parts):
+            for a in AMP_VARIANTS:
+                for ws in simplex_weights():
+                    out.append((name, {"amp_score": a, "weights": [float(v) for v in ws]}, None))
     return out
+
+
+def term_weights(name, options):
+    """`[(term, weight)]` of a combination: its AMP score first, then `feature_kinds(name)`."""
+    terms = [options["amp_score"], *feature_kinds(name)]
+    ws = options["weights"] if "weights" in options else [options["w"], 1.0 - options["w"]]
+    return list(zip(terms, [float(w) for w in ws]))
+
+
+def combination(outputs, feats, zstats, name, options):
+    """The combination `name` with `options`: `sum_i w_i (s_i - mean_i) / std_i` over its terms, from
+    `AMPDetector.score_all` outputs and their feature scores `feats` (`{kind: (N,)}`); `zstats`:
+    `{score name: (mean, std)}` on the ID validation images."""
+    (a, w), *rest = term_weights(name, options)
+    if len(rest) == 1:  # two terms: exactly `zscore_combination`, as before the three-term kind
+        f = rest[0][0]
+        return zscore_combination(outputs[a], feats[f], (zstats[a], zstats[f]), w)
+    out = 0.0
+    for t, wt in [(a, w), *rest]:
+        out = out + wt * (np.asarray(outputs[a] if t == a else feats[t]) - zstats[t][0]) / zstats[t][1]
+    return out
+
+
+def candidate_layer(fitted, name, options):
+    """The `ShippedScore` of the candidate `name` with `options`, from `select_detector`'s fitted parts."""
+    kinds, a = feature_kinds(name), options.get("amp_score", "amp")
+    stats, weights = None, None
+    if "+" in name:
+        pairs = term_weights(name, options)
+        stats = [fitted["zstats"][t] for t, _ in pairs]
+        weights = [w for _, w in pairs] if len(pairs) > 2 else None
+    ests = {f: getattr(fitted["features"][f], "estimator") for f in kinds}
+    return score_layer(name, a, options.get("w", 1.0), stats, ests, term_weights=weights)
 
 
 def select_detector(model, id_train, id_val, val_ood=None, anchors=None, num_anchors=recipe.NUM_ANCHORS, seed=0,
@@ -148,11 +198,9 @@ def select_detector(model, id_train, id_val, val_ood=None, anchors=None, num_anc
     features, gram = _fit_features(model, amp, anchors, x_tr[:n], y_tr[:n], gram_order, batch_size, log)
     out_val = score_outputs(amp, x_val, gram)
     out_ood = {k: score_outputs(amp, v, gram) for k, v in val_ood.items()}
-    rows, stats = _evaluate(out_val, out_ood, features, weights)
+    rows, zstats = _evaluate(out_val, out_ood, features, weights)
     best = rows[0]
-    layer = score_layer(best["kind"], best["options"].get("amp_score", "amp"), best["options"].get("w", 1.0),
-                        stats.get((best["kind"], best["options"].get("amp_score"))),
-                        getattr(features.get(best["kind"].split("+", 1)[-1]), "estimator", None))
+    layer = candidate_layer({"features": features, "zstats": zstats}, best["name"], best["options"])
     det = ShippedDetector(layer, anchors, best["name"], best["options"], tpr=tpr, candidates=rows,
                           info={"fit_images": n, "val_images": len(x_val),
                                 "val_ood_sets": {k: len(v) for k, v in val_ood.items()},
@@ -160,7 +208,7 @@ def select_detector(model, id_train, id_val, val_ood=None, anchors=None, num_anc
                                                                    "max_order": gram_order},
                                 "predictor": {"calibration": calibration}})
     det.attach(model, calibration=calibration)
-    det.fitted = {"amp": amp, "features": features, "stats": stats, "family_best": family_best(rows),
+    det.fitted = {"amp": amp, "features": features, "zstats": zstats, "family_best": family_best(rows),
                   "gram": gram}
     det.threshold = threshold_at_tpr(det.score(x_val, batch_size), tpr)
     det.info["fit_seconds"] = round(time.time() - t0, 1)
@@ -211,29 +259,35 @@ def score_outputs(amp, images, gram=None, chunk=CHUNK):
     return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def zscore_stats(outputs, feats):
+    """`{score name: (mean, std)}` of every AMP score and feature score on the ID validation images (a
+    zero std is read as 1)."""
+    vals = {**{a: outputs[a] for a in AMP_SCORES}, **feats}
+    return {k: (float(np.mean(v)), float(np.std(v)) or 1.0) for k, v in vals.items()}
+
+
 def _evaluate(out_val, out_ood, features, weights):
-    """Every candidate's validation FPR95 / AUROC, best first; and the combinations' z statistics."""
-    rows, stats = [], {}
+    """Every candidate's validation FPR95 / AUROC, best first; and the z statistics of every score on
+    the ID validation images (`zscore_stats`). Each feature score is computed once per image set."""
+    sets = {"val": out_val, **{("ood", k): o for k, o in out_ood.items()}}
+    feats = {s: {f: features[f].from_outputs(o) for f in features} for s, o in sets.items()}
+    zstats = zscore_stats(out_val, feats["val"])
+    rows = []
     for i, (name, opts, fn) in enumerate(candidate_scores(out_val, features, weights)):
         if fn is None:
-            f, a = name.split("+", 1)[1], opts["amp_score"]
-            if (name, a) not in stats:
-                fv, av = features[f].from_outputs(out_val), out_val[a]
-                stats[(name, a)] = ((float(np.mean(av)), float(np.std(av)) or 1.0),
-                                    (float(np.mean(fv)), float(np.std(fv)) or 1.0))
-
-            def fn(o, f=f, a=a, w=opts["w"], s=stats[(name, a)]):
-                return zscore_combination(o[a], features[f].from_outputs(o), s, w)
-        fpr, auroc = _metrics(fn(out_val), {k: fn(o) for k, o in out_ood.items()})
+            vals = {s: combination(o, feats[s], zstats, name, opts) for s, o in sets.items()}
+        else:
+            vals = {s: feats[s][name] if name in feats[s] else fn(o) for s, o in sets.items()}
+        fpr, auroc = _metrics(vals["val"], {k: v for k, v in vals.items() if k != "val"})
         rows.append({"label": candidate_label(name, opts), "name": name, "kind": name, "options": opts,
                      "val_fpr95": fpr, "val_auroc": auroc, "order": i})
     rows.sort(key=lambda r: (r["val_fpr95"], -r["val_auroc"], r["order"]))
-    return rows, stats
+    return rows, zstats
 
 
-#: The anchored rows of a report: every AMP score, the three feature scores, the three combinations (the
+#: The anchored rows of a report: every AMP score, the three feature scores, the four combinations (the
 #: Gram rows only when the selection fitted the anchored Gram).
-REPORT_NAMES = (*AMP_SCORES, *FEATURE_KINDS, *(f"amp+{f}" for f in FEATURE_KINDS))
+REPORT_NAMES = (*AMP_SCORES, *FEATURE_KINDS, *(f"amp+{f}" for f in FEATURE_KINDS), *MULTI)
 
 
 def family_best(rows):
@@ -249,17 +303,16 @@ def candidate_scorer(det):
     combination with its validation-best options), from one AMP pass, with `select_detector`'s fitted
     parts: the anchored rows of a report. The row `det.name` is the shipped score."""
     fitted = det.fitted
-    amp, features, stats, best = fitted["amp"], fitted["features"], fitted["stats"], fitted["family_best"]
+    amp, features, zstats, best = fitted["amp"], fitted["features"], fitted["zstats"], fitted["family_best"]
     kinds = [f for f in FEATURE_KINDS if f in features]
+    combos = [n for n in REPORT_NAMES if "+" in n and n in best]
 
     def run(images):
         o = score_outputs(amp, images, fitted.get("gram"))
         out = {n: o[n] for n in AMP_SCORES}
         out.update({f: features[f].from_outputs(o) for f in kinds})
-        for f in kinds:
-            name = f"amp+{f}"
-            a, w = best[name]["amp_score"], best[name]["w"]
-            out[name] = zscore_combination(o[a], out[f], stats[(name, a)], w)
+        for name in combos:
+            out[name] = combination(o, out, zstats, name, best[name])
         out["predicted_class"] = o["predicted_class"]
         return out
 

@@ -24,7 +24,9 @@ The kinds (the candidates of `select_detector`):
   root is about 1e20, far below float32's 3e38 (`select_detector` drops the Gram candidates, with a
   log line, if a training value is not finite);
 * `amp+mahalanobis`, `amp+knn`, `amp+gram`: `w * (a - mean_a) / std_a + (1 - w) * (f - mean_f) / std_f`,
-  both standardised on the ID validation images.
+  both standardised on the ID validation images;
+* `amp+mahalanobis+gram`: `w_a * z(a) + w_m * z(mahalanobis) + w_g * z(gram)` (`weights`, summing to 1),
+  each standardised on the ID validation images; one backbone call gives the pooled and the Gram features.
 
 The features come from the same backbone call as the logits (`feature_extractor`: one pass
 gives `concat([pooled features, Gram features, logits])` per anchored row).
@@ -57,8 +59,8 @@ import tensorflow as tf
 
 from amp_tf.contract import check_folder_path, read_json
 from amp_tf.detection.detectors.shipped_score import (  # noqa: F401  (importable from here as before)
-    FEATURE_KINDS, GRAM_KINDS, GRAM_ORDER, KINDS, POOLED_KINDS, STATE_NAMES, ShippedScore, amp_part, amp_value,
-    feature_kind, mahalanobis_factor, score_layer,
+    FEATURE_KINDS, GRAM_KINDS, GRAM_ORDER, KINDS, MULTI, POOLED_KINDS, STATE_NAMES, ShippedScore, amp_part, amp_value,
+    feature_kinds, mahalanobis_factor, score_layer,
 )
 from amp_tf.method.predictor import AnchoredPredictor, amp_outputs
 
@@ -87,7 +89,7 @@ def feature_extractor(backbone, layer="features", gram_layers=None, gram_order=G
     from amp_tf.detection.baselines.gram import default_gram_layers, gram_row_sums, rank4_output
 
     if score is not None:
-        pooled = feature_kind(score.kind) in POOLED_KINDS
+        pooled = score.uses_pooled()
         gram_layers, gram_order = (score.gram_layers, score.gram_order) if score.uses_gram() else (None, 0)
     if isinstance(gram_layers, str):
         if gram_layers != "auto":
@@ -253,11 +255,14 @@ class ShippedDetector:
 
 
 def candidate_label(name, options):
-    """`"amp+mahalanobis[w=0.5]"`, `"amp[sum,exp]+knn[w=0.25]"`, or the name alone."""
+    """`"amp+mahalanobis[w=0.5]"`, `"amp[sum,exp]+knn[w=0.25]"`,
+    `"amp+mahalanobis+gram[w=0.5,0.375,0.125]"` (AMP's weight first), or the name alone."""
     options = dict(options or {})
+    amp = options.get("amp_score", "amp")
+    if "weights" in options:
+        return f"{amp}+{name.split('+', 1)[1]}[w={','.join(f'{float(v):g}' for v in options['weights'])}]"
     if "w" not in options:
         return name
-    amp = options.get("amp_score", "amp")
     return f"{amp}+{name.split('+', 1)[1]}[w={float(options['w']):g}]"
 
 

@@ -1,5 +1,6 @@
 """The shipped detector's score in-graph: `ShippedScore` (AMP alone, a feature score on the anchored
-features, or their z-scored sum), `score_layer` that builds it, and the kinds it knows (`KINDS`).
+features, or a z-scored sum of AMP and one or two of them), `score_layer` that builds it, and the kinds it
+knows (`KINDS`).
 `amp_tf.detection.detectors.shipped` fits, saves and loads it; every name still imports from there."""
 from __future__ import annotations
 
@@ -12,17 +13,22 @@ from amp_tf.method.predictor import AMP_SCORES, AMP_VARIANTS, amp_outputs
 #: The kinds on the pooled `"features"` layer, and on the Gram features of the block outputs.
 POOLED_KINDS, GRAM_KINDS = ("mahalanobis", "knn"), ("gram",)
 FEATURE_KINDS = (*POOLED_KINDS, *GRAM_KINDS)
-KINDS = (*AMP_SCORES, *FEATURE_KINDS, *(f"amp+{f}" for f in FEATURE_KINDS))
+#: AMP with two feature scores (their z-scored weighted sum): the kind and its feature scores.
+MULTI = {"amp+mahalanobis+gram": ("mahalanobis", "gram")}
+KINDS = (*AMP_SCORES, *FEATURE_KINDS, *(f"amp+{f}" for f in FEATURE_KINDS), *MULTI)
 #: The highest Gram order of the anchored `gram` (orders 1..5, as the vanilla Gram baseline).
 GRAM_ORDER = 5
 #: The state arrays a `ShippedScore` may hold (non-trainable weights), by kind.
 STATE_NAMES = ("proj", "proj_means", "bank", "mins", "maxs")
 
 
-def feature_kind(kind):
-    """`"mahalanobis"` / `"knn"` / `"gram"` of a kind that uses the features, else None."""
+def feature_kinds(kind):
+    """The feature scores of `kind`, in its order: `()` for AMP, `("mahalanobis",)` for `mahalanobis` and
+    `amp+mahalanobis`, `("mahalanobis", "gram")` for `amp+mahalanobis+gram`."""
+    if kind in MULTI:
+        return MULTI[kind]
     base = kind.split("+", 1)[-1]
-    return base if base in FEATURE_KINDS else None
+    return (base,) if base in FEATURE_KINDS else ()
 
 
 def amp_part(kind):
@@ -53,7 +59,9 @@ class ShippedScore(keras.layers.Layer):
         kind: one of `KINDS`.
         amp_score: the AMP term (a name of `AMP_SCORES`) for `amp+...`; for an AMP kind, the kind.
         w: AMP's weight in `amp+...` (0..1).
-        stats: `[[mean_a, std_a], [mean_f, std_f]]` of the two terms on ID validation images.
+        stats: `[[mean, std], ...]` of every term (AMP first, then `feature_kinds(kind)`) on ID validation
+            images.
+        term_weights: every term's weight, AMP first (`amp+mahalanobis+gram`); None: `[w, 1 - w]`.
         k: the neighbour rank of `knn`.
         feature_dim, num_classes, bank_size, rank, gram_dim: the shapes of the state (weights `proj` (D, r)
             and `proj_means` (C, r) for Mahalanobis, `bank` (n, D) for KNN, `mins` / `maxs` (C, Dg) for Gram).
@@ -62,12 +70,13 @@ class ShippedScore(keras.layers.Layer):
         eps: tau's floor for `calibration="divide"`.
 
     The features `call` takes are the pooled features (B, D) for `mahalanobis` / `knn`, the Gram
-    features (B, Dg) for `gram` (`feature_extractor(backbone, score=layer)` gives them).
+    features (B, Dg) for `gram`, both `(B, D + Dg)` for `amp+mahalanobis+gram`
+    (`feature_extractor(backbone, score=layer)` gives them).
     """
 
     def __init__(self, kind, amp_score="amp", w=1.0, stats=((0.0, 1.0), (0.0, 1.0)), k=50, feature_dim=0,
                  num_classes=0, bank_size=0, rank=0, eps=1e-6, gram_dim=0, gram_layers=(), gram_order=0,
-                 gram_eps=1e-6, **kwargs):
+                 gram_eps=1e-6, term_weights=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if kind not in KINDS:
@@ -81,16 +90,23 @@ class ShippedScore(keras.layers.Layer):
         self.bank_size, self.rank = int(bank_size), int(rank)
         self.gram_dim, self.gram_layers = int(gram_dim), [str(n) for n in gram_layers]
         self.gram_order, self.gram_eps = int(gram_order), float(gram_eps)
-        feat = feature_kind(kind)
-        if feat == "mahalanobis":
+        kinds = feature_kinds(kind)
+        terms = 1 + len(kinds) if amp_part(kind) and kinds else 0
+        self.term_weights = None if term_weights is None else [float(v) for v in term_weights]
+        if terms > 2 and (self.term_weights is None or len(self.term_weights) != terms or len(self.stats) != terms):
+            raise ValueError(f"kind {kind!r}: pass term_weights and stats for its {terms} terms (AMP, "
+                             f"{', '.join(kinds)}), got term_weights {term_weights} and {len(self.stats)} stats.")
+        if terms == 2 and self.term_weights is None:
+            self.term_weights = [self.w, 1.0 - self.w]
+        if "mahalanobis" in kinds:
             self.proj = self.add_weight(shape=(self.feature_dim, self.rank), initializer="zeros",
                                         trainable=False, name="proj")
             self.proj_means = self.add_weight(shape=(self.num_classes, self.rank), initializer="zeros",
                                               trainable=False, name="proj_means")
-        elif feat == "knn":
+        if "knn" in kinds:
             self.bank = self.add_weight(shape=(self.bank_size, self.feature_dim), initializer="zeros",
                                         trainable=False, name="bank")
-        elif feat == "gram":
+        if "gram" in kinds:
             if not self.gram_layers or self.gram_order < 1:
                 raise ValueError("kind 'gram': pass gram_layers (the layer names) and gram_order >= 1.")
             self.mins = self.add_weight(shape=(self.num_classes, self.gram_dim), initializer="zeros",
@@ -102,25 +118,33 @@ class ShippedScore(keras.layers.Layer):
         self.built = True
 
     def uses_features(self):
-        return feature_kind(self.kind) is not None
+        return bool(feature_kinds(self.kind))
 
     def uses_gram(self):
-        """Whether the features are the Gram features (else the pooled ones)."""
-        return feature_kind(self.kind) in GRAM_KINDS
+        """Whether the features include the Gram features."""
+        return any(f in GRAM_KINDS for f in feature_kinds(self.kind))
+
+    def uses_pooled(self):
+        """Whether the features include the pooled features (first, `feature_dim` wide)."""
+        return any(f in POOLED_KINDS for f in feature_kinds(self.kind))
 
     def amp_term(self, k_logits):
         red, cal = AMP_VARIANTS.get(self.amp_score, AMP_VARIANTS["amp"])
         return amp_value(amp_outputs(k_logits, red, cal, self.eps), self.amp_score)
 
-    def feature_term(self, feats, k_logits=None):
+    def feature_term(self, feats, k_logits=None, kind=None):
+        """The feature score `kind` (default: the kind's first) from the features `call` takes."""
+        kind = kind or feature_kinds(self.kind)[0]
         feats = tf.cast(feats, tf.float32)
-        if self.uses_gram():  # -sum of the deviations from the ranges of AMP's predicted class
+        if kind == "gram":  # -sum of the deviations from the ranges of AMP's predicted class
+            feats = feats[:, self.feature_dim:] if self.uses_pooled() else feats
             pred = tf.argmax(tf.reduce_mean(tf.cast(k_logits, tf.float32), axis=0), axis=-1, output_type=tf.int32)
             mn, mx = tf.gather(tf.cast(self.mins, tf.float32), pred), tf.gather(tf.cast(self.maxs, tf.float32), pred)
             dev = (tf.nn.relu(mn - feats) / (tf.abs(mn) + self.gram_eps)
                    + tf.nn.relu(feats - mx) / (tf.abs(mx) + self.gram_eps))
             return -tf.reduce_sum(dev, axis=-1)
-        if feature_kind(self.kind) == "mahalanobis":
+        feats = feats[:, :self.feature_dim] if self.uses_gram() else feats
+        if kind == "mahalanobis":
             g = tf.matmul(feats, tf.cast(self.proj, tf.float32))
             diff = g[:, None, :] - tf.cast(self.proj_means, tf.float32)[None]
             return -tf.reduce_min(tf.reduce_sum(tf.square(diff), axis=-1), axis=-1)
@@ -132,13 +156,20 @@ class ShippedScore(keras.layers.Layer):
         return -tf.sqrt(tf.maximum(kth, 0.0))
 
     def call(self, k_logits, features=None):
-        if not self.uses_features():
+        kinds = feature_kinds(self.kind)
+        if not kinds:
             return self.amp_term(k_logits)
-        f = self.feature_term(features, k_logits)
         if not amp_part(self.kind):
-            return f
-        (ma, sa), (mf, sf) = self.stats
-        return self.w * (self.amp_term(k_logits) - ma) / sa + (1.0 - self.w) * (f - mf) / sf
+            return self.feature_term(features, k_logits)
+        if len(kinds) == 1:
+            f = self.feature_term(features, k_logits)
+            (ma, sa), (mf, sf) = self.stats
+            return self.w * (self.amp_term(k_logits) - ma) / sa + (1.0 - self.w) * (f - mf) / sf
+        terms = [self.amp_term(k_logits)] + [self.feature_term(features, k_logits, f) for f in kinds]
+        out = 0.0
+        for w, (m, sd), t in zip(self.term_weights, self.stats, terms):
+            out = out + w * (t - m) / sd
+        return out
 
     def set_state(self, state):
         """Assigns the fitted arrays (`proj`, `proj_means`, `bank` or `mins`, `maxs`) from a dict of numpy
@@ -157,25 +188,33 @@ class ShippedScore(keras.layers.Layer):
                       feature_dim=self.feature_dim, num_classes=self.num_classes, bank_size=self.bank_size,
                       rank=self.rank, eps=self.eps, gram_dim=self.gram_dim, gram_layers=list(self.gram_layers),
                       gram_order=self.gram_order, gram_eps=self.gram_eps)
+        if len(feature_kinds(self.kind)) > 1:
+            config["term_weights"] = list(self.term_weights)
         return config
 
 
-def score_layer(kind, amp_score="amp", w=1.0, stats=None, feature=None, eps=1e-6):
+def score_layer(kind, amp_score="amp", w=1.0, stats=None, feature=None, eps=1e-6, term_weights=None):
     """A `ShippedScore` of `kind` holding the state of a fitted baseline `feature` (the `Mahalanobis`
-    or `KNN` estimator of an `AnchoredFeatureDetector`, the `Gram` estimator of an `AnchoredGram`),
-    or none for an AMP kind."""
-    opts = dict(kind=kind, amp_score=amp_score, w=w, eps=eps, stats=stats or ((0.0, 1.0), (0.0, 1.0)))
+    or `KNN` estimator of an `AnchoredFeatureDetector`, the `Gram` estimator of an `AnchoredGram`; for
+    `amp+mahalanobis+gram` a dict `{"mahalanobis": ..., "gram": ...}`), or none for an AMP kind."""
+    opts = dict(kind=kind, amp_score=amp_score, w=w, eps=eps, stats=stats or ((0.0, 1.0), (0.0, 1.0)),
+                term_weights=term_weights)
     state = {}
-    feat = feature_kind(kind)
+    ests = feature if isinstance(feature, dict) else {f: feature for f in feature_kinds(kind)}
+    for feat in feature_kinds(kind):
+        state.update(_state(feat, ests[feat], opts))
+    return ShippedScore(**opts).set_state(state)
+
+
+def _state(feat, feature, opts):
+    """The state arrays of the feature score `feat` from its fitted estimator; its shapes into `opts`."""
     if feat == "mahalanobis":
         proj = mahalanobis_factor(feature.precision_)
-        state = {"proj": proj, "proj_means": feature.means_ @ proj}
         opts.update(feature_dim=proj.shape[0], rank=proj.shape[1], num_classes=len(feature.means_))
-    elif feat == "knn":
-        state = {"bank": feature.bank_}
+        return {"proj": proj, "proj_means": feature.means_ @ proj}
+    if feat == "knn":
         opts.update(feature_dim=feature.bank_.shape[1], bank_size=feature.bank_.shape[0], k=feature.k_)
-    elif feat == "gram":
-        state = {"mins": feature.mins_, "maxs": feature.maxs_}
-        opts.update(gram_dim=feature.mins_.shape[1], num_classes=feature.mins_.shape[0],
-                    gram_layers=list(feature.layers_), gram_order=feature.max_order, gram_eps=feature.eps)
-    return ShippedScore(**opts).set_state(state)
+        return {"bank": feature.bank_}
+    opts.update(gram_dim=feature.mins_.shape[1], num_classes=feature.mins_.shape[0],
+                gram_layers=list(feature.layers_), gram_order=feature.max_order, gram_eps=feature.eps)
+    return {"mins": feature.mins_, "maxs": feature.maxs_}
