@@ -139,9 +139,10 @@ def test_in_graph_gram_equals_a_numpy_reference_of_the_formula(tiny):
                                atol=1e-4 * (np.std(want) + 1e-12))
 
 
-def test_a_gram_state_saves_loads_and_scores_the_same(tiny, tmp_path):
+@pytest.mark.parametrize("kind", ["amp+gram", "amp+mahalanobis+gram"])
+def test_a_gram_state_saves_loads_and_scores_the_same(tiny, tmp_path, kind):
     model, det, x, _ = tiny
-    one = _gram_detector(det, model)
+    one = _gram_detector(det, model, kind)
     one.threshold = -1.0
     one.save(tmp_path)
     again = detectors.load_detector(tmp_path, model)

@@ -5,7 +5,8 @@
   images): the detector the run exports, saves (`detector.json`) and reports first.
 * `score_models`: every model on the ID test set and the OOD sets. An anchored model gets
   every AMP score, the anchored `knn` / `mahalanobis` / `gram` and `amp+knn` / `amp+mahalanobis` /
-  `amp+gram` (each with its validation-best weight) from one pass over the anchors; a plain model the
+  `amp+gram` / `amp+mahalanobis+gram` (each with its validation-best weights) from one pass over the
+  anchors; a plain model the
   logit scores (`DEFAULT_VANILLA`) and the fitted baselines (`FITTED_VANILLA`: ReAct, KNN,
   Mahalanobis, Gram, fitted on the same ID images as the anchored ones); each model through the
   one scoring path, `amp_tf.detection.evaluation.evaluate_model`, with its scorer.
