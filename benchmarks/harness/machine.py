@@ -73,6 +73,17 @@ def vector_extensions(flags=None):
     return {"avx2": "avx2" in flags, "avx512": avx512, "amx": amx, "summary": ", ".join(parts)}
 
 
+#: Environment variables that cap the vector extensions the kernels use (oneDNN in TF and PyTorch; PyTorch's
+#: own ATen kernels): `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` runs AVX2 kernels on an AVX-512 CPU.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def isa_cap_note():
+    """`" (kernels capped: ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)"` when a cap is set, else ""."""
+    caps = [f"{k}={os.environ[k]}" for k in ISA_CAPS if os.environ.get(k)]
+    return f" (kernels capped: {', '.join(caps)})" if caps else ""
+
+
 def machine_info():
     """Platform, cores (and affinity), CPU model, GPUs, TF thread settings, thread env vars."""
     import tensorflow as tf
@@ -89,7 +100,7 @@ def machine_info():
         pass
     if _cpuinfo_model():
         info["cpu_model"] = _cpuinfo_model()
-    info["vector_extensions"] = vector_extensions()["summary"]
+    info["vector_extensions"] = vector_extensions()["summary"] + isa_cap_note()
     info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
     info["tf_threads"] = {
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
@@ -98,7 +109,7 @@ def machine_info():
     }
     info["env"] = {k: os.environ.get(k) for k in (
         "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-        "TF_ENABLE_ONEDNN_OPTS", "KERAS_BACKEND") if os.environ.get(k) is not None}
+        "TF_ENABLE_ONEDNN_OPTS", "KERAS_BACKEND", *ISA_CAPS) if os.environ.get(k) is not None}
     return info
 
 
