@@ -3,7 +3,8 @@
 `parse_quick` (the `--quick` settings as defaults, explicit flags still override), `check_k`
 (K anchors, checked where the library checks it),
 `ints` ("1,2,5" flags), `Log` for a benchmark's `main` (which answers user errors
-with `amp_tf.errors.cli_errors`, as the CLIs do), `write_json` (atomic).
+with `amp_tf.errors.cli_errors`, as the CLIs do), `write_json` (atomic), `round_floats` (a
+large results file kept small).
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ def _json_default(o):
         return float(o)
     except (TypeError, ValueError):
         return str(o)
+
+
+def round_floats(obj, digits=6):
+    """`obj` with every float rounded to `digits` significant digits (dicts, lists and tuples walked).
+
+    >>> round_floats({"a": [0.123456789, 2], "b": 1e-9 / 3})
+    {'a': [0.123457, 2], 'b': 3.33333e-10}
+    """
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: round_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [round_floats(v, digits) for v in obj]
+    return obj
 
 
 def write_json(path, obj, indent=2):

@@ -56,7 +56,7 @@ from amp_tf import recipe as _recipe  # noqa: E402
 from amp_tf.errors import cli_errors  # noqa: E402
 from benchmarks.harness import ROOT  # noqa: E402
 from benchmarks.harness.machine import Contention, cpu_model, machine_info, versions  # noqa: E402
-from benchmarks.harness.results import Log, check_k, parse_quick, write_json  # noqa: E402
+from benchmarks.harness.results import Log, check_k, parse_quick, round_floats, write_json  # noqa: E402
 from benchmarks.harness.model_store import pack, trained, unpack  # noqa: E402
 from benchmarks.harness.seed_cache import SeedCache  # noqa: E402
 
@@ -378,7 +378,7 @@ def main(argv=None):
             log(f"seed {seed} done in {r['wall_s'] / 60:.1f} min; saved {cache.path(seed)}")
         results.append(r)
     res, md = report(a, results, splits, time.time() - _T0, time.process_time() - c0)
-    write_json(a.json, res)
+    write_json(a.json, round_floats(res), indent=1)  # 6 digits: every candidate's rows stay under 2 MB
     a.md.parent.mkdir(parents=True, exist_ok=True)
     a.md.write_text(md)
     print(md)
