@@ -25,7 +25,7 @@ Sections (`--sections`, default all): `core` is the above; `peer` runs
 `benchmarks.speed.peer`'s contenders here and reports `peer_training`
 (amp-tf's training pipeline / the PyTorch reference loop, images/s, target >= 1.0)
 and `peer_amp_inference` (`AnchoredPredictor.predict` / PyTorch's loop over
-anchors, target >= 1.0), skipped with a note when PyTorch is not installed;
+anchors, target >= 1.5), skipped with a note when PyTorch is not installed;
 `internals` measures the library's speed choices as ratios (the fused `BatchNorm`
 vs Keras' BatchNormalization on one training step; fit epochs with amp-tf's
 tf.data settings vs tf.data autotuning).
