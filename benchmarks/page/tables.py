@@ -22,6 +22,7 @@ from statistics import mean, stdev
 from benchmarks.harness import ROOT
 from benchmarks.page import verdicts
 from benchmarks.quality.ood_report import shipped_row
+from benchmarks.speed.targets import verdict
 
 from benchmarks.page.fmt import (  # noqa: F401  (the shared formats, under their names here)
     ALL, BLOCK, FPR_HEAD, GROUPS, LABEL, PRETTY, RESULTS, VANILLA_BASELINES, load, p as _p, signed as _signed,
@@ -163,7 +164,7 @@ def speed_ratios(results=RESULTS):
     rows = []
     for key, (fname, section, text) in SPEED_RATIOS.items():
         res = load(fname, results)
-        t = res["targets"][key]
+        t = verdict(key, res["targets"][key]["value"])  # today's target, also for a run made before it moved
         others = res["peer"]["other_processes_cpu_share"] if section == "peer" else \
             res["contention"]["by_section"][section]
         target = t["target"].replace("<=", "≤").replace(">=", "≥") + (" — met" if t["met"] else " — missed")

@@ -87,7 +87,7 @@ from amp_tf.run.presets import FMNIST_RECIPE  # noqa: E402  (the main job's reci
 from amp_tf.errors import cli_errors  # noqa: E402
 from benchmarks.harness import ROOT  # noqa: E402
 from benchmarks.harness.machine import Contention, machine_info, versions  # noqa: E402
-from benchmarks.harness.results import Log, check_k, parse_quick, write_json  # noqa: E402
+from benchmarks.harness.results import Log, check_k, parse_quick, round_floats, write_json  # noqa: E402
 from benchmarks.quality.ood_runs import FITTED, LIBRARY_CROP_SCALE, TABLE8_TRANSFORMS  # noqa: E402
 from benchmarks.quality.ood_seeds import CODE_VERSION, SeedCache, check_caches  # noqa: E402,F401
 
@@ -362,7 +362,7 @@ def main(argv=None):
     res["steal_share"] = contention.steal_share()  # the hypervisor's share of the machine's CPU
     res["wall_time_s"] = round(time.time() - _T_START, 1)
     res["seeds_cpu_s"] = round(sum(r["cpu_s"] for r in results), 1)  # each seed's cost wherever it ran
-    write_json(args.json, res)
+    write_json(args.json, round_floats(res), indent=1)  # 6 digits: every candidate's rows stay under 2 MB
     md = render_md(res)
     args.md.parent.mkdir(parents=True, exist_ok=True)
     args.md.write_text(md)

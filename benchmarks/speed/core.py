@@ -20,27 +20,9 @@ from amp_tf.models import build_backbone
 from amp_tf.method.predictor import AnchoredPredictor, amp_outputs
 from benchmarks.harness.machine import Contention, load_average, vm_hwm_bytes
 from benchmarks.harness.timing import interleaved, median_or_none, sync
+from benchmarks.speed.targets import PEER_TARGETS, TARGETS, verdict  # noqa: F401  (importable from here)
 
-TARGETS = {  # None: reported without a target
-    "train_overhead": ("<=", 1.05),
-    "amp_k_efficiency": (">=", 0.95),
-    "folded_speedup": None,
-    "tiled_vs_loop": (">=", 1.0),
-}
-PEER_TARGETS = {  # amp-tf / PyTorch on the same CPU, images/s (section "peer"; issue 29's targets)
-    "peer_training": (">=", 1.0),
-    "peer_amp_inference": (">=", 1.5),
-}
 CYCLE = 5  # training steps per timed cycle = consistency_every
-
-
-def verdict(name, value):
-    spec = {**TARGETS, **PEER_TARGETS}[name]
-    if spec is None:
-        return {"value": value, "target": None, "met": None}
-    op, target = spec
-    ok = value <= target if op == "<=" else value >= target
-    return {"value": value, "target": f"{op} {target}", "met": bool(ok)}
 
 
 # ---------------------------------------------------------------------- models
