@@ -70,7 +70,7 @@ def test_scores_match_the_detectors():
     labels = [r["label"] for r in sorted(det.candidates, key=lambda r: r["order"])]
     assert len(labels) == len(set(labels)) and set(AMP_SCORES) | {"knn", "mahalanobis"} <= set(labels)
     assert set(amp["s"]) == set(labels) | {"amp+knn", "amp+mahalanobis", "predicted_class"} | (
-        {"amp+gram"} if "gram" in labels else set())
+        {"amp+gram", "amp+mahalanobis+gram"} if "gram" in labels else set())
     assert det.label in labels and len(score(x[:40], 7)["amp"]) == 7 and len(score(x[:40], 7)["predicted_class"]) == 40
     info = converged.selection_info(det)
     assert list(info["val_fpr95"]) == labels and info["selected"] == det.label

@@ -15,7 +15,7 @@ COVARIATE = [f"fmnist_{k}_{lv}" for k in ("blur", "jpeg", "contrast", "pixelate"
 NEAR = ["fmnist_holdout_ood", "fmnist_holdout2_ood"]
 OOD = FAR + COVARIATE + NEAR
 ANCHORED = {"amp", "amp[sum,exp]", "amp[mean,divide]", "amp[sum,divide]", "msp", "energy", "neg_tau",
-            "knn", "mahalanobis", "amp+knn", "amp+mahalanobis", "gram", "amp+gram"}
+            "knn", "mahalanobis", "amp+knn", "amp+mahalanobis", "gram", "amp+gram", "amp+mahalanobis+gram"}
 VANILLA = {"msp", "energy", "odin", "max_logit", "entropy", "react", "knn", "mahalanobis", "gram"}
 
 
