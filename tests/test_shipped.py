@@ -312,3 +312,13 @@ def test_the_three_term_combination_is_the_weighted_sum_of_the_validation_z_scor
                for t, w in zip((opts["amp_score"], "mahalanobis", "gram"), opts["weights"]))
     np.testing.assert_allclose(got["amp+mahalanobis+gram"], want, rtol=1e-9, atol=1e-9)
     assert len(opts["weights"]) == 3 and abs(sum(opts["weights"]) - 1) < 1e-12
+
+
+def test_gram_order_0_selects_without_any_gram_candidate(tiny):
+    """The cheap-serving choice the README names: no Gram features fitted, no candidate that needs them."""
+    model, _, x, y = tiny
+    det = detectors.select_detector(model, (x[:100], y[:100]), (x[100:], y[100:]), num_anchors=3, val_ood_size=40,
+                                    gram_order=0)
+    names = {r["name"] for r in det.candidates}
+    assert {"amp", "mahalanobis", "amp+mahalanobis"} <= names and not any("gram" in n for n in names)
+    assert not det.score_layer.uses_gram() and det.info["gram"] is None

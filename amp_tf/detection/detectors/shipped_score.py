@@ -61,7 +61,7 @@ class ShippedScore(keras.layers.Layer):
         w: AMP's weight in `amp+...` (0..1).
         stats: `[[mean, std], ...]` of every term (AMP first, then `feature_kinds(kind)`) on ID validation
             images.
-        term_weights: every term's weight, AMP first (`amp+mahalanobis+gram`); None: `[w, 1 - w]`.
+        term_weights: every term's weight, AMP first (`amp+mahalanobis+gram` only; two terms use `w`).
         k: the neighbour rank of `knn`.
         feature_dim, num_classes, bank_size, rank, gram_dim: the shapes of the state (weights `proj` (D, r)
             and `proj_means` (C, r) for Mahalanobis, `bank` (n, D) for KNN, `mins` / `maxs` (C, Dg) for Gram).
@@ -96,8 +96,6 @@ class ShippedScore(keras.layers.Layer):
         if terms > 2 and (self.term_weights is None or len(self.term_weights) != terms or len(self.stats) != terms):
             raise ValueError(f"kind {kind!r}: pass term_weights and stats for its {terms} terms (AMP, "
                              f"{', '.join(kinds)}), got term_weights {term_weights} and {len(self.stats)} stats.")
-        if terms == 2 and self.term_weights is None:
-            self.term_weights = [self.w, 1.0 - self.w]
         if "mahalanobis" in kinds:
             self.proj = self.add_weight(shape=(self.feature_dim, self.rank), initializer="zeros",
                                         trainable=False, name="proj")
